@@ -1,0 +1,203 @@
+/* blockcore/blockcore.h - the cowpool I/O engine (public header).
+ *
+ * One device interface (cp_bdev) over regular files, block devices and a RAM
+ * device for tests, served by one of three asynchronous backends:
+ *
+ *   CP_AIO_IO_URING  io_uring (default)           qemu-img -i io_uring
+ *   CP_AIO_NATIVE    Linux AIO (libaio)           qemu-img -i native
+ *   CP_AIO_THREADS   pool of preadv/pwritev threads  qemu-img -i threads
+ *
+ * Errors: every int-returning function returns >= 0 on success, -errno on
+ * failure, and leaves a message in cp_last_error() naming the device.
+ *
+ * Threads: every function may be called from any thread, concurrently,
+ * unless stated otherwise.  Completion callbacks run on a completion thread
+ * owned by the device (never on the submitting thread's stack frame, except
+ * that a request that fails before submission returns its error directly and
+ * its callback is NOT called).  A callback may submit new requests.
+ *
+ * Ownership: buffers passed to an async request belong to the engine until
+ * its callback has run.  The iovec array itself is copied at submission.
+ *
+ * Alignment: with CP_CACHE_NONE (O_DIRECT) the kernel needs offsets, lengths
+ * and buffer addresses aligned to cp_bdev_align().  Requests that are not
+ * aligned are still served correctly (bounce buffer for reads, read-modify-
+ * write for writes, serialised against overlapping writes on the same
+ * device), just more slowly.  cp_bdev_alloc_buf() returns suitably aligned
+ * memory.
+ */
+#ifndef CP_BLOCKCORE_H
+#define CP_BLOCKCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cp_bdev cp_bdev;
+
+enum cp_aio {
+	CP_AIO_IO_URING = 0,
+	CP_AIO_NATIVE = 1,
+	CP_AIO_THREADS = 2,
+};
+
+enum cp_cache {
+	CP_CACHE_WRITEBACK = 0, /* buffered I/O, flush = fdatasync   (-t writeback) */
+	CP_CACHE_NONE = 1,      /* O_DIRECT, flush = fdatasync       (-t none) */
+	CP_CACHE_WRITETHROUGH = 2, /* buffered + O_DSYNC              (-t writethrough) */
+	CP_CACHE_DIRECTSYNC = 3,   /* O_DIRECT + O_DSYNC               (-t directsync) */
+	CP_CACHE_UNSAFE = 4,       /* buffered, flush is a no-op        (-t unsafe) */
+};
+
+/* Parse "io_uring" | "native" | "threads" and "none" | "writeback" |
+ * "writethrough" | "directsync" | "unsafe".  Return 0 or -EINVAL. */
+int cp_aio_parse(const char *s, enum cp_aio *out);
+int cp_cache_parse(const char *s, enum cp_cache *out);
+const char *cp_aio_name(enum cp_aio aio);
+
+struct cp_bdev_opts {
+	size_t size;             /* sizeof(struct cp_bdev_opts), set by _init */
+	enum cp_aio aio;         /* default CP_AIO_IO_URING */
+	enum cp_cache cache;     /* default CP_CACHE_WRITEBACK */
+	bool readonly;           /* open O_RDONLY */
+	bool create;             /* create the file if missing (O_CREAT, 0644) */
+	bool truncate;           /* with create: truncate to 0 (O_TRUNC) */
+	unsigned queue_depth;    /* ring size / aio context size; default 128 */
+	unsigned threads;        /* CP_AIO_THREADS pool size; default 16 */
+	/* If the requested backend cannot be set up (io_uring disabled, aio
+	 * context limit), fall back io_uring -> native -> threads instead of
+	 * failing.  Default true. */
+	bool fallback;
+};
+void cp_bdev_opts_init(struct cp_bdev_opts *opts);
+
+/* Open a regular file or a block device.  opts may be NULL for defaults. */
+int cp_bdev_open(const char *path, const struct cp_bdev_opts *opts,
+		 cp_bdev **out);
+/* Wait for all in-flight requests, then close and free.  NULL is a no-op. */
+void cp_bdev_close(cp_bdev *dev);
+
+/* Path given at open ("ram:<n>" for RAM devices). */
+const char *cp_bdev_name(const cp_bdev *dev);
+/* Current size in bytes (files: st_size, grows with writes past the end;
+ * block devices: BLKGETSIZE64). */
+uint64_t cp_bdev_size(cp_bdev *dev);
+/* Required alignment of offset, length and buffer address for the fast
+ * path: logical block size with O_DIRECT (512 or 4096), 1 otherwise. */
+unsigned cp_bdev_align(const cp_bdev *dev);
+/* Backend actually in use (after any fallback). */
+enum cp_aio cp_bdev_aio(const cp_bdev *dev);
+enum cp_cache cp_bdev_cache(const cp_bdev *dev);
+bool cp_bdev_is_blockdev(const cp_bdev *dev);
+bool cp_bdev_readonly(const cp_bdev *dev);
+
+/* Memory aligned to 4096 (suits any cp_bdev_align()).  Free with
+ * cp_bdev_free_buf().  Returns NULL on ENOMEM. */
+void *cp_bdev_alloc_buf(size_t len);
+void cp_bdev_free_buf(void *buf);
+
+/* --- asynchronous requests ------------------------------------------------
+ * cb(opaque, ret) runs exactly once when the request completes; ret is 0 on
+ * success or -errno.  A short read past the end of a file is zero-filled and
+ * is success.  A short write is retried internally; ret never reports a
+ * partial transfer.  The submit call itself returns 0 (queued: the callback
+ * will run) or -errno (not queued: the callback will not run). */
+typedef void (*cp_io_cb)(void *opaque, int ret);
+
+int cp_bdev_preadv_async(cp_bdev *dev, const struct iovec *iov, int iovcnt,
+			 uint64_t offset, cp_io_cb cb, void *opaque);
+int cp_bdev_pwritev_async(cp_bdev *dev, const struct iovec *iov, int iovcnt,
+			  uint64_t offset, cp_io_cb cb, void *opaque);
+int cp_bdev_flush_async(cp_bdev *dev, cp_io_cb cb, void *opaque);
+
+/* --- synchronous requests (submit, then wait) ----------------------------- */
+int cp_bdev_preadv(cp_bdev *dev, const struct iovec *iov, int iovcnt,
+		   uint64_t offset);
+int cp_bdev_pwritev(cp_bdev *dev, const struct iovec *iov, int iovcnt,
+		    uint64_t offset);
+int cp_bdev_pread(cp_bdev *dev, void *buf, size_t len, uint64_t offset);
+int cp_bdev_pwrite(cp_bdev *dev, const void *buf, size_t len, uint64_t offset);
+/* Make every completed write durable (fdatasync / IORING_OP_FSYNC). */
+int cp_bdev_flush(cp_bdev *dev);
+
+/* Deallocate: FALLOC_FL_PUNCH_HOLE|KEEP_SIZE on files, BLKDISCARD on block
+ * devices.  Afterwards the range reads as zeroes on files; on block devices
+ * the content is unspecified.  -EOPNOTSUPP if the device cannot. */
+int cp_bdev_discard(cp_bdev *dev, uint64_t offset, uint64_t len);
+
+#define CP_ZERO_MAY_UNMAP 0x1u /* may deallocate (punch hole) instead */
+/* Make the range read as zeroes: FALLOC_FL_ZERO_RANGE (or PUNCH_HOLE with
+ * MAY_UNMAP) on files, BLKZEROOUT on block devices, falling back to writing
+ * zero buffers.  Extends a file if the range ends past its end. */
+int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
+			 unsigned flags);
+
+/* Set the size of a file (grow or shrink; ftruncate).  -ENOTSUP on block
+ * devices unless size == current size. */
+int cp_bdev_truncate(cp_bdev *dev, uint64_t size);
+
+enum cp_prealloc {
+	CP_PREALLOC_OFF = 0,
+	CP_PREALLOC_METADATA = 1, /* meaningful to qcow2 only; raw treats as off */
+	CP_PREALLOC_FALLOC = 2,   /* posix_fallocate */
+	CP_PREALLOC_FULL = 3,     /* write zeroes */
+};
+int cp_prealloc_parse(const char *s, enum cp_prealloc *out);
+const char *cp_prealloc_name(enum cp_prealloc p);
+/* Reserve space for [offset, offset+len) (falloc or full) and grow the file
+ * to at least offset+len. */
+int cp_bdev_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
+			enum cp_prealloc mode);
+
+/* Allocation status of a file range (SEEK_DATA/SEEK_HOLE): sets *pnum to
+ * the length of the run starting at offset that is all data (returns 1) or
+ * all hole (returns 0).  Block devices and RAM devices always report data. */
+int cp_bdev_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
+			 uint64_t *pnum);
+
+/* --- RAM device for tests -------------------------------------------------
+ * Holds the device content in memory, models a volatile write cache, and can
+ * "cut power": at the moment of the cut every write not followed by a flush
+ * is dropped (or, with keep_seed != 0, a seeded random subset of them is
+ * kept, applied in submission order), and from then on every request fails
+ * with -EIO until cp_ram_restart().  Writes, write-zeroes and discards each
+ * count as one write; the cut happens instead of the (cut_after_writes+1)th
+ * write, which fails with -EIO and is not applied.  The device grows on
+ * writes past its end, up to max_size. */
+struct cp_ram_opts {
+	size_t size;              /* sizeof(struct cp_ram_opts), set by _init */
+	uint64_t initial_size;    /* default 0 */
+	uint64_t max_size;        /* default 1 GiB (address space reserved lazily) */
+	unsigned align;           /* reported cp_bdev_align(); default 512 */
+	int64_t cut_after_writes; /* -1 (default): never cut by count */
+	uint64_t keep_seed;       /* 0: drop all unflushed writes at the cut */
+	enum cp_aio aio;          /* completion model; ignored but recorded */
+};
+void cp_ram_opts_init(struct cp_ram_opts *opts);
+int cp_bdev_open_ram(const struct cp_ram_opts *opts, cp_bdev **out);
+/* Cut power now (see above).  Returns 0, or -EINVAL if dev is not RAM. */
+int cp_ram_cut(cp_bdev *dev);
+/* True once power has been cut. */
+bool cp_ram_is_cut(cp_bdev *dev);
+/* After a cut: make the device usable again holding what survived, reset
+ * the write counter and disable cutting (set a new limit with
+ * cp_ram_set_cut_after). */
+int cp_ram_restart(cp_bdev *dev);
+int cp_ram_set_cut_after(cp_bdev *dev, int64_t writes);
+/* Writes counted since open or restart. */
+uint64_t cp_ram_write_count(cp_bdev *dev);
+/* Copy the current (volatile) content of a RAM device to/from a file or a
+ * buffer, for tests that hand RAM images to other tools. */
+int cp_ram_save(cp_bdev *dev, const char *path);
+int cp_ram_load(cp_bdev *dev, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

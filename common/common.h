@@ -1,0 +1,86 @@
+/* common/common.h - small helpers shared by every cowpool module.
+ *
+ * Error rule (STYLE.md #3): functions return int, >= 0 on success and -errno
+ * on failure.  A human-readable message goes to a per-thread "last error"
+ * set with cp_set_error() and read with cp_last_error().
+ */
+#ifndef CP_COMMON_H
+#define CP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#define CP_EXPORT __attribute__((visibility("default")))
+#define CP_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define CP_UNUSED __attribute__((unused))
+
+#define CP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define CP_DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+#define CP_ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+#define CP_ALIGN_DOWN(n, a) ((n) / (a) * (a))
+#define CP_IS_ALIGNED(n, a) (((n) % (a)) == 0)
+#define CP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Record a message for the calling thread and return err (a -errno value)
+ * so callers can write `return cp_error(-EINVAL, "...")`.  errno is
+ * preserved. */
+int cp_error(int err, const char *fmt, ...) CP_PRINTF(2, 3);
+/* Same, but prefixes the existing message: "prefix: old message". */
+int cp_error_prefix(int err, const char *fmt, ...) CP_PRINTF(2, 3);
+/* The calling thread's last message ("" when none). Valid until the next
+ * cp_error() on this thread. */
+const char *cp_last_error(void);
+void cp_clear_error(void);
+
+/* Big-endian load/store (QCOW2 is big-endian on disk). */
+static inline uint16_t cp_be16(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint16_t)((b[0] << 8) | b[1]);
+}
+static inline uint32_t cp_be32(const void *p)
+{
+	const uint8_t *b = p;
+	return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) |
+	       ((uint32_t)b[2] << 8) | b[3];
+}
+static inline uint64_t cp_be64(const void *p)
+{
+	return ((uint64_t)cp_be32(p) << 32) | cp_be32((const uint8_t *)p + 4);
+}
+static inline void cp_put_be16(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)(v >> 8);
+	b[1] = (uint8_t)v;
+}
+static inline void cp_put_be32(void *p, uint32_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)(v >> 24);
+	b[1] = (uint8_t)(v >> 16);
+	b[2] = (uint8_t)(v >> 8);
+	b[3] = (uint8_t)v;
+}
+static inline void cp_put_be64(void *p, uint64_t v)
+{
+	cp_put_be32(p, (uint32_t)(v >> 32));
+	cp_put_be32((uint8_t *)p + 4, (uint32_t)v);
+}
+
+static inline bool cp_is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* True if all len bytes of buf are zero. */
+bool cp_is_zero(const void *buf, size_t len);
+
+/* Parse a size with optional suffix (k, M, G, T, P, E; powers of 1024; a
+ * plain number is bytes).  Returns 0 or -EINVAL. */
+int cp_parse_size(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,109 @@
+/* common/error.c - per-thread last error and small utilities. */
+#include "common.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char last_error[1024];
+
+int cp_error(int err, const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	errno = saved;
+	return err;
+}
+
+int cp_error_prefix(int err, const char *fmt, ...)
+{
+	int saved = errno;
+	char prefix[512], old[sizeof(last_error) - 520];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	memcpy(old, last_error, sizeof(old) - 1);
+	old[sizeof(old) - 1] = 0;
+	if (old[0])
+		snprintf(last_error, sizeof(last_error), "%s: %s", prefix, old);
+	else
+		snprintf(last_error, sizeof(last_error), "%s: %s", prefix,
+			 strerror(-err));
+	errno = saved;
+	return err;
+}
+
+const char *cp_last_error(void)
+{
+	return last_error;
+}
+
+void cp_clear_error(void)
+{
+	last_error[0] = 0;
+}
+
+bool cp_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len && ((uintptr_t)p & 7)) {
+		if (*p)
+			return false;
+		p++;
+		len--;
+	}
+	const uint64_t *q = (const uint64_t *)(const void *)p;
+	while (len >= 32) {
+		if (q[0] | q[1] | q[2] | q[3])
+			return false;
+		q += 4;
+		len -= 32;
+	}
+	p = (const uint8_t *)q;
+	while (len--) {
+		if (*p++)
+			return false;
+	}
+	return true;
+}
+
+int cp_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	unsigned shift = 0;
+	if (*end) {
+		switch (*end) {
+		case 'b': case 'B': shift = 0; break;
+		case 'k': case 'K': shift = 10; break;
+		case 'm': case 'M': shift = 20; break;
+		case 'g': case 'G': shift = 30; break;
+		case 't': case 'T': shift = 40; break;
+		case 'p': case 'P': shift = 50; break;
+		case 'e': case 'E': shift = 60; break;
+		default: return -EINVAL;
+		}
+		end++;
+		if (*end == 'i' && end[1] == 'B')
+			end += 2;
+		else if (*end == 'B' && shift)
+			end++;
+		if (*end)
+			return -EINVAL;
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
