@@ -1,0 +1,856 @@
+/* qcow/image.c - the generic image layer: raw and qcow2 layers, backing
+ * chains, the async data path, map and info.
+ *
+ * Async requests take one of two roads:
+ *  - fast: raw layers, and qcow2 requests that map to one contiguous run of
+ *    data clusters already allocated to this image (the common case once a
+ *    disk is written), go straight to the device; the completion context
+ *    comes from a preallocated free list: no allocation on this path;
+ *  - slow: anything that needs metadata I/O, copy-on-write, decompression
+ *    or a backing read runs the synchronous path on one of the image's
+ *    worker threads (created on first use).
+ */
+#include "qcow_int.h"
+#include "iov.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FAST_CTX 256
+#define WORKERS 16
+
+struct fast_ctx {
+	struct img_async *owner;
+	cp_io_cb cb;
+	void *opaque;
+	unsigned epoch;
+	struct fast_ctx *next;
+};
+
+struct job {
+	bool write;
+	struct iovec *iov;
+	int iovcnt;
+	uint64_t off;
+	cp_io_cb cb;
+	void *opaque;
+	struct job *next;
+};
+
+struct img_async {
+	cp_image *img;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct fast_ctx ctx[FAST_CTX];
+	struct fast_ctx *free_ctx;
+	struct job *head, *tail;
+	pthread_t workers[WORKERS];
+	int nworkers;
+	bool stop;
+	uint64_t outstanding;
+};
+
+/* The async state hangs off the image; created at open for every layer. */
+static struct img_async *img_async_of(cp_image *img);
+
+/* --- options ----------------------------------------------------------------- */
+
+void cp_open_opts_init(struct cp_open_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->size = sizeof(*o);
+	o->format = CP_FMT_AUTO;
+	o->backing_format = CP_FMT_AUTO;
+	o->aio = CP_AIO_IO_URING;
+	o->cache = CP_CACHE_WRITEBACK;
+}
+
+void cp_create_opts_init(struct cp_create_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->size = sizeof(*o);
+	o->format = CP_FMT_QCOW2;
+	o->cluster_size = 65536;
+	o->qcow_version = 3;
+	o->refcount_bits = 16;
+	o->aio = CP_AIO_IO_URING;
+	o->cache = CP_CACHE_WRITEBACK;
+}
+
+int cp_fmt_parse(const char *s, enum cp_fmt *out)
+{
+	if (!strcmp(s, "raw"))
+		*out = CP_FMT_RAW;
+	else if (!strcmp(s, "qcow2"))
+		*out = CP_FMT_QCOW2;
+	else
+		return cp_error(-EINVAL, "unknown image format '%s' (supported: raw, qcow2)", s);
+	return 0;
+}
+
+const char *cp_fmt_name(enum cp_fmt f)
+{
+	switch (f) {
+	case CP_FMT_RAW: return "raw";
+	case CP_FMT_QCOW2: return "qcow2";
+	default: return "auto";
+	}
+}
+
+/* --- open and close ------------------------------------------------------------- */
+
+struct chain {
+	const char *names[256];
+	int n;
+};
+
+static void image_free(cp_image *img)
+{
+	if (!img)
+		return;
+	free(img->filename);
+	free(img->dir);
+	free(img->async);
+	free(img);
+}
+
+static int probe(cp_bdev *dev, const char *name, enum cp_fmt *fmt)
+{
+	uint8_t *b = cp_bdev_alloc_buf(4096);
+	if (!b)
+		return -ENOMEM;
+	memset(b, 0, 4096);
+	int r = 0;
+	if (cp_bdev_size(dev) >= 4)
+		r = cp_bdev_pread(dev, b, 4096, 0);
+	if (r < 0) {
+		cp_bdev_free_buf(b);
+		return cp_error_prefix(r, "%s: reading the header", name);
+	}
+	*fmt = cp_be32(b) == QC_MAGIC ? CP_FMT_QCOW2 : CP_FMT_RAW;
+	cp_bdev_free_buf(b);
+	return 0;
+}
+
+static int image_open(cp_bdev *dev, bool own_dev, const char *name,
+		      const struct cp_open_opts *o, enum cp_fmt fmt, int depth,
+		      struct chain *ch, cp_image **out);
+
+static int open_backing(cp_image *img, struct chain *ch)
+{
+	struct qcow *q = img->q;
+	const struct cp_open_opts *o = &img->opts;
+	unsigned maxd = o->max_chain_depth ? o->max_chain_depth : 64;
+	char *path = NULL;
+	cp_bdev *dev = NULL;
+	bool own = true;
+	int r;
+	if ((unsigned)img->depth + 1 >= maxd || ch->n >= 255)
+		return cp_error(-ELOOP, "%s: backing chain is deeper than %u layers",
+				img->filename, maxd);
+	enum cp_fmt bf = o->backing_format;
+	if (q->backing_format) {
+		r = cp_fmt_parse(q->backing_format, &bf);
+		if (r < 0)
+			return cp_error(-ENOTSUP, "%s: backing file '%s' has unsupported format '%s'",
+					img->filename, q->backing_file, q->backing_format);
+	}
+	if (o->open_backing) {
+		path = strdup(q->backing_file);
+		if (!path)
+			return -ENOMEM;
+		r = o->open_backing(o->open_backing_opaque, q->backing_file, &dev);
+		own = false;
+		if (r < 0) {
+			cp_error_prefix(r, "%s: could not open backing file '%s'",
+					img->filename, q->backing_file);
+			free(path);
+			return r;
+		}
+	} else {
+		if (q->backing_file[0] == '/' || !img->dir)
+			path = strdup(q->backing_file);
+		else if (asprintf(&path, "%s/%s", img->dir, q->backing_file) < 0)
+			path = NULL;
+		if (!path)
+			return -ENOMEM;
+	}
+	/* loops: compare resolved paths (or names for hook-provided devices) */
+	char real[PATH_MAX];
+	const char *key = path;
+	if (!o->open_backing && realpath(path, real))
+		key = real;
+	for (int i = 0; i < ch->n; i++) {
+		if (!strcmp(ch->names[i], key)) {
+			cp_error(-ELOOP, "%s: backing chain loop: '%s' is already in the chain",
+				 img->filename, q->backing_file);
+			free(path);
+			return -ELOOP;
+		}
+	}
+	if (!dev) {
+		struct cp_bdev_opts bo;
+		cp_bdev_opts_init(&bo);
+		bo.readonly = true;
+		bo.aio = o->aio;
+		bo.cache = o->cache;
+		r = cp_bdev_open(path, &bo, &dev);
+		if (r < 0) {
+			cp_error(r, "%s: could not open backing file '%s': %s",
+				 img->filename, path, strerror(-r));
+			free(path);
+			return r;
+		}
+	}
+	char *keydup = strdup(key);
+	if (!keydup) {
+		if (own)
+			cp_bdev_close(dev);
+		free(path);
+		return -ENOMEM;
+	}
+	ch->names[ch->n++] = keydup;
+	struct cp_open_opts bo = *o;
+	bo.readonly = true;
+	bo.for_check = false;
+	r = image_open(dev, own, path, &bo, bf, img->depth + 1, ch, &img->backing);
+	free(path);
+	return r;
+}
+
+static int image_open(cp_bdev *dev, bool own_dev, const char *name,
+		      const struct cp_open_opts *o, enum cp_fmt fmt, int depth,
+		      struct chain *ch, cp_image **out)
+{
+	cp_image *img = calloc(1, sizeof(*img));
+	int r = -ENOMEM;
+	*out = NULL;
+	if (!img)
+		goto fail_dev;
+	img->filename = strdup(name);
+	char *tmp = strdup(name);
+	if (tmp) {
+		img->dir = strdup(dirname(tmp));
+		free(tmp);
+	}
+	if (!img->filename || !img->dir)
+		goto fail;
+	img->dev = dev;
+	img->own_dev = own_dev;
+	img->readonly = o->readonly || cp_bdev_readonly(dev);
+	img->opts = *o;
+	img->depth = depth;
+	img->async = calloc(1, sizeof(struct img_async));
+	if (!img->async)
+		goto fail;
+	if (fmt == CP_FMT_AUTO) {
+		r = probe(dev, name, &fmt);
+		if (r < 0)
+			goto fail;
+	}
+	img->format = fmt;
+	struct img_async *a = img->async;
+	a->img = img;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	for (int i = 0; i < FAST_CTX; i++) {
+		a->ctx[i].owner = a;
+		a->ctx[i].next = i + 1 < FAST_CTX ? &a->ctx[i + 1] : NULL;
+	}
+	a->free_ctx = &a->ctx[0];
+	if (fmt == CP_FMT_RAW) {
+		img->size = cp_bdev_size(dev);
+	} else {
+		struct qcow *q;
+		r = qc_open(img, &q, o);
+		if (r < 0)
+			goto fail;
+		if (q->backing_file && !o->no_backing) {
+			r = open_backing(img, ch);
+			if (r < 0) {
+				qc_close(q);
+				img->q = NULL;
+				goto fail;
+			}
+		}
+	}
+	*out = img;
+	return 0;
+fail:
+	if (img && img->async) {
+		pthread_mutex_destroy(&img->async->lock);
+		pthread_cond_destroy(&img->async->cond);
+	}
+	image_free(img);
+fail_dev:
+	if (own_dev)
+		cp_bdev_close(dev);
+	return r;
+}
+
+static void chain_free(struct chain *ch)
+{
+	for (int i = 0; i < ch->n; i++)
+		free((char *)ch->names[i]);
+}
+
+int cp_image_open_dev(cp_bdev *dev, const char *name,
+		      const struct cp_open_opts *opts, cp_image **out)
+{
+	struct cp_open_opts o;
+	if (opts)
+		o = *opts;
+	else
+		cp_open_opts_init(&o);
+	struct chain ch = { .n = 0 };
+	ch.names[ch.n++] = strdup(name);
+	int r = image_open(dev, false, name, &o, o.format, 0, &ch, out);
+	chain_free(&ch);
+	return r;
+}
+
+int cp_image_open(const char *path, const struct cp_open_opts *opts,
+		  cp_image **out)
+{
+	struct cp_open_opts o;
+	if (opts)
+		o = *opts;
+	else
+		cp_open_opts_init(&o);
+	struct cp_bdev_opts bo;
+	cp_bdev_opts_init(&bo);
+	bo.readonly = o.readonly;
+	bo.aio = o.aio;
+	bo.cache = o.cache;
+	cp_bdev *dev;
+	*out = NULL;
+	int r = cp_bdev_open(path, &bo, &dev);
+	if (r < 0)
+		return r;
+	struct chain ch = { .n = 0 };
+	char real[PATH_MAX];
+	ch.names[ch.n++] = strdup(realpath(path, real) ? real : path);
+	r = image_open(dev, true, path, &o, o.format, 0, &ch, out);
+	chain_free(&ch);
+	return r;
+}
+
+static void async_drain(cp_image *img)
+{
+	struct img_async *a = img->async;
+	pthread_mutex_lock(&a->lock);
+	while (a->outstanding)
+		pthread_cond_wait(&a->cond, &a->lock);
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void async_stop(cp_image *img)
+{
+	struct img_async *a = img->async;
+	async_drain(img);
+	pthread_mutex_lock(&a->lock);
+	a->stop = true;
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	for (int i = 0; i < a->nworkers; i++)
+		pthread_join(a->workers[i], NULL);
+	pthread_mutex_destroy(&a->lock);
+	pthread_cond_destroy(&a->cond);
+}
+
+int cp_image_close(cp_image *img)
+{
+	if (!img)
+		return 0;
+	async_stop(img);
+	int r = 0;
+	if (img->q)
+		r = qc_close(img->q);
+	int r2 = cp_image_close(img->backing);
+	if (r >= 0 && r2 < 0)
+		r = r2;
+	if (img->own_dev)
+		cp_bdev_close(img->dev);
+	image_free(img);
+	return r;
+}
+
+/* --- accessors ----------------------------------------------------------------- */
+
+const char *cp_image_filename(const cp_image *img) { return img->filename; }
+enum cp_fmt cp_image_format(const cp_image *img) { return img->format; }
+cp_image *cp_image_backing(const cp_image *img) { return img->backing; }
+cp_bdev *cp_image_dev(const cp_image *img) { return img->dev; }
+bool cp_image_readonly(const cp_image *img)
+{
+	return img->readonly || (img->q && img->q->readonly);
+}
+
+uint64_t cp_image_size(const cp_image *img)
+{
+	return img->q ? img->q->size : img->size;
+}
+
+uint32_t cp_image_cluster_size(const cp_image *img)
+{
+	return img->q ? img->q->cluster_size : 512;
+}
+
+static struct img_async *img_async_of(cp_image *img)
+{
+	return img->async;
+}
+
+/* --- synchronous data path ----------------------------------------------------------- */
+
+static int check_range(cp_image *img, uint64_t off, uint64_t len, bool write)
+{
+	uint64_t size = cp_image_size(img);
+	if (off > size || len > size - off)
+		return cp_error(-EINVAL, "%s: request at offset %" PRIu64 " length %" PRIu64 " is beyond the end of the disk (%" PRIu64 " bytes)",
+				img->filename, off, len, size);
+	if (write && cp_image_readonly(img))
+		return cp_error(-EROFS, "%s: image is read-only%s", img->filename,
+				img->q && img->q->corrupt ? " (marked corrupt)" : "");
+	return 0;
+}
+
+int cp_image_preadv(cp_image *img, const struct iovec *iov, int iovcnt,
+		    uint64_t offset)
+{
+	uint64_t len = cp_iov_size(iov, iovcnt);
+	int r = check_range(img, offset, len, false);
+	if (r < 0 || !len)
+		return r;
+	if (img->q)
+		return qc_readv(img->q, iov, iovcnt, offset, len);
+	r = cp_bdev_preadv(img->dev, iov, iovcnt, offset);
+	return r < 0 ? r : 0;
+}
+
+int cp_image_pwritev(cp_image *img, const struct iovec *iov, int iovcnt,
+		     uint64_t offset)
+{
+	uint64_t len = cp_iov_size(iov, iovcnt);
+	int r = check_range(img, offset, len, true);
+	if (r < 0 || !len)
+		return r;
+	if (img->q)
+		return qc_writev(img->q, iov, iovcnt, offset, len);
+	r = cp_bdev_pwritev(img->dev, iov, iovcnt, offset);
+	return r < 0 ? r : 0;
+}
+
+int cp_image_pread(cp_image *img, void *buf, size_t len, uint64_t offset)
+{
+	struct iovec v = { buf, len };
+	return cp_image_preadv(img, &v, 1, offset);
+}
+
+int cp_image_pwrite(cp_image *img, const void *buf, size_t len, uint64_t offset)
+{
+	struct iovec v = { (void *)buf, len };
+	return cp_image_pwritev(img, &v, 1, offset);
+}
+
+int cp_image_write_zeroes(cp_image *img, uint64_t offset, uint64_t len,
+			  unsigned flags)
+{
+	int r = check_range(img, offset, len, true);
+	if (r < 0 || !len)
+		return r;
+	if (img->q)
+		return qc_zero(img->q, offset, len, flags, false);
+	return cp_bdev_write_zeroes(img->dev, offset, len, flags);
+}
+
+int cp_image_discard(cp_image *img, uint64_t offset, uint64_t len)
+{
+	int r = check_range(img, offset, len, true);
+	if (r < 0 || !len)
+		return r;
+	if (img->q)
+		return qc_zero(img->q, offset, len, 0, true);
+	r = cp_bdev_discard(img->dev, offset, len);
+	if (r == -EOPNOTSUPP || r == -ENOTSUP) {
+		cp_clear_error();
+		return 0; /* discard is advisory */
+	}
+	return r;
+}
+
+int cp_image_flush(cp_image *img)
+{
+	if (cp_image_readonly(img))
+		return 0;
+	if (img->q)
+		return qc_flush(img->q);
+	return cp_bdev_flush(img->dev);
+}
+
+int cp_image_resize(cp_image *img, uint64_t new_size, bool allow_shrink,
+		    enum cp_prealloc prealloc)
+{
+	if (cp_image_readonly(img))
+		return cp_error(-EROFS, "%s: image is read-only", img->filename);
+	async_drain(img);
+	if (img->q)
+		return qc_resize(img->q, new_size, prealloc);
+	if (new_size < img->size && !allow_shrink)
+		return cp_error(-EINVAL, "%s: shrinking needs --shrink (data past the new end is lost)",
+				img->filename);
+	int r = cp_bdev_truncate(img->dev, new_size);
+	if (r >= 0 && new_size > img->size && prealloc != CP_PREALLOC_OFF &&
+	    prealloc != CP_PREALLOC_METADATA)
+		r = cp_bdev_preallocate(img->dev, img->size, new_size - img->size,
+					prealloc);
+	if (r >= 0)
+		img->size = new_size;
+	return r;
+}
+
+/* --- asynchronous data path -------------------------------------------------------- */
+
+static void outstanding_add(struct img_async *a, int d)
+{
+	pthread_mutex_lock(&a->lock);
+	a->outstanding += d;
+	if (!a->outstanding)
+		pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct img_async *a = arg;
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		while (!a->head && !a->stop)
+			pthread_cond_wait(&a->cond, &a->lock);
+		if (!a->head)
+			break;
+		struct job *j = a->head;
+		a->head = j->next;
+		if (!a->head)
+			a->tail = NULL;
+		pthread_mutex_unlock(&a->lock);
+		int r = j->write ? cp_image_pwritev(a->img, j->iov, j->iovcnt, j->off)
+				 : cp_image_preadv(a->img, j->iov, j->iovcnt, j->off);
+		j->cb(j->opaque, r);
+		free(j);
+		pthread_mutex_lock(&a->lock);
+		if (--a->outstanding == 0)
+			pthread_cond_broadcast(&a->cond);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+static int submit_job(cp_image *img, bool write, const struct iovec *iov,
+		      int iovcnt, uint64_t off, cp_io_cb cb, void *opaque)
+{
+	struct img_async *a = img->async;
+	struct job *j = malloc(sizeof(*j) + sizeof(struct iovec) * (size_t)iovcnt);
+	if (!j)
+		return -ENOMEM;
+	j->write = write;
+	j->iov = (struct iovec *)(j + 1);
+	memcpy(j->iov, iov, sizeof(struct iovec) * (size_t)iovcnt);
+	j->iovcnt = iovcnt;
+	j->off = off;
+	j->cb = cb;
+	j->opaque = opaque;
+	j->next = NULL;
+	pthread_mutex_lock(&a->lock);
+	if (a->nworkers < WORKERS && a->nworkers <= (int)a->outstanding) {
+		if (pthread_create(&a->workers[a->nworkers], NULL, worker_main, a) == 0)
+			a->nworkers++;
+	}
+	if (a->nworkers == 0) {
+		pthread_mutex_unlock(&a->lock);
+		free(j);
+		return cp_error(-EAGAIN, "%s: cannot start worker threads", img->filename);
+	}
+	if (a->tail)
+		a->tail->next = j;
+	else
+		a->head = j;
+	a->tail = j;
+	a->outstanding++;
+	pthread_cond_signal(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	return 0;
+}
+
+static void fast_cpl(void *opaque, int ret)
+{
+	struct fast_ctx *c = opaque;
+	struct img_async *a = c->owner;
+	struct qcow *q = a->img->q;
+	cp_io_cb cb = c->cb;
+	void *op = c->opaque;
+	if (q && atomic_fetch_sub(&q->gp_count[c->epoch], 1) == 1) {
+		pthread_mutex_lock(&q->gp_lock);
+		pthread_cond_broadcast(&q->gp_cond);
+		pthread_mutex_unlock(&q->gp_lock);
+	}
+	pthread_mutex_lock(&a->lock);
+	c->next = a->free_ctx;
+	a->free_ctx = c;
+	pthread_mutex_unlock(&a->lock);
+	cb(op, ret);
+	outstanding_add(a, -1);
+}
+
+static int submit_async(cp_image *img, bool write, const struct iovec *iov,
+			int iovcnt, uint64_t offset, cp_io_cb cb, void *opaque)
+{
+	uint64_t len = cp_iov_size(iov, iovcnt);
+	int r = check_range(img, offset, len, write);
+	if (r < 0)
+		return r;
+	struct img_async *a = img_async_of(img);
+	struct qcow *q = img->q;
+	uint64_t host = offset;
+	struct fast_ctx *c = NULL;
+	if (q && len) {
+		struct qc_map m;
+		pthread_mutex_lock(&q->lock);
+		int mr = qc_map_locked(q, offset, len, &m);
+		bool fast = mr >= 0 && m.type == QC_NORMAL && m.bytes == len &&
+			    (!write || (m.copied && !q->readonly));
+		if (fast) {
+			pthread_mutex_lock(&a->lock);
+			c = a->free_ctx;
+			if (c)
+				a->free_ctx = c->next;
+			pthread_mutex_unlock(&a->lock);
+		}
+		if (c) {
+			c->epoch = atomic_load(&q->epoch) & 1;
+			atomic_fetch_add(&q->gp_count[c->epoch], 1);
+			host = m.host;
+		}
+		pthread_mutex_unlock(&q->lock);
+		if (mr < 0)
+			cp_clear_error(); /* the slow path reports it */
+		if (!c)
+			return submit_job(img, write, iov, iovcnt, offset, cb, opaque);
+		c->cb = cb;
+		c->opaque = opaque;
+		outstanding_add(a, 1);
+		r = write ? cp_bdev_pwritev_async(img->dev, iov, iovcnt, host, fast_cpl, c)
+			  : cp_bdev_preadv_async(img->dev, iov, iovcnt, host, fast_cpl, c);
+		if (r < 0) {
+			if (atomic_fetch_sub(&q->gp_count[c->epoch], 1) == 1) {
+				pthread_mutex_lock(&q->gp_lock);
+				pthread_cond_broadcast(&q->gp_cond);
+				pthread_mutex_unlock(&q->gp_lock);
+			}
+			pthread_mutex_lock(&a->lock);
+			c->next = a->free_ctx;
+			a->free_ctx = c;
+			pthread_mutex_unlock(&a->lock);
+			outstanding_add(a, -1);
+		}
+		return r;
+	}
+	if (!q && len) {
+		/* raw: straight to the device */
+		return write ? cp_bdev_pwritev_async(img->dev, iov, iovcnt, offset, cb, opaque)
+			     : cp_bdev_preadv_async(img->dev, iov, iovcnt, offset, cb, opaque);
+	}
+	return submit_job(img, write, iov, iovcnt, offset, cb, opaque);
+}
+
+int cp_image_preadv_async(cp_image *img, const struct iovec *iov, int iovcnt,
+			  uint64_t offset, cp_io_cb cb, void *opaque)
+{
+	return submit_async(img, false, iov, iovcnt, offset, cb, opaque);
+}
+
+int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
+			   uint64_t offset, cp_io_cb cb, void *opaque)
+{
+	return submit_async(img, true, iov, iovcnt, offset, cb, opaque);
+}
+
+/* --- allocation map ---------------------------------------------------------------- */
+
+int cp_image_is_allocated(cp_image *img, uint64_t offset, uint64_t len,
+			  uint64_t *pnum)
+{
+	if (!img->q) {
+		*pnum = len;
+		return 1;
+	}
+	struct qc_map m;
+	int r = qc_block_status(img->q, offset, len, &m);
+	if (r < 0)
+		return r;
+	*pnum = m.bytes;
+	return m.type != QC_UNALLOC;
+}
+
+int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
+		 struct cp_extent *ext)
+{
+	memset(ext, 0, sizeof(*ext));
+	ext->start = offset;
+	ext->offset = CP_NO_OFFSET;
+	uint64_t size = cp_image_size(img);
+	if (offset >= size)
+		return cp_error(-EINVAL, "%s: offset %" PRIu64 " beyond the end of the disk",
+				img->filename, offset);
+	len = CP_MIN(len, size - offset);
+	cp_image *l = img;
+	int depth = 0;
+	for (;;) {
+		uint64_t lsize = cp_image_size(l);
+		if (offset >= lsize) {
+			/* past this layer's end: nothing below either */
+			ext->length = len;
+			ext->depth = depth;
+			ext->zero = true;
+			return 0;
+		}
+		uint64_t n = CP_MIN(len, lsize - offset);
+		if (!l->q) {
+			uint64_t pnum = n;
+			int st = cp_bdev_block_status(l->dev, offset, n, &pnum);
+			if (st < 0) {
+				st = 1;
+				pnum = n;
+				cp_clear_error();
+			}
+			ext->length = CP_MIN(pnum ? pnum : n, n);
+			ext->depth = depth;
+			ext->present = true;
+			ext->data = st == 1;
+			ext->zero = st == 0;
+			ext->offset = offset;
+			ext->filename = l->filename;
+			return 0;
+		}
+		struct qc_map m;
+		int r = qc_block_status(l->q, offset, n, &m);
+		if (r < 0)
+			return r;
+		ext->length = m.bytes;
+		ext->depth = depth;
+		ext->filename = l->filename;
+		switch (m.type) {
+		case QC_NORMAL:
+			ext->present = ext->data = true;
+			ext->offset = m.host;
+			return 0;
+		case QC_COMPRESSED:
+			ext->present = ext->data = ext->compressed = true;
+			return 0;
+		case QC_ZERO:
+			ext->present = ext->zero = true;
+			return 0;
+		case QC_UNALLOC:
+			break;
+		}
+		len = m.bytes;
+		if (!l->backing) {
+			ext->depth = depth + 1;
+			ext->zero = true;
+			ext->filename = NULL;
+			return 0;
+		}
+		l = l->backing;
+		depth++;
+	}
+}
+
+/* --- information --------------------------------------------------------------------- */
+
+int cp_image_get_info(cp_image *img, struct cp_image_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->format = img->format;
+	info->virtual_size = cp_image_size(img);
+	info->file_length = cp_bdev_size(img->dev);
+	struct stat st;
+	if (stat(img->filename, &st) == 0 && S_ISREG(st.st_mode))
+		info->actual_size = (uint64_t)st.st_blocks * 512;
+	else
+		info->actual_size = info->file_length;
+	struct qcow *q = img->q;
+	if (!q)
+		return 0;
+	pthread_mutex_lock(&q->lock);
+	info->cluster_size = q->cluster_size;
+	info->qcow_version = q->version;
+	info->lazy_refcounts = q->lazy;
+	info->corrupt = q->corrupt;
+	info->extended_l2 = q->extl2;
+	info->dirty = (q->incompat & QC_INCOMPAT_DIRTY) != 0;
+	info->refcount_bits = 1u << q->refcount_order;
+	snprintf(info->compression_type, sizeof(info->compression_type), "%s",
+		 q->compression_type == QC_COMPRESSION_ZSTD ? "zstd" : "zlib");
+	info->nb_snapshots = q->nb_snapshots;
+	if (q->backing_file) {
+		snprintf(info->backing_file, sizeof(info->backing_file), "%s",
+			 q->backing_file);
+		if (q->backing_file[0] == '/' || !img->dir)
+			snprintf(info->full_backing_filename,
+				 sizeof(info->full_backing_filename), "%s",
+				 q->backing_file);
+		else
+			snprintf(info->full_backing_filename,
+				 sizeof(info->full_backing_filename), "%s/%s",
+				 img->dir, q->backing_file);
+	}
+	if (q->backing_format)
+		snprintf(info->backing_format, sizeof(info->backing_format), "%s",
+			 q->backing_format);
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+/* --- check ------------------------------------------------------------------------- */
+
+int cp_image_check(cp_image *img, unsigned repair, struct cp_check_result *res,
+		   cp_check_report_fn report, void *opaque)
+{
+	memset(res, 0, sizeof(*res));
+	if (!img->q)
+		return cp_error(-ENOTSUP, "%s: raw images have no metadata to check",
+				img->filename);
+	if (repair && cp_image_readonly(img) && !(img->q->corrupt && !img->readonly))
+		return cp_error(-EROFS, "%s: repair needs the image opened read-write",
+				img->filename);
+	async_drain(img);
+	if (!img->readonly) {
+		int r = qc_flush(img->q);
+		if (r < 0)
+			return r;
+	}
+	return qc_check(img->q, repair, res, report, opaque);
+}
+
+/* --- backing reads ------------------------------------------------------------------- */
+
+int qc_backing_read(cp_image *img, void *buf, uint64_t len, uint64_t off)
+{
+	cp_image *b = img->backing;
+	uint64_t bsize = b ? cp_image_size(b) : 0;
+	uint64_t have = off < bsize ? CP_MIN(len, bsize - off) : 0;
+	if (have) {
+		int r = cp_image_pread(b, buf, have, off);
+		if (r < 0)
+			return r;
+	}
+	memset((uint8_t *)buf + have, 0, len - have);
+	return 0;
+}

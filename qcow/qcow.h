@@ -1,0 +1,228 @@
+/* qcow/qcow.h - the cowpool image engine (public header).
+ *
+ * A cp_image is one layer of a disk: a QCOW2 image (version 2 "compat=0.10"
+ * or 3 "compat=1.1") or a raw file, opened on a blockcore device, with its
+ * backing chain opened below it (each backing layer may be qcow2 or raw).
+ *
+ * Errors: int functions return >= 0 on success, -errno on failure, with a
+ * message in cp_last_error() that names the file and what is wrong, e.g.
+ * "disk.qcow2: L2 table at 0x50000 beyond end of file".  Notable codes:
+ *   -EUCLEAN   the image is corrupt (and is now marked corrupt if writable)
+ *   -ENOTSUP   a feature cowpool refuses (the message names it)
+ *   -EROFS     write to an image opened read-only (or refused read-write)
+ *   -EINVAL    bad argument
+ *
+ * Threads: all functions may be called concurrently from any thread on the
+ * same image, except cp_image_close() (no other call may be running) and
+ * cp_image_resize() (serialised internally; in-flight I/O is drained first).
+ * Async callbacks run on engine threads (blockcore completion threads or the
+ * image's worker threads) and may submit new requests.
+ */
+#ifndef CP_QCOW_H
+#define CP_QCOW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "blockcore.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cp_image cp_image;
+
+enum cp_fmt {
+	CP_FMT_AUTO = 0, /* probe: qcow2 magic, else raw */
+	CP_FMT_RAW = 1,
+	CP_FMT_QCOW2 = 2,
+};
+int cp_fmt_parse(const char *s, enum cp_fmt *out); /* "raw", "qcow2" */
+const char *cp_fmt_name(enum cp_fmt f);
+
+/* Hook to open a backing layer on a device the caller provides (tests chain
+ * RAM devices this way).  name is the backing file name as stored in the
+ * image.  Return 0 and set *out, or -errno.  The caller keeps ownership of
+ * the device and must close it after the image. */
+typedef int (*cp_open_backing_fn)(void *opaque, const char *name,
+				  cp_bdev **out);
+
+struct cp_open_opts {
+	size_t size;             /* sizeof(struct cp_open_opts), set by _init */
+	enum cp_fmt format;      /* CP_FMT_AUTO */
+	bool readonly;
+	bool no_backing;         /* do not open the backing chain (reads of
+				  * unallocated ranges then return zeroes) */
+	enum cp_fmt backing_format; /* for layers without a backing format
+				  * extension; AUTO probes (default) */
+	enum cp_aio aio;         /* CP_AIO_IO_URING */
+	enum cp_cache cache;     /* CP_CACHE_WRITEBACK */
+	uint64_t l2_cache_size;  /* bytes; 0 = default: enough to map the whole
+				  * disk, capped at 32 MiB */
+	uint32_t l2_cache_entry_size; /* slice size in bytes; 0 = 4096 */
+	uint64_t refcount_cache_size; /* bytes; 0 = default (1 MiB) */
+	unsigned max_chain_depth; /* 0 = 64 */
+	/* Open for check/repair: no automatic repair of a dirty (lazy
+	 * refcounts) image, and a corrupt image may be opened read-write. */
+	bool for_check;
+	cp_open_backing_fn open_backing;
+	void *open_backing_opaque;
+};
+void cp_open_opts_init(struct cp_open_opts *opts);
+
+/* Open path (and its backing chain: relative names are resolved against
+ * the directory of the image that names them). */
+int cp_image_open(const char *path, const struct cp_open_opts *opts,
+		  cp_image **out);
+/* Open an image on a device the caller owns (closed by the caller after
+ * cp_image_close()).  name is used in messages and to resolve relative
+ * backing names. */
+int cp_image_open_dev(cp_bdev *dev, const char *name,
+		      const struct cp_open_opts *opts, cp_image **out);
+/* Flush (writes cached metadata, clears the dirty bit) and close the whole
+ * chain.  Always frees; returns the first error met while flushing. */
+int cp_image_close(cp_image *img);
+
+const char *cp_image_filename(const cp_image *img);
+enum cp_fmt cp_image_format(const cp_image *img);
+uint64_t cp_image_size(const cp_image *img);     /* virtual size */
+cp_image *cp_image_backing(const cp_image *img); /* borrowed; NULL if none */
+cp_bdev *cp_image_dev(const cp_image *img);      /* borrowed */
+bool cp_image_readonly(const cp_image *img);
+/* Granularity of allocation: cluster size for qcow2, 512 for raw. */
+uint32_t cp_image_cluster_size(const cp_image *img);
+
+/* --- data path ------------------------------------------------------------
+ * Reads past the virtual size fail with -EINVAL; so do writes.  Buffers need
+ * no particular alignment (aligned buffers, see cp_bdev_alloc_buf(), take
+ * the fast path with O_DIRECT). */
+int cp_image_pread(cp_image *img, void *buf, size_t len, uint64_t offset);
+int cp_image_pwrite(cp_image *img, const void *buf, size_t len,
+		    uint64_t offset);
+int cp_image_preadv(cp_image *img, const struct iovec *iov, int iovcnt,
+		    uint64_t offset);
+int cp_image_pwritev(cp_image *img, const struct iovec *iov, int iovcnt,
+		     uint64_t offset);
+/* Asynchronous forms: same rules as blockcore (0 = queued and cb will run
+ * exactly once; -errno = not queued, cb will not run).  Many requests may
+ * be in flight; overlapping writes complete in some order, each atomically
+ * per cluster. */
+int cp_image_preadv_async(cp_image *img, const struct iovec *iov, int iovcnt,
+			  uint64_t offset, cp_io_cb cb, void *opaque);
+int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
+			   uint64_t offset, cp_io_cb cb, void *opaque);
+
+/* Make [offset, offset+len) read as zeroes.  qcow2 v3: zero flag (with
+ * CP_ZERO_MAY_UNMAP the clusters are also freed); v2: clusters are
+ * deallocated when nothing shows through from a backing file, otherwise
+ * zeroes are written.  Partial clusters are written with zeroes. */
+int cp_image_write_zeroes(cp_image *img, uint64_t offset, uint64_t len,
+			  unsigned flags);
+/* Deallocate whole clusters in the range (guest discard): afterwards the
+ * range reads from the backing chain (or as zeroes if there is none; on v3
+ * with a backing file, discarded clusters become zero clusters so the
+ * backing does not show through).  Partial clusters are left untouched. */
+int cp_image_discard(cp_image *img, uint64_t offset, uint64_t len);
+/* Write all cached metadata in crash-safe order and flush the device. */
+int cp_image_flush(cp_image *img);
+
+/* Grow (or with allow_shrink, shrink: raw only; qcow2 refuses to drop
+ * allocated data) to new_size.  prealloc applies to the new area. */
+int cp_image_resize(cp_image *img, uint64_t new_size, bool allow_shrink,
+		    enum cp_prealloc prealloc);
+
+/* --- allocation map (qemu-img map semantics) ------------------------------
+ * Describes the longest run starting at offset (at most len bytes) whose
+ * status is uniform.  depth: index of the layer that provides the data (0 =
+ * this image); for ranges allocated nowhere, depth = number of layers.
+ * present: allocated in some layer; zero: reads as zeroes; data: backed by
+ * data in a file; offset: host offset of the data in the layer's file, or
+ * CP_NO_OFFSET (zero clusters, compressed clusters, unallocated). */
+#define CP_NO_OFFSET UINT64_MAX
+struct cp_extent {
+	uint64_t start, length;
+	int depth;
+	bool present, zero, data, compressed;
+	uint64_t offset;
+	const char *filename; /* layer that provides it (borrowed) */
+};
+int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
+		 struct cp_extent *ext);
+/* Allocation in this layer only (no backing walk): sets *pnum to the length
+ * of the run at offset that is allocated here (returns 1) or not (returns
+ * 0).  Zero clusters count as allocated. */
+int cp_image_is_allocated(cp_image *img, uint64_t offset, uint64_t len,
+			  uint64_t *pnum);
+
+/* --- information ----------------------------------------------------------- */
+struct cp_image_info {
+	enum cp_fmt format;
+	uint64_t virtual_size;
+	uint64_t actual_size;   /* bytes allocated on the host (st_blocks) */
+	uint64_t file_length;   /* host file length */
+	uint32_t cluster_size;  /* qcow2 only */
+	int qcow_version;       /* 2 or 3 */
+	bool lazy_refcounts, corrupt, extended_l2, dirty;
+	unsigned refcount_bits;
+	char compression_type[8]; /* "zlib" or "zstd" */
+	unsigned nb_snapshots;
+	char backing_file[1024];  /* as stored in the image ("" if none) */
+	char backing_format[32];  /* as stored ("" if none) */
+	char full_backing_filename[4096]; /* resolved path ("" if none) */
+};
+int cp_image_get_info(cp_image *img, struct cp_image_info *info);
+
+/* --- create ----------------------------------------------------------------- */
+struct cp_create_opts {
+	size_t size;              /* sizeof(struct cp_create_opts), set by _init */
+	enum cp_fmt format;       /* CP_FMT_QCOW2 default */
+	uint64_t virtual_size;    /* bytes; with a backing file 0 = its size */
+	uint32_t cluster_size;    /* 65536 */
+	int qcow_version;         /* 3 (compat=1.1); 2 = compat=0.10 */
+	enum cp_prealloc prealloc;/* off */
+	bool extended_l2;         /* false; needs version 3, cluster >= 16 KiB */
+	bool lazy_refcounts;      /* false; needs version 3 */
+	unsigned refcount_bits;   /* 16; a power of two 1..64 (v2: 16 only) */
+	const char *compression_type; /* NULL = "zlib"; "zstd" needs v3 */
+	const char *backing_file; /* NULL = none */
+	const char *backing_format; /* NULL = probe the backing file */
+	enum cp_aio aio;
+	enum cp_cache cache;
+};
+void cp_create_opts_init(struct cp_create_opts *opts);
+/* Create (or overwrite) path. */
+int cp_image_create(const char *path, const struct cp_create_opts *opts);
+/* Create on a caller-owned device (content overwritten).  name resolves a
+ * relative backing file name; open_backing (may be NULL) is used to read
+ * the backing file's size when virtual_size is 0. */
+int cp_image_create_dev(cp_bdev *dev, const char *name,
+			const struct cp_create_opts *opts,
+			cp_open_backing_fn open_backing, void *opaque);
+
+/* --- check and repair (qemu-img check semantics) --------------------------- */
+#define CP_CHECK_REPAIR_LEAKS 0x1u  /* -r leaks */
+#define CP_CHECK_REPAIR_ALL 0x3u    /* -r all */
+struct cp_check_result {
+	uint64_t corruptions, leaks, check_errors;
+	uint64_t corruptions_fixed, leaks_fixed;
+	uint64_t image_end_offset;
+	uint64_t total_clusters, allocated_clusters;
+	uint64_t fragmented_clusters, compressed_clusters;
+};
+/* report(opaque, msg) is called once per problem found, with a line such
+ * as "ERROR cluster 5 refcount=1 reference=2" (qemu-img's wording).  Returns
+ * 0 when the check ran (whatever it found), -errno if it could not run.
+ * The image must be the top image opened with for_check (read-write when
+ * repairing). */
+typedef void (*cp_check_report_fn)(void *opaque, const char *msg);
+int cp_image_check(cp_image *img, unsigned repair,
+		   struct cp_check_result *res, cp_check_report_fn report,
+		   void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,347 @@
+/* qcow/qcow_int.h - private declarations of the image engine.
+ *
+ * Locking
+ * -------
+ * Each qcow2 image has one mutex, q->lock, protecting the in-memory header,
+ * the L1 table, both metadata caches, the allocator and the in-flight list.
+ * Guest data I/O is never issued with q->lock held.  Metadata I/O (cache
+ * misses, write-back) currently is: it is rare on the hot path because the
+ * default L2 cache maps the whole disk.
+ *
+ * Crash ordering (what a power cut at any write can leave)
+ * ---------------------------------------------------------
+ *  1. a new data cluster is written before the L2 entry pointing at it:
+ *     every dirty L2 slice is written only after a device flush that follows
+ *     the data writes (qc_l2_barrier_locked);
+ *  2. a refcount increase reaches disk before the L2/L1/refcount-table entry
+ *     that makes the cluster used (dirty refcount blocks are written, then
+ *     the device flushed, before any dirty L2 slice is written);
+ *  3. an L2 entry is cleared on disk before the refcount decrease: freed
+ *     clusters go to q->pending_free and are only applied to the refcounts
+ *     in the flush sequence after the L2 slices have been written and
+ *     flushed, and after a grace period in which every data request that
+ *     could still touch them has completed.
+ *  Leaks (refcount higher than references) are the only damage a cut can
+ *  cause; check -r leaks repairs them.
+ *
+ * With lazy_refcounts, rule 2 is relaxed: refcount blocks are written only
+ * at close, the image carries the dirty bit meanwhile, and the next
+ * read-write open rebuilds the refcounts (qc_check_repair) before use.
+ */
+#ifndef CP_QCOW_INT_H
+#define CP_QCOW_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "common.h"
+#include "qcow.h"
+#include "vector.h"
+
+/* ------------------------------------------------------------------------
+ * On-disk format constants (QCOW2 spec, docs/interop/qcow2.txt; all fields
+ * big-endian).  The header layout is described in docs/formats/qcow2.md.
+ */
+#define QC_MAGIC 0x514649fbu
+#define QC_HDR_V2_LEN 72
+#define QC_HDR_V3_LEN 104 /* + compression_type byte + padding = 112 */
+
+#define QC_INCOMPAT_DIRTY (1ull << 0)
+#define QC_INCOMPAT_CORRUPT (1ull << 1)
+#define QC_INCOMPAT_DATA_FILE (1ull << 2)
+#define QC_INCOMPAT_COMPRESSION (1ull << 3)
+#define QC_INCOMPAT_EXTL2 (1ull << 4)
+#define QC_INCOMPAT_KNOWN                                                      \
+	(QC_INCOMPAT_DIRTY | QC_INCOMPAT_CORRUPT | QC_INCOMPAT_COMPRESSION |   \
+	 QC_INCOMPAT_EXTL2)
+#define QC_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+
+#define QC_EXT_END 0x00000000u
+#define QC_EXT_BACKING_FORMAT 0xe2792acau
+#define QC_EXT_FEATURE_TABLE 0x6803f857u
+#define QC_EXT_BITMAPS 0x23852875u
+#define QC_EXT_CRYPTO 0x0537be77u
+#define QC_EXT_DATA_FILE 0x44415441u
+
+#define QC_OFLAG_COPIED (1ull << 63)
+#define QC_OFLAG_COMPRESSED (1ull << 62)
+#define QC_OFLAG_ZERO (1ull << 0)
+#define QC_L1E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QC_L2E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QC_L1E_RESERVED 0x7f000000000001ffull
+#define QC_L2E_STD_RESERVED 0x3f000000000001feull
+#define QC_REFT_OFFSET_MASK 0xfffffffffffffe00ull
+
+#define QC_COMPRESSION_ZLIB 0
+#define QC_COMPRESSION_ZSTD 1
+
+#define QC_MAX_CLUSTER_BITS 21
+#define QC_MIN_CLUSTER_BITS 9
+#define QC_MAX_L1_BYTES (32u << 20)      /* as QEMU: QCOW_MAX_L1_SIZE */
+#define QC_MAX_REFTABLE_BYTES (8u << 20) /* QCOW_MAX_REFTABLE_SIZE */
+#define QC_SUBCLUSTERS 32
+#define QC_MAX_SIZE (1ull << 56)          /* sanity bound on virtual size */
+
+/* ------------------------------------------------------------------------
+ * cache.c - metadata slice cache (L2 slices, refcount blocks)
+ */
+struct qc_centry {
+	uint64_t offset; /* host offset of the slice; 0 = empty slot */
+	void *data;      /* entry_size bytes, 4 KiB aligned */
+	uint64_t lru;
+	int pins;
+	bool dirty;
+};
+
+struct qc_cache {
+	const char *what; /* "L2" or "refcount" for messages */
+	unsigned n;
+	uint32_t entry_size;
+	uint64_t clock;
+	struct qc_centry *e;
+};
+
+struct qcow;
+int qc_cache_init(struct qc_cache *c, const char *what, unsigned n,
+		  uint32_t entry_size);
+void qc_cache_destroy(struct qc_cache *c);
+/* Pin the slice at host offset off and return its data.  With load, read it
+ * from disk on a miss (validated by the caller), otherwise fill with zeroes
+ * (a freshly allocated table).  May write back a dirty victim.  Caller holds
+ * q->lock and must qc_cache_put() the returned pointer. */
+int qc_cache_get(struct qcow *q, struct qc_cache *c, uint64_t off, bool load,
+		 void **data);
+void qc_cache_put(struct qc_cache *c, void *data);
+void qc_cache_mark_dirty(struct qc_cache *c, void *data);
+/* Write every dirty entry (no device flush). */
+int qc_cache_writeback(struct qcow *q, struct qc_cache *c);
+bool qc_cache_has_dirty(const struct qc_cache *c);
+/* Forget the entry for off (it is being freed or rewritten directly). */
+void qc_cache_drop(struct qc_cache *c, uint64_t off);
+/* Forget every entry (must be clean). */
+void qc_cache_clear(struct qc_cache *c);
+
+/* ------------------------------------------------------------------------
+ * image state
+ */
+struct qc_ext {
+	uint32_t type, len;
+	uint8_t *data;
+};
+CP_VECTOR(qc_ext_vec, struct qc_ext);
+
+/* A guest range whose metadata an in-flight request is changing. */
+struct qc_inflight {
+	uint64_t start, end; /* guest bytes, cluster aligned */
+	struct qc_inflight *next;
+};
+
+struct qc_free {
+	uint64_t off, len; /* host bytes, cluster aligned */
+};
+CP_VECTOR(qc_free_vec, struct qc_free);
+
+struct qcow {
+	cp_image *img; /* owning image */
+	cp_bdev *dev;
+	const char *name;
+
+	/* header */
+	int version;
+	uint64_t size;
+	unsigned cluster_bits;
+	uint32_t cluster_size;
+	uint64_t l1_table_offset;
+	uint32_t l1_size;
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	unsigned refcount_order;  /* refcount_bits = 1 << order */
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+	uint64_t incompat, compat, autoclear;
+	uint32_t header_length;
+	uint8_t compression_type;
+	uint64_t backing_file_offset;
+	uint32_t backing_file_size;
+	char *backing_file;   /* NULL if none */
+	char *backing_format; /* from the extension; NULL if none */
+	qc_ext_vec exts;      /* every header extension, in order */
+
+	/* derived geometry */
+	bool extl2;
+	unsigned l2_entry_size; /* 8 or 16 */
+	unsigned l2_bits;       /* log2(entries per L2 table) */
+	uint32_t l2_entries;
+	uint32_t slice_size;    /* L2 cache entry size, bytes */
+	uint32_t slice_entries;
+	uint32_t subcluster_size; /* extl2: cluster/32, else cluster */
+	uint64_t refblock_entries; /* per refcount block */
+	unsigned refblock_bits;    /* log2(refblock_entries) */
+	uint64_t max_refcount;
+
+	/* tables in host order */
+	uint64_t *l1;       /* l1_size entries (allocated to a cluster multiple) */
+	uint64_t *reftable; /* reftable_entries */
+	uint64_t reftable_entries;
+
+	pthread_mutex_t lock;
+	pthread_cond_t inflight_cond;
+	struct qc_cache l2c, rbc;
+	struct qc_inflight *inflight;
+	uint64_t free_cluster_index;
+	uint64_t known_zero_from; /* host clusters at/after this read zero */
+	uint64_t host_end;        /* file length, or end of the highest
+				   * cluster allocated since open if larger */
+	qc_free_vec pending_free;
+	bool barrier_needed; /* data/refblocks written since the last flush */
+	bool dirty_set;      /* dirty bit written (lazy refcounts) */
+	bool readonly, corrupt;
+	bool lazy;
+
+	/* grace period: data requests in flight per epoch parity */
+	atomic_uint epoch;
+	atomic_int gp_count[2];
+	pthread_mutex_t gp_lock;
+	pthread_cond_t gp_cond;
+};
+
+/* ------------------------------------------------------------------------
+ * header.c - header parsing, validation, updates, creation
+ */
+/* Parse and validate the header on q->dev; fills q.  Unknown incompatible
+ * features, encryption and external data files are refused (-ENOTSUP). */
+int qc_header_read(struct qcow *q);
+/* Rewrite the fixed fields that change in place (size, L1, refcount table,
+ * incompat bits), one aligned block containing bytes 0..103, with the
+ * remainder of that block (extensions) read back and preserved. */
+int qc_header_update_locked(struct qcow *q);
+/* Set/clear incompatible bits on disk (dirty, corrupt). */
+int qc_header_set_incompat_locked(struct qcow *q, uint64_t set, uint64_t clear);
+/* Mark the image corrupt (header bit, read-only from now on) and return
+ * -EUCLEAN with a message "name: <what>; image marked corrupt". */
+int qc_corrupt(struct qcow *q, const char *fmt, ...) CP_PRINTF(2, 3);
+
+/* ------------------------------------------------------------------------
+ * refcount.c - refcounts and the cluster allocator
+ */
+int qc_refcount_get_locked(struct qcow *q, uint64_t cluster, uint64_t *rc);
+/* Add delta (may be negative) to the refcount of every cluster in [off,
+ * off+len). */
+int qc_refcount_update_locked(struct qcow *q, uint64_t off, uint64_t len,
+			      int64_t delta);
+/* Allocate n contiguous clusters (refcount 1 each), sets *off. */
+int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off);
+/* Queue clusters for freeing after the next L2 barrier (rule 3). */
+int qc_free_later_locked(struct qcow *q, uint64_t off, uint64_t len);
+/* Checks that [off, off+len) overlaps no fixed metadata (header, L1,
+ * refcount table, refcount blocks, L2 tables, snapshot table).  skip_l2 is
+ * the L2 table being written itself (or 0). */
+int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
+			    uint64_t allow);
+/* Apply pending frees (after the grace period). */
+int qc_apply_pending_free_locked(struct qcow *q);
+/* Offsets of refcount block/entry helpers shared with check.c */
+uint64_t qc_refblock_get(const struct qcow *q, const void *block, uint64_t i);
+void qc_refblock_set(const struct qcow *q, void *block, uint64_t i,
+		     uint64_t v);
+
+/* ------------------------------------------------------------------------
+ * cluster.c - L1/L2 mapping
+ */
+enum qc_ctype {
+	QC_UNALLOC = 0, /* read from backing (or zeroes) */
+	QC_ZERO,        /* reads as zeroes */
+	QC_NORMAL,      /* data at host offset */
+	QC_COMPRESSED,
+};
+struct qc_map {
+	enum qc_ctype type;
+	uint64_t host;   /* NORMAL: host offset of the byte asked for */
+	uint64_t cdesc;  /* COMPRESSED: the raw L2 entry */
+	bool copied;     /* NORMAL: refcount known to be 1 */
+	uint64_t bytes;  /* run length from the asked offset */
+};
+/* Map guest offset off, at most len bytes, to one run of uniform type
+ * (contiguous host offsets for NORMAL), never crossing an L2 slice.  With
+ * extl2 the run is made of subclusters. */
+int qc_map_locked(struct qcow *q, uint64_t off, uint64_t len,
+		  struct qc_map *m);
+/* Read the L2 entry (and bitmap) of the cluster containing off; allocate
+ * the L2 table if alloc and absent.  Pins the slice: *slice and *idx are
+ * valid until qc_cache_put(&q->l2c, *slice). */
+int qc_l2_lookup_locked(struct qcow *q, uint64_t off, bool alloc,
+			void **slice, uint32_t *idx);
+uint64_t qc_l2_entry(const struct qcow *q, const void *slice, uint32_t idx);
+uint64_t qc_l2_bitmap(const struct qcow *q, const void *slice, uint32_t idx);
+void qc_l2_set(struct qcow *q, void *slice, uint32_t idx, uint64_t entry,
+	       uint64_t bitmap);
+/* Host clusters referenced by an L2 entry (for freeing): normal cluster,
+ * or the clusters spanned by compressed data. */
+void qc_entry_host_range(const struct qcow *q, uint64_t entry, uint64_t *off,
+			 uint64_t *len);
+/* Compressed descriptor decode */
+void qc_compressed_range(const struct qcow *q, uint64_t entry, uint64_t *off,
+			 uint64_t *len);
+
+/* ------------------------------------------------------------------------
+ * io.c - read/write/zero/discard/flush of qcow2 images
+ */
+int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o);
+int qc_close(struct qcow *q);
+int qc_readv(struct qcow *q, const struct iovec *iov, int iovcnt,
+	     uint64_t off, uint64_t len);
+int qc_writev(struct qcow *q, const struct iovec *iov, int iovcnt,
+	      uint64_t off, uint64_t len);
+int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
+	    bool discard);
+int qc_flush(struct qcow *q);
+int qc_flush_locked(struct qcow *q);
+int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre);
+int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
+		   enum cp_prealloc pre);
+int qc_block_status(struct qcow *q, uint64_t off, uint64_t len,
+		    struct qc_map *m);
+/* Decompress one compressed cluster into buf (cluster_size bytes). */
+int qc_decompress(struct qcow *q, uint64_t entry, uint8_t *buf);
+/* Write the dirty state back in crash-safe order before an L2 slice goes to
+ * disk: dirty refblocks (unless lazy), then a device flush if needed. */
+int qc_l2_barrier_locked(struct qcow *q);
+
+/* ------------------------------------------------------------------------
+ * check.c - consistency check and repair
+ */
+int qc_check(struct qcow *q, unsigned repair, struct cp_check_result *res,
+	     cp_check_report_fn report, void *opaque);
+
+/* ------------------------------------------------------------------------
+ * create.c
+ */
+int qc_create(cp_bdev *dev, const char *name,
+	      const struct cp_create_opts *o, uint64_t size);
+
+/* ------------------------------------------------------------------------
+ * image.c - the generic layer (raw and qcow2, backing chains)
+ */
+struct img_async;
+struct cp_image {
+	char *filename;
+	char *dir;            /* for resolving relative backing names */
+	enum cp_fmt format;
+	cp_bdev *dev;
+	bool own_dev;
+	bool readonly;
+	uint64_t size;        /* raw: device size at open (virtual size) */
+	struct qcow *q;       /* qcow2 only */
+	cp_image *backing;
+	struct cp_open_opts opts;
+	int depth;            /* 0 = top */
+	struct img_async *async; /* image.c: async state and workers */
+};
+/* Read [off, off+len) of img's backing chain as seen by img (zeroes past
+ * the backing file's end or when there is none). */
+int qc_backing_read(cp_image *img, void *buf, uint64_t len, uint64_t off);
+
+#endif

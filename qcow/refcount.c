@@ -1,0 +1,459 @@
+/* qcow/refcount.c - reference counts, cluster allocation, overlap checks.
+ *
+ * Refcount entries are 1 << refcount_order bits wide.  Sub-byte widths are
+ * packed least significant bits first; 8 bits and wider are big-endian.
+ * All functions run with q->lock held.
+ */
+#include "qcow_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+uint64_t qc_refblock_get(const struct qcow *q, const void *block, uint64_t i)
+{
+	const uint8_t *b = block;
+	switch (q->refcount_order) {
+	case 0: return (b[i / 8] >> (i % 8)) & 1;
+	case 1: return (b[i / 4] >> (2 * (i % 4))) & 3;
+	case 2: return (b[i / 2] >> (4 * (i % 2))) & 15;
+	case 3: return b[i];
+	case 4: return cp_be16(b + 2 * i);
+	case 5: return cp_be32(b + 4 * i);
+	default: return cp_be64(b + 8 * i);
+	}
+}
+
+void qc_refblock_set(const struct qcow *q, void *block, uint64_t i, uint64_t v)
+{
+	uint8_t *b = block;
+	unsigned sh;
+	switch (q->refcount_order) {
+	case 0:
+		sh = i % 8;
+		b[i / 8] = (uint8_t)((b[i / 8] & ~(1u << sh)) | ((v & 1) << sh));
+		break;
+	case 1:
+		sh = 2 * (i % 4);
+		b[i / 4] = (uint8_t)((b[i / 4] & ~(3u << sh)) | ((v & 3) << sh));
+		break;
+	case 2:
+		sh = 4 * (i % 2);
+		b[i / 2] = (uint8_t)((b[i / 2] & ~(15u << sh)) | ((v & 15) << sh));
+		break;
+	case 3: b[i] = (uint8_t)v; break;
+	case 4: cp_put_be16(b + 2 * i, (uint16_t)v); break;
+	case 5: cp_put_be32(b + 4 * i, (uint32_t)v); break;
+	default: cp_put_be64(b + 8 * i, v); break;
+	}
+}
+
+/* Offset of the refcount block for reftable index ri (0 if none). */
+static int refblock_offset(struct qcow *q, uint64_t ri, uint64_t *off)
+{
+	*off = 0;
+	if (ri >= q->reftable_entries)
+		return 0;
+	uint64_t e = q->reftable[ri];
+	uint64_t o = e & QC_REFT_OFFSET_MASK;
+	if (!o)
+		return 0;
+	if (o % q->cluster_size || (e & 0x1ff))
+		return qc_corrupt(q, "refcount block %" PRIu64 " at 0x%" PRIx64 " is not cluster aligned",
+				  ri, o);
+	if (o >= q->host_end)
+		return qc_corrupt(q, "refcount block %" PRIu64 " at 0x%" PRIx64 " beyond end of file",
+				  ri, o);
+	*off = o;
+	return 0;
+}
+
+int qc_refcount_get_locked(struct qcow *q, uint64_t cluster, uint64_t *rc)
+{
+	uint64_t ri = cluster >> q->refblock_bits, off;
+	int r = refblock_offset(q, ri, &off);
+	if (r < 0)
+		return r;
+	if (!off) {
+		*rc = 0;
+		return 0;
+	}
+	void *blk;
+	r = qc_cache_get(q, &q->rbc, off, true, &blk);
+	if (r < 0)
+		return r;
+	*rc = qc_refblock_get(q, blk, cluster & (q->refblock_entries - 1));
+	qc_cache_put(&q->rbc, blk);
+	return 0;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return alen && blen && a < b + blen && b < a + alen;
+}
+
+int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
+			    uint64_t allow)
+{
+	uint64_t cs = q->cluster_size;
+#define OVL(what, b, blen)                                                     \
+	do {                                                                   \
+		uint64_t b_ = (b), bl_ = (blen);                               \
+		if (!(allow >= b_ && allow < b_ + bl_) &&                      \
+		    overlaps(off, len, b_, bl_))                               \
+			return qc_corrupt(q, "write at 0x%" PRIx64 " (%" PRIu64 " bytes) would overwrite the %s", \
+					  off, len, what);                     \
+	} while (0)
+	OVL("header", 0, cs);
+	OVL("L1 table", q->l1_table_offset,
+	    CP_ALIGN_UP((uint64_t)q->l1_size * 8, cs));
+	OVL("refcount table", q->refcount_table_offset,
+	    (uint64_t)q->refcount_table_clusters * cs);
+	if (q->nb_snapshots)
+		OVL("snapshot table", q->snapshots_offset, cs);
+	for (uint64_t i = 0; i < q->reftable_entries; i++) {
+		uint64_t o = q->reftable[i] & QC_REFT_OFFSET_MASK;
+		if (o)
+			OVL("refcount block", o, cs);
+	}
+	if (q->l1_size <= 16384) {
+		for (uint32_t i = 0; i < q->l1_size; i++) {
+			uint64_t o = q->l1[i] & QC_L1E_OFFSET_MASK;
+			if (o)
+				OVL("L2 table", o, cs);
+		}
+	}
+#undef OVL
+	return 0;
+}
+
+/* Write the on-disk refcount table entry ri from q->reftable (one block). */
+static int reftable_write_entry(struct qcow *q, uint64_t ri)
+{
+	unsigned blk = cp_bdev_align(q->dev);
+	if (blk < 512)
+		blk = 512;
+	uint64_t eoff = ri * 8;
+	uint64_t boff = CP_ALIGN_DOWN(eoff, blk);
+	uint8_t *buf = cp_bdev_alloc_buf(blk);
+	if (!buf)
+		return -ENOMEM;
+	for (unsigned i = 0; i < blk / 8; i++) {
+		uint64_t idx = boff / 8 + i;
+		cp_put_be64(buf + 8 * i,
+			    idx < q->reftable_entries ? q->reftable[idx] : 0);
+	}
+	int r = cp_bdev_pwrite(q->dev, buf, blk, q->refcount_table_offset + boff);
+	cp_bdev_free_buf(buf);
+	if (r < 0)
+		return cp_error_prefix(r, "%s: writing refcount table", q->name);
+	return 0;
+}
+
+/* Grow the refcount table so that it has an entry for index need_ri, and
+ * give the new ranges refcount blocks.  Self-describing: the new blocks and
+ * table are placed in the first new range, and count themselves. */
+static int reftable_grow(struct qcow *q, uint64_t need_ri)
+{
+	uint64_t cs = q->cluster_size, per = q->refblock_entries;
+	uint64_t base_ri = q->reftable_entries > need_ri ? need_ri : q->reftable_entries;
+	/* every range from the old end up to need_ri and beyond is empty */
+	if (base_ri < need_ri)
+		base_ri = need_ri;
+	uint64_t k = 1, entries = 0, tc = 0;
+	for (int iter = 0; iter < 64; iter++) {
+		entries = CP_MAX(base_ri + k, q->reftable_entries * 3 / 2 + 1);
+		tc = CP_DIV_ROUND_UP(entries * 8, cs);
+		entries = tc * cs / 8;
+		uint64_t nk = CP_DIV_ROUND_UP(k + tc, per);
+		if (nk <= k)
+			break;
+		k = nk;
+	}
+	if (tc * cs > QC_MAX_REFTABLE_BYTES)
+		return cp_error(-EFBIG, "%s: refcount table would exceed %u bytes",
+				q->name, QC_MAX_REFTABLE_BYTES);
+	uint64_t base = (base_ri << q->refblock_bits) * cs; /* host offset */
+	size_t rb_bytes = k * cs, rt_bytes = tc * cs;
+	uint8_t *rbs = cp_bdev_alloc_buf(rb_bytes);
+	uint8_t *rt = cp_bdev_alloc_buf(rt_bytes);
+	uint64_t *nrt = cp_bdev_alloc_buf(entries * 8);
+	int r = -ENOMEM;
+	if (!rbs || !rt || !nrt)
+		goto out;
+	memset(rbs, 0, rb_bytes);
+	memset(nrt, 0, entries * 8);
+	/* the region [base, base + (k + tc) * cs) gets refcount 1 */
+	for (uint64_t c = 0; c < k + tc; c++) {
+		uint64_t j = c / per;
+		qc_refblock_set(q, rbs + j * cs, c % per, 1);
+	}
+	memcpy(nrt, q->reftable, q->reftable_entries * 8);
+	for (uint64_t j = 0; j < k; j++)
+		nrt[base_ri + j] = base + j * cs;
+	for (uint64_t i = 0; i < entries; i++)
+		cp_put_be64(rt + 8 * i, nrt[i]);
+	uint64_t rt_off = base + k * cs;
+	r = cp_bdev_pwrite(q->dev, rbs, rb_bytes, base);
+	if (r >= 0)
+		r = cp_bdev_pwrite(q->dev, rt, rt_bytes, rt_off);
+	if (r >= 0)
+		r = cp_bdev_flush(q->dev);
+	if (r < 0) {
+		cp_error_prefix(r, "%s: growing the refcount table", q->name);
+		goto out;
+	}
+	uint64_t old_off = q->refcount_table_offset;
+	uint64_t old_clusters = q->refcount_table_clusters;
+	uint64_t *old_rt = q->reftable;
+	uint64_t old_entries = q->reftable_entries;
+	q->refcount_table_offset = rt_off;
+	q->refcount_table_clusters = (uint32_t)tc;
+	q->reftable = nrt;
+	q->reftable_entries = entries;
+	r = qc_header_update_locked(q);
+	if (r >= 0)
+		r = cp_bdev_flush(q->dev);
+	if (r < 0) {
+		q->refcount_table_offset = old_off;
+		q->refcount_table_clusters = (uint32_t)old_clusters;
+		q->reftable = old_rt;
+		q->reftable_entries = old_entries;
+		goto out;
+	}
+	nrt = NULL;
+	cp_bdev_free_buf(old_rt);
+	if (base + (k + tc) * cs > q->known_zero_from)
+		q->known_zero_from = base + (k + tc) * cs;
+	/* the old table is referenced by nothing now: free it directly */
+	r = qc_refcount_update_locked(q, old_off, old_clusters * cs, -1);
+out:
+	cp_bdev_free_buf(rbs);
+	cp_bdev_free_buf(rt);
+	if (nrt && nrt != q->reftable)
+		cp_bdev_free_buf(nrt);
+	return r;
+}
+
+/* Make sure range ri has a refcount block (creating it at the range's first
+ * free cluster). */
+static int ensure_refblock(struct qcow *q, uint64_t ri)
+{
+	uint64_t off;
+	if (ri >= q->reftable_entries)
+		return reftable_grow(q, ri);
+	int r = refblock_offset(q, ri, &off);
+	if (r < 0 || off)
+		return r;
+	uint64_t cs = q->cluster_size;
+	uint64_t c = ri << q->refblock_bits;
+	uint64_t end = c + q->refblock_entries;
+	/* no block: every cluster of the range has refcount 0; skip any that
+	 * the fixed metadata occupies (only possible in damaged images) */
+	for (; c < end; c++) {
+		if (qc_overlap_check_locked(q, c * cs, cs, UINT64_MAX) == 0)
+			break;
+		cp_clear_error();
+	}
+	if (c == end)
+		return qc_corrupt(q, "no room for refcount block %" PRIu64, ri);
+	void *blk;
+	r = qc_cache_get(q, &q->rbc, c * cs, false, &blk);
+	if (r < 0)
+		return r;
+	qc_refblock_set(q, blk, c & (q->refblock_entries - 1), 1);
+	r = cp_bdev_pwrite(q->dev, blk, cs, c * cs);
+	if (r >= 0)
+		r = cp_bdev_flush(q->dev);
+	if (r < 0) {
+		qc_cache_put(&q->rbc, blk);
+		qc_cache_drop(&q->rbc, c * cs);
+		return cp_error_prefix(r, "%s: writing new refcount block", q->name);
+	}
+	qc_cache_put(&q->rbc, blk);
+	q->reftable[ri] = c * cs;
+	r = reftable_write_entry(q, ri);
+	if (r < 0) {
+		q->reftable[ri] = 0;
+		qc_cache_drop(&q->rbc, c * cs);
+		return r;
+	}
+	if ((c + 1) * cs > q->known_zero_from)
+		q->known_zero_from = (c + 1) * cs;
+	q->barrier_needed = true;
+	return 0;
+}
+
+int qc_refcount_update_locked(struct qcow *q, uint64_t off, uint64_t len,
+			      int64_t delta)
+{
+	uint64_t cs = q->cluster_size;
+	uint64_t first = off / cs, last = (off + len - 1) / cs;
+	if (!len)
+		return 0;
+	if (delta > 0 && off + len > q->host_end)
+		q->host_end = CP_ALIGN_UP(off + len, cs);
+	for (uint64_t c = first; c <= last;) {
+		uint64_t ri = c >> q->refblock_bits, boff;
+		int r;
+		if (delta > 0) {
+			r = ensure_refblock(q, ri);
+			if (r < 0)
+				return r;
+		}
+		r = refblock_offset(q, ri, &boff);
+		if (r < 0)
+			return r;
+		if (!boff)
+			return qc_corrupt(q, "cluster %" PRIu64 " has refcount 0 but is being freed",
+					  c);
+		void *blk;
+		r = qc_cache_get(q, &q->rbc, boff, true, &blk);
+		if (r < 0)
+			return r;
+		uint64_t end = CP_MIN(last + 1, (ri + 1) << q->refblock_bits);
+		for (; c < end; c++) {
+			uint64_t i = c & (q->refblock_entries - 1);
+			uint64_t v = qc_refblock_get(q, blk, i);
+			if (delta < 0 && v < (uint64_t)-delta) {
+				qc_cache_put(&q->rbc, blk);
+				return qc_corrupt(q, "refcount of cluster %" PRIu64 " would drop below zero",
+						  c);
+			}
+			if (delta > 0 && q->max_refcount - v < (uint64_t)delta) {
+				qc_cache_put(&q->rbc, blk);
+				return cp_error(-ERANGE, "%s: refcount of cluster %" PRIu64 " would overflow %u bits",
+						q->name, c, 1u << q->refcount_order);
+			}
+			v += (uint64_t)delta;
+			qc_refblock_set(q, blk, i, v);
+			if (v == 0 && c < q->free_cluster_index)
+				q->free_cluster_index = c;
+		}
+		qc_cache_mark_dirty(&q->rbc, blk);
+		qc_cache_put(&q->rbc, blk);
+	}
+	return 0;
+}
+
+/* Length of the run of free clusters starting at c (at most n); stops at
+ * the first used cluster, whose index goes to *used. */
+static int free_run(struct qcow *q, uint64_t c, uint64_t n, uint64_t *run)
+{
+	uint64_t got = 0;
+	while (got < n) {
+		uint64_t ri = (c + got) >> q->refblock_bits, boff;
+		int r = refblock_offset(q, ri, &boff);
+		if (r < 0)
+			return r;
+		uint64_t end = CP_MIN(c + n, (ri + 1) << q->refblock_bits);
+		if (!boff) {
+			got = end - c;
+			continue;
+		}
+		void *blk;
+		r = qc_cache_get(q, &q->rbc, boff, true, &blk);
+		if (r < 0)
+			return r;
+		for (uint64_t x = c + got; x < end; x++) {
+			if (qc_refblock_get(q, blk, x & (q->refblock_entries - 1))) {
+				qc_cache_put(&q->rbc, blk);
+				*run = got;
+				return 0;
+			}
+			got++;
+		}
+		qc_cache_put(&q->rbc, blk);
+	}
+	*run = got;
+	return 0;
+}
+
+int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
+{
+	uint64_t cs = q->cluster_size;
+	uint64_t c = q->free_cluster_index;
+	for (int tries = 0;; tries++) {
+		uint64_t run;
+		int r = free_run(q, c, n, &run);
+		if (r < 0)
+			return r;
+		if (run < n) {
+			c += run + 1;
+			continue;
+		}
+		/* make sure the refblocks exist; creating one may take a
+		 * cluster of our run, so look again afterwards */
+		uint64_t ri0 = c >> q->refblock_bits;
+		uint64_t ri1 = (c + n - 1) >> q->refblock_bits;
+		bool created = false;
+		for (uint64_t ri = ri0; ri <= ri1; ri++) {
+			uint64_t boff;
+			r = refblock_offset(q, ri, &boff);
+			if (r < 0)
+				return r;
+			if (!boff) {
+				r = ensure_refblock(q, ri);
+				if (r < 0)
+					return r;
+				created = true;
+			}
+		}
+		if (created) {
+			r = free_run(q, c, n, &run);
+			if (r < 0)
+				return r;
+			if (run < n) {
+				c += run + 1;
+				continue;
+			}
+		}
+		r = qc_overlap_check_locked(q, c * cs, n * cs, UINT64_MAX);
+		if (r < 0)
+			return r;
+		r = qc_refcount_update_locked(q, c * cs, n * cs, 1);
+		if (r < 0)
+			return r;
+		if (c == q->free_cluster_index)
+			q->free_cluster_index = c + n;
+		*off = c * cs;
+		return 0;
+	}
+}
+
+int qc_free_later_locked(struct qcow *q, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return 0;
+	if (q->pending_free.len) {
+		struct qc_free *l = &q->pending_free.ptr[q->pending_free.len - 1];
+		if (l->off + l->len == off) {
+			l->len += len;
+			return 0;
+		}
+	}
+	struct qc_free f = { off, len };
+	return qc_free_vec_append(&q->pending_free, f);
+}
+
+int qc_apply_pending_free_locked(struct qcow *q)
+{
+	uint64_t cs = q->cluster_size;
+	for (size_t i = 0; i < q->pending_free.len; i++) {
+		struct qc_free *f = &q->pending_free.ptr[i];
+		uint64_t s = CP_ALIGN_DOWN(f->off, cs);
+		uint64_t e = CP_ALIGN_UP(f->off + f->len, cs);
+		int r = qc_refcount_update_locked(q, s, e - s, -1);
+		if (r < 0)
+			return r;
+		/* give the space back to the host where nothing uses it */
+		for (uint64_t c = s; c < e; c += cs) {
+			uint64_t rc;
+			if (qc_refcount_get_locked(q, c / cs, &rc) == 0 && rc == 0)
+				cp_bdev_discard(q->dev, c, cs);
+		}
+	}
+	cp_clear_error();
+	q->pending_free.len = 0;
+	return 0;
+}
