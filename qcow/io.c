@@ -762,6 +762,8 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 				} else {
 					ne = 0;
 				}
+			} else if (q->version < 3) {
+				ne = 0; /* no backing (else zeroes were written) */
 			} else {
 				bool inplace_ok = hc && (old & QC_OFLAG_COPIED) &&
 						  !(old & QC_OFLAG_COMPRESSED);
@@ -1053,7 +1055,7 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 		uint64_t need = CP_DIV_ROUND_UP(q->size, q->cluster_size) * q->l2_entry_size;
 		l2bytes = CP_MIN(need, 32ull << 20);
 	}
-	uint64_t l2n = CP_MAX(16, CP_DIV_ROUND_UP(l2bytes, slice));
+	uint64_t l2n = CP_MAX(4, CP_DIV_ROUND_UP(l2bytes, slice));
 	uint64_t rcbytes = o->refcount_cache_size ? o->refcount_cache_size : (1u << 20);
 	uint64_t rcn = CP_MAX(4, rcbytes / q->cluster_size);
 	r = qc_cache_init(&q->l2c, "L2", (unsigned)CP_MIN(l2n, 1u << 20), slice);
