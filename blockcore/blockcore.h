@@ -16,6 +16,27 @@
  * that a request that fails before submission returns its error directly and
  * its callback is NOT called).  A callback may submit new requests.
  *
+ * Completion threads, in detail (blockcore/blockcore_int.h has the locks):
+ *   - io_uring / native: one completion thread per device, so callbacks of
+ *     fast-path requests are serialised; threads: any of opts.threads
+ *     workers, concurrently; RAM: one thread, in submission order.
+ *     Requests served by the slow path (unaligned with O_DIRECT, flush with
+ *     cache=unsafe or read-only) complete on one of the device's helper
+ *     threads, concurrently with the others.  Completion order is not
+ *     submission order.
+ *   - No blockcore lock is held while a callback runs.  A callback should
+ *     not block for long: it holds up every completion behind it.
+ *   - Synchronous calls (cp_bdev_preadv/pwritev/pread/pwrite/flush, and
+ *     cp_bdev_write_zeroes / cp_bdev_preallocate when they fall back to
+ *     writing zero buffers) made from a completion callback of the SAME
+ *     device fail with -EDEADLK instead of hanging.  Use the async calls
+ *     there.  cp_bdev_close() must not be called from a callback.
+ *   - Submitting never waits for I/O, except with native AIO on a file
+ *     opened without O_DIRECT, where io_submit() does the I/O itself.
+ *
+ * Writes (including discard, write zeroes, truncate, preallocate) on a
+ * read-only device fail with -EROFS before submission.
+ *
  * Ownership: buffers passed to an async request belong to the engine until
  * its callback has run.  The iovec array itself is copied at submission.
  *
@@ -138,7 +159,8 @@ int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 			 unsigned flags);
 
 /* Set the size of a file (grow or shrink; ftruncate).  -ENOTSUP on block
- * devices unless size == current size. */
+ * devices unless size == current size.  Not serialised against in-flight
+ * writes: the caller orders them. */
 int cp_bdev_truncate(cp_bdev *dev, uint64_t size);
 
 enum cp_prealloc {
@@ -150,13 +172,18 @@ enum cp_prealloc {
 int cp_prealloc_parse(const char *s, enum cp_prealloc *out);
 const char *cp_prealloc_name(enum cp_prealloc p);
 /* Reserve space for [offset, offset+len) (falloc or full) and grow the file
- * to at least offset+len. */
+ * to at least offset+len.  Existing data is never changed: FULL writes real
+ * zeroes only past the current end of the file and reserves the part inside
+ * it with fallocate().  On block devices: 0 if the range is inside the
+ * device, else -ENOSPC.  On RAM devices: grows the device (no write is
+ * counted). */
 int cp_bdev_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
 			enum cp_prealloc mode);
 
 /* Allocation status of a file range (SEEK_DATA/SEEK_HOLE): sets *pnum to
  * the length of the run starting at offset that is all data (returns 1) or
- * all hole (returns 0).  Block devices and RAM devices always report data. */
+ * all hole (returns 0).  Block devices and RAM devices always report data.
+ * A range past the end of a file is a hole. */
 int cp_bdev_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
 			 uint64_t *pnum);
 
@@ -168,7 +195,20 @@ int cp_bdev_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
  * with -EIO until cp_ram_restart().  Writes, write-zeroes and discards each
  * count as one write; the cut happens instead of the (cut_after_writes+1)th
  * write, which fails with -EIO and is not applied.  The device grows on
- * writes past its end, up to max_size. */
+ * writes past its end, up to max_size.
+ *
+ * Details the tests can rely on:
+ *   - Requests execute when submitted (under a device lock) and complete
+ *     on the device's single completion thread, so the write counter and
+ *     the cut point follow the order of the submitting calls.
+ *   - A write that would pass max_size fails with -ENOSPC and is not
+ *     counted; the write that triggers the cut is not counted either.
+ *   - cp_bdev_truncate() and cp_bdev_preallocate() change the size in the
+ *     volatile state too (undone by a cut unless flushed or kept) but are
+ *     not counted as writes.  A discard is clamped to the current size.
+ *   - With keep_seed, the surviving writes become durable at the cut.
+ *   - cp_ram_load() replaces the content and makes it durable (as if the
+ *     image had been written and flushed). */
 struct cp_ram_opts {
 	size_t size;              /* sizeof(struct cp_ram_opts), set by _init */
 	uint64_t initial_size;    /* default 0 */
@@ -186,8 +226,9 @@ int cp_ram_cut(cp_bdev *dev);
 bool cp_ram_is_cut(cp_bdev *dev);
 /* After a cut: make the device usable again holding what survived, reset
  * the write counter and disable cutting (set a new limit with
- * cp_ram_set_cut_after). */
+ * cp_ram_set_cut_after).  Cutting an already cut device is a no-op. */
 int cp_ram_restart(cp_bdev *dev);
+/* Cut at the next write once cp_ram_write_count() == writes; < 0: never. */
 int cp_ram_set_cut_after(cp_bdev *dev, int64_t writes);
 /* Writes counted since open or restart. */
 uint64_t cp_ram_write_count(cp_bdev *dev);

@@ -1,0 +1,137 @@
+/* blockcore/uring.c - the CP_AIO_IO_URING backend.
+ *
+ * One ring of queue_depth entries per device.  Submissions (get_sqe, prep,
+ * io_uring_submit) run under dev->sq_lock; bdev.c keeps at most queue_depth
+ * requests in the ring, so an SQE is always available and the CQ cannot
+ * overflow.  One completion thread per device reaps CQEs and runs
+ * bc_req_io_done() with no lock held.  A NOP whose user_data is NULL tells
+ * the completion thread to exit.
+ */
+#include "blockcore_int.h"
+
+#if BC_HAVE_IO_URING
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+
+static int bc_uring_submit_sqes_locked(cp_bdev *dev)
+{
+	for (unsigned tries = 0;; tries++) {
+		int r = io_uring_submit(&dev->ring);
+		if (r >= 0)
+			return 0;
+		/* The SQE stays in the SQ ring: retry transient failures. */
+		if ((r == -EINTR || r == -EAGAIN || r == -EBUSY) &&
+		    tries < 100000) {
+			sched_yield();
+			continue;
+		}
+		return r;
+	}
+}
+
+static int bc_uring_submit_locked(cp_bdev *dev, struct bc_req *req)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&dev->ring);
+	if (!sqe) {
+		int r = bc_uring_submit_sqes_locked(dev);
+		if (r < 0)
+			return r;
+		sqe = io_uring_get_sqe(&dev->ring);
+		if (!sqe)
+			return -EAGAIN;
+	}
+	const struct iovec *iov = req->iov + req->iov_idx;
+	unsigned cnt = (unsigned)(req->iovcnt - req->iov_idx);
+	uint64_t off = req->offset + req->done;
+
+	switch (req->op) {
+	case BC_OP_READ:
+		if (cnt == 1 && iov->iov_len <= UINT32_MAX)
+			io_uring_prep_read(sqe, dev->fd, iov->iov_base,
+					   (unsigned)iov->iov_len, off);
+		else
+			io_uring_prep_readv(sqe, dev->fd, iov, cnt, off);
+		break;
+	case BC_OP_WRITE:
+		if (cnt == 1 && iov->iov_len <= UINT32_MAX)
+			io_uring_prep_write(sqe, dev->fd, iov->iov_base,
+					    (unsigned)iov->iov_len, off);
+		else
+			io_uring_prep_writev(sqe, dev->fd, iov, cnt, off);
+		break;
+	case BC_OP_FLUSH:
+	default:
+		io_uring_prep_fsync(sqe, dev->fd, IORING_FSYNC_DATASYNC);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, req);
+	return bc_uring_submit_sqes_locked(dev);
+}
+
+static void *bc_uring_main(void *arg)
+{
+	cp_bdev *dev = arg;
+	bc_thread_set_dev(dev);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		int r = io_uring_wait_cqe(&dev->ring, &cqe);
+		if (r == -EINTR || r == -EAGAIN)
+			continue;
+		if (r < 0) {
+			/* Cannot happen with a valid ring; avoid spinning. */
+			sched_yield();
+			continue;
+		}
+		struct bc_req *req = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		io_uring_cqe_seen(&dev->ring, cqe);
+		if (!req)
+			break;
+		bc_req_io_done(req, res);
+	}
+	return NULL;
+}
+
+static int bc_uring_init(cp_bdev *dev)
+{
+	int r = io_uring_queue_init(dev->queue_depth, &dev->ring, 0);
+	if (r < 0)
+		return cp_error(r, "%s: io_uring_queue_init(%u): %s", dev->name,
+				dev->queue_depth, strerror(-r));
+	r = bc_thread_start(&dev->uring_thread, bc_uring_main, dev, "cp-uring");
+	if (r < 0) {
+		io_uring_queue_exit(&dev->ring);
+		return cp_error(r, "%s: starting io_uring thread: %s",
+				dev->name, strerror(-r));
+	}
+	return 0;
+}
+
+static void bc_uring_fini(cp_bdev *dev)
+{
+	pthread_mutex_lock(&dev->sq_lock);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&dev->ring);
+	if (!sqe) {
+		bc_uring_submit_sqes_locked(dev);
+		sqe = io_uring_get_sqe(&dev->ring);
+	}
+	/* All requests have completed, so the SQ has room. */
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data(sqe, NULL);
+	bc_uring_submit_sqes_locked(dev);
+	pthread_mutex_unlock(&dev->sq_lock);
+	pthread_join(dev->uring_thread, NULL);
+	io_uring_queue_exit(&dev->ring);
+}
+
+const struct bc_backend bc_uring_backend = {
+    .aio = CP_AIO_IO_URING,
+    .limited = true,
+    .init = bc_uring_init,
+    .fini = bc_uring_fini,
+    .submit_locked = bc_uring_submit_locked,
+};
+
+#endif
