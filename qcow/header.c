@@ -423,3 +423,102 @@ int qc_corrupt(struct qcow *q, const char *fmt, ...)
 	return cp_error(-EUCLEAN, "%s: %s%s", q->name, msg,
 			marked ? "; image marked corrupt" : "");
 }
+
+/* Rebuild the header cluster from q: fixed fields, the backing format
+ * extension first, then every other extension as found (unknown ones are
+ * preserved byte for byte), the end marker and the backing file name.
+ * Everything past the first 512 bytes is written and flushed before the
+ * first sector, which is the commit point: when the extension layout
+ * beyond sector 0 is unchanged (the common case: a new backing name or
+ * format of the same padded length), the switch is atomic. */
+int qc_header_rewrite_locked(struct qcow *q)
+{
+	uint32_t cs = q->cluster_size;
+	uint8_t *buf = cp_bdev_alloc_buf(cs);
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 0, cs);
+	int r = cp_bdev_pread(q->dev, buf, 512, 0);
+	if (r < 0)
+		goto out;
+	memset(buf + 8, 0, 12); /* backing offset/size, rewritten below */
+	cp_put_be32(buf + 4, (uint32_t)q->version);
+	cp_put_be64(buf + 24, q->size);
+	cp_put_be32(buf + 36, q->l1_size);
+	cp_put_be64(buf + 40, q->l1_table_offset);
+	cp_put_be64(buf + 48, q->refcount_table_offset);
+	cp_put_be32(buf + 56, q->refcount_table_clusters);
+	cp_put_be32(buf + 60, q->nb_snapshots);
+	cp_put_be64(buf + 64, q->snapshots_offset);
+	uint32_t p;
+	if (q->version == 3) {
+		if (q->header_length < 112)
+			q->header_length = 112;
+		memset(buf + 72, 0, q->header_length - 72);
+		cp_put_be64(buf + 72, q->incompat);
+		cp_put_be64(buf + 80, q->compat);
+		cp_put_be64(buf + 88, q->autoclear);
+		cp_put_be32(buf + 96, q->refcount_order);
+		cp_put_be32(buf + 100, q->header_length);
+		buf[104] = q->compression_type;
+		p = q->header_length;
+	} else {
+		p = 72;
+	}
+	memset(buf + p, 0, cs - p);
+	if (q->backing_file && q->backing_format) {
+		size_t fl = strlen(q->backing_format);
+		cp_put_be32(buf + p, QC_EXT_BACKING_FORMAT);
+		cp_put_be32(buf + p + 4, (uint32_t)fl);
+		memcpy(buf + p + 8, q->backing_format, fl);
+		p += 8 + (uint32_t)CP_ALIGN_UP(fl, 8u);
+	}
+	for (size_t i = 0; i < q->exts.len; i++) {
+		struct qc_ext *x = &q->exts.ptr[i];
+		if (x->type == QC_EXT_BACKING_FORMAT)
+			continue;
+		if (p + 8 + CP_ALIGN_UP(x->len, 8u) + 8 > cs) {
+			r = cp_error(-EFBIG, "%s: header extensions do not fit in the header cluster",
+				     q->name);
+			goto out;
+		}
+		cp_put_be32(buf + p, x->type);
+		cp_put_be32(buf + p + 4, x->len);
+		memcpy(buf + p + 8, x->data, x->len);
+		p += 8 + (uint32_t)CP_ALIGN_UP(x->len, 8u);
+	}
+	p += 8; /* end of extensions */
+	if (q->backing_file) {
+		size_t bl = strlen(q->backing_file);
+		if (p + bl > cs) {
+			r = cp_error(-EFBIG, "%s: backing file name does not fit in the header cluster",
+				     q->name);
+			goto out;
+		}
+		memcpy(buf + p, q->backing_file, bl);
+		cp_put_be64(buf + 8, p);
+		cp_put_be32(buf + 16, (uint32_t)bl);
+		q->backing_file_offset = p;
+		q->backing_file_size = (uint32_t)bl;
+		p += (uint32_t)bl;
+	} else {
+		q->backing_file_offset = 0;
+		q->backing_file_size = 0;
+	}
+	uint32_t end = CP_ALIGN_UP(p, 512u);
+	if (end > 512) {
+		r = cp_bdev_pwrite(q->dev, buf + 512, end - 512, 512);
+		if (r >= 0)
+			r = cp_bdev_flush(q->dev);
+		if (r < 0)
+			goto out;
+	}
+	r = cp_bdev_pwrite(q->dev, buf, 512, 0);
+	if (r >= 0)
+		r = cp_bdev_flush(q->dev);
+out:
+	cp_bdev_free_buf(buf);
+	if (r < 0)
+		return cp_error_prefix(r, "%s: rewriting the header", q->name);
+	return 0;
+}

@@ -747,10 +747,20 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 		ext->depth = depth;
 		ext->filename = l->filename;
 		switch (m.type) {
-		case QC_NORMAL:
+		case QC_NORMAL: {
 			ext->present = ext->data = true;
 			ext->offset = m.host;
+			uint64_t pnum = m.bytes;
+			int st = cp_bdev_block_status(l->dev, m.host, m.bytes, &pnum);
+			if (st < 0) {
+				cp_clear_error();
+			} else if (pnum && pnum < m.bytes) {
+				ext->length = pnum;
+			}
+			if (st == 0)
+				ext->zero = true;
 			return 0;
+		}
 		case QC_COMPRESSED:
 			ext->present = ext->data = ext->compressed = true;
 			return 0;
@@ -853,4 +863,234 @@ int qc_backing_read(cp_image *img, void *buf, uint64_t len, uint64_t off)
 	}
 	memset((uint8_t *)buf + have, 0, len - have);
 	return 0;
+}
+
+static int zero_dealloc(struct qcow *q, uint64_t s, uint64_t e)
+{
+	return qc_dealloc(q, s, e);
+}
+
+/* --- operations on one layer -------------------------------------------------------- */
+
+int cp_image_write_compressed(cp_image *img, const void *buf, size_t len,
+			      uint64_t offset)
+{
+	if (!img->q)
+		return cp_error(-EINVAL, "%s: compressed clusters need a qcow2 image",
+				img->filename);
+	int r = check_range(img, offset, len, true);
+	if (r < 0)
+		return r;
+	return qc_write_compressed(img->q, buf, len, offset);
+}
+
+int cp_image_make_empty(cp_image *img)
+{
+	if (!img->q)
+		return cp_error(-ENOTSUP, "%s: only qcow2 images can be emptied",
+				img->filename);
+	if (cp_image_readonly(img))
+		return cp_error(-EROFS, "%s: image is read-only", img->filename);
+	async_drain(img);
+	return qc_make_empty(img->q);
+}
+
+int cp_image_reopen(cp_image *img, bool readwrite)
+{
+	if (!img->own_dev)
+		return cp_error(-ENOTSUP, "%s: cannot reopen an image on a caller's device",
+				img->filename);
+	if (readwrite != cp_image_readonly(img))
+		return 0;
+	async_drain(img);
+	int r = 0;
+	if (img->q) {
+		r = qc_close(img->q);
+		img->q = NULL;
+		if (r < 0)
+			return r;
+	}
+	struct cp_bdev_opts bo;
+	cp_bdev_opts_init(&bo);
+	bo.readonly = !readwrite;
+	bo.aio = img->opts.aio;
+	bo.cache = img->opts.cache;
+	cp_bdev *dev;
+	r = cp_bdev_open(img->filename, &bo, &dev);
+	if (r < 0) {
+		/* fall back to the old access mode */
+		bo.readonly = readwrite;
+		if (cp_bdev_open(img->filename, &bo, &dev) < 0)
+			return r;
+		readwrite = !readwrite;
+	}
+	cp_bdev_close(img->dev);
+	img->dev = dev;
+	img->readonly = !readwrite;
+	img->opts.readonly = !readwrite;
+	if (img->format == CP_FMT_QCOW2) {
+		struct qcow *q;
+		int r2 = qc_open(img, &q, &img->opts);
+		if (r2 < 0)
+			return r2;
+	} else {
+		img->size = cp_bdev_size(dev);
+	}
+	return r;
+}
+
+int cp_image_set_backing(cp_image *img, const char *backing,
+			 const char *backing_format, bool reopen)
+{
+	struct qcow *q = img->q;
+	if (!q)
+		return cp_error(-EINVAL, "%s: raw images have no backing file",
+				img->filename);
+	if (cp_image_readonly(img))
+		return cp_error(-EROFS, "%s: image is read-only", img->filename);
+	if (backing && strlen(backing) > 1023)
+		return cp_error(-EINVAL, "%s: backing file name longer than 1023 bytes",
+				img->filename);
+	if (backing_format && strcmp(backing_format, "raw") &&
+	    strcmp(backing_format, "qcow2"))
+		return cp_error(-EINVAL, "%s: unknown backing format '%s'",
+				img->filename, backing_format);
+	cp_image *nb = NULL;
+	if (reopen && backing && *backing) {
+		struct cp_open_opts o = img->opts;
+		o.readonly = true;
+		o.for_check = false;
+		if (backing_format)
+			cp_fmt_parse(backing_format, &o.format);
+		char *path = NULL;
+		if (backing[0] == '/' || !img->dir)
+			path = strdup(backing);
+		else if (asprintf(&path, "%s/%s", img->dir, backing) < 0)
+			path = NULL;
+		if (!path)
+			return -ENOMEM;
+		int r = cp_image_open(path, &o, &nb);
+		free(path);
+		if (r < 0)
+			return cp_error_prefix(r, "%s: could not open new backing file '%s'",
+					       img->filename, backing);
+	}
+	async_drain(img);
+	pthread_mutex_lock(&q->lock);
+	int r = qc_flush_locked(q);
+	char *ob = q->backing_file, *of = q->backing_format;
+	q->backing_file = backing && *backing ? strdup(backing) : NULL;
+	q->backing_format = q->backing_file && backing_format ? strdup(backing_format) : NULL;
+	if (r >= 0)
+		r = qc_header_rewrite_locked(q);
+	if (r < 0) {
+		free(q->backing_file);
+		free(q->backing_format);
+		q->backing_file = ob;
+		q->backing_format = of;
+	} else {
+		free(ob);
+		free(of);
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (r < 0) {
+		cp_image_close(nb);
+		return r;
+	}
+	if (reopen) {
+		cp_image *old = img->backing;
+		img->backing = nb;
+		for (cp_image *l = nb; l; l = l->backing)
+			l->depth += img->depth + 1;
+		cp_image_close(old);
+	}
+	return 0;
+}
+
+void cp_amend_opts_init(struct cp_amend_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->size = sizeof(*o);
+	o->lazy_refcounts = -1;
+}
+
+int cp_image_amend(cp_image *img, const struct cp_amend_opts *o)
+{
+	struct qcow *q = img->q;
+	if (!q)
+		return cp_error(-ENOTSUP, "%s: only qcow2 images can be amended",
+				img->filename);
+	if (cp_image_readonly(img))
+		return cp_error(-EROFS, "%s: image is read-only", img->filename);
+	int ver = o->qcow_version ? o->qcow_version : q->version;
+	if (ver != 2 && ver != 3)
+		return cp_error(-EINVAL, "%s: compat must be 0.10 or 1.1", img->filename);
+	int lazy = o->lazy_refcounts < 0 ? q->lazy : o->lazy_refcounts;
+	if (ver == 2 && lazy)
+		return cp_error(-EINVAL, "%s: lazy refcounts need compat=1.1", img->filename);
+	if (ver == 2 && q->version == 3) {
+		if (q->extl2)
+			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: the image uses extended L2 entries",
+					img->filename);
+		if (q->compression_type != QC_COMPRESSION_ZLIB)
+			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: the image uses zstd compression",
+					img->filename);
+		if (q->refcount_order != 4)
+			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: refcount_bits is %u, not 16",
+					img->filename, 1u << q->refcount_order);
+		/* zero clusters do not exist in version 2 */
+		uint64_t cs = q->cluster_size;
+		for (uint64_t off = 0; off < q->size;) {
+			struct qc_map m;
+			int r = qc_block_status(q, off, q->size - off, &m);
+			if (r < 0)
+				return r;
+			if (m.type == QC_ZERO) {
+				if (img->backing)
+					return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: zero clusters over a backing file",
+							img->filename);
+				uint64_t s = CP_ALIGN_DOWN(off, cs);
+				r = zero_dealloc(q, s, CP_ALIGN_UP(off + m.bytes, cs));
+				if (r < 0)
+					return r;
+			}
+			off += m.bytes;
+		}
+	}
+	async_drain(img);
+	pthread_mutex_lock(&q->lock);
+	int r = qc_flush_locked(q);
+	if (r >= 0 && q->lazy && !lazy) {
+		/* leave lazy mode: refcounts on disk first, then the bit */
+		r = qc_cache_writeback(q, &q->rbc);
+		if (r >= 0)
+			r = cp_bdev_flush(q->dev);
+		if (r >= 0 && q->dirty_set)
+			r = qc_header_set_incompat_locked(q, 0, QC_INCOMPAT_DIRTY);
+		q->dirty_set = false;
+	}
+	if (r >= 0) {
+		int oldv = q->version;
+		uint64_t oc = q->compat;
+		q->version = ver;
+		if (ver == 3 && oldv == 2) {
+			q->incompat = q->autoclear = 0;
+			q->compat = 0;
+			q->refcount_order = 4;
+			q->header_length = 112;
+		}
+		q->compat = lazy ? (q->compat | QC_COMPAT_LAZY_REFCOUNTS)
+				 : (q->compat & ~QC_COMPAT_LAZY_REFCOUNTS);
+		if (ver == 2)
+			q->compat = q->incompat = q->autoclear = 0;
+		r = qc_header_rewrite_locked(q);
+		if (r < 0) {
+			q->version = oldv;
+			q->compat = oc;
+		} else {
+			q->lazy = lazy;
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
 }

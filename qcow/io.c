@@ -723,7 +723,7 @@ static int write_zero_buf(struct qcow *q, uint64_t off, uint64_t len)
 /* Change whole clusters [s, e) to zero (discard=false) or deallocate them
  * (discard=true). */
 static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
-			 bool discard)
+			 bool discard, bool dealloc)
 {
 	uint64_t cs = q->cluster_size;
 	bool backing = q->img->backing != NULL;
@@ -736,7 +736,7 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 	for (uint64_t g = s; g < e && r >= 0;) {
 		void *slice;
 		uint32_t idx;
-		r = qc_l2_lookup_locked(q, g, !discard || backing, &slice, &idx);
+		r = qc_l2_lookup_locked(q, g, !dealloc && (!discard || backing), &slice, &idx);
 		if (r < 0)
 			break;
 		uint64_t slice_span = (uint64_t)q->slice_entries << q->cluster_bits;
@@ -755,7 +755,9 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 			uint64_t hc = old & QC_L2E_OFFSET_MASK;
 			bool keep_host = false;
 			uint64_t ne, nbm = 0;
-			if (discard) {
+			if (dealloc) {
+				ne = 0;
+			} else if (discard) {
 				if (q->version >= 3 && backing) {
 					ne = q->extl2 ? 0 : QC_OFLAG_ZERO;
 					nbm = q->extl2 ? 0xffffffff00000000ull : 0;
@@ -824,7 +826,7 @@ int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 			r = write_zero_buf(q, CP_MAX(e, off), off + len - CP_MAX(e, off));
 	}
 	if (r >= 0 && s < e)
-		r = zero_clusters(q, s, e, flags, discard);
+		r = zero_clusters(q, s, e, flags, discard, false);
 	return r;
 }
 
@@ -1120,5 +1122,158 @@ int qc_close(struct qcow *q)
 		pthread_mutex_unlock(&q->lock);
 	}
 	qc_free(q);
+	return r;
+}
+
+int qc_dealloc(struct qcow *q, uint64_t s, uint64_t e)
+{
+	return zero_clusters(q, s, e, 0, true, true);
+}
+
+int qc_make_empty(struct qcow *q)
+{
+	if (q->readonly)
+		return cp_error(-EROFS, "%s: image is read-only", q->name);
+	int r = zero_clusters(q, 0, CP_ALIGN_UP(q->size, q->cluster_size), 0, true,
+			      true);
+	if (r >= 0)
+		r = qc_flush(q);
+	return r;
+}
+
+/* --- compressed clusters ---------------------------------------------------------- */
+
+static long deflate_zlib(const uint8_t *in, size_t inlen, uint8_t *out,
+			 size_t outlen)
+{
+	z_stream s;
+	memset(&s, 0, sizeof(s));
+	if (deflateInit2(&s, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+			 Z_DEFAULT_STRATEGY) != Z_OK)
+		return -ENOMEM;
+	s.next_in = (Bytef *)(uintptr_t)in;
+	s.avail_in = (uInt)inlen;
+	s.next_out = out;
+	s.avail_out = (uInt)outlen;
+	int ret = deflate(&s, Z_FINISH);
+	long n = ret == Z_STREAM_END ? (long)(outlen - s.avail_out) : -ENOSPC;
+	deflateEnd(&s);
+	return n;
+}
+
+#if CP_HAVE_ZSTD
+static long deflate_zstd(const uint8_t *in, size_t inlen, uint8_t *out,
+			 size_t outlen)
+{
+	/* one frame, written with the streaming API as QEMU's reader expects
+	 * (the frame may be followed by padding up to the sector end) */
+	size_t z = ZSTD_compress(out, outlen, in, inlen, ZSTD_CLEVEL_DEFAULT);
+	if (ZSTD_isError(z))
+		return -ENOSPC;
+	return (long)z;
+}
+#endif
+
+int qc_write_compressed(struct qcow *q, const void *buf, size_t len, uint64_t off)
+{
+	uint64_t cs = q->cluster_size;
+	if (off % cs || len > cs || off >= q->size)
+		return cp_error(-EINVAL, "%s: compressed writes take whole clusters (offset %" PRIu64 ")",
+				q->name, off);
+	uint8_t *in = malloc(cs);
+	uint8_t *out = cp_bdev_alloc_buf(cs + 512);
+	int r = 0;
+	if (!in || !out) {
+		r = -ENOMEM;
+		goto out;
+	}
+	memcpy(in, buf, len);
+	memset(in + len, 0, cs - len);
+	long n;
+	if (q->compression_type == QC_COMPRESSION_ZLIB)
+		n = deflate_zlib(in, cs, out, cs - 1);
+#if CP_HAVE_ZSTD
+	else
+		n = deflate_zstd(in, cs, out, cs - 1);
+#else
+	else
+		n = -ENOTSUP;
+#endif
+	if (n < 0 || (uint64_t)n >= cs - 512) {
+		/* incompressible: store it as a normal cluster */
+		struct iovec v = { in, cs };
+		r = qc_writev(q, &v, 1, off, CP_MIN(cs, q->size - off));
+		goto out;
+	}
+	struct qc_inflight inf;
+	void *slice = NULL;
+	uint32_t idx;
+	pthread_mutex_lock(&q->lock);
+	while (inflight_conflict(q, off, off + cs))
+		pthread_cond_wait(&q->inflight_cond, &q->lock);
+	r = set_dirty_locked(q);
+	if (r >= 0)
+		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
+	if (r < 0)
+		goto unlock;
+	uint64_t old = qc_l2_entry(q, slice, idx);
+	if ((old & QC_L2E_OFFSET_MASK) || (old & QC_OFLAG_COMPRESSED) ||
+	    qc_l2_bitmap(q, slice, idx) & 0xffffffffull) {
+		r = cp_error(-EEXIST, "%s: compressed write into the allocated cluster at %" PRIu64,
+			     q->name, off);
+		goto unlock;
+	}
+	/* bytes: continue in the current partial cluster when it fits;
+	 * pieces start on a 512-byte boundary so no two share a sector */
+	uint64_t coff = q->comp_off;
+	if (!coff || (coff % cs) + (uint64_t)n > cs || coff % cs == 0) {
+		uint64_t h;
+		r = qc_alloc_clusters_locked(q, 1, &h);
+		if (r < 0)
+			goto unlock;
+		coff = h;
+		if (h >= q->known_zero_from)
+			q->known_zero_from = h + cs;
+	} else {
+		r = qc_refcount_update_locked(q, CP_ALIGN_DOWN(coff, cs), cs, 1);
+		if (r < 0)
+			goto unlock;
+	}
+	q->comp_off = CP_ALIGN_UP(coff + (uint64_t)n, 512);
+	if (q->comp_off % cs == 0)
+		q->comp_off = 0;
+	inflight_add(q, &inf, off, off + cs);
+	qc_cache_put(&q->l2c, slice);
+	slice = NULL;
+	pthread_mutex_unlock(&q->lock);
+
+	size_t wlen = CP_ALIGN_UP((size_t)n, 512);
+	memset(out + n, 0, wlen - (size_t)n);
+	r = cp_bdev_pwrite(q->dev, out, wlen, coff);
+	if (r < 0)
+		cp_error_prefix(r, "%s: writing compressed data", q->name);
+
+	pthread_mutex_lock(&q->lock);
+	if (r >= 0)
+		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
+	if (r >= 0) {
+		unsigned x = 62 - (q->cluster_bits - 8);
+		uint64_t nsec = ((coff + (uint64_t)n - 1) >> 9) - (coff >> 9);
+		uint64_t e = QC_OFLAG_COMPRESSED | (nsec << x) | coff;
+		qc_l2_set(q, slice, idx, e, 0);
+		uint64_t fo, fl;
+		qc_entry_host_range(q, old, &fo, &fl);
+		if (fl)
+			r = qc_free_later_locked(q, fo, fl);
+		q->barrier_needed = true;
+	}
+	inflight_del(q, &inf);
+unlock:
+	if (slice)
+		qc_cache_put(&q->l2c, slice);
+	pthread_mutex_unlock(&q->lock);
+out:
+	free(in);
+	cp_bdev_free_buf(out);
 	return r;
 }

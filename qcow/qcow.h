@@ -147,6 +147,8 @@ struct cp_extent {
 	bool present, zero, data, compressed;
 	uint64_t offset;
 	const char *filename; /* layer that provides it (borrowed) */
+	/* data clusters whose host range is a hole in the file are reported
+	 * with zero = true (and data = true), as qemu-img map does */
 };
 int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 		 struct cp_extent *ext);
@@ -200,6 +202,118 @@ int cp_image_create(const char *path, const struct cp_create_opts *opts);
 int cp_image_create_dev(cp_bdev *dev, const char *name,
 			const struct cp_create_opts *opts,
 			cp_open_backing_fn open_backing, void *opaque);
+
+/* --- image operations used by commit, rebase, convert and amend ---------- */
+
+/* Store one cluster compressed (compression type of the image).  offset is
+ * cluster aligned, len at most one cluster (the last cluster of the disk may
+ * be shorter; the rest is zero padded).  The cluster must be unallocated
+ * (or a zero cluster) in this image.  Data that does not compress is stored
+ * as a normal cluster.  -EINVAL for raw images. */
+int cp_image_write_compressed(cp_image *img, const void *buf, size_t len,
+			      uint64_t offset);
+/* Deallocate every cluster of a qcow2 image so that its backing file shows
+ * through everywhere (what qemu-img commit does to the committed image). */
+int cp_image_make_empty(cp_image *img);
+/* Reopen this layer (not its backing chain) read-write or read-only.  Only
+ * for layers opened by path.  In-flight async requests are drained first. */
+int cp_image_reopen(cp_image *img, bool readwrite);
+/* Point the image at another backing file (NULL: none) and record its
+ * format (NULL: none).  Rewrites the header (first sector last) and, with
+ * reopen, replaces the open backing chain by the new one.  Does not copy
+ * data: see cp_image_rebase() for the safe form. */
+int cp_image_set_backing(cp_image *img, const char *backing,
+			 const char *backing_format, bool reopen);
+
+struct cp_amend_opts {
+	size_t size;        /* sizeof(struct cp_amend_opts), set by _init */
+	int qcow_version;   /* 0 = keep, 2 (compat=0.10) or 3 (compat=1.1) */
+	int lazy_refcounts; /* -1 = keep, 0 = off, 1 = on */
+};
+void cp_amend_opts_init(struct cp_amend_opts *o);
+/* Change header options in place where that is safe: compat upgrade,
+ * downgrade when no version 3 feature is in use (zero clusters without a
+ * backing file are deallocated first), lazy refcounts on/off. */
+int cp_image_amend(cp_image *img, const struct cp_amend_opts *o);
+
+/* --- whole-image operations (qemu-img commit/rebase/convert/measure) ------
+ * Each runs its copy on `parallel` worker threads over chunks of the disk
+ * and reports progress (bytes done of total) from any of them.  Every one
+ * is crash safe: at any instant the chain reads the same data, and running
+ * the same operation again completes it. */
+typedef void (*cp_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+
+struct cp_commit_opts {
+	size_t size;            /* sizeof(struct cp_commit_opts), set by _init */
+	cp_image *base;         /* NULL = the top's backing file; otherwise a
+				 * layer of the top's chain */
+	bool keep_top;          /* -d: do not empty the top afterwards
+				 * (implied when base is not the backing file) */
+	uint64_t rate_limit;    /* bytes per second, 0 = unlimited */
+	unsigned parallel;      /* 0 = 8 */
+	cp_progress_fn progress;
+	void *opaque;
+};
+void cp_commit_opts_init(struct cp_commit_opts *o);
+/* Copy everything allocated above base into base (growing base to the
+ * top's size if it is smaller), flush it, then empty the top unless
+ * keep_top.  Layers are reopened read-write as needed. */
+int cp_image_commit(cp_image *top, const struct cp_commit_opts *o);
+
+struct cp_rebase_opts {
+	size_t size;            /* sizeof(struct cp_rebase_opts), set by _init */
+	const char *backing;    /* new backing file; NULL or "" = none */
+	const char *backing_format; /* NULL = probe it */
+	bool unsafe;            /* -u: only change the header */
+	unsigned parallel;      /* 0 = 8 */
+	cp_progress_fn progress;
+	void *opaque;
+};
+void cp_rebase_opts_init(struct cp_rebase_opts *o);
+/* Safe mode: every range not allocated in img whose content differs
+ * between the old and the new backing chain is copied into img first;
+ * then the header switches to the new backing file. */
+int cp_image_rebase(cp_image *img, const struct cp_rebase_opts *o);
+
+struct cp_convert_opts {
+	size_t size;            /* sizeof(struct cp_convert_opts), set by _init */
+	bool compress;          /* -c: write compressed clusters (qcow2 target) */
+	unsigned parallel;      /* -m, 0 = 8 */
+	bool out_of_order;      /* -W: writes need not be in disk order */
+	uint64_t sparse_size;   /* -S: zero runs of at least this many bytes are
+				 * left unallocated; 0 = write everything;
+				 * default 4096 */
+	bool target_is_zero;    /* the target reads as zeroes already */
+	bool source_top_only;   /* -B: copy only what the source's top layer
+				 * allocates (target has the same backing) */
+	cp_progress_fn progress;
+	void *opaque;
+};
+void cp_convert_opts_init(struct cp_convert_opts *o);
+/* Copy src's content (its whole chain) into dst (same or larger size). */
+int cp_image_convert(cp_image *src, cp_image *dst,
+		     const struct cp_convert_opts *o);
+
+struct cp_measure_opts {
+	size_t size;            /* sizeof(struct cp_measure_opts), set by _init */
+	enum cp_fmt format;     /* output format; default qcow2 */
+	uint64_t virtual_size;  /* --size, when there is no source image */
+	uint32_t cluster_size;  /* 65536 */
+	unsigned refcount_bits; /* 16 */
+	bool extended_l2;
+	enum cp_prealloc prealloc;
+	int qcow_version;       /* 3 (default) or 2 */
+};
+void cp_measure_opts_init(struct cp_measure_opts *o);
+struct cp_measure_result {
+	uint64_t required, fully_allocated;
+	bool has_bitmaps;
+	uint64_t bitmaps;
+};
+/* qemu-img measure: bytes needed for a new image holding src (or an empty
+ * one of virtual_size when src is NULL), and when fully allocated. */
+int cp_image_measure(cp_image *src, const struct cp_measure_opts *o,
+		     struct cp_measure_result *res);
 
 /* --- check and repair (qemu-img check semantics) --------------------------- */
 #define CP_CHECK_REPAIR_LEAKS 0x1u  /* -r leaks */

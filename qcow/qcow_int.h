@@ -200,6 +200,7 @@ struct qcow {
 	bool dirty_set;      /* dirty bit written (lazy refcounts) */
 	bool readonly, corrupt;
 	bool lazy;
+	uint64_t comp_off; /* next free byte for compressed data (0: none) */
 
 	/* grace period: data requests in flight per epoch parity */
 	atomic_uint epoch;
@@ -220,6 +221,9 @@ int qc_header_read(struct qcow *q);
 int qc_header_update_locked(struct qcow *q);
 /* Set/clear incompatible bits on disk (dirty, corrupt). */
 int qc_header_set_incompat_locked(struct qcow *q, uint64_t set, uint64_t clear);
+/* Rewrite the whole header cluster from q (backing name/format, version,
+ * feature bits), first sector last. */
+int qc_header_rewrite_locked(struct qcow *q);
 /* Mark the image corrupt (header bit, read-only from now on) and return
  * -EUCLEAN with a message "name: <what>; image marked corrupt". */
 int qc_corrupt(struct qcow *q, const char *fmt, ...) CP_PRINTF(2, 3);
@@ -300,6 +304,14 @@ int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 int qc_flush(struct qcow *q);
 int qc_flush_locked(struct qcow *q);
 int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre);
+/* Store one compressed cluster (guest offset cluster aligned; len <= one
+ * cluster, zero padded) into an unallocated or zero cluster. */
+int qc_write_compressed(struct qcow *q, const void *buf, size_t len,
+			uint64_t off);
+/* Deallocate every cluster of the image (the backing shows through). */
+int qc_make_empty(struct qcow *q);
+/* Deallocate whole clusters [s, e) (version 2 semantics of a zero). */
+int qc_dealloc(struct qcow *q, uint64_t s, uint64_t e);
 int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		   enum cp_prealloc pre);
 int qc_block_status(struct qcow *q, uint64_t off, uint64_t len,
