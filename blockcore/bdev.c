@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -357,6 +358,51 @@ static void bc_req_copy(struct bc_req *req, size_t pos, void *buf, size_t n,
 		n -= c;
 		pos = 0;
 	}
+}
+
+
+/* ---- fault injection for crash tests -------------------------------------
+ * CP_FAULT_KILL_AFTER_WRITES=N: the process kills itself with SIGKILL just
+ * before its (N+1)th write request (write, write-zeroes, discard, truncate)
+ * to any file or block device, so tests can stop a real cowpool at a
+ * seeded, reproducible point.  CP_FAULT_COUNT_WRITES=1 prints the number of
+ * write requests made ("cp-writes: N") to stderr at exit.  RAM devices are
+ * not counted (they have their own cut).  Costs one branch when unset. */
+static atomic_long bc_fault_left = -2; /* -2: not read yet, -1: off */
+static atomic_long bc_fault_count;
+static bool bc_fault_counting;
+
+static void bc_fault_report(void)
+{
+	fprintf(stderr, "cp-writes: %ld\n", atomic_load(&bc_fault_count));
+}
+
+static void bc_fault_init(void)
+{
+	const char *k = getenv("CP_FAULT_KILL_AFTER_WRITES");
+	const char *c = getenv("CP_FAULT_COUNT_WRITES");
+	long v = -1;
+	if (k && *k)
+		v = strtol(k, NULL, 10);
+	if (c && *c == '1' && !bc_fault_counting) {
+		bc_fault_counting = true;
+		atexit(bc_fault_report);
+	}
+	long expect = -2;
+	atomic_compare_exchange_strong(&bc_fault_left, &expect, v);
+}
+
+static void bc_fault_point(cp_bdev *dev)
+{
+	if (dev->ram)
+		return;
+	if (bc_fault_counting)
+		atomic_fetch_add(&bc_fault_count, 1);
+	long left = atomic_load(&bc_fault_left);
+	if (left < 0)
+		return;
+	if (atomic_fetch_sub(&bc_fault_left, 1) == 0)
+		kill(getpid(), SIGKILL);
 }
 
 /* ---- dispatch to the backend --------------------------------------------- */
@@ -757,6 +803,8 @@ static int bc_rw_async(cp_bdev *dev, enum bc_op op, const struct iovec *iov,
 		return cp_error(
 		    -EROFS, "%s: %s at offset %" PRIu64 ": device is read-only",
 		    dev->name, what, offset);
+	if (op == BC_OP_WRITE)
+		bc_fault_point(dev);
 	if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov) || !cb)
 		return cp_error(
 		    -EINVAL, "%s: %s at offset %" PRIu64 ": invalid arguments",
@@ -1049,6 +1097,7 @@ int cp_bdev_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 	int r = bc_check_range(dev, "discard", offset, len, true);
 	if (r < 0)
 		return r;
+	bc_fault_point(dev);
 	if (dev->ram)
 		return bc_ram_discard(dev, offset, len);
 	if (len == 0)
@@ -1088,6 +1137,7 @@ int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 	int r = bc_check_range(dev, "write zeroes", offset, len, true);
 	if (r < 0)
 		return r;
+	bc_fault_point(dev);
 	if (dev->ram)
 		return bc_ram_write_zeroes(dev, offset, len);
 	if (len == 0)
@@ -1137,6 +1187,7 @@ int cp_bdev_truncate(cp_bdev *dev, uint64_t size)
 	int r = bc_check_range(dev, "truncate", size, 0, true);
 	if (r < 0)
 		return r;
+	bc_fault_point(dev);
 	if (dev->ram)
 		return bc_ram_truncate(dev, size, false);
 	if (dev->is_blockdev) {
@@ -1344,6 +1395,9 @@ int cp_bdev_open(const char *path, const struct cp_bdev_opts *uopts,
 	cp_bdev *dev;
 	struct stat st;
 	int r;
+
+	if (atomic_load(&bc_fault_left) == -2)
+		bc_fault_init();
 
 	*out = NULL;
 	cp_bdev_opts_init(&opts);

@@ -1,0 +1,241 @@
+/* cli/cmd_check.c - `cowpool check`: qemu-img check.
+ *
+ * Exit status as qemu-img: 0 no problem, 1 the check could not complete,
+ * 2 corruptions found, 3 only leaks found, 63 the format cannot be checked.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+enum {
+	CHECK_EXIT_OK = 0,
+	CHECK_EXIT_FAILED = 1,
+	CHECK_EXIT_CORRUPT = 2,
+	CHECK_EXIT_LEAKS = 3,
+	CHECK_EXIT_NOTSUP = 63,
+};
+
+static void check_report(void *opaque CP_UNUSED, const char *msg)
+{
+	size_t n = strlen(msg);
+	fflush(stdout);
+	fputs(msg, stderr);
+	if (!n || msg[n - 1] != '\n')
+		fputc('\n', stderr);
+}
+
+static void check_print_human(const struct cp_check_result *r)
+{
+	if (!(r->corruptions || r->leaks || r->check_errors)) {
+		printf("No errors were found on the image.\n");
+	} else {
+		if (r->corruptions)
+			printf("\n%" PRIu64 " errors were found on the image.\n"
+			       "Data may be corrupted, or further writes to "
+			       "the image may corrupt it.\n",
+			       r->corruptions);
+		if (r->leaks)
+			printf("\n%" PRIu64
+			       " leaked clusters were found on the image.\n"
+			       "This means waste of disk space, but no harm "
+			       "to data.\n",
+			       r->leaks);
+		if (r->check_errors)
+			printf("\n%" PRIu64 " internal errors have occurred "
+			       "during the check.\n",
+			       r->check_errors);
+	}
+	if (r->total_clusters && r->allocated_clusters)
+		printf("%" PRIu64 "/%" PRIu64 " = %0.2f%% allocated, %0.2f%% "
+		       "fragmented, %0.2f%% compressed clusters\n",
+		       r->allocated_clusters, r->total_clusters,
+		       (double)r->allocated_clusters * 100.0 /
+			   (double)r->total_clusters,
+		       (double)r->fragmented_clusters * 100.0 /
+			   (double)r->allocated_clusters,
+		       (double)r->compressed_clusters * 100.0 /
+			   (double)r->allocated_clusters);
+	if (r->image_end_offset)
+		printf("Image end offset: %" PRIu64 "\n", r->image_end_offset);
+}
+
+static void check_print_json(const struct cp_check_result *r, const char *file,
+			     enum cp_fmt fmt)
+{
+	struct cli_json *o = cli_json_new();
+	/* qemu-img's ImageCheck: optional members only when non-zero. */
+	cli_json_add_str(o, "filename", file);
+	cli_json_add_str(o, "format", cp_fmt_name(fmt));
+	cli_json_add_int(o, "check-errors", (int64_t)r->check_errors);
+	if (r->image_end_offset)
+		cli_json_add_int(o, "image-end-offset",
+				 (int64_t)r->image_end_offset);
+	if (r->corruptions)
+		cli_json_add_int(o, "corruptions", (int64_t)r->corruptions);
+	if (r->leaks)
+		cli_json_add_int(o, "leaks", (int64_t)r->leaks);
+	if (r->corruptions_fixed)
+		cli_json_add_int(o, "corruptions-fixed",
+				 (int64_t)r->corruptions_fixed);
+	if (r->leaks_fixed)
+		cli_json_add_int(o, "leaks-fixed", (int64_t)r->leaks_fixed);
+	if (r->total_clusters)
+		cli_json_add_int(o, "total-clusters",
+				 (int64_t)r->total_clusters);
+	if (r->allocated_clusters)
+		cli_json_add_int(o, "allocated-clusters",
+				 (int64_t)r->allocated_clusters);
+	if (r->fragmented_clusters)
+		cli_json_add_int(o, "fragmented-clusters",
+				 (int64_t)r->fragmented_clusters);
+	if (r->compressed_clusters)
+		cli_json_add_int(o, "compressed-clusters",
+				 (int64_t)r->compressed_clusters);
+	cli_json_print(stdout, o, 0);
+	putchar('\n');
+	cli_json_free(o);
+}
+
+int cli_cmd_check(int argc, char **argv)
+{
+	enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IOPTS };
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"output", required_argument, NULL, OPT_OUTPUT},
+	    {"repair", required_argument, NULL, 'r'},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"object", required_argument, NULL, OPT_OBJECT},
+	    {"image-opts", no_argument, NULL, OPT_IOPTS},
+	    {NULL, 0, NULL, 0},
+	};
+	struct cp_open_opts opts;
+	bool json = false, quiet = false;
+	unsigned repair = 0;
+	int c;
+
+	cp_open_opts_init(&opts);
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hf:r:T:i:qU", longopts, NULL)) !=
+	       -1) {
+		switch (c) {
+		case 'h':
+			return cli_help("check");
+		case 'f':
+			if (cli_parse_fmt(optarg, &opts.format) < 0)
+				return 1;
+			break;
+		case 'r':
+			if (!strcmp(optarg, "leaks"))
+				repair = CP_CHECK_REPAIR_LEAKS;
+			else if (!strcmp(optarg, "all"))
+				repair = CP_CHECK_REPAIR_ALL;
+			else
+				return cli_error("check: invalid -r value "
+						 "'%s' (expected leaks or all)",
+						 optarg);
+			break;
+		case 'T':
+			if (cli_parse_cache(optarg, &opts.cache) < 0)
+				return 1;
+			break;
+		case 'i':
+			if (cli_parse_aio(optarg, &opts.aio) < 0)
+				return 1;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'U':
+			break;
+		case OPT_OUTPUT:
+			if (cli_parse_output(optarg, &json) < 0)
+				return 1;
+			break;
+		case OPT_OBJECT:
+		case OPT_IOPTS:
+			return cli_error("check: %s is not supported",
+					 argv[optind - 1]);
+		default:
+			return cli_bad_option("check", argv, c);
+		}
+	}
+	if (optind != argc - 1)
+		return cli_error("check: expecting one image file name");
+
+	const char *file = argv[optind];
+	cp_image *img;
+	opts.readonly = !repair;
+	opts.for_check = true;
+	opts.no_backing = true;
+	if (cli_open(file, &opts, &img) < 0)
+		return CHECK_EXIT_FAILED;
+
+	enum cp_fmt fmt = cp_image_format(img);
+	if (fmt != CP_FMT_QCOW2) {
+		cp_image_close(img);
+		cli_error("%s: this image format (%s) does not support checks",
+			  file, cp_fmt_name(fmt));
+		return CHECK_EXIT_NOTSUP;
+	}
+
+	struct cp_check_result res = {0};
+	cp_clear_error();
+	int r = cp_image_check(img, repair, &res, check_report, NULL);
+	if (r == 0 && (res.corruptions_fixed || res.leaks_fixed)) {
+		uint64_t cfixed = res.corruptions_fixed;
+		uint64_t lfixed = res.leaks_fixed;
+		if (!quiet && !json)
+			printf("The following inconsistencies were found and "
+			       "repaired:\n\n"
+			       "    %" PRIu64 " leaked clusters\n"
+			       "    %" PRIu64 " corruptions\n\n"
+			       "Double checking the fixed image now...\n",
+			       lfixed, cfixed);
+		memset(&res, 0, sizeof(res));
+		r = cp_image_check(img, 0, &res, check_report, NULL);
+		res.corruptions_fixed = cfixed;
+		res.leaks_fixed = lfixed;
+	}
+
+	int ret;
+	if (r == -ENOTSUP) {
+		cli_error("%s: this image format does not support checks",
+			  file);
+		ret = CHECK_EXIT_NOTSUP;
+		goto out;
+	}
+	if (r == 0 && !quiet) {
+		if (json)
+			check_print_json(&res, file, fmt);
+		else
+			check_print_human(&res);
+	}
+	if (r < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", cp_last_error());
+		if (msg[0] && !strstr(msg, file))
+			cli_error("%s: check failed: %s", file, msg);
+		else if (msg[0])
+			cli_error("check failed: %s", msg);
+		else
+			cli_error("%s: check failed: %s", file, strerror(-r));
+		ret = CHECK_EXIT_FAILED;
+	} else if (res.check_errors) {
+		cli_error("%s: check failed", file);
+		ret = CHECK_EXIT_FAILED;
+	} else if (res.corruptions) {
+		ret = CHECK_EXIT_CORRUPT;
+	} else if (res.leaks) {
+		ret = CHECK_EXIT_LEAKS;
+	} else {
+		ret = CHECK_EXIT_OK;
+	}
+out:
+	if (cli_close(img) < 0 && ret == CHECK_EXIT_OK)
+		ret = CHECK_EXIT_FAILED;
+	return ret;
+}
