@@ -897,11 +897,10 @@ int cp_image_make_empty(cp_image *img)
 
 int cp_image_reopen(cp_image *img, bool readwrite)
 {
-	if (!img->own_dev)
-		return cp_error(-ENOTSUP, "%s: cannot reopen an image on a caller's device",
-				img->filename);
 	if (readwrite != cp_image_readonly(img))
 		return 0;
+	if (!img->own_dev && readwrite && cp_bdev_readonly(img->dev))
+		return cp_error(-EROFS, "%s: the device is read-only", img->filename);
 	async_drain(img);
 	int r = 0;
 	if (img->q) {
@@ -910,22 +909,24 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 		if (r < 0)
 			return r;
 	}
-	struct cp_bdev_opts bo;
-	cp_bdev_opts_init(&bo);
-	bo.readonly = !readwrite;
-	bo.aio = img->opts.aio;
-	bo.cache = img->opts.cache;
-	cp_bdev *dev;
-	r = cp_bdev_open(img->filename, &bo, &dev);
-	if (r < 0) {
-		/* fall back to the old access mode */
-		bo.readonly = readwrite;
-		if (cp_bdev_open(img->filename, &bo, &dev) < 0)
-			return r;
-		readwrite = !readwrite;
+	if (img->own_dev) {
+		struct cp_bdev_opts bo;
+		cp_bdev_opts_init(&bo);
+		bo.readonly = !readwrite;
+		bo.aio = img->opts.aio;
+		bo.cache = img->opts.cache;
+		cp_bdev *dev;
+		r = cp_bdev_open(img->filename, &bo, &dev);
+		if (r < 0) {
+			/* keep the old access mode */
+			bo.readonly = readwrite;
+			if (cp_bdev_open(img->filename, &bo, &dev) < 0)
+				return r;
+			readwrite = !readwrite;
+		}
+		cp_bdev_close(img->dev);
+		img->dev = dev;
 	}
-	cp_bdev_close(img->dev);
-	img->dev = dev;
 	img->readonly = !readwrite;
 	img->opts.readonly = !readwrite;
 	if (img->format == CP_FMT_QCOW2) {
@@ -934,8 +935,39 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 		if (r2 < 0)
 			return r2;
 	} else {
-		img->size = cp_bdev_size(dev);
+		img->size = cp_bdev_size(img->dev);
 	}
+	return r;
+}
+
+
+/* Open `name` (relative to img's directory) as a chain, the way img's own
+ * backing files are opened: through the caller's hook when there is one. */
+int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
+		     bool no_backing, cp_image **out)
+{
+	struct cp_open_opts o = img->opts;
+	o.readonly = true;
+	o.for_check = false;
+	o.format = fmt;
+	o.no_backing = no_backing;
+	*out = NULL;
+	if (o.open_backing) {
+		cp_bdev *dev;
+		int r = o.open_backing(o.open_backing_opaque, name, &dev);
+		if (r < 0)
+			return r;
+		return cp_image_open_dev(dev, name, &o, out);
+	}
+	char *path = NULL;
+	if (name[0] == '/' || !img->dir)
+		path = strdup(name);
+	else if (asprintf(&path, "%s/%s", img->dir, name) < 0)
+		path = NULL;
+	if (!path)
+		return -ENOMEM;
+	int r = cp_image_open(path, &o, out);
+	free(path);
 	return r;
 }
 
@@ -957,20 +989,10 @@ int cp_image_set_backing(cp_image *img, const char *backing,
 				img->filename, backing_format);
 	cp_image *nb = NULL;
 	if (reopen && backing && *backing) {
-		struct cp_open_opts o = img->opts;
-		o.readonly = true;
-		o.for_check = false;
+		enum cp_fmt f = CP_FMT_AUTO;
 		if (backing_format)
-			cp_fmt_parse(backing_format, &o.format);
-		char *path = NULL;
-		if (backing[0] == '/' || !img->dir)
-			path = strdup(backing);
-		else if (asprintf(&path, "%s/%s", img->dir, backing) < 0)
-			path = NULL;
-		if (!path)
-			return -ENOMEM;
-		int r = cp_image_open(path, &o, &nb);
-		free(path);
+			cp_fmt_parse(backing_format, &f);
+		int r = qc_open_relative(img, backing, f, false, &nb);
 		if (r < 0)
 			return cp_error_prefix(r, "%s: could not open new backing file '%s'",
 					       img->filename, backing);

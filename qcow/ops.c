@@ -371,23 +371,10 @@ int cp_image_rebase(cp_image *img, const struct cp_rebase_opts *opts)
 	cp_image *nb = NULL;
 	int r;
 	if (nbname) {
-		struct cp_open_opts oo = img->opts;
-		oo.readonly = true;
-		oo.for_check = false;
-		oo.format = CP_FMT_AUTO;
-		if (fmt && (r = cp_fmt_parse(fmt, &oo.format)) < 0)
+		enum cp_fmt f = CP_FMT_AUTO;
+		if (fmt && (r = cp_fmt_parse(fmt, &f)) < 0)
 			return r;
-		char *path = NULL;
-		if (nbname[0] == '/' || !img->dir)
-			path = strdup(nbname);
-		else if (asprintf(&path, "%s/%s", img->dir, nbname) < 0)
-			path = NULL;
-		if (!path)
-			return -ENOMEM;
-		if (o.unsafe)
-			oo.no_backing = true;
-		r = cp_image_open(path, &oo, &nb);
-		free(path);
+		r = qc_open_relative(img, nbname, f, o.unsafe, &nb);
 		if (r < 0) {
 			if (!o.unsafe)
 				return cp_error_prefix(r, "%s: could not open new backing file '%s'",

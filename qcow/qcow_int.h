@@ -355,5 +355,8 @@ struct cp_image {
 /* Read [off, off+len) of img's backing chain as seen by img (zeroes past
  * the backing file's end or when there is none). */
 int qc_backing_read(cp_image *img, void *buf, uint64_t len, uint64_t off);
+/* Open a chain named relative to img (through its backing hook if any). */
+int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
+		     bool no_backing, cp_image **out);
 
 #endif
