@@ -1075,7 +1075,7 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 	img->q = q;
 	if (!q->readonly) {
 		pthread_mutex_lock(&q->lock);
-		if (q->autoclear) {
+		if (q->autoclear && !o->for_check) {
 			/* we do not maintain what these bits vouch for */
 			q->autoclear = 0;
 			r = qc_header_update_locked(q);
