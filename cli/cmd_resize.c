@@ -90,7 +90,6 @@ int cli_cmd_resize(int argc, char **argv)
 
 	const char *file = argv[optind];
 	cp_image *img;
-	opts.no_backing = true;
 	if (cli_open(file, &opts, &img) < 0)
 		return 1;
 

@@ -178,6 +178,7 @@ static int classify(struct qcow *q, uint64_t off, uint64_t e, uint64_t bm,
 		    enum qc_ctype *t, uint64_t *host)
 {
 	uint64_t in = off & (q->cluster_size - 1);
+	*host = 0;
 	if (e & QC_OFLAG_COMPRESSED) {
 		if (q->extl2 && bm)
 			return qc_corrupt(q, "compressed cluster at guest offset 0x%" PRIx64 " has a subcluster bitmap",
@@ -203,6 +204,8 @@ static int classify(struct qcow *q, uint64_t off, uint64_t e, uint64_t bm,
 						  off - in);
 		} else {
 			*t = z ? QC_ZERO : QC_UNALLOC;
+			if (!z && hc && hc % q->cluster_size == 0)
+				*host = hc + in;
 			return 0;
 		}
 	} else {
@@ -270,6 +273,9 @@ int qc_map_locked(struct qcow *q, uint64_t off, uint64_t len, struct qc_map *m)
 			break;
 		if (t2 == QC_NORMAL &&
 		    (h2 != expect || ((e2 & QC_OFLAG_COPIED) != 0) != m->copied))
+			break;
+		if (t2 == QC_UNALLOC &&
+		    ((h2 != 0) != (m->host != 0) || (h2 && h2 != expect)))
 			break;
 		pos += unit;
 		expect += unit;

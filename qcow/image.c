@@ -235,12 +235,18 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 	if (!img)
 		goto fail_dev;
 	img->filename = strdup(name);
-	char *tmp = strdup(name);
-	if (tmp) {
-		img->dir = strdup(dirname(tmp));
-		free(tmp);
+	/* relative backing names resolve against the image's directory; a
+	 * bare file name means the current one, used as is (as qemu does) */
+	if (strchr(name, '/')) {
+		char *tmp = strdup(name);
+		if (tmp) {
+			img->dir = strdup(dirname(tmp));
+			free(tmp);
+		}
+		if (!img->dir)
+			goto fail;
 	}
-	if (!img->filename || !img->dir)
+	if (!img->filename)
 		goto fail;
 	img->dev = dev;
 	img->own_dev = own_dev;
@@ -501,8 +507,27 @@ int cp_image_resize(cp_image *img, uint64_t new_size, bool allow_shrink,
 	if (cp_image_readonly(img))
 		return cp_error(-EROFS, "%s: image is read-only", img->filename);
 	async_drain(img);
-	if (img->q)
-		return qc_resize(img->q, new_size, prealloc);
+	if (img->q) {
+		uint64_t old = img->q->size;
+		if (new_size < old && !allow_shrink)
+			return cp_error(-EINVAL, "%s: shrinking needs --shrink (data past the new end is lost)",
+					img->filename);
+		int r = qc_resize(img->q, new_size, prealloc);
+		if (r < 0 || new_size <= old)
+			return r;
+		/* the grown area must read as zeroes: clear the tail of a
+		 * partial last cluster, and hide a larger backing file */
+		uint64_t cs = img->q->cluster_size, pnum;
+		uint64_t tail = CP_MIN(new_size, CP_ALIGN_UP(old, cs));
+		if (tail > old && cp_image_is_allocated(img, old, tail - old, &pnum) == 1)
+			r = cp_image_write_zeroes(img, old, tail - old, 0);
+		uint64_t bsize = img->backing ? cp_image_size(img->backing) : 0;
+		if (r >= 0 && bsize > old)
+			r = cp_image_write_zeroes(img, old, CP_MIN(new_size, bsize) - old, 0);
+		if (r >= 0)
+			r = cp_image_flush(img);
+		return r;
+	}
 	if (new_size < img->size && !allow_shrink)
 		return cp_error(-EINVAL, "%s: shrinking needs --shrink (data past the new end is lost)",
 				img->filename);
@@ -699,6 +724,37 @@ int cp_image_is_allocated(cp_image *img, uint64_t offset, uint64_t len,
 	return m.type != QC_UNALLOC;
 }
 
+/* QEMU looks at holes in the image file under data clusters only when the
+ * image looks metadata-preallocated: more clusters in use than the file
+ * has blocks for (qcow2_detect_metadata_preallocation).  Same rule here, so
+ * that map output matches qemu-img's on the same file. */
+static bool meta_prealloc(cp_image *img)
+{
+	struct qcow *q = img->q;
+	if (q->meta_prealloc >= 0)
+		return q->meta_prealloc;
+	struct stat st;
+	int res = 0;
+	if (stat(img->filename, &st) == 0 && S_ISREG(st.st_mode)) {
+		uint64_t real = (uint64_t)st.st_blocks * 512 / q->cluster_size;
+		uint64_t threshold = CP_MAX(real * 10 / 9, real + 2);
+		uint64_t end = CP_DIV_ROUND_UP((uint64_t)st.st_size, q->cluster_size);
+		uint64_t count = 0;
+		pthread_mutex_lock(&q->lock);
+		for (uint64_t i = 0; i < end && count < threshold; i++) {
+			uint64_t rc;
+			if (qc_refcount_get_locked(q, i, &rc) < 0)
+				break;
+			count += rc != 0;
+		}
+		pthread_mutex_unlock(&q->lock);
+		cp_clear_error();
+		res = count >= threshold;
+	}
+	q->meta_prealloc = res;
+	return res;
+}
+
 int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 		 struct cp_extent *ext)
 {
@@ -713,24 +769,15 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 	cp_image *l = img;
 	int depth = 0;
 	for (;;) {
-		uint64_t lsize = cp_image_size(l);
-		if (offset >= lsize) {
-			/* past this layer's end: nothing below either */
-			ext->length = len;
-			ext->depth = depth;
-			ext->zero = true;
-			return 0;
-		}
-		uint64_t n = CP_MIN(len, lsize - offset);
 		if (!l->q) {
-			uint64_t pnum = n;
-			int st = cp_bdev_block_status(l->dev, offset, n, &pnum);
+			uint64_t pnum = len;
+			int st = cp_bdev_block_status(l->dev, offset, len, &pnum);
 			if (st < 0) {
 				st = 1;
-				pnum = n;
+				pnum = len;
 				cp_clear_error();
 			}
-			ext->length = CP_MIN(pnum ? pnum : n, n);
+			ext->length = CP_MIN(pnum ? pnum : len, len);
 			ext->depth = depth;
 			ext->present = true;
 			ext->data = st == 1;
@@ -740,7 +787,7 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 			return 0;
 		}
 		struct qc_map m;
-		int r = qc_block_status(l->q, offset, n, &m);
+		int r = qc_block_status(l->q, offset, len, &m);
 		if (r < 0)
 			return r;
 		ext->length = m.bytes;
@@ -750,13 +797,14 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 		case QC_NORMAL: {
 			ext->present = ext->data = true;
 			ext->offset = m.host;
+			if (!meta_prealloc(l))
+				return 0;
 			uint64_t pnum = m.bytes;
 			int st = cp_bdev_block_status(l->dev, m.host, m.bytes, &pnum);
-			if (st < 0) {
+			if (st < 0)
 				cp_clear_error();
-			} else if (pnum && pnum < m.bytes) {
+			else if (pnum && pnum < m.bytes)
 				ext->length = pnum;
-			}
 			if (st == 0)
 				ext->zero = true;
 			return 0;
@@ -771,13 +819,20 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 			break;
 		}
 		len = m.bytes;
-		if (!l->backing) {
-			ext->depth = depth + 1;
+		cp_image *b = l->backing;
+		if (!b || offset >= cp_image_size(b)) {
+			/* nothing below: reads as zeroes, reported at this
+			 * layer (the last one consulted), as qemu-img does */
 			ext->zero = true;
-			ext->filename = NULL;
+			if (m.host)
+				ext->offset = m.host; /* unallocated subclusters */
+			if (b)
+				ext->filename = l->filename;
 			return 0;
 		}
-		l = l->backing;
+		len = CP_MIN(len, cp_image_size(b) - offset);
+		ext->length = len;
+		l = b;
 		depth++;
 	}
 }

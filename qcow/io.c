@@ -913,13 +913,28 @@ int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre)
 	uint64_t cs = q->cluster_size;
 	if (q->readonly)
 		return cp_error(-EROFS, "%s: image is read-only", q->name);
-	if (new_size < q->size)
-		return cp_error(-ENOTSUP, "%s: shrinking a qcow2 image is not supported",
-				q->name);
 	if (new_size > QC_MAX_SIZE)
 		return cp_error(-EFBIG, "%s: size %" PRIu64 " is too large", q->name,
 				new_size);
 	uint64_t old_size = q->size;
+	if (new_size < old_size) {
+		/* as qemu-img resize --shrink: clusters past the new end go */
+		uint64_t s = CP_ALIGN_UP(new_size, cs), e = CP_ALIGN_UP(old_size, cs);
+		int r = s < e ? qc_dealloc(q, s, e) : 0;
+		pthread_mutex_lock(&q->lock);
+		if (r >= 0)
+			r = qc_flush_locked(q);
+		if (r >= 0) {
+			q->size = new_size;
+			r = qc_header_update_locked(q);
+			if (r >= 0)
+				r = cp_bdev_flush(q->dev);
+			if (r < 0)
+				q->size = old_size;
+		}
+		pthread_mutex_unlock(&q->lock);
+		return r;
+	}
 	pthread_mutex_lock(&q->lock);
 	int r = qc_flush_locked(q);
 	uint64_t need = CP_DIV_ROUND_UP(new_size, (uint64_t)cs << q->l2_bits);
@@ -1022,6 +1037,7 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 	if (!q)
 		return -ENOMEM;
 	q->img = img;
+	q->meta_prealloc = -1;
 	q->dev = img->dev;
 	q->name = img->filename;
 	q->readonly = img->readonly;

@@ -136,7 +136,8 @@ int cp_image_resize(cp_image *img, uint64_t new_size, bool allow_shrink,
 /* --- allocation map (qemu-img map semantics) ------------------------------
  * Describes the longest run starting at offset (at most len bytes) whose
  * status is uniform.  depth: index of the layer that provides the data (0 =
- * this image); for ranges allocated nowhere, depth = number of layers.
+ * this image); for ranges allocated nowhere, the last layer consulted (the
+ * deepest one whose size covers the offset).
  * present: allocated in some layer; zero: reads as zeroes; data: backed by
  * data in a file; offset: host offset of the data in the layer's file, or
  * CP_NO_OFFSET (zero clusters, compressed clusters, unallocated). */

@@ -201,6 +201,7 @@ struct qcow {
 	bool readonly, corrupt;
 	bool lazy;
 	uint64_t comp_off; /* next free byte for compressed data (0: none) */
+	int meta_prealloc; /* image.c: -1 unknown, 0/1 (qemu's heuristic) */
 
 	/* grace period: data requests in flight per epoch parity */
 	atomic_uint epoch;
@@ -263,7 +264,9 @@ enum qc_ctype {
 };
 struct qc_map {
 	enum qc_ctype type;
-	uint64_t host;   /* NORMAL: host offset of the byte asked for */
+	uint64_t host;   /* NORMAL: host offset of the byte asked for;
+			  * UNALLOC in an allocated extended-L2 cluster: the
+			  * host offset the subcluster would have (else 0) */
 	uint64_t cdesc;  /* COMPRESSED: the raw L2 entry */
 	bool copied;     /* NORMAL: refcount known to be 1 */
 	uint64_t bytes;  /* run length from the asked offset */
