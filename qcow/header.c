@@ -437,10 +437,20 @@ int qc_header_rewrite_locked(struct qcow *q)
 	uint8_t *buf = cp_bdev_alloc_buf(cs);
 	if (!buf)
 		return -ENOMEM;
+	uint8_t *old = cp_bdev_alloc_buf(cs);
+	if (!old) {
+		cp_bdev_free_buf(buf);
+		return -ENOMEM;
+	}
 	memset(buf, 0, cs);
-	int r = cp_bdev_pread(q->dev, buf, 512, 0);
+	int r = cp_bdev_pread(q->dev, old, cs, 0);
 	if (r < 0)
 		goto out;
+	memcpy(buf, old, 512);
+	uint64_t old_name_off = cp_be64(buf + 8);
+	uint32_t old_name_len = cp_be32(buf + 16);
+	if (old_name_off >= cs || old_name_len > cs)
+		old_name_off = old_name_len = 0;
 	memset(buf + 8, 0, 12); /* backing offset/size, rewritten below */
 	cp_put_be32(buf + 4, (uint32_t)q->version);
 	cp_put_be64(buf + 24, q->size);
@@ -488,8 +498,19 @@ int qc_header_rewrite_locked(struct qcow *q)
 		p += 8 + (uint32_t)CP_ALIGN_UP(x->len, 8u);
 	}
 	p += 8; /* end of extensions */
+	uint32_t ext_end = p;
 	if (q->backing_file) {
 		size_t bl = strlen(q->backing_file);
+		/* never write the new name over bytes the old header points
+		 * at: until the first sector lands, the old header must still
+		 * read its own name */
+		uint64_t oo = old_name_off, oe = old_name_off + old_name_len;
+		if (old_name_len && p < oe && oo < p + bl)
+			p = (uint32_t)CP_ALIGN_UP(oe, 8u);
+		/* and keep the old name readable where it was */
+		if (old_name_len && oo >= ext_end && oe <= cs &&
+		    (oe <= p || oo >= p + bl))
+			memcpy(buf + oo, old + oo, old_name_len);
 		if (p + bl > cs) {
 			r = cp_error(-EFBIG, "%s: backing file name does not fit in the header cluster",
 				     q->name);
@@ -518,6 +539,7 @@ int qc_header_rewrite_locked(struct qcow *q)
 		r = cp_bdev_flush(q->dev);
 out:
 	cp_bdev_free_buf(buf);
+	cp_bdev_free_buf(old);
 	if (r < 0)
 		return cp_error_prefix(r, "%s: rewriting the header", q->name);
 	return 0;
