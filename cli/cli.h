@@ -16,6 +16,7 @@
 #ifndef CP_CLI_H
 #define CP_CLI_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -97,6 +98,27 @@ int cli_parse_bool(const char *key, const char *val, bool *out);
 /* Append "-o" arguments: *acc = *acc + "," + s.  Returns 0 or -ENOMEM. */
 int cli_optlist_append(char **acc, const char *s);
 
+/* --- progress.c: -p for commit, rebase, convert, amend ------------------- *
+ * Human: qemu-img's "    (12.34/100%)\r" line, ended by a newline.  JSON
+ * lines {"progress": P, "done": B, "total": T} instead when --output=json
+ * was given and stdout is not a terminal.  cli_progress_update() is a
+ * cp_progress_fn (opaque = the struct cli_progress) and may be called from
+ * any thread; printing is serialised and limited to ~10 lines a second,
+ * plus the first line and the final 100% (each printed once). */
+struct cli_progress {
+	pthread_mutex_t lock;
+	bool enabled, json;
+	bool printed, finished;
+	double last_time;
+	uint64_t done, total;
+};
+/* enabled: -p and not -q; json: --output=json. */
+void cli_progress_init(struct cli_progress *p, bool enabled, bool json);
+void cli_progress_update(void *opaque, uint64_t done, uint64_t total);
+/* After the operation (no more updates): on success print the final 100%
+ * if not printed yet; end the human line.  Destroys the lock. */
+void cli_progress_end(struct cli_progress *p, bool success);
+
 /* --- cmd_create.c: create, and the -o parser shared with convert --------- */
 struct cli_create_args {
 	struct cp_create_opts opts;
@@ -126,5 +148,11 @@ int cli_cmd_compare(int argc, char **argv);
 int cli_cmd_resize(int argc, char **argv);
 int cli_cmd_convert(int argc, char **argv);
 int cli_cmd_io(int argc, char **argv);
+int cli_cmd_commit(int argc, char **argv);
+int cli_cmd_rebase(int argc, char **argv);
+int cli_cmd_measure(int argc, char **argv);
+int cli_cmd_amend(int argc, char **argv);
+int cli_cmd_chain(int argc, char **argv);
+int cli_cmd_bench(int argc, char **argv);
 
 #endif

@@ -20,6 +20,49 @@ struct cli_cmd {
 
 /* clang-format off */
 static const struct cli_cmd cli_cmds[] = {
+	{ "amend", cli_cmd_amend,
+	  "amend [-p] [-q] [-f fmt] [-t cache] [--output=ofmt] -o options "
+	  "filename",
+	  "  -o options      compat=0.10|1.1 and/or lazy_refcounts=on|off\n"
+	  "                  (other options are refused; -o help lists them)\n"
+	  "  -f fmt          image format\n"
+	  "  -t cache        cache mode (default writeback)\n"
+	  "  -i aio          io_uring, native or threads\n"
+	  "  -p              show progress\n"
+	  "  --output=json   progress as JSON lines when stdout is not a\n"
+	  "                  terminal\n"
+	  "  -q              quiet\n"
+	  "  --force         accepted for compatibility (no effect)\n" },
+	{ "bench", cli_cmd_bench,
+	  "bench [-c count] [-d depth] [-f fmt] [--flush-interval=n] [-i aio] "
+	  "[-n] [--no-drain] [-o offset] [--pattern=byte] [-q] [-s size] "
+	  "[-S step] [-t cache] [-U] [-w] [--random] [--output=ofmt] filename",
+	  "  -c count        number of requests (default 75000)\n"
+	  "  -d depth        requests in flight (default 64)\n"
+	  "  -f fmt          image format\n"
+	  "  -i aio          io_uring (default), native or threads\n"
+	  "  -n              native AIO (implies -t none unless -t is given)\n"
+	  "  -o offset       first offset (default 0)\n"
+	  "  -s size         request size (default 4k)\n"
+	  "  -S step         offset step (default: the request size)\n"
+	  "  -t cache        cache mode (default writeback)\n"
+	  "  -w              write instead of read\n"
+	  "  --pattern=byte  byte written by -w (default 0xa5)\n"
+	  "  --flush-interval=n  flush after every n requests (with -w)\n"
+	  "  --no-drain      accepted; flushes always wait for the batch\n"
+	  "  --random        random offsets (request-size aligned)\n"
+	  "  --output=json   one JSON object: ops, seconds, iops, mbps,\n"
+	  "                  p50_us, p99_us, cpu_seconds\n"
+	  "  -q              quiet\n" },
+	{ "chain", cli_cmd_chain,
+	  "chain [-f fmt] [--output=ofmt] [-U] filename",
+	  "  -f fmt          format of the top image\n"
+	  "  --output=ofmt   human (default) or json\n"
+	  "  -T src_cache    cache mode\n"
+	  "  -i aio          io_uring, native or threads\n"
+	  "  -U              accepted for compatibility (no effect)\n"
+	  "Lists every layer of the backing chain, top first, with the bytes\n"
+	  "it allocates (data and zero clusters) and its disk usage.\n" },
 	{ "check", cli_cmd_check,
 	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] "
 	  "[-T src_cache] [-U] filename",
@@ -33,6 +76,20 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -U              accepted for compatibility (no effect)\n"
 	  "Exit status: 0 clean, 1 check failed, 2 corruptions, 3 leaks,\n"
 	  "63 format cannot be checked.\n" },
+	{ "commit", cli_cmd_commit,
+	  "commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] "
+	  "[-p] [--output=ofmt] filename",
+	  "  -f fmt          image format\n"
+	  "  -t cache        cache mode (default writeback)\n"
+	  "  -i aio          io_uring, native or threads\n"
+	  "  -b base         commit into this layer of the backing chain\n"
+	  "                  (default: the backing file); implies -d\n"
+	  "  -d              do not empty the image after committing\n"
+	  "  -r rate_limit   bytes per second (k, M, G... suffixes)\n"
+	  "  -p              show progress\n"
+	  "  --output=json   progress as JSON lines when stdout is not a\n"
+	  "                  terminal; no \"Image committed.\" line\n"
+	  "  -q              quiet\n" },
 	{ "compare", cli_cmd_compare,
 	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
 	  "filename1 filename2",
@@ -48,7 +105,8 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "convert", cli_cmd_convert,
 	  "convert [-U] [-C] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] "
 	  "[-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
-	  "[-S sparse_size] [-m num] [-W] filename output_filename",
+	  "[-S sparse_size] [-m num] [-W] [-c] [--output=ofmt] filename "
+	  "output_filename",
 	  "  -f fmt          source format\n"
 	  "  -O output_fmt   target format (raw default, qcow2)\n"
 	  "  -o options      target create options (see create -o help)\n"
@@ -63,9 +121,15 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -t cache        target cache mode (default unsafe)\n"
 	  "  -T src_cache    source cache mode (default writeback)\n"
 	  "  -i aio          io_uring, native or threads\n"
+	  "  -c              compress the target (qcow2; -o compression_type=\n"
+	  "                  zlib|zstd chooses the method)\n"
+	  "  -m num          parallel workers, 1 to 16 (default 8)\n"
+	  "  -W              allow out-of-order writes\n"
 	  "  -p              show progress\n"
+	  "  --output=json   progress as JSON lines when stdout is not a\n"
+	  "                  terminal\n"
 	  "  -q              quiet\n"
-	  "  -m num, -W, -C, -U  accepted for compatibility (no effect)\n" },
+	  "  -C, -U          accepted for compatibility (no effect)\n" },
 	{ "create", cli_cmd_create,
 	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
 	  "[-o options] filename [size]",
@@ -111,6 +175,36 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --max-length=len       bytes to map\n"
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
+	  "  -U              accepted for compatibility (no effect)\n" },
+	{ "measure", cli_cmd_measure,
+	  "measure [--output=ofmt] [-O output_fmt] [-o options] "
+	  "[--size N | [-f fmt] filename]",
+	  "  -O output_fmt   format of the new image: raw (default) or qcow2\n"
+	  "  -o options      cluster_size, refcount_bits, extended_l2,\n"
+	  "                  preallocation, compat (and the other create\n"
+	  "                  options, which do not change the result)\n"
+	  "  --size N        measure a new empty image of N bytes\n"
+	  "  -f fmt          format of filename\n"
+	  "  --output=ofmt   human (default) or json\n"
+	  "  -T src_cache    cache mode\n"
+	  "  -i aio          io_uring, native or threads\n"
+	  "  -U              accepted for compatibility (no effect)\n" },
+	{ "rebase", cli_cmd_rebase,
+	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
+	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",
+	  "  -b backing      new backing file (\"\" = none); relative to the\n"
+	  "                  image's directory\n"
+	  "  -F backing_fmt  its format; required with a non-empty -b\n"
+	  "  -u              unsafe: only rewrite the header (the old backing\n"
+	  "                  file is not opened; -b may be omitted = none)\n"
+	  "  -f fmt          image format\n"
+	  "  -t cache        cache mode (default writeback)\n"
+	  "  -T src_cache    accepted and checked; backing files use -t\n"
+	  "  -i aio          io_uring, native or threads\n"
+	  "  -p              show progress\n"
+	  "  --output=json   progress as JSON lines when stdout is not a\n"
+	  "                  terminal\n"
+	  "  -q              quiet\n"
 	  "  -U              accepted for compatibility (no effect)\n" },
 	{ "resize", cli_cmd_resize,
 	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] "

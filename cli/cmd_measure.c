@@ -1,0 +1,209 @@
+/* cli/cmd_measure.c - `cowpool measure`: qemu-img measure.
+ *
+ * The size a new image would need, empty (--size) or holding a copy of an
+ * existing image, computed by cp_image_measure().  As qemu-img, the output
+ * format defaults to raw.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void measure_print(const struct cp_measure_result *res, bool json)
+{
+	if (json) {
+		struct cli_json *o = cli_json_new();
+		if (res->has_bitmaps)
+			cli_json_add_int(o, "bitmaps", (int64_t)res->bitmaps);
+		cli_json_add_int(o, "required", (int64_t)res->required);
+		cli_json_add_int(o, "fully-allocated",
+				 (int64_t)res->fully_allocated);
+		cli_json_print(stdout, o, 0);
+		putchar('\n');
+		cli_json_free(o);
+		return;
+	}
+	printf("required size: %" PRIu64 "\n"
+	       "fully allocated size: %" PRIu64 "\n",
+	       res->required, res->fully_allocated);
+	if (res->has_bitmaps)
+		printf("bitmaps size: %" PRIu64 "\n", res->bitmaps);
+}
+
+/* Apply -o to mo, with qemu-img's checks of the combinations. */
+static int measure_parse_opts(struct cp_measure_opts *mo, const char *optstr)
+{
+	struct cli_create_args ca;
+	int r;
+
+	cli_create_args_init(&ca, mo->format);
+	r = cli_create_opts_parse(&ca, "measure", optstr);
+	if (r < 0)
+		goto out;
+	const struct cp_create_opts *o = &ca.opts;
+	mo->cluster_size = o->cluster_size;
+	mo->refcount_bits = o->refcount_bits;
+	mo->extended_l2 = o->extended_l2;
+	mo->prealloc = o->prealloc;
+	mo->qcow_version = o->qcow_version;
+	if (mo->format != CP_FMT_QCOW2)
+		goto out;
+	r = -EINVAL;
+	if (!cp_is_pow2(o->cluster_size) || o->cluster_size < 512 ||
+	    o->cluster_size > (2u << 20)) {
+		cli_error("measure: cluster size must be a power of two "
+			  "between 512 and 2048k");
+		goto out;
+	}
+	if (!cp_is_pow2(o->refcount_bits) || o->refcount_bits > 64) {
+		cli_error("measure: refcount width must be a power of two and "
+			  "may not exceed 64 bits");
+		goto out;
+	}
+	if (o->extended_l2 && o->cluster_size < 16384) {
+		cli_error("measure: extended L2 entries are only supported "
+			  "with cluster sizes of at least 16384 bytes");
+		goto out;
+	}
+	if (o->qcow_version < 3 && o->refcount_bits != 16) {
+		cli_error("measure: different refcount widths than 16 bits "
+			  "require compatibility level 1.1 or above (use "
+			  "compat=1.1 or greater)");
+		goto out;
+	}
+	if (o->qcow_version < 3 && o->extended_l2) {
+		cli_error("measure: extended L2 entries require compatibility "
+			  "level 1.1 or above (use compat=1.1 or greater)");
+		goto out;
+	}
+	r = 0;
+out:
+	cli_create_args_free(&ca);
+	return r;
+}
+
+int cli_cmd_measure(int argc, char **argv)
+{
+	enum { OPT_OUTPUT = 256, OPT_SIZE, OPT_OBJECT, OPT_IOPTS };
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"output", required_argument, NULL, OPT_OUTPUT},
+	    {"size", required_argument, NULL, OPT_SIZE},
+	    {"force-share", no_argument, NULL, 'U'},
+	    {"object", required_argument, NULL, OPT_OBJECT},
+	    {"image-opts", no_argument, NULL, OPT_IOPTS},
+	    {NULL, 0, NULL, 0},
+	};
+	struct cp_open_opts opts;
+	struct cp_measure_opts mo;
+	enum cp_fmt out_fmt = CP_FMT_RAW; /* qemu-img's default */
+	char *optstr = NULL;
+	bool json = false, size_set = false;
+	uint64_t size = 0;
+	int c, ret = 1;
+	cp_image *img = NULL;
+
+	cp_open_opts_init(&opts);
+	opts.readonly = true;
+	cp_measure_opts_init(&mo);
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hf:O:o:l:UT:i:", longopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			free(optstr);
+			return cli_help("measure");
+		case 'f':
+			if (cli_parse_fmt(optarg, &opts.format) < 0)
+				goto out;
+			break;
+		case 'O':
+			if (cli_parse_fmt(optarg, &out_fmt) < 0)
+				goto out;
+			break;
+		case 'o':
+			if (cli_optlist_append(&optstr, optarg) < 0) {
+				cli_error("out of memory");
+				goto out;
+			}
+			break;
+		case 'T':
+			if (cli_parse_cache(optarg, &opts.cache) < 0)
+				goto out;
+			break;
+		case 'i':
+			if (cli_parse_aio(optarg, &opts.aio) < 0)
+				goto out;
+			break;
+		case 'U':
+			break;
+		case OPT_OUTPUT:
+			if (cli_parse_output(optarg, &json) < 0)
+				goto out;
+			break;
+		case OPT_SIZE:
+			if (cli_parse_size("image size", optarg, &size) < 0)
+				goto out;
+			size_set = true;
+			break;
+		case 'l':
+			cli_error("measure: -l (internal snapshots) is not "
+				  "supported");
+			goto out;
+		case OPT_OBJECT:
+		case OPT_IOPTS:
+			cli_error("measure: %s is not supported",
+				  argv[optind - 1]);
+			goto out;
+		default:
+			free(optstr);
+			return cli_bad_option("measure", argv, c);
+		}
+	}
+	if (optstr && cli_create_opts_want_help(optstr)) {
+		cli_create_opts_help(out_fmt);
+		free(optstr);
+		return 0;
+	}
+	if (argc - optind > 1) {
+		cli_error("measure: at most one filename argument is allowed");
+		goto out;
+	}
+	const char *file = optind < argc ? argv[optind] : NULL;
+	if (file && size_set) {
+		cli_error("measure: --size N cannot be used together with a "
+			  "filename");
+		goto out;
+	}
+	if (!file && !size_set) {
+		cli_error("measure: either --size N or one filename must be "
+			  "specified");
+		goto out;
+	}
+
+	mo.format = out_fmt;
+	mo.virtual_size = size;
+	if (optstr && measure_parse_opts(&mo, optstr) < 0)
+		goto out;
+	if (file && cli_open(file, &opts, &img) < 0)
+		goto out;
+
+	struct cp_measure_result res;
+	cp_clear_error();
+	int r = cp_image_measure(img, &mo, &res);
+	if (r < 0) {
+		cli_error_image(file ? file : "measure", r);
+		goto out;
+	}
+	measure_print(&res, json);
+	ret = 0;
+out:
+	if (img)
+		cp_image_close(img);
+	free(optstr);
+	return ret;
+}
