@@ -31,6 +31,7 @@ struct fast_ctx {
 	cp_io_cb cb;
 	void *opaque;
 	unsigned epoch;
+	bool nogp; /* the engine tracks the grace period itself */
 	struct fast_ctx *next;
 };
 
@@ -621,7 +622,7 @@ static void fast_cpl(void *opaque, int ret)
 	struct qcow *q = a->img->q;
 	cp_io_cb cb = c->cb;
 	void *op = c->opaque;
-	if (q && atomic_fetch_sub(&q->gp_count[c->epoch], 1) == 1) {
+	if (q && !c->nogp && atomic_fetch_sub(&q->gp_count[c->epoch], 1) == 1) {
 		pthread_mutex_lock(&q->gp_lock);
 		pthread_cond_broadcast(&q->gp_cond);
 		pthread_mutex_unlock(&q->gp_lock);
@@ -666,8 +667,35 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 		pthread_mutex_unlock(&q->lock);
 		if (mr < 0)
 			cp_clear_error(); /* the slow path reports it */
+		if (!c && write && mr >= 0) {
+			/* allocating write that needs no copy: no worker */
+			struct fast_ctx *w = NULL;
+			pthread_mutex_lock(&a->lock);
+			w = a->free_ctx;
+			if (w)
+				a->free_ctx = w->next;
+			pthread_mutex_unlock(&a->lock);
+			if (w) {
+				w->cb = cb;
+				w->opaque = opaque;
+				w->nogp = true;
+				outstanding_add(a, 1);
+				r = qc_write_async_fast(q, iov, iovcnt, offset, len, fast_cpl, w);
+				if (r == 0)
+					return 0;
+				outstanding_add(a, -1);
+				pthread_mutex_lock(&a->lock);
+				w->next = a->free_ctx;
+				a->free_ctx = w;
+				pthread_mutex_unlock(&a->lock);
+				if (r != -EAGAIN)
+					return r;
+				cp_clear_error();
+			}
+		}
 		if (!c)
 			return submit_job(img, write, iov, iovcnt, offset, cb, opaque);
+		c->nogp = false;
 		c->cb = cb;
 		c->opaque = opaque;
 		outstanding_add(a, 1);

@@ -215,7 +215,7 @@ int qc_decompress(struct qcow *q, uint64_t entry, uint8_t *buf)
 	uint8_t *in = cp_bdev_alloc_buf(alen);
 	if (!in)
 		return -ENOMEM;
-	int r = cp_bdev_pread(q->dev, in, alen, aoff);
+	int r = cp_bdev_pread(q->ddev, in, alen, aoff);
 	if (r < 0) {
 		cp_bdev_free_buf(in);
 		return cp_error_prefix(r, "%s: reading compressed cluster", q->name);
@@ -276,16 +276,16 @@ static int host_io(struct qcow *q, bool write, const struct iovec *iov,
 	int n = cp_iov_slice(iov, cnt, skip, len, sl, MAX_IOV);
 	int r;
 	if (n >= 0) {
-		r = write ? cp_bdev_pwritev(q->dev, sl, n, host)
-			  : cp_bdev_preadv(q->dev, sl, n, host);
+		r = write ? cp_bdev_pwritev(q->ddev, sl, n, host)
+			  : cp_bdev_preadv(q->ddev, sl, n, host);
 	} else {
 		void *tmp = malloc(len);
 		if (!tmp)
 			return -ENOMEM;
 		if (write)
 			cp_iov_to_buf(iov, cnt, skip, tmp, len);
-		r = write ? cp_bdev_pwrite(q->dev, tmp, len, host)
-			  : cp_bdev_pread(q->dev, tmp, len, host);
+		r = write ? cp_bdev_pwrite(q->ddev, tmp, len, host)
+			  : cp_bdev_pread(q->ddev, tmp, len, host);
 		if (r >= 0 && !write)
 			cp_iov_from_buf(iov, cnt, skip, tmp, len);
 		free(tmp);
@@ -369,7 +369,7 @@ static int cow_source_read(struct qcow *q, enum qc_ctype t, uint64_t old_e,
 	case QC_NORMAL: {
 		uint64_t host = (old_e & QC_L2E_OFFSET_MASK) +
 				(goff & (q->cluster_size - 1));
-		int r = cp_bdev_pread(q->dev, buf, len, host);
+		int r = cp_bdev_pread(q->ddev, buf, len, host);
 		return r < 0 ? cp_error_prefix(r, "%s: copy-on-write read", q->name) : 0;
 	}
 	}
@@ -458,7 +458,7 @@ static int write_cluster_data(struct qcow *q, struct wplan *p,
 		}
 		if (r >= 0) {
 			cp_iov_to_buf(iov, cnt, skip, b + (p->ws - bs), p->we - p->ws);
-			r = cp_bdev_pwrite(q->dev, b, be - bs, p->host + bs);
+			r = cp_bdev_pwrite(q->ddev, b, be - bs, p->host + bs);
 		}
 		cp_bdev_free_buf(b);
 	} else {
@@ -1014,6 +1014,8 @@ int qc_block_status(struct qcow *q, uint64_t off, uint64_t len, struct qc_map *m
 
 static void qc_free(struct qcow *q)
 {
+	if (q->own_mdev)
+		cp_bdev_close(q->dev);
 	qc_cache_destroy(&q->l2c);
 	qc_cache_destroy(&q->rbc);
 	cp_bdev_free_buf(q->l1);
@@ -1038,7 +1040,20 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 		return -ENOMEM;
 	q->img = img;
 	q->meta_prealloc = -1;
-	q->dev = img->dev;
+	q->dev = q->ddev = img->dev;
+	if (img->own_dev) {
+		struct cp_bdev_opts bo;
+		cp_bdev_opts_init(&bo);
+		bo.readonly = cp_bdev_readonly(img->dev);
+		bo.aio = cp_bdev_aio(img->dev);
+		bo.cache = cp_bdev_cache(img->dev);
+		bo.queue_depth = 32;
+		if (cp_bdev_open(img->filename, &bo, &q->dev) == 0)
+			q->own_mdev = true;
+		else
+			q->dev = img->dev; /* works, minus the async fast paths */
+		cp_clear_error();
+	}
 	q->name = img->filename;
 	q->readonly = img->readonly;
 	pthread_mutex_init(&q->lock, NULL);
@@ -1084,6 +1099,9 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 		goto fail;
 	uint64_t fs = cp_bdev_size(q->dev);
 	q->host_end = fs;
+	q->file_end = fs;
+	q->alloc_end = CP_ALIGN_UP(fs, q->cluster_size);
+	q->grow_ahead = q->own_mdev && !q->readonly && !cp_bdev_is_blockdev(q->dev);
 	q->known_zero_from = cp_bdev_is_blockdev(q->dev)
 				     ? UINT64_MAX
 				     : CP_ALIGN_UP(fs, q->cluster_size);
@@ -1135,6 +1153,12 @@ int qc_close(struct qcow *q)
 		}
 		if (r >= 0 && q->dirty_set)
 			r = qc_header_set_incompat_locked(q, 0, QC_INCOMPAT_DIRTY);
+		/* give back what grew ahead of the last allocated cluster */
+		if (r >= 0 && q->grow_ahead && q->file_end > q->alloc_end &&
+		    cp_bdev_size(q->dev) == q->file_end) {
+			if (cp_bdev_truncate(q->dev, q->alloc_end) < 0)
+				cp_clear_error();
+		}
 		pthread_mutex_unlock(&q->lock);
 	}
 	qc_free(q);
@@ -1265,7 +1289,7 @@ int qc_write_compressed(struct qcow *q, const void *buf, size_t len, uint64_t of
 
 	size_t wlen = CP_ALIGN_UP((size_t)n, 512);
 	memset(out + n, 0, wlen - (size_t)n);
-	r = cp_bdev_pwrite(q->dev, out, wlen, coff);
+	r = cp_bdev_pwrite(q->ddev, out, wlen, coff);
 	if (r < 0)
 		cp_error_prefix(r, "%s: writing compressed data", q->name);
 
@@ -1291,5 +1315,179 @@ unlock:
 out:
 	free(in);
 	cp_bdev_free_buf(out);
+	return r;
+}
+
+/* --- asynchronous allocating writes ------------------------------------------------ */
+
+struct afast {
+	struct qcow *q;
+	void *slice;
+	uint32_t idx;
+	uint64_t c0, off, len, host;
+	unsigned k;
+	bool fresh;
+	unsigned epoch;
+	struct qc_inflight inf;
+	cp_io_cb cb;
+	void *opaque;
+};
+
+static unsigned pinned_slices(const struct qc_cache *c)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < c->n; i++)
+		n += c->e[i].pins > 0;
+	return n;
+}
+
+static uint64_t sub_mask(const struct qcow *q, uint64_t ws, uint64_t we)
+{
+	unsigned a = (unsigned)(ws / q->subcluster_size);
+	unsigned b = (unsigned)((we - 1) / q->subcluster_size);
+	return (b == 31 ? 0xffffffffull : ((1ull << (b + 1)) - 1)) & ~((1ull << a) - 1);
+}
+
+static void afast_cpl(void *opaque, int ret)
+{
+	struct afast *a = opaque;
+	struct qcow *q = a->q;
+	uint64_t cs = q->cluster_size;
+	gp_exit(q, a->epoch);
+	pthread_mutex_lock(&q->lock);
+	if (ret >= 0) {
+		for (unsigned j = 0; j < a->k; j++) {
+			uint32_t i = a->idx + j;
+			uint64_t g = a->c0 + (uint64_t)j * cs;
+			uint64_t host = a->fresh ? a->host + (uint64_t)j * cs
+						 : (qc_l2_entry(q, a->slice, i) & QC_L2E_OFFSET_MASK);
+			uint64_t bm = 0;
+			if (q->extl2) {
+				uint64_t ws = CP_MAX(a->off, g) - g;
+				uint64_t we = CP_MIN(a->off + a->len, g + cs) - g;
+				uint64_t m = sub_mask(q, ws, we);
+				bm = (qc_l2_bitmap(q, a->slice, i) | m) & ~(m << 32);
+			}
+			qc_l2_set(q, a->slice, i, host | QC_OFLAG_COPIED, bm);
+		}
+		q->barrier_needed = true;
+	}
+	/* on error fresh clusters stay allocated but unreferenced: a leak,
+	 * which check -r leaks repairs; no metadata I/O may happen here */
+	qc_cache_put(&q->l2c, a->slice);
+	inflight_del(q, &a->inf);
+	pthread_mutex_unlock(&q->lock);
+	a->cb(a->opaque, ret);
+	free(a);
+}
+
+int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
+			uint64_t off, uint64_t len, cp_io_cb cb, void *opaque)
+{
+	uint64_t cs = q->cluster_size;
+	uint64_t c0 = CP_ALIGN_DOWN(off, cs), cend = CP_ALIGN_UP(off + len, cs);
+	uint64_t k = (cend - c0) / cs;
+	uint64_t slice_span = (uint64_t)q->slice_entries << q->cluster_bits;
+	if (q->dev == q->ddev || !len || k > 64 || c0 / slice_span != (cend - 1) / slice_span)
+		return -EAGAIN;
+	bool backing = q->img->backing != NULL;
+	pthread_mutex_lock(&q->lock);
+	int r = -EAGAIN;
+	void *slice = NULL;
+	uint32_t idx = 0;
+	uint64_t l1i = off >> (q->cluster_bits + q->l2_bits);
+	if (q->readonly || (q->lazy && !q->dirty_set) || l1i >= q->l1_size ||
+	    !(q->l1[l1i] & QC_L1E_OFFSET_MASK) || !(q->l1[l1i] & QC_OFLAG_COPIED) ||
+	    inflight_conflict(q, c0, cend) || pinned_slices(&q->l2c) * 2 >= q->l2c.n)
+		goto unlock;
+	r = qc_l2_lookup_locked(q, off, false, &slice, &idx);
+	if (r < 0 || !slice) {
+		r = r < 0 ? r : -EAGAIN;
+		goto unlock;
+	}
+	r = -EAGAIN;
+	bool fresh = true;
+	uint64_t existing = 0;
+	if (q->extl2) {
+		if (off % q->subcluster_size || len % q->subcluster_size)
+			goto unlock;
+		for (unsigned j = 0; j < k; j++) {
+			uint64_t e = qc_l2_entry(q, slice, idx + j);
+			if (e & QC_OFLAG_COMPRESSED)
+				goto unlock;
+			uint64_t h = e & QC_L2E_OFFSET_MASK;
+			if (h && (!(e & QC_OFLAG_COPIED) || k > 1))
+				goto unlock;
+			if (h) {
+				fresh = false;
+				existing = h;
+			}
+		}
+	} else {
+		for (unsigned j = 0; j < k; j++) {
+			uint64_t e = qc_l2_entry(q, slice, idx + j);
+			bool zero = q->version >= 3 && e == QC_OFLAG_ZERO;
+			if (e != 0 && !zero)
+				goto unlock;
+			uint64_t g = c0 + (uint64_t)j * cs;
+			bool partial = off > g || off + len < g + cs;
+			/* nothing to copy: zeroes below, and a cluster that
+			 * reads as zeroes already */
+			if (partial && ((backing && !zero) ||
+					q->free_cluster_index * cs < q->known_zero_from))
+				goto unlock;
+		}
+	}
+	struct afast *a = calloc(1, sizeof(*a));
+	if (!a) {
+		r = -ENOMEM;
+		goto unlock;
+	}
+	uint64_t host = existing;
+	if (fresh) {
+		r = qc_alloc_clusters_locked(q, k, &host);
+		if (r < 0) {
+			free(a);
+			goto unlock;
+		}
+		bool kz = host >= q->known_zero_from;
+		if (kz)
+			q->known_zero_from = host + k * cs;
+		if (!kz && !q->extl2 && (off > c0 || off + len < cend)) {
+			/* cannot happen given the free index test; stay safe */
+			qc_refcount_update_locked(q, host, k * cs, -1);
+			free(a);
+			r = -EAGAIN;
+			goto unlock;
+		}
+	}
+	a->q = q;
+	a->slice = slice;
+	a->idx = idx;
+	a->c0 = c0;
+	a->off = off;
+	a->len = len;
+	a->host = host;
+	a->k = (unsigned)k;
+	a->fresh = fresh;
+	a->cb = cb;
+	a->opaque = opaque;
+	inflight_add(q, &a->inf, c0, cend);
+	a->epoch = gp_enter_locked(q);
+	pthread_mutex_unlock(&q->lock);
+	r = cp_bdev_pwritev_async(q->ddev, iov, cnt, host + (off - c0), afast_cpl, a);
+	if (r < 0) {
+		gp_exit(q, a->epoch);
+		pthread_mutex_lock(&q->lock);
+		qc_cache_put(&q->l2c, slice);
+		inflight_del(q, &a->inf);
+		pthread_mutex_unlock(&q->lock);
+		free(a);
+	}
+	return r;
+unlock:
+	if (slice)
+		qc_cache_put(&q->l2c, slice);
+	pthread_mutex_unlock(&q->lock);
 	return r;
 }

@@ -146,7 +146,13 @@ CP_VECTOR(qc_free_vec, struct qc_free);
 
 struct qcow {
 	cp_image *img; /* owning image */
+	/* Metadata I/O (always under q->lock) goes to dev; guest data to
+	 * ddev.  For images opened by path they are two handles on the same
+	 * file, so a data completion callback may wait for q->lock while the
+	 * lock holder waits for a metadata completion on the other ring. */
 	cp_bdev *dev;
+	cp_bdev *ddev;
+	bool own_mdev;
 	const char *name;
 
 	/* header */
@@ -195,6 +201,12 @@ struct qcow {
 	uint64_t known_zero_from; /* host clusters at/after this read zero */
 	uint64_t host_end;        /* file length, or end of the highest
 				   * cluster allocated since open if larger */
+	/* Files grow ahead of allocation (fallocate), so that data writes
+	 * to new clusters are not extending writes, which the filesystem
+	 * serialises.  file_end: the length we set; alloc_end: end of the
+	 * highest cluster allocated; the excess is trimmed at close. */
+	bool grow_ahead;
+	uint64_t file_end, alloc_end;
 	qc_free_vec pending_free;
 	bool barrier_needed; /* data/refblocks written since the last flush */
 	bool dirty_set;      /* dirty bit written (lazy refcounts) */
@@ -248,6 +260,8 @@ int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
 			    uint64_t allow);
 /* Apply pending frees (after the grace period). */
 int qc_apply_pending_free_locked(struct qcow *q);
+/* Make sure the file reaches end (growing ahead by a window). */
+int qc_grow_file_locked(struct qcow *q, uint64_t end);
 /* Offsets of refcount block/entry helpers shared with check.c */
 uint64_t qc_refblock_get(const struct qcow *q, const void *block, uint64_t i);
 void qc_refblock_set(const struct qcow *q, void *block, uint64_t i,
@@ -313,6 +327,15 @@ int qc_write_compressed(struct qcow *q, const void *buf, size_t len,
 			uint64_t off);
 /* Deallocate every cluster of the image (the backing shows through). */
 int qc_make_empty(struct qcow *q);
+/* Asynchronous write without worker threads when it needs no copy-on-
+ * write and no metadata I/O at completion: a fresh cluster allocation
+ * (whole clusters, or a known-zero cluster with nothing to copy, or whole
+ * subclusters with extended L2) or filling subclusters of a cluster this
+ * image owns.  The L2 update runs in the completion.  Returns -EAGAIN when
+ * the request does not qualify (nothing was done), 0 when queued (cb will
+ * run), or -errno. */
+int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
+			uint64_t off, uint64_t len, cp_io_cb cb, void *opaque);
 /* Deallocate whole clusters [s, e) (version 2 semantics of a zero). */
 int qc_dealloc(struct qcow *q, uint64_t s, uint64_t e);
 int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,

@@ -373,12 +373,17 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 {
 	uint64_t cs = q->cluster_size;
 	uint64_t c = q->free_cluster_index;
+	bool hole_seen = false; /* a free cluster lies below c */
 	for (int tries = 0;; tries++) {
 		uint64_t run;
 		int r = free_run(q, c, n, &run);
 		if (r < 0)
 			return r;
 		if (run < n) {
+			if (run)
+				hole_seen = true;
+			else if (!hole_seen)
+				q->free_cluster_index = c + 1;
 			c += run + 1;
 			continue;
 		}
@@ -404,6 +409,8 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 			if (r < 0)
 				return r;
 			if (run < n) {
+				if (run)
+					hole_seen = true;
 				c += run + 1;
 				continue;
 			}
@@ -414,6 +421,9 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 		r = qc_refcount_update_locked(q, c * cs, n * cs, 1);
 		if (r < 0)
 			return r;
+		if ((c + n) * cs > q->alloc_end)
+			q->alloc_end = (c + n) * cs;
+		qc_grow_file_locked(q, (c + n) * cs);
 		if (c == q->free_cluster_index)
 			q->free_cluster_index = c + n;
 		*off = c * cs;
@@ -455,5 +465,24 @@ int qc_apply_pending_free_locked(struct qcow *q)
 	}
 	cp_clear_error();
 	q->pending_free.len = 0;
+	return 0;
+}
+
+int qc_grow_file_locked(struct qcow *q, uint64_t end)
+{
+	if (!q->grow_ahead || end <= q->file_end)
+		return 0;
+	uint64_t win = CP_MIN(CP_MAX(q->file_end / 8, 1ull << 20), 64ull << 20);
+	uint64_t to = CP_ALIGN_UP(CP_MAX(end, q->file_end + win), q->cluster_size);
+	/* the new range reads as zeroes; failure only costs speed */
+	if (cp_bdev_preallocate(q->dev, q->file_end, to - q->file_end,
+				CP_PREALLOC_FALLOC) < 0) {
+		cp_clear_error();
+		q->grow_ahead = false;
+		return 0;
+	}
+	q->file_end = to;
+	if (to > q->host_end)
+		q->host_end = to;
 	return 0;
 }
