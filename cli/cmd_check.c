@@ -170,7 +170,8 @@ int cli_cmd_check(int argc, char **argv)
 	cp_image *img;
 	opts.readonly = !repair;
 	opts.for_check = true;
-	opts.no_backing = true;
+	/* like qemu-img, the backing chain is opened: a missing backing file
+	 * or a loop is an error */
 	if (cli_open(file, &opts, &img) < 0)
 		return CHECK_EXIT_FAILED;
 

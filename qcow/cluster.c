@@ -204,13 +204,15 @@ static int classify(struct qcow *q, uint64_t off, uint64_t e, uint64_t bm,
 						  off - in);
 		} else {
 			*t = z ? QC_ZERO : QC_UNALLOC;
-			if (!z && hc && hc % q->cluster_size == 0)
+			if (hc && hc % q->cluster_size == 0)
 				*host = hc + in;
 			return 0;
 		}
 	} else {
 		if ((e & QC_OFLAG_ZERO) && q->version >= 3) {
 			*t = QC_ZERO;
+			if (hc && hc % q->cluster_size == 0)
+				*host = hc + in; /* preallocated zero cluster */
 			return 0;
 		}
 		if (!hc) {
@@ -274,7 +276,7 @@ int qc_map_locked(struct qcow *q, uint64_t off, uint64_t len, struct qc_map *m)
 		if (t2 == QC_NORMAL &&
 		    (h2 != expect || ((e2 & QC_OFLAG_COPIED) != 0) != m->copied))
 			break;
-		if (t2 == QC_UNALLOC &&
+		if ((t2 == QC_UNALLOC || t2 == QC_ZERO) &&
 		    ((h2 != 0) != (m->host != 0) || (h2 && h2 != expect)))
 			break;
 		pos += unit;

@@ -163,8 +163,14 @@ int qc_header_read(struct qcow *q)
 		goto out;
 	}
 	uint32_t hdr_end = q->cluster_size < HDR_BUF ? q->cluster_size : HDR_BUF;
-	if (q->version == 3) {
-		int e = parse_extensions(q, buf, q->header_length, hdr_end);
+	{
+		/* version 2 images carry extensions too, right after the
+		 * 72-byte header (the backing format, for one) */
+		uint32_t ext_end = hdr_end;
+		if (q->backing_file_offset && q->backing_file_offset < hdr_end)
+			ext_end = (uint32_t)CP_MAX(q->backing_file_offset,
+						   (uint64_t)q->header_length);
+		int e = parse_extensions(q, buf, q->header_length, ext_end);
 		if (e < 0) {
 			r = e;
 			goto out;
@@ -256,7 +262,7 @@ int qc_header_read(struct qcow *q)
 			 q->name, q->l1_table_offset);
 		goto out;
 	}
-	if (q->l1_size &&
+	if (q->l1_size && !q->for_check &&
 	    q->l1_table_offset + (uint64_t)q->l1_size * 8 > flen) {
 		cp_error(r, "%s: L1 table at 0x%" PRIx64 " beyond end of file",
 			 q->name, q->l1_table_offset);
@@ -276,7 +282,8 @@ int qc_header_read(struct qcow *q)
 		goto out;
 	}
 	uint64_t rt_bytes = (uint64_t)q->refcount_table_clusters * q->cluster_size;
-	if (q->refcount_table_offset + rt_bytes > CP_ALIGN_UP(flen, q->cluster_size)) {
+	if (!q->for_check &&
+	    q->refcount_table_offset + rt_bytes > CP_ALIGN_UP(flen, q->cluster_size)) {
 		cp_error(r, "%s: refcount table at 0x%" PRIx64 " beyond end of file",
 			 q->name, q->refcount_table_offset);
 		goto out;

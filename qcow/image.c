@@ -842,6 +842,8 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 			return 0;
 		case QC_ZERO:
 			ext->present = ext->zero = true;
+			if (m.host)
+				ext->offset = m.host; /* preallocated zeroes */
 			return 0;
 		case QC_UNALLOC:
 			break;

@@ -532,7 +532,8 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 	 * does (the caller found it not writable in place), or it may have
 	 * become writable in place while we waited: then write in place. */
 	uint64_t nfresh = 0;
-	for (uint64_t g = c0; g < limit && k < MAX_BATCH; g += cs) {
+	unsigned max_k = (unsigned)CP_MIN((uint64_t)MAX_BATCH, qc_max_alloc(q));
+	for (uint64_t g = c0; g < limit && k < max_k; g += cs) {
 		uint32_t i = idx + (uint32_t)((g - c0) >> q->cluster_bits);
 		uint64_t e = qc_l2_entry(q, slice, i), bm = qc_l2_bitmap(q, slice, i);
 		struct wplan *p = &plans[k];
@@ -858,7 +859,7 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 				continue;
 			}
 			uint64_t k = 1;
-			while (g + k * cs < lim && k < 4096 &&
+			while (g + k * cs < lim && k < qc_max_alloc(q) &&
 			       qc_l2_entry(q, slice, i + (uint32_t)k) == 0 &&
 			       qc_l2_bitmap(q, slice, i + (uint32_t)k) == 0)
 				k++;
@@ -1056,6 +1057,7 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 	}
 	q->name = img->filename;
 	q->readonly = img->readonly;
+	q->for_check = o->for_check;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->inflight_cond, NULL);
 	pthread_mutex_init(&q->gp_lock, NULL);
@@ -1266,18 +1268,27 @@ int qc_write_compressed(struct qcow *q, const void *buf, size_t len, uint64_t of
 	/* bytes: continue in the current partial cluster when it fits;
 	 * pieces start on a 512-byte boundary so no two share a sector */
 	uint64_t coff = q->comp_off;
-	if (!coff || (coff % cs) + (uint64_t)n > cs || coff % cs == 0) {
+	if (coff && coff % cs && (coff % cs) + (uint64_t)n <= cs) {
+		/* fits in the current cluster */
+		r = qc_refcount_update_locked(q, CP_ALIGN_DOWN(coff, cs), cs, 1);
+		if (r < 0)
+			goto unlock;
+	} else {
 		uint64_t h;
 		r = qc_alloc_clusters_locked(q, 1, &h);
 		if (r < 0)
 			goto unlock;
-		coff = h;
 		if (h >= q->known_zero_from)
 			q->known_zero_from = h + cs;
-	} else {
-		r = qc_refcount_update_locked(q, CP_ALIGN_DOWN(coff, cs), cs, 1);
-		if (r < 0)
-			goto unlock;
+		if (coff && coff % cs && h == CP_ALIGN_UP(coff, cs)) {
+			/* the next cluster is contiguous: span into it, as
+			 * qemu packs compressed data */
+			r = qc_refcount_update_locked(q, CP_ALIGN_DOWN(coff, cs), cs, 1);
+			if (r < 0)
+				goto unlock;
+		} else {
+			coff = h;
+		}
 	}
 	q->comp_off = CP_ALIGN_UP(coff + (uint64_t)n, 512);
 	if (q->comp_off % cs == 0)
@@ -1388,7 +1399,8 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 	uint64_t c0 = CP_ALIGN_DOWN(off, cs), cend = CP_ALIGN_UP(off + len, cs);
 	uint64_t k = (cend - c0) / cs;
 	uint64_t slice_span = (uint64_t)q->slice_entries << q->cluster_bits;
-	if (q->dev == q->ddev || !len || k > 64 || c0 / slice_span != (cend - 1) / slice_span)
+	if (q->dev == q->ddev || !len || k > CP_MIN(64, qc_max_alloc(q)) ||
+	    c0 / slice_span != (cend - 1) / slice_span)
 		return -EAGAIN;
 	bool backing = q->img->backing != NULL;
 	pthread_mutex_lock(&q->lock);

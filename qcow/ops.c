@@ -425,56 +425,64 @@ struct convert_ctx {
 	uint32_t dcs; /* target cluster size */
 };
 
+/* Is any byte of [off, off+len) allocated in src's top layer? */
+static int top_allocated(cp_image *src, uint64_t off, uint64_t len)
+{
+	uint64_t pos = off, n;
+	while (pos < off + len) {
+		int a = cp_image_is_allocated(src, pos, off + len - pos, &n);
+		if (a != 0)
+			return a;
+		pos += n;
+	}
+	return 0;
+}
+
 static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 			 uint64_t off, uint64_t len)
 {
 	struct convert_ctx *c = rn->ctx;
 	const struct cp_convert_opts *o = c->o;
 	uint64_t idx = off / rn->chunk;
+	bool sparse = o->sparse_size != 0;
 	(void)buf2;
-	/* read the whole chunk, remembering which parts are known zero */
+	/* read the chunk, skipping what is known to read as zeroes */
 	uint64_t pos = off, end = off + len;
 	bool any_data = false;
 	memset(buf, 0, len);
 	while (pos < end) {
 		struct cp_extent e;
-		uint64_t n;
-		bool copy;
-		int r;
-		if (o->source_top_only) {
-			int a = cp_image_is_allocated(c->src, pos, end - pos, &n);
-			if (a < 0)
-				return a;
-			copy = a == 1;
-		} else {
-			r = cp_image_map(c->src, pos, end - pos, &e);
-			if (r < 0)
-				return r;
-			n = e.length;
-			copy = !(e.zero && !e.data) && !(e.zero && o->sparse_size);
-		}
-		if (copy) {
-			r = cp_image_pread(c->src, buf + (pos - off), n, pos);
+		int r = cp_image_map(c->src, pos, end - pos, &e);
+		if (r < 0)
+			return r;
+		if (!e.zero && e.present) {
+			r = cp_image_pread(c->src, buf + (pos - off), e.length, pos);
 			if (r < 0)
 				return r;
 			any_data = true;
 		}
-		pos += n;
+		pos += e.length;
 	}
 	rate_limit(rn, len);
 	wait_turn(rn, idx);
-	if (!any_data) {
-		if (c->o->target_is_zero || o->source_top_only)
-			return 0;
-		return cp_image_write_zeroes(c->dst, off, len, CP_ZERO_MAY_UNMAP);
-	}
 	if (o->compress) {
 		for (uint64_t p = 0; p < len; p += c->dcs) {
 			uint64_t n = CP_MIN(c->dcs, len - p);
-			int r;
-			if (cp_is_zero(buf + p, n))
-				r = c->o->target_is_zero ? 0
-							 : cp_image_write_zeroes(c->dst, off + p, n, CP_ZERO_MAY_UNMAP);
+			int r = 0;
+			if (o->source_top_only) {
+				/* what the top does not allocate, the target's
+				 * backing file provides */
+				r = top_allocated(c->src, off + p, n);
+				if (r <= 0) {
+					if (r < 0)
+						return r;
+					continue;
+				}
+			}
+			if (sparse && cp_is_zero(buf + p, n))
+				r = o->target_is_zero && !o->source_top_only
+					    ? 0
+					    : cp_image_write_zeroes(c->dst, off + p, n, CP_ZERO_MAY_UNMAP);
 			else
 				r = cp_image_write_compressed(c->dst, buf + p, n, off + p);
 			if (r < 0)
@@ -483,7 +491,8 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 		return 0;
 	}
 	if (o->source_top_only) {
-		/* only what the top allocates: write those ranges verbatim */
+		/* only what the top allocates, verbatim (zeroes included:
+		 * they must hide the target's backing file) */
 		pos = off;
 		while (pos < end) {
 			uint64_t n;
@@ -500,7 +509,14 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 		}
 		return 0;
 	}
-	return write_sparse(c->dst, buf, off, len, o->sparse_size, o->target_is_zero);
+	if (!any_data && sparse) {
+		if (o->target_is_zero)
+			return 0;
+		return cp_image_write_zeroes(c->dst, off, len, CP_ZERO_MAY_UNMAP);
+	}
+	/* -S 0: every byte is written, the target fully allocated */
+	return write_sparse(c->dst, buf, off, len, o->sparse_size,
+			    o->target_is_zero && sparse);
 }
 
 int cp_image_convert(cp_image *src, cp_image *dst, const struct cp_convert_opts *opts)
@@ -597,9 +613,8 @@ int cp_image_measure(cp_image *src, const struct cp_measure_opts *opts,
 		return cp_error(-EINVAL, "refcount_bits %u must be a power of two between 1 and 64",
 				o.refcount_bits);
 	unsigned order = (unsigned)__builtin_ctz(o.refcount_bits);
-	uint64_t required = size;
+	uint64_t required = 0;
 	if (src) {
-		required = 0;
 		uint64_t pnum;
 		for (uint64_t off = 0; off < size; off += pnum) {
 			struct cp_extent e;
@@ -614,10 +629,10 @@ int cp_image_measure(cp_image *src, const struct cp_measure_opts *opts,
 				required += off % cs + pnum;
 			}
 		}
-		if (o.prealloc == CP_PREALLOC_FULL || o.prealloc == CP_PREALLOC_FALLOC)
-			required = size;
 		res->has_bitmaps = o.qcow_version >= 3 && src->q && src->q->version >= 3;
 	}
+	if (o.prealloc == CP_PREALLOC_FULL || o.prealloc == CP_PREALLOC_FALLOC)
+		required = CP_ALIGN_UP(size, cs);
 	res->fully_allocated = prealloc_size(size, cs, order, o.extended_l2);
 	res->required = res->fully_allocated - CP_ALIGN_UP(size, cs) + required;
 	return 0;

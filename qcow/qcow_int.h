@@ -212,6 +212,8 @@ struct qcow {
 	bool dirty_set;      /* dirty bit written (lazy refcounts) */
 	bool readonly, corrupt;
 	bool lazy;
+	bool for_check; /* opened for check: tables past EOF are reported by
+			 * check as corruption instead of refusing the open */
 	uint64_t comp_off; /* next free byte for compressed data (0: none) */
 	int meta_prealloc; /* image.c: -1 unknown, 0/1 (qemu's heuristic) */
 
@@ -251,6 +253,9 @@ int qc_refcount_update_locked(struct qcow *q, uint64_t off, uint64_t len,
 			      int64_t delta);
 /* Allocate n contiguous clusters (refcount 1 each), sets *off. */
 int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off);
+/* Largest run a data writer should ask qc_alloc_clusters_locked for (a
+ * longer one is placed in a fresh region past everything in use). */
+uint64_t qc_max_alloc(const struct qcow *q);
 /* Queue clusters for freeing after the next L2 barrier (rule 3). */
 int qc_free_later_locked(struct qcow *q, uint64_t off, uint64_t len);
 /* Checks that [off, off+len) overlaps no fixed metadata (header, L1,

@@ -48,6 +48,8 @@ void qc_refblock_set(const struct qcow *q, void *block, uint64_t i, uint64_t v)
 	}
 }
 
+int qc_grow_file_locked(struct qcow *q, uint64_t end);
+
 /* Offset of the refcount block for reftable index ri (0 if none). */
 static int refblock_offset(struct qcow *q, uint64_t ri, uint64_t *off)
 {
@@ -153,7 +155,7 @@ static int reftable_write_entry(struct qcow *q, uint64_t ri)
 /* Grow the refcount table so that it has an entry for index need_ri, and
  * give the new ranges refcount blocks.  Self-describing: the new blocks and
  * table are placed in the first new range, and count themselves. */
-static int reftable_grow(struct qcow *q, uint64_t need_ri)
+static int reftable_grow(struct qcow *q, uint64_t need_ri, uint64_t min_entries)
 {
 	uint64_t cs = q->cluster_size, per = q->refblock_entries;
 	uint64_t base_ri = q->reftable_entries > need_ri ? need_ri : q->reftable_entries;
@@ -163,6 +165,7 @@ static int reftable_grow(struct qcow *q, uint64_t need_ri)
 	uint64_t k = 1, entries = 0, tc = 0;
 	for (int iter = 0; iter < 64; iter++) {
 		entries = CP_MAX(base_ri + k, q->reftable_entries * 3 / 2 + 1);
+		entries = CP_MAX(entries, min_entries);
 		tc = CP_DIV_ROUND_UP(entries * 8, cs);
 		entries = tc * cs / 8;
 		uint64_t nk = CP_DIV_ROUND_UP(k + tc, per);
@@ -225,6 +228,10 @@ static int reftable_grow(struct qcow *q, uint64_t need_ri)
 	cp_bdev_free_buf(old_rt);
 	if (base + (k + tc) * cs > q->known_zero_from)
 		q->known_zero_from = base + (k + tc) * cs;
+	if (base + (k + tc) * cs > q->host_end)
+		q->host_end = base + (k + tc) * cs;
+	if (base + (k + tc) * cs > q->alloc_end)
+		q->alloc_end = base + (k + tc) * cs;
 	/* the old table is referenced by nothing now: free it directly */
 	r = qc_refcount_update_locked(q, old_off, old_clusters * cs, -1);
 out:
@@ -241,7 +248,7 @@ static int ensure_refblock(struct qcow *q, uint64_t ri)
 {
 	uint64_t off;
 	if (ri >= q->reftable_entries)
-		return reftable_grow(q, ri);
+		return reftable_grow(q, ri, 0);
 	int r = refblock_offset(q, ri, &off);
 	if (r < 0 || off)
 		return r;
@@ -280,6 +287,10 @@ static int ensure_refblock(struct qcow *q, uint64_t ri)
 	}
 	if ((c + 1) * cs > q->known_zero_from)
 		q->known_zero_from = (c + 1) * cs;
+	if ((c + 1) * cs > q->host_end)
+		q->host_end = (c + 1) * cs;
+	if ((c + 1) * cs > q->alloc_end)
+		q->alloc_end = (c + 1) * cs;
 	q->barrier_needed = true;
 	return 0;
 }
@@ -369,9 +380,74 @@ static int free_run(struct qcow *q, uint64_t c, uint64_t n, uint64_t *run)
 	return 0;
 }
 
+/* n clusters that cannot fit between the refcount blocks of ordinary
+ * ranges (n > half a range): a fresh region past everything in use, made
+ * of k new refcount blocks followed by the n clusters, describing itself. */
+static int alloc_fresh_region(struct qcow *q, uint64_t n, uint64_t *off)
+{
+	uint64_t cs = q->cluster_size, per = q->refblock_entries;
+	uint64_t k = CP_DIV_ROUND_UP(n, per - 1);
+	uint64_t base_ri;
+	for (int i = 0;; i++) {
+		/* ranges past everything in use have no refcount block */
+		base_ri = CP_MAX(CP_DIV_ROUND_UP(q->alloc_end / cs, per),
+				 CP_DIV_ROUND_UP(q->host_end / cs, per));
+		if (base_ri + k <= q->reftable_entries || i > 8)
+			break;
+		/* the table needs entries for the new ranges first; it
+		 * grows past them with slack, then we look again */
+		int r = reftable_grow(q, base_ri, base_ri + 4 * k + 64);
+		if (r < 0)
+			return r;
+	}
+	if (base_ri + k > q->reftable_entries)
+		return cp_error(-EFBIG, "%s: cannot place %" PRIu64 " contiguous clusters",
+				q->name, n);
+	for (uint64_t j = 0; j < k; j++)
+		if (q->reftable[base_ri + j])
+			return qc_corrupt(q, "refcount block for range %" PRIu64 " lies past the end of the image",
+					  base_ri + j);
+	uint64_t start = base_ri * per; /* cluster index */
+	size_t bytes = k * cs;
+	uint8_t *rbs = cp_bdev_alloc_buf(bytes);
+	if (!rbs)
+		return -ENOMEM;
+	memset(rbs, 0, bytes);
+	for (uint64_t c = 0; c < k + n; c++)
+		qc_refblock_set(q, rbs + (c / per) * cs, c % per, 1);
+	int r = cp_bdev_pwrite(q->dev, rbs, bytes, start * cs);
+	if (r >= 0)
+		r = cp_bdev_flush(q->dev);
+	cp_bdev_free_buf(rbs);
+	if (r < 0)
+		return cp_error_prefix(r, "%s: writing refcount blocks", q->name);
+	for (uint64_t j = 0; j < k; j++) {
+		q->reftable[base_ri + j] = (start + j) * cs;
+		r = reftable_write_entry(q, base_ri + j);
+		if (r < 0)
+			return r;
+	}
+	uint64_t end = (start + k + n) * cs;
+	if (end > q->known_zero_from)
+		q->known_zero_from = end;
+	if (end > q->host_end)
+		q->host_end = end;
+	if (end > q->alloc_end)
+		q->alloc_end = end;
+	q->barrier_needed = true;
+	qc_grow_file_locked(q, end);
+	*off = (start + k) * cs;
+	return 0;
+}
+
 int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 {
 	uint64_t cs = q->cluster_size;
+	/* Runs of at most half a range always fit next to the range's own
+	 * refcount block; longer ones get a region of their own.  (Data
+	 * writers ask for at most qc_max_alloc() clusters at a time.) */
+	if (n > q->refblock_entries / 2)
+		return alloc_fresh_region(q, n, off);
 	uint64_t c = q->free_cluster_index;
 	bool hole_seen = false; /* a free cluster lies below c */
 	for (int tries = 0;; tries++) {
@@ -456,16 +532,32 @@ int qc_apply_pending_free_locked(struct qcow *q)
 		int r = qc_refcount_update_locked(q, s, e - s, -1);
 		if (r < 0)
 			return r;
-		/* give the space back to the host where nothing uses it */
-		for (uint64_t c = s; c < e; c += cs) {
-			uint64_t rc;
-			if (qc_refcount_get_locked(q, c / cs, &rc) == 0 && rc == 0)
-				cp_bdev_discard(q->dev, c, cs);
+		/* give the space back to the host where nothing uses it, one
+		 * call per run of now-free clusters */
+		uint64_t run_s = 0, run_l = 0;
+		for (uint64_t c = s; c <= e; c += cs) {
+			uint64_t rc = 1;
+			if (c < e && qc_refcount_get_locked(q, c / cs, &rc) < 0)
+				rc = 1;
+			if (c < e && rc == 0) {
+				if (!run_l)
+					run_s = c;
+				run_l += cs;
+				continue;
+			}
+			if (run_l)
+				cp_bdev_discard(q->dev, run_s, run_l);
+			run_l = 0;
 		}
 	}
 	cp_clear_error();
 	q->pending_free.len = 0;
 	return 0;
+}
+
+uint64_t qc_max_alloc(const struct qcow *q)
+{
+	return CP_MAX(1, q->refblock_entries / 2);
 }
 
 int qc_grow_file_locked(struct qcow *q, uint64_t end)
