@@ -1,0 +1,2 @@
+/* spm/spm.c - the storage pool library (module entry; see spm.h). */
+#include "spm.h"
