@@ -90,7 +90,11 @@ static int l2_alloc_table(struct qcow *q, uint32_t l1i)
 	int r = qc_alloc_clusters_locked(q, 1, &off);
 	if (r < 0)
 		return r;
-	if (off < q->known_zero_from) {
+	/* a table in known-zero space need not be written, provided the file
+	 * already reaches past it (grown ahead); otherwise the file would end
+	 * before a table its L1 entry points at */
+	if (off < q->known_zero_from || !q->grow_ahead ||
+	    off + q->cluster_size > q->file_end) {
 		void *z = cp_bdev_alloc_buf(q->cluster_size);
 		if (!z)
 			return -ENOMEM;
@@ -99,9 +103,9 @@ static int l2_alloc_table(struct qcow *q, uint32_t l1i)
 		cp_bdev_free_buf(z);
 		if (r < 0)
 			return cp_error_prefix(r, "%s: writing new L2 table", q->name);
-	} else {
-		q->known_zero_from = off + q->cluster_size;
 	}
+	if (off + q->cluster_size > q->known_zero_from)
+		q->known_zero_from = off + q->cluster_size;
 	/* refcount of the new table, then its content, before the L1 entry */
 	if (!q->lazy) {
 		r = qc_cache_writeback(q, &q->rbc);

@@ -651,7 +651,8 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 		pthread_mutex_lock(&q->lock);
 		int mr = qc_map_locked(q, offset, len, &m);
 		bool fast = mr >= 0 && m.type == QC_NORMAL && m.bytes == len &&
-			    (!write || (m.copied && !q->readonly));
+			    (!write || (m.copied && !q->readonly &&
+					qc_overlap_fast_locked(q, m.host, len) == 0));
 		if (fast) {
 			pthread_mutex_lock(&a->lock);
 			c = a->free_ctx;

@@ -687,6 +687,8 @@ int qc_writev(struct qcow *q, const struct iovec *iov, int cnt, uint64_t off,
 		int r = qc_map_locked(q, off + done, len - done, &m);
 		bool inplace = r >= 0 && m.type == QC_NORMAL && m.copied;
 		if (inplace)
+			r = qc_overlap_fast_locked(q, m.host, m.bytes);
+		if (inplace && r >= 0)
 			e = gp_enter_locked(q);
 		pthread_mutex_unlock(&q->lock);
 		if (r < 0)
@@ -1456,6 +1458,13 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 		goto unlock;
 	}
 	uint64_t host = existing;
+	if (!fresh) {
+		r = qc_overlap_fast_locked(q, host + (off - c0), len);
+		if (r < 0) {
+			free(a);
+			goto unlock;
+		}
+	}
 	if (fresh) {
 		r = qc_alloc_clusters_locked(q, k, &host);
 		if (r < 0) {

@@ -263,6 +263,10 @@ int qc_free_later_locked(struct qcow *q, uint64_t off, uint64_t len);
  * the L2 table being written itself (or 0). */
 int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
 			    uint64_t allow);
+/* O(1) part of the overlap check, for every in-place data write: the
+ * header, the L1 table and the refcount table.  (Allocations get the full
+ * check.)  Marks the image corrupt and returns -EUCLEAN on overlap. */
+int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len);
 /* Apply pending frees (after the grace period). */
 int qc_apply_pending_free_locked(struct qcow *q);
 /* Make sure the file reaches end (growing ahead by a window). */

@@ -129,6 +129,24 @@ int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
 	return 0;
 }
 
+int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len)
+{
+	uint64_t cs = q->cluster_size;
+	const char *what = NULL;
+	if (overlaps(off, len, 0, cs))
+		what = "header";
+	else if (overlaps(off, len, q->l1_table_offset,
+			  CP_ALIGN_UP((uint64_t)q->l1_size * 8, cs)))
+		what = "L1 table";
+	else if (overlaps(off, len, q->refcount_table_offset,
+			  (uint64_t)q->refcount_table_clusters * cs))
+		what = "refcount table";
+	if (!what)
+		return 0;
+	return qc_corrupt(q, "data write at 0x%" PRIx64 " (%" PRIu64 " bytes) would overwrite the %s",
+			  off, len, what);
+}
+
 /* Write the on-disk refcount table entry ri from q->reftable (one block). */
 static int reftable_write_entry(struct qcow *q, uint64_t ri)
 {
