@@ -276,8 +276,86 @@ static int cmd_sectors(int argc, char **argv)
 	return 0;
 }
 
+/* cp_gen addext FILE TYPE BYTES: insert a header extension of TYPE
+ * (hex) holding BYTES (a string) at the start of the extension area of a
+ * version 3 qcow2 image (after header_length), moving the others up.
+ * The backing file name, if any, must lie past the extension area; its
+ * offset field is moved along. */
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+	return (uint64_t)rd32(p) << 32 | rd32(p + 4);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static int cmd_addext(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: cp_gen addext FILE TYPE BYTES\n");
+		return 2;
+	}
+	FILE *f = fopen(argv[2], "r+b");
+	if (!f) {
+		perror(argv[2]);
+		return 1;
+	}
+	uint8_t h[4096];
+	size_t n = fread(h, 1, sizeof(h), f);
+	uint32_t cs = 1u << rd32(h + 20);
+	if (n < 112 || rd32(h + 4) != 3 || cs < 4096) {
+		fprintf(stderr, "addext: needs a version 3 image with clusters >= 4 KiB\n");
+		fclose(f);
+		return 1;
+	}
+	uint32_t hl = rd32(h + 100);
+	uint32_t len = (uint32_t)strlen(argv[4]);
+	uint32_t add = 8 + ((len + 7) & ~7u);
+	uint64_t bo = rd64(h + 8);
+	uint32_t bs = rd32(h + 16);
+	uint32_t end = bo ? (uint32_t)(bo + bs) : 0;
+	/* find the end of the extension area */
+	uint32_t p = hl;
+	while (p + 8 <= sizeof(h) && rd32(h + p) != 0)
+		p += 8 + ((rd32(h + p + 4) + 7) & ~7u);
+	p += 8;
+	if (end < p)
+		end = p;
+	if (end + add > sizeof(h)) {
+		fprintf(stderr, "addext: no room\n");
+		fclose(f);
+		return 1;
+	}
+	memmove(h + hl + add, h + hl, end - hl);
+	memset(h + hl, 0, add);
+	wr32(h + hl, (uint32_t)strtoul(argv[3], NULL, 16));
+	wr32(h + hl + 4, len);
+	memcpy(h + hl + 8, argv[4], len);
+	if (bo) {
+		bo += add;
+		wr32(h + 8, (uint32_t)(bo >> 32));
+		wr32(h + 12, (uint32_t)bo);
+	}
+	fseek(f, 0, SEEK_SET);
+	fwrite(h, 1, sizeof(h), f);
+	fclose(f);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 2 && strcmp(argv[1], "addext") == 0)
+		return cmd_addext(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "sectors") == 0)
 		return cmd_sectors(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "ops") == 0)
