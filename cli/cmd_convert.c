@@ -193,14 +193,6 @@ int cli_cmd_convert(int argc, char **argv)
 		cli_error("convert: -o and -B cannot be used with -n");
 		goto out;
 	}
-	/* The engine's compressed copy writes whole clusters, covering what
-	 * the target's backing file should show: refuse rather than lose
-	 * data. */
-	if (co.compress && backing) {
-		cli_error("convert: -c cannot be combined with -B (not "
-			  "supported yet)");
-		goto out;
-	}
 	if (co.compress && !no_create && out_fmt != CP_FMT_QCOW2) {
 		cli_error("%s: compression not supported for this file format "
 			  "(%s)",

@@ -1134,6 +1134,8 @@ int cp_image_amend(cp_image *img, const struct cp_amend_opts *o)
 	if (ver != 2 && ver != 3)
 		return cp_error(-EINVAL, "%s: compat must be 0.10 or 1.1", img->filename);
 	int lazy = o->lazy_refcounts < 0 ? q->lazy : o->lazy_refcounts;
+	if (ver == 2 && o->lazy_refcounts < 0)
+		lazy = 0; /* a downgrade turns them off, as qemu-img amend does */
 	if (ver == 2 && lazy)
 		return cp_error(-EINVAL, "%s: lazy refcounts need compat=1.1", img->filename);
 	if (ver == 2 && q->version == 3) {

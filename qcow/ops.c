@@ -197,7 +197,9 @@ static int write_sparse(cp_image *img, const uint8_t *buf, uint64_t off,
 		}
 		int r;
 		if (zero)
-			r = target_zero ? 0 : cp_image_write_zeroes(img, off + p, q - p, 0);
+			r = target_zero ? 0
+					: cp_image_write_zeroes(img, off + p, q - p,
+								CP_ZERO_MAY_UNMAP);
 		else
 			r = cp_image_pwrite(img, buf + p, q - p, off + p);
 		if (r < 0)
