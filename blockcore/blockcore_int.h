@@ -17,6 +17,7 @@
  *   dev->idle_lock   close() waiting for outstanding requests (leaf)
  *   pool->lock       a pool's queue (leaf)
  *   ram->lock        RAM device state (leaf; then pool.lock to queue the cpl)
+ *   lin->remap_lock  linear device remaps (lv.c) -> lin->map_lock (leaf)
  * No lock is held while a completion callback runs.
  */
 #ifndef CP_BLOCKCORE_INT_H
@@ -160,6 +161,19 @@ int bc_ram_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len);
 int bc_ram_truncate(cp_bdev *dev, uint64_t size, bool grow_only);
 uint64_t bc_ram_size(cp_bdev *dev);
 
+/* ---- lv.c: linear device (LV extents on PV devices) ---------------------
+ * A linear device has fd = -1, direct = false and dev->backend =
+ * bc_linear_backend (unlimited: submit() splits read/write/flush into
+ * requests on the PV devices).  bdev.c forwards the synchronous range
+ * operations here; truncate, preallocate and block status use the block
+ * device rules with bc_size() = bc_linear_size(). */
+
+struct bc_linear;
+int64_t bc_linear_size(cp_bdev *dev);
+int bc_linear_discard(cp_bdev *dev, uint64_t offset, uint64_t len);
+int bc_linear_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
+			   unsigned flags);
+
 /* ---- bdev.c: the device -------------------------------------------------- */
 
 struct bc_range {
@@ -215,6 +229,9 @@ struct cp_bdev {
 #if BC_HAVE_IO_URING
 	struct io_uring ring;
 	pthread_t uring_thread;
+	/* SQEs queued by callbacks on the completion thread, submitted in
+	 * one io_uring_enter after the batch of completions (sq_lock) */
+	bool uring_deferred;
 #endif
 #if BC_HAVE_LIBAIO
 	io_context_t aio_ctx;
@@ -224,6 +241,7 @@ struct cp_bdev {
 	void *aio_stop_buf;
 #endif
 	struct bc_ram *ram;
+	struct bc_linear *linear; /* lv.c: linear (LV) device, else NULL */
 };
 
 /* Allocate a device named name with queue_depth request slots (fd = -1,

@@ -67,6 +67,14 @@ static int bc_uring_submit_locked(cp_bdev *dev, struct bc_req *req)
 		break;
 	}
 	io_uring_sqe_set_data(sqe, req);
+	if (bc_thread_is_dev(dev)) {
+		/* A callback on our completion thread resubmits: gather
+		 * these and submit once after the batch of completions, so
+		 * neighbouring requests reach the block layer together (one
+		 * plug, merged) and cost one system call. */
+		dev->uring_deferred = true;
+		return 0;
+	}
 	return bc_uring_submit_sqes_locked(dev);
 }
 
@@ -84,12 +92,27 @@ static void *bc_uring_main(void *arg)
 			sched_yield();
 			continue;
 		}
-		struct bc_req *req = io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-		io_uring_cqe_seen(&dev->ring, cqe);
-		if (!req)
+		bool stop = false;
+		/* every completion already there, then one submission */
+		do {
+			struct bc_req *req = io_uring_cqe_get_data(cqe);
+			int res = cqe->res;
+			io_uring_cqe_seen(&dev->ring, cqe);
+			if (!req) {
+				stop = true;
+				break;
+			}
+			bc_req_io_done(req, res);
+		} while (io_uring_peek_cqe(&dev->ring, &cqe) == 0);
+		pthread_mutex_lock(&dev->sq_lock);
+		if (dev->uring_deferred) {
+			dev->uring_deferred = false;
+			int sr = bc_uring_submit_sqes_locked(dev);
+			(void)sr; /* SQEs stay queued; the next submit retries */
+		}
+		pthread_mutex_unlock(&dev->sq_lock);
+		if (stop)
 			break;
-		bc_req_io_done(req, res);
 	}
 	return NULL;
 }
