@@ -161,6 +161,8 @@ static int64_t bc_size(cp_bdev *dev)
 {
 	if (dev->ram)
 		return (int64_t)bc_ram_size(dev);
+	if (dev->linear)
+		return bc_linear_size(dev);
 	if (dev->is_blockdev) {
 		uint64_t sz;
 		if (ioctl(dev->fd, BLKGETSIZE64, &sz) < 0)
@@ -394,7 +396,7 @@ static void bc_fault_init(void)
 
 static void bc_fault_point(cp_bdev *dev)
 {
-	if (dev->ram)
+	if (dev->ram || dev->linear) /* linear: counted on its PVs */
 		return;
 	if (bc_fault_counting)
 		atomic_fetch_add(&bc_fault_count, 1);
@@ -1100,6 +1102,8 @@ int cp_bdev_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 	bc_fault_point(dev);
 	if (dev->ram)
 		return bc_ram_discard(dev, offset, len);
+	if (dev->linear)
+		return bc_linear_discard(dev, offset, len);
 	if (len == 0)
 		return 0;
 	if (dev->is_blockdev) {
@@ -1140,6 +1144,8 @@ int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 	bc_fault_point(dev);
 	if (dev->ram)
 		return bc_ram_write_zeroes(dev, offset, len);
+	if (dev->linear)
+		return bc_linear_write_zeroes(dev, offset, len, flags);
 	if (len == 0)
 		return 0;
 	if (dev->is_blockdev) {

@@ -237,6 +237,68 @@ uint64_t cp_ram_write_count(cp_bdev *dev);
 int cp_ram_save(cp_bdev *dev, const char *path);
 int cp_ram_load(cp_bdev *dev, const char *path);
 
+/* --- linear device: an LVM logical volume without device-mapper ----------
+ * Presents the segments of a map as one block device, exactly as the
+ * kernel's dm-linear target would: LV byte `off` inside segment s lives on
+ * s.pv_path at s.pv_offset + (off - s.lv_offset).  Used where LVs cannot be
+ * activated (no device-mapper); spm/ builds the map from LVM's report
+ * (cp_lvm_open_lv()).  On a host with device-mapper the activated
+ * /dev/VG/LV is opened with cp_bdev_open() instead, behind the same
+ * cp_bdev interface.
+ *
+ * Map rules: segments may be given in any order; sorted by lv_offset they
+ * must tile [0, size) with no gap or overlap; lv_offset, length and
+ * pv_offset are multiples of 512 and length > 0; no two segments may share
+ * bytes of one PV; on a PV that is a block device, every segment must end
+ * inside it.  -EINVAL (message names the segment) otherwise.  The map is
+ * copied; the caller keeps ownership of it and of its strings.
+ *
+ * The device: cp_bdev_size() = sum of the segment lengths,
+ * cp_bdev_is_blockdev() = true, cp_bdev_align() = the largest alignment of
+ * its PVs, cp_bdev_aio()/cache() those of the PVs (opened once each, with
+ * opts; opts.create and opts.truncate are refused).  Reads, writes and
+ * flushes are split at segment boundaries into requests on the PV devices
+ * (flush: one per PV); the callback runs once, after every part has
+ * completed, with the first error met; it runs on a completion thread of
+ * one of the PVs (synchronous calls on the linear device from it fail with
+ * -EDEADLK, as for other devices).  A write that ends past the end of the
+ * device fails whole with -ENOSPC (an LV does not grow by writing); a read
+ * past the end reads zeroes there.  discard and write_zeroes are split the
+ * same way (write zeroes past the end: -ENOSPC; discard is clamped);
+ * cp_bdev_truncate() is -ENOTSUP unless size == current size;
+ * cp_bdev_preallocate() is 0 inside the device, -ENOSPC past it;
+ * cp_bdev_block_status() reports data.  Submitting allocates nothing
+ * unless more than opts.queue_depth requests are in flight or a request
+ * has a long iovec spanning many segments. */
+struct cp_linear_seg {
+	uint64_t lv_offset;  /* bytes from the start of the LV */
+	uint64_t length;     /* bytes */
+	const char *pv_path; /* the physical volume: block device or file */
+	uint64_t pv_offset;  /* bytes from the start of the PV */
+};
+
+struct cp_linear_map {
+	size_t nsegs;
+	struct cp_linear_seg *segs;
+};
+
+/* Open a linear device called name (cp_bdev_name(), messages) over map.
+ * opts may be NULL for defaults.  Close with cp_bdev_close() (closes the
+ * PVs). */
+int cp_bdev_open_linear(const char *name, const struct cp_linear_map *map,
+			const struct cp_bdev_opts *opts, cp_bdev **out);
+/* Replace the map after the LV was extended.  Grow only: the new map must
+ * be at least as large and map every byte of the current size to the same
+ * PV and offset (else -EINVAL and the device keeps its map; to follow a
+ * reduce or a pvmove, close and reopen).  PVs new to the map are opened
+ * with the opts given at open.  Requests already submitted finish on the
+ * map they started with; requests submitted after the return see the new
+ * size.  Remaps are serialised; any thread may call it (it waits for no
+ * I/O).  -EINVAL if dev is not a linear device. */
+int cp_bdev_linear_remap(cp_bdev *dev, const struct cp_linear_map *map);
+/* True for a device made by cp_bdev_open_linear(). */
+bool cp_bdev_is_linear(const cp_bdev *dev);
+
 #ifdef __cplusplus
 }
 #endif
