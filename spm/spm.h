@@ -25,7 +25,357 @@ extern "C" {
 
 /* ---- lvm.c ---------------------------------------------------------------- */
 
+/* LVM volume groups and logical volumes through the lvm2 commands.
+ *
+ * Every call runs `lvm <command> --config 'global{activation=0} ...'`
+ * (fork + execve, no shell; stdout and stderr captured, stdin /dev/null)
+ * with LVM_SUPPRESS_FD_WARNINGS=1, LC_ALL=C and, when opts.system_dir is
+ * set, LVM_SYSTEM_DIR=opts.system_dir.  With opts.devices, LVM sees only
+ * those devices (devices/filter accepts them and rejects the rest;
+ * use_devicesfile=0), so tests never touch the machine's own VGs.
+ * Activation stays off: LVs are created inactive (-an -Zn) and extended,
+ * reduced and tagged in the metadata only.  Reads use LVM's JSON report
+ * (--reportformat json --units b --nosuffix), read by common/json.h.
+ *
+ * Reaching an LV's data (cp_lvm_open_lv):
+ *   - on a host with device-mapper (cp_lvm_activation_available()) and the
+ *     LV active, the activated /dev/VG/LV is opened with cp_bdev_open();
+ *     cp_lvm_refresh_lv() then runs `lvchange --refresh` (device-mapper
+ *     table reload) and the device's size follows;
+ *   - otherwise (no device-mapper, as on the CI machines, or LV inactive)
+ *     the LV's extent map is read from LVM's report and opened as a
+ *     blockcore linear device (cp_bdev_open_linear(): dm-linear done in
+ *     user space); cp_lvm_refresh_lv() re-reads the map and remaps.
+ *   Both are one cp_bdev to the layers above.  Only linear segments can be
+ *   mapped without device-mapper (striped/thin/raid LVs: -ENOTSUP).
+ *
+ * Names: VG and LV names are 1..127 characters of [A-Za-z0-9+_.-], not
+ * starting with '-'; tags 1..1024 characters of [A-Za-z0-9_+.-/=!:#&];
+ * devices absolute paths.  Lists (devices, tags) are NULL-terminated and
+ * may be NULL for none; at most 32 tags per list and 64 devices.  Strings
+ * are borrowed for the call.
+ *
+ * Errors: -errno with a message that carries LVM's own error line, e.g.
+ *   -ENOENT     VG, LV or device not found ("VG vg0: not found (...)")
+ *   -EEXIST     the VG/LV exists, the device is already in a VG
+ *   -ENOSPC     not enough free extents:
+ *               "VG vg0: insufficient free space (lvextend vg0/lv1 to
+ *               1073741824 bytes: Insufficient free space: 150 extents
+ *               needed, but only 9 available)"
+ *   -EINVAL     bad name, tag, size or options; LVM refused the arguments
+ *   -EBUSY      LVM could not get its lock
+ *   -ENOTSUP    LV layout that cannot be mapped without device-mapper
+ *   -EPROTO     LVM's report did not have the expected shape
+ *   -ETIMEDOUT  a command ran longer than opts.timeout_ms (it is killed)
+ *   -EIO        any other failure of a command
+ *
+ * Threads: any thread; calls may run concurrently (LVM's own locks
+ * serialise changes to one VG).  Each call blocks for the command(s) it
+ * runs (tens to hundreds of milliseconds).  The process must not ignore
+ * SIGCHLD (the command's exit status is collected with waitpid).
+ */
+struct cp_lvm_opts {
+	size_t size;               /* sizeof(struct cp_lvm_opts), set by _init */
+	const char *lvm_path;      /* the lvm binary; default "lvm" (PATH) */
+	const char *system_dir;    /* LVM_SYSTEM_DIR for the commands; NULL:
+				    * the process environment's (or LVM's
+				    * default, /etc/lvm) */
+	const char *const *devices; /* accept only these devices (absolute
+				    * paths without + * ? ( ) [ ] { } ^ $);
+				    * NULL: LVM's own filter */
+	unsigned timeout_ms;       /* per command; default 120000 */
+};
+void cp_lvm_opts_init(struct cp_lvm_opts *opts);
+
+/* vgcreate: a VG on devices (pvcreate'd implicitly; a device holding a
+ * file system or other signature is refused, never wiped), with tags.
+ * extent_size in bytes (a power of two); 0 = LVM's default (4 MiB). */
+int cp_lvm_vg_create(const struct cp_lvm_opts *opts, const char *vg,
+		     const char *const *devices, const char *const *tags,
+		     uint64_t extent_size);
+/* vgextend: add a device to a VG. */
+int cp_lvm_vg_extend(const struct cp_lvm_opts *opts, const char *vg,
+		     const char *device);
+/* vgchange --deltag ... --addtag ...: one metadata commit, so replacing a
+ * tag (del old + add new) is atomic.  Adding a tag present or deleting a
+ * tag absent is not an error. */
+int cp_lvm_vg_change_tags(const struct cp_lvm_opts *opts, const char *vg,
+			  const char *const *add, const char *const *del);
+
+struct cp_lvm_vg_info {
+	uint64_t extent_size; /* bytes */
+	uint64_t size, free;  /* bytes */
+	char **tags;          /* NULL-terminated, never NULL on success */
+	size_t ntags;
+};
+/* Read a VG's extent size, size, free space and tags.  Free with
+ * cp_lvm_vg_info_clear(). */
+int cp_lvm_vg_info(const struct cp_lvm_opts *opts, const char *vg,
+		   struct cp_lvm_vg_info *out);
+void cp_lvm_vg_info_clear(struct cp_lvm_vg_info *info);
+
+/* lvcreate -an -Zn: an inactive LV of at least size bytes (rounded up to
+ * extents by LVM), with tags. */
+int cp_lvm_lv_create(const struct cp_lvm_opts *opts, const char *vg,
+		     const char *lv, uint64_t size, const char *const *tags);
+/* lvextend to at least size bytes (rounded up to extents).  Idempotent: an
+ * LV already that large is left alone (also when another caller extended
+ * it concurrently).  *new_size (may be NULL) gets the LV size after. */
+int cp_lvm_lv_extend(const struct cp_lvm_opts *opts, const char *vg,
+		     const char *lv, uint64_t size, uint64_t *new_size);
+/* lvreduce -f to size bytes (rounded up to extents), e.g. after a merge;
+ * the data past it is lost.  An LV already that small is left alone.  A
+ * device open on the LV must be reopened afterwards (remap only grows). */
+int cp_lvm_lv_reduce(const struct cp_lvm_opts *opts, const char *vg,
+		     const char *lv, uint64_t size, uint64_t *new_size);
+/* lvremove (an active LV is refused rather than removed). */
+int cp_lvm_lv_remove(const struct cp_lvm_opts *opts, const char *vg,
+		     const char *lv);
+/* lvchange --deltag ... --addtag ... (one commit, as for VGs). */
+int cp_lvm_lv_change_tags(const struct cp_lvm_opts *opts, const char *vg,
+			  const char *lv, const char *const *add,
+			  const char *const *del);
+
+struct cp_lvm_lv_info {
+	char *name;
+	uint64_t size; /* bytes */
+	char **tags;   /* NULL-terminated, never NULL */
+	size_t ntags;
+};
+/* The visible LVs of a VG (*out: array of *n, sorted by name; free with
+ * cp_lvm_lv_list_free()). */
+int cp_lvm_lv_list(const struct cp_lvm_opts *opts, const char *vg,
+		   struct cp_lvm_lv_info **out, size_t *n);
+void cp_lvm_lv_list_free(struct cp_lvm_lv_info *lvs, size_t n);
+
+/* The extent map of an LV as dm-linear would load it: one segment per LVM
+ * segment, pv_offset = pe_start + first extent * extent size.  Reads
+ * lvs (lv_name, lv_size, seg_start_pe, seg_size_pe, seg_pe_ranges, lv_tags,
+ * segtype), vgs (vg_extent_size, ...) and pvs (pv_name, pe_start).  Free
+ * with cp_lvm_map_free(). */
+int cp_lvm_lv_map(const struct cp_lvm_opts *opts, const char *vg,
+		  const char *lv, struct cp_linear_map *out);
+void cp_lvm_map_free(struct cp_linear_map *map);
+
+/* True if this host has a working device-mapper (/dev/mapper/control can
+ * be opened; the node may exist without the kernel driver). */
+bool cp_lvm_activation_available(void);
+/* Open VG/LV as a cp_bdev (see above: /dev/VG/LV when activated, else the
+ * extent map as a linear device named "VG/LV").  bo may be NULL. */
+int cp_lvm_open_lv(const struct cp_lvm_opts *opts, const char *vg,
+		   const char *lv, const struct cp_bdev_opts *bo,
+		   cp_bdev **out);
+/* After an lvextend of VG/LV (here or by the SPM on another host): make
+ * dev (from cp_lvm_open_lv) see the new size.  Idempotent. */
+int cp_lvm_refresh_lv(const struct cp_lvm_opts *opts, const char *vg,
+		      const char *lv, cp_bdev *dev);
+
 /* ---- lease.c -------------------------------------------------------------- */
+
+/* sanlock lockspaces and resources (leases).
+ *
+ * A storage domain has one lockspace, named by the domain UUID, on its `ids`
+ * volume; every host joins it with its host id (1..2000).  Resources live on
+ * the `leases` volume: `SDM` (the SPM role) and one lease per volume.  All
+ * timing follows the lockspace's io_timeout, written once by
+ * cp_lockspace_format(); spm/timeouts.h has the worked timeline (join time,
+ * when a silent host counts as dead, when its leases may be taken).
+ *
+ * Which daemon: every call talks to the sanlock daemon of this host, found
+ * through SANLOCK_RUN_DIR (default /run/sanlock).  Tests simulate several
+ * hosts on one machine by giving each its own SANLOCK_RUN_DIR; the caller
+ * sets it in the environment before the first call (libsanlock reads it
+ * once per process).  Commands on a dead daemon's socket would raise
+ * SIGPIPE; lease.c blocks and consumes it around its own calls, so the
+ * process's SIGPIPE disposition does not matter.
+ *
+ * Process model: sanlock grants leases to a registered *process*.  A process
+ * opens one cp_lease_client (sanlock_register) and keeps it for its
+ * lifetime; the leases it acquires are released by the daemon when the
+ * process exits or is killed (kill -9 included).  If the daemon dies, no
+ * lease of this host is held any more (other hosts take them after the
+ * host_dead timeout); cp_lease_client_check() then fails with -ESTALE and
+ * the client fd reports POLLRDHUP/POLLHUP.  lease.c's top comment says how
+ * cowpoold uses this.
+ *
+ * Threads: every function may be called from any thread.  Calls on one
+ * cp_lease_client are serialised by its mutex (sanlock runs one command per
+ * registered process at a time); the other calls open their own daemon
+ * connection and run concurrently.  Calls block for disk I/O on the lease
+ * areas (bounded by a few io_timeouts) except where stated.
+ *
+ * Errors (besides the usual -EINVAL for bad options, message in
+ * cp_last_error() naming lockspace/resource, path:offset and host):
+ *   -ECONNREFUSED  no sanlock daemon answers at SANLOCK_RUN_DIR
+ *   -ENOTCONN      the lockspace is not joined on this host
+ *   -EBUSY         the lease is held by another live host (or by another
+ *                  process of this host); the host id is owned by another
+ *                  host; leave while leases are held
+ *   -EAGAIN        the owner stopped renewing (this host's daemon sees it
+ *                  failing) but is not dead yet (acquire without
+ *                  wait_dead_owner), or the lease version is not the
+ *                  expected one
+ *   -ESTALE        the daemon connection was lost: no lease is held
+ *   -ENOENT        no lockspace/lease written at path:offset; release of a
+ *                  lease this process does not hold
+ *   -EUCLEAN       the lease area holds something else or is corrupt
+ *   -EIO           lease I/O failed or timed out (io_timeout)
+ *   -ENOTSUP       cowpool was built without sanlock
+ */
+
+#define CP_LEASE_NAME_MAX 48    /* bytes of a lockspace or resource name */
+#define CP_LEASE_MAX_HOST_ID 2000
+
+/* Where a lockspace lives.  The strings are borrowed for the call. */
+struct cp_lockspace_opts {
+	size_t size;            /* sizeof(struct cp_lockspace_opts), set by _init */
+	const char *name;       /* the domain UUID, 1..48 bytes */
+	const char *path;       /* the `ids` volume: file or block device */
+	uint64_t offset;        /* bytes; 0 */
+	uint32_t io_timeout;    /* seconds, 1..255; used by cp_lockspace_format
+				 * only (joins read it from disk); default
+				 * CP_IO_TIMEOUT_DEFAULT (timeouts.h) = 10 */
+	uint32_t sector_size;   /* 0 = as the device reports, 512 or 4096 */
+	uint32_t align;         /* lease area alignment in bytes: 0 = sanlock's
+				 * default (1 MiB), or 1, 2, 4, 8 MiB */
+};
+void cp_lockspace_opts_init(struct cp_lockspace_opts *opts);
+
+/* Write an empty lockspace (all 2000 host ids free) with opts->io_timeout.
+ * Destroys any lockspace there: only for a new domain, by the SPM. */
+int cp_lockspace_format(const struct cp_lockspace_opts *opts);
+
+/* Read the io_timeout written in the lockspace at opts->path:offset. */
+int cp_lockspace_read_io_timeout(const struct cp_lockspace_opts *opts,
+				 uint32_t *io_timeout);
+
+/* Join the lockspace as host_id, with the io_timeout read from disk.
+ * Blocks until joined: cp_join_free_max(io) normally (2..5 io_timeouts),
+ * up to cp_join_held_max(io) when host_id was left held by a crashed
+ * instance of a host with another name.  Joining twice returns 0.  The same
+ * lockspace name joined with another host_id/path: -EINVAL.
+ * host_id owned by a live host: -EBUSY. */
+int cp_lockspace_join(const struct cp_lockspace_opts *opts, uint64_t host_id);
+
+/* Start joining and return at once (0, or -errno if the daemon refused at
+ * once); poll cp_lockspace_status().  A failed async join just disappears
+ * (status turns CP_LOCKSPACE_NOT_JOINED); cp_lockspace_join() gives the
+ * reason. */
+int cp_lockspace_join_start(const struct cp_lockspace_opts *opts,
+			    uint64_t host_id);
+
+/* Leave the lockspace (release host_id, cleanly: other hosts need not wait
+ * for it to expire).  Refuses with -EBUSY while processes of this host hold
+ * leases in it.  Not joined: -ENOENT. */
+int cp_lockspace_leave(const struct cp_lockspace_opts *opts, uint64_t host_id);
+
+enum cp_lockspace_state {
+	CP_LOCKSPACE_NOT_JOINED = 0,
+	CP_LOCKSPACE_JOINED = 1,
+	CP_LOCKSPACE_BUSY = 2,  /* a join or leave is in progress */
+};
+/* Whether this host has joined: returns a cp_lockspace_state or -errno.
+ * Does no disk I/O. */
+int cp_lockspace_status(const struct cp_lockspace_opts *opts,
+			uint64_t host_id);
+
+/* Liveness of another host as this host's daemon sees it (from that host's
+ * renewals of its host id, checked every cp_id_renewal_seconds()). */
+enum cp_host_state {
+	CP_HOST_UNKNOWN = 0,    /* not seen yet, or lockspace not joined here */
+	CP_HOST_FREE = 1,       /* host id not in use */
+	CP_HOST_LIVE = 2,       /* renewing */
+	CP_HOST_FAIL = 3,       /* silent for cp_id_renewal_fail_seconds() */
+	CP_HOST_DEAD = 4,       /* silent for cp_host_dead_seconds(): its
+				 * leases may be taken */
+};
+const char *cp_host_state_name(enum cp_host_state s); /* "live", ... */
+/* Returns a cp_host_state or -errno (-ENOTCONN: not joined here). */
+int cp_lockspace_host_state(const char *lockspace, uint64_t host_id);
+
+/* Where a lease (sanlock resource) lives.  Strings borrowed for the call. */
+struct cp_lease_opts {
+	size_t size;            /* sizeof(struct cp_lease_opts), set by _init */
+	const char *lockspace;  /* lockspace name (the domain UUID) */
+	const char *name;       /* resource name: "SDM" or a volume UUID, 1..48 */
+	const char *path;       /* the `leases` volume, or a volume's .lease */
+	uint64_t offset;        /* bytes; a multiple of the alignment */
+	uint32_t sector_size;   /* as in cp_lockspace_opts */
+	uint32_t align;
+};
+void cp_lease_opts_init(struct cp_lease_opts *opts);
+
+/* Write a free lease (version 0) at path:offset.  Destroys what is there:
+ * only when creating a domain/volume, by the SPM. */
+int cp_lease_format(const struct cp_lease_opts *opts);
+
+/* Who holds a lease, read from its on-disk leader record. */
+struct cp_lease_owner {
+	bool held;
+	uint64_t lver;          /* lease version: +1 by every acquisition */
+	uint64_t host_id;       /* owner (when held) */
+	uint64_t generation;    /* owner's lockspace generation (+1 per join) */
+	uint64_t timestamp;     /* when the owner acquired it, seconds on the
+				 * owner's monotonic clock */
+	enum cp_host_state host_state; /* owner's liveness seen from here */
+};
+/* Read the holder of a lease (spm status: "free" / "held by host N, lease
+ * version V").  Needs no lockspace membership; host_state is UNKNOWN when
+ * this host has not joined the lockspace.  The owner comes from the daemon
+ * (sanlock_read_resource_owners); a lease whose owner released it after
+ * another host wrote its leader record (contended acquisition) still names
+ * that owner there, so lease.c also reads the leader and the owner's
+ * ballot block itself (O_DIRECT) and reports such a lease free, exactly
+ * as sanlock's acquire treats it.  A held lease of a host seen "dead" may
+ * be taken. */
+int cp_lease_read(const struct cp_lease_opts *opts, struct cp_lease_owner *out);
+
+/* The registered process (see "Process model" above). */
+typedef struct cp_lease_client cp_lease_client;
+
+/* Register this process with the daemon.  One per process; do not use it
+ * in a child after fork() (leases belong to the registering pid).
+ * *out is the caller's, freed by cp_lease_client_close(). */
+int cp_lease_client_open(cp_lease_client **out);
+/* Close the connection: the daemon releases every lease this process still
+ * holds.  NULL is ignored. */
+void cp_lease_client_close(cp_lease_client *c);
+/* The registered socket, for poll() with POLLRDHUP: POLLRDHUP/POLLHUP means
+ * the daemon went away and no lease is held any more.  Do not read or
+ * write it. */
+int cp_lease_client_fd(const cp_lease_client *c);
+/* 0 while the daemon connection is up, -ESTALE once it is lost.  Cheap (one
+ * poll() with zero timeout, no lock, never waits for a command in another
+ * thread): call it before every structural write. */
+int cp_lease_client_check(cp_lease_client *c);
+
+struct cp_lease_acquire_opts {
+	size_t size;            /* sizeof(struct cp_lease_acquire_opts), set by _init */
+	uint64_t expect_lver;   /* 0 = any; else acquire only if the lease
+				 * version is still this one (-EAGAIN if not) */
+	bool wait_dead_owner;   /* the owner stopped renewing: false = fail at
+				 * once with -EAGAIN (default); true = block
+				 * until it counts as dead (up to
+				 * cp_paxos_acquire_held_max(io)) and take it */
+};
+void cp_lease_acquire_opts_init(struct cp_lease_acquire_opts *opts);
+
+/* Acquire the lease exclusively for this process (opts NULL = defaults).
+ * The lockspace must be joined on this host (-ENOTCONN).  On success
+ * *lver (may be NULL) is the new lease version.  A live holder: -EBUSY,
+ * message "lease SDM on <path>:<off> is held by host 2 (lease version 7)". */
+int cp_lease_acquire(cp_lease_client *c, const struct cp_lease_opts *lease,
+		     const struct cp_lease_acquire_opts *opts, uint64_t *lver);
+
+/* Release a lease this process holds (-ENOENT if it does not).  The lease
+ * is free on disk when this returns. */
+int cp_lease_release(cp_lease_client *c, const struct cp_lease_opts *lease);
+
+/* Whether this process holds the lease: 1 held (and *lver, may be NULL, is
+ * its version), 0 not held, -ESTALE when the daemon connection is lost. */
+int cp_lease_held(cp_lease_client *c, const struct cp_lease_opts *lease,
+		  uint64_t *lver);
+
 
 #ifdef __cplusplus
 }
