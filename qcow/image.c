@@ -970,6 +970,29 @@ int cp_image_write_compressed(cp_image *img, const void *buf, size_t len,
 	return qc_write_compressed(img->q, buf, len, offset);
 }
 
+long cp_image_compress(cp_image *img, const void *buf, size_t len, void *out)
+{
+	if (!img->q)
+		return cp_error(-EINVAL, "%s: compressed clusters need a qcow2 image",
+				img->filename);
+	if (len > img->q->cluster_size)
+		return cp_error(-EINVAL, "%s: compress: %zu bytes is more than a cluster",
+				img->filename, len);
+	return qc_compress(img->q, buf, len, out);
+}
+
+int cp_image_store_compressed(cp_image *img, const void *data, size_t dlen,
+			      uint64_t offset)
+{
+	if (!img->q)
+		return cp_error(-EINVAL, "%s: compressed clusters need a qcow2 image",
+				img->filename);
+	int r = check_range(img, offset, 1, true);
+	if (r < 0)
+		return r;
+	return qc_store_compressed(img->q, data, dlen, offset);
+}
+
 int cp_image_make_empty(cp_image *img)
 {
 	if (!img->q)

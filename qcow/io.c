@@ -1187,36 +1187,119 @@ int qc_make_empty(struct qcow *q)
 
 /* --- compressed clusters ---------------------------------------------------------- */
 
+/* One compression context per thread, kept for the thread's life:
+ * creating a zstd or deflate context per cluster costs more than
+ * compressing the cluster. */
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+struct tl_ctx {
+	z_stream *zs;
+#if CP_HAVE_ZSTD
+	ZSTD_CCtx *zc;
+#endif
+};
+
+static void tl_free(void *p)
+{
+	struct tl_ctx *t = p;
+	if (t->zs) {
+		deflateEnd(t->zs);
+		free(t->zs);
+	}
+#if CP_HAVE_ZSTD
+	ZSTD_freeCCtx(t->zc);
+#endif
+	free(t);
+}
+
+static void tl_make_key(void)
+{
+	pthread_key_create(&tl_key, tl_free);
+}
+
+static struct tl_ctx *tl_get(void)
+{
+	pthread_once(&tl_once, tl_make_key);
+	struct tl_ctx *t = pthread_getspecific(tl_key);
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (t)
+			pthread_setspecific(tl_key, t);
+	}
+	return t;
+}
+
 static long deflate_zlib(const uint8_t *in, size_t inlen, uint8_t *out,
 			 size_t outlen)
 {
-	z_stream s;
-	memset(&s, 0, sizeof(s));
-	if (deflateInit2(&s, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
-			 Z_DEFAULT_STRATEGY) != Z_OK)
+	struct tl_ctx *t = tl_get();
+	if (!t)
 		return -ENOMEM;
-	s.next_in = (Bytef *)(uintptr_t)in;
-	s.avail_in = (uInt)inlen;
-	s.next_out = out;
-	s.avail_out = (uInt)outlen;
-	int ret = deflate(&s, Z_FINISH);
-	long n = ret == Z_STREAM_END ? (long)(outlen - s.avail_out) : -ENOSPC;
-	deflateEnd(&s);
-	return n;
+	if (!t->zs) {
+		t->zs = calloc(1, sizeof(z_stream));
+		if (!t->zs)
+			return -ENOMEM;
+		if (deflateInit2(t->zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+				 Z_DEFAULT_STRATEGY) != Z_OK) {
+			free(t->zs);
+			t->zs = NULL;
+			return -ENOMEM;
+		}
+	} else if (deflateReset(t->zs) != Z_OK) {
+		return -ENOMEM;
+	}
+	z_stream *s = t->zs;
+	s->next_in = (Bytef *)(uintptr_t)in;
+	s->avail_in = (uInt)inlen;
+	s->next_out = out;
+	s->avail_out = (uInt)outlen;
+	int ret = deflate(s, Z_FINISH);
+	return ret == Z_STREAM_END ? (long)(outlen - s->avail_out) : -ENOSPC;
 }
 
 #if CP_HAVE_ZSTD
 static long deflate_zstd(const uint8_t *in, size_t inlen, uint8_t *out,
 			 size_t outlen)
 {
-	/* one frame, written with the streaming API as QEMU's reader expects
-	 * (the frame may be followed by padding up to the sector end) */
-	size_t z = ZSTD_compress(out, outlen, in, inlen, ZSTD_CLEVEL_DEFAULT);
+	/* one frame, as QEMU's reader expects (the frame may be followed
+	 * by padding up to the sector end) */
+	struct tl_ctx *t = tl_get();
+	if (!t)
+		return -ENOMEM;
+	if (!t->zc && !(t->zc = ZSTD_createCCtx()))
+		return -ENOMEM;
+	size_t z = ZSTD_compressCCtx(t->zc, out, outlen, in, inlen, ZSTD_CLEVEL_DEFAULT);
 	if (ZSTD_isError(z))
 		return -ENOSPC;
 	return (long)z;
 }
 #endif
+
+long qc_compress(struct qcow *q, const void *buf, size_t len, void *outbuf)
+{
+	uint64_t cs = q->cluster_size;
+	uint8_t *in = malloc(cs);
+	if (!in)
+		return -ENOMEM;
+	memcpy(in, buf, len);
+	memset(in + len, 0, cs - len);
+	long n;
+	if (q->compression_type == QC_COMPRESSION_ZLIB)
+		n = deflate_zlib(in, cs, outbuf, cs - 1);
+#if CP_HAVE_ZSTD
+	else
+		n = deflate_zstd(in, cs, outbuf, cs - 1);
+#else
+	else
+		n = -ENOTSUP;
+#endif
+	free(in);
+	if (n == -ENOMEM || n == -ENOTSUP)
+		return n;
+	if (n < 0 || (uint64_t)n >= cs - 512)
+		return 0; /* does not compress: store it plainly */
+	return n;
+}
 
 int qc_write_compressed(struct qcow *q, const void *buf, size_t len, uint64_t off)
 {
@@ -1224,31 +1307,35 @@ int qc_write_compressed(struct qcow *q, const void *buf, size_t len, uint64_t of
 	if (off % cs || len > cs || off >= q->size)
 		return cp_error(-EINVAL, "%s: compressed writes take whole clusters (offset %" PRIu64 ")",
 				q->name, off);
-	uint8_t *in = malloc(cs);
 	uint8_t *out = cp_bdev_alloc_buf(cs + 512);
+	if (!out)
+		return -ENOMEM;
+	long n = qc_compress(q, buf, len, out);
+	int r;
+	if (n < 0)
+		r = (int)n;
+	else if (n == 0) {
+		struct iovec v = { (void *)buf, len };
+		r = qc_writev(q, &v, 1, off, CP_MIN(len, q->size - off));
+	} else {
+		r = qc_store_compressed(q, out, (size_t)n, off);
+	}
+	cp_bdev_free_buf(out);
+	return r;
+}
+
+int qc_store_compressed(struct qcow *q, const void *data, size_t dlen, uint64_t off)
+{
+	uint64_t cs = q->cluster_size;
+	long n = (long)dlen;
 	int r = 0;
-	if (!in || !out) {
-		r = -ENOMEM;
-		goto out;
-	}
-	memcpy(in, buf, len);
-	memset(in + len, 0, cs - len);
-	long n;
-	if (q->compression_type == QC_COMPRESSION_ZLIB)
-		n = deflate_zlib(in, cs, out, cs - 1);
-#if CP_HAVE_ZSTD
-	else
-		n = deflate_zstd(in, cs, out, cs - 1);
-#else
-	else
-		n = -ENOTSUP;
-#endif
-	if (n < 0 || (uint64_t)n >= cs - 512) {
-		/* incompressible: store it as a normal cluster */
-		struct iovec v = { in, cs };
-		r = qc_writev(q, &v, 1, off, CP_MIN(cs, q->size - off));
-		goto out;
-	}
+	if (off % cs || dlen == 0 || dlen >= cs - 512 || off >= q->size)
+		return cp_error(-EINVAL, "%s: invalid compressed cluster (offset %" PRIu64 ", %zu bytes)",
+				q->name, off, dlen);
+	uint8_t *out = cp_bdev_alloc_buf(CP_ALIGN_UP(dlen, 512));
+	if (!out)
+		return -ENOMEM;
+	memcpy(out, data, dlen);
 	struct qc_inflight inf;
 	void *slice = NULL;
 	uint32_t idx;
@@ -1325,8 +1412,6 @@ unlock:
 	if (slice)
 		qc_cache_put(&q->l2c, slice);
 	pthread_mutex_unlock(&q->lock);
-out:
-	free(in);
 	cp_bdev_free_buf(out);
 	return r;
 }
@@ -1509,6 +1594,111 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 unlock:
 	if (slice)
 		qc_cache_put(&q->l2c, slice);
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
+			      unsigned k)
+{
+	uint64_t cs = q->cluster_size;
+	if (!k)
+		return 0;
+	uint64_t total = 0, gmin = UINT64_MAX, gmax = 0;
+	for (unsigned i = 0; i < k; i++) {
+		if (pc[i].off % cs || !pc[i].len || pc[i].len >= cs - 512 ||
+		    pc[i].off >= q->size)
+			return cp_error(-EINVAL, "%s: invalid compressed cluster (offset %" PRIu64 ")",
+					q->name, pc[i].off);
+		total += CP_ALIGN_UP(pc[i].len, 512);
+		gmin = CP_MIN(gmin, pc[i].off);
+		gmax = CP_MAX(gmax, pc[i].off + cs);
+	}
+	uint64_t m = CP_DIV_ROUND_UP(total, cs);
+	if (m > qc_max_alloc(q)) {
+		/* too big for one run: store them one by one */
+		for (unsigned i = 0; i < k; i++) {
+			int r = qc_store_compressed(q, pc[i].data, pc[i].len, pc[i].off);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	uint8_t *buf = cp_bdev_alloc_buf(m * cs);
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 0, m * cs);
+	struct qc_inflight inf;
+	uint64_t host = 0;
+	int r;
+	pthread_mutex_lock(&q->lock);
+	while (inflight_conflict(q, gmin, gmax))
+		pthread_cond_wait(&q->inflight_cond, &q->lock);
+	r = set_dirty_locked(q);
+	for (unsigned i = 0; i < k && r >= 0; i++) {
+		void *slice;
+		uint32_t idx;
+		r = qc_l2_lookup_locked(q, pc[i].off, true, &slice, &idx);
+		if (r < 0)
+			break;
+		uint64_t e = qc_l2_entry(q, slice, idx);
+		if ((e & QC_L2E_OFFSET_MASK) || (e & QC_OFLAG_COMPRESSED) ||
+		    (qc_l2_bitmap(q, slice, idx) & 0xffffffffull))
+			r = cp_error(-EEXIST, "%s: compressed write into the allocated cluster at %" PRIu64,
+				     q->name, pc[i].off);
+		qc_cache_put(&q->l2c, slice);
+	}
+	if (r >= 0)
+		r = qc_alloc_clusters_locked(q, m, &host);
+	if (r >= 0) {
+		if (host >= q->known_zero_from)
+			q->known_zero_from = host + m * cs;
+		/* each host cluster is referenced once per piece touching it */
+		uint64_t p = 0;
+		for (unsigned i = 0; i < k && r >= 0; i++) {
+			uint64_t a = (host + p) / cs, b = (host + p + pc[i].len - 1) / cs;
+			for (uint64_t c = a; c <= b && r >= 0; c++) {
+				bool first = (p == 0 && c == a) ||
+					     (c * cs >= host + p); /* first piece in c */
+				if (!first)
+					r = qc_refcount_update_locked(q, c * cs, cs, 1);
+			}
+			p += CP_ALIGN_UP(pc[i].len, 512);
+		}
+	}
+	if (r >= 0)
+		inflight_add(q, &inf, gmin, gmax);
+	pthread_mutex_unlock(&q->lock);
+	if (r < 0) {
+		cp_bdev_free_buf(buf);
+		return r;
+	}
+	uint64_t p = 0;
+	for (unsigned i = 0; i < k; i++) {
+		memcpy(buf + p, pc[i].data, pc[i].len);
+		p += CP_ALIGN_UP(pc[i].len, 512);
+	}
+	r = cp_bdev_pwrite(q->ddev, buf, CP_ALIGN_UP(total, 512), host);
+	if (r < 0)
+		cp_error_prefix(r, "%s: writing compressed data", q->name);
+	cp_bdev_free_buf(buf);
+	pthread_mutex_lock(&q->lock);
+	p = 0;
+	unsigned x = 62 - (q->cluster_bits - 8);
+	for (unsigned i = 0; i < k && r >= 0; i++) {
+		void *slice;
+		uint32_t idx;
+		r = qc_l2_lookup_locked(q, pc[i].off, true, &slice, &idx);
+		if (r < 0)
+			break;
+		uint64_t coff = host + p;
+		uint64_t nsec = ((coff + pc[i].len - 1) >> 9) - (coff >> 9);
+		qc_l2_set(q, slice, idx, QC_OFLAG_COMPRESSED | (nsec << x) | coff, 0);
+		qc_cache_put(&q->l2c, slice);
+		p += CP_ALIGN_UP(pc[i].len, 512);
+	}
+	q->barrier_needed = true;
+	inflight_del(q, &inf);
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }

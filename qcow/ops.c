@@ -179,7 +179,8 @@ struct commit_ctx {
 /* Write len bytes of buf at off into img, leaving all-zero runs of whole
  * clusters as zero writes (so a sparse source keeps the target sparse). */
 static int write_sparse(cp_image *img, const uint8_t *buf, uint64_t off,
-			uint64_t len, uint64_t gran, bool target_zero)
+			uint64_t len, uint64_t gran, bool target_zero,
+			unsigned zflags)
 {
 	uint64_t p = 0;
 	if (!gran)
@@ -199,7 +200,7 @@ static int write_sparse(cp_image *img, const uint8_t *buf, uint64_t off,
 		if (zero)
 			r = target_zero ? 0
 					: cp_image_write_zeroes(img, off + p, q - p,
-								CP_ZERO_MAY_UNMAP);
+								zflags);
 		else
 			r = cp_image_pwrite(img, buf + p, q - p, off + p);
 		if (r < 0)
@@ -209,33 +210,114 @@ static int write_sparse(cp_image *img, const uint8_t *buf, uint64_t off,
 	return 0;
 }
 
+/* Completion counting for a batch of async requests. */
+struct batch {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned pending;
+	int err;
+};
+
+static void batch_cb(void *opaque, int ret)
+{
+	struct batch *b = opaque;
+	pthread_mutex_lock(&b->lock);
+	if (ret < 0 && !b->err)
+		b->err = ret;
+	if (--b->pending == 0)
+		pthread_cond_signal(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static int batch_wait(struct batch *b)
+{
+	pthread_mutex_lock(&b->lock);
+	while (b->pending)
+		pthread_cond_wait(&b->cond, &b->lock);
+	pthread_mutex_unlock(&b->lock);
+	return b->err;
+}
+
+#define MAX_OPS 512
+
+/* Copy the ranges of one chunk that are allocated above the base: all
+ * reads in flight at once, then all writes (a sync round trip per 64 KiB
+ * costs more than the copy itself). */
 static int commit_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 			uint64_t off, uint64_t len)
 {
 	struct commit_ctx *c = rn->ctx;
 	(void)buf2;
-	uint64_t pos = off, end = off + len;
-	uint32_t gran = cp_image_cluster_size(c->base);
+	struct { uint64_t pos, len; bool zero; } ops[MAX_OPS];
+	unsigned n = 0;
+	uint64_t pos = off, end = off + len, moved = 0;
 	while (pos < end) {
 		struct cp_extent e;
 		int r = cp_image_map(c->top, pos, end - pos, &e);
 		if (r < 0)
 			return r;
 		if (e.depth < c->base_depth && e.present) {
-			if (e.zero && !e.data) {
-				r = cp_image_write_zeroes(c->base, pos, e.length, 0);
+			bool z = e.zero && !e.data;
+			if (n && ops[n - 1].zero == z && ops[n - 1].pos + ops[n - 1].len == pos) {
+				ops[n - 1].len += e.length; /* merge neighbours */
 			} else {
-				r = cp_image_pread(c->top, buf, e.length, pos);
-				if (r >= 0)
-					r = write_sparse(c->base, buf, pos, e.length,
-							 gran, false);
+				if (n == MAX_OPS)
+					break; /* rest in the next call */
+				ops[n].pos = pos;
+				ops[n].len = e.length;
+				ops[n].zero = z;
+				n++;
 			}
-			if (r < 0)
-				return r;
-			rate_limit(rn, 2 * e.length);
 		}
 		pos += e.length;
 	}
+	end = pos;
+	struct batch b = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct iovec iov[MAX_OPS];
+	for (unsigned i = 0; i < n; i++) {
+		if (ops[i].zero)
+			continue;
+		iov[i].iov_base = buf + (ops[i].pos - off);
+		iov[i].iov_len = ops[i].len;
+		pthread_mutex_lock(&b.lock);
+		b.pending++;
+		pthread_mutex_unlock(&b.lock);
+		int r = cp_image_preadv_async(c->top, &iov[i], 1, ops[i].pos, batch_cb, &b);
+		if (r < 0)
+			batch_cb(&b, r);
+	}
+	int r = batch_wait(&b);
+	if (r < 0)
+		return cp_error(r, "%s: reading for commit: %s", cp_image_filename(c->top),
+				strerror(-r));
+	for (unsigned i = 0; i < n; i++) {
+		moved += ops[i].len;
+		/* zeroes become zero clusters that keep their host space: no
+		 * hole punching in the base */
+		if (ops[i].zero || cp_is_zero(buf + (ops[i].pos - off), ops[i].len)) {
+			r = cp_image_write_zeroes(c->base, ops[i].pos, ops[i].len, 0);
+			if (r < 0)
+				break;
+			continue;
+		}
+		pthread_mutex_lock(&b.lock);
+		b.pending++;
+		pthread_mutex_unlock(&b.lock);
+		r = cp_image_pwritev_async(c->base, &iov[i], 1, ops[i].pos, batch_cb, &b);
+		if (r < 0) {
+			batch_cb(&b, r);
+			break;
+		}
+	}
+	int r2 = batch_wait(&b);
+	if (r >= 0 && r2 < 0)
+		r = cp_error(r2, "%s: writing for commit: %s", cp_image_filename(c->base),
+			     strerror(-r2));
+	if (r < 0)
+		return r;
+	rate_limit(rn, 2 * moved);
+	if (end < off + len)
+		return commit_chunk(rn, buf, buf2, end, off + len - end);
 	return 0;
 }
 
@@ -466,32 +548,57 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 		pos += e.length;
 	}
 	rate_limit(rn, len);
-	wait_turn(rn, idx);
 	if (o->compress) {
-		for (uint64_t p = 0; p < len; p += c->dcs) {
-			uint64_t n = CP_MIN(c->dcs, len - p);
-			int r = 0;
+		/* compress every cluster first, on this worker, then take
+		 * our turn only for the writes */
+		uint64_t nc = CP_DIV_ROUND_UP(len, c->dcs);
+		long *clen = calloc(nc, sizeof(long));
+		if (!clen)
+			return -ENOMEM;
+		int r = 0;
+		for (uint64_t i = 0; i < nc && r >= 0; i++) {
+			uint64_t p = i * c->dcs, n = CP_MIN(c->dcs, len - p);
+			clen[i] = -1; /* skip */
 			if (o->source_top_only) {
-				/* what the top does not allocate, the target's
-				 * backing file provides */
 				r = top_allocated(c->src, off + p, n);
-				if (r <= 0) {
-					if (r < 0)
-						return r;
+				if (r <= 0)
 					continue;
-				}
 			}
-			if (sparse && cp_is_zero(buf + p, n))
+			if (sparse && cp_is_zero(buf + p, n)) {
+				clen[i] = -2; /* zeroes */
+				continue;
+			}
+			long z = cp_image_compress(c->dst, buf + p, n, buf2 + p);
+			if (z < 0)
+				r = (int)z;
+			clen[i] = z;
+		}
+		struct qc_cpiece *pc = calloc(nc, sizeof(*pc));
+		unsigned npc = 0;
+		if (!pc)
+			r = r < 0 ? r : -ENOMEM;
+		wait_turn(rn, idx);
+		for (uint64_t i = 0; i < nc && r >= 0; i++) {
+			uint64_t p = i * c->dcs, n = CP_MIN(c->dcs, len - p);
+			if (clen[i] == -1)
+				continue;
+			if (clen[i] == -2)
 				r = o->target_is_zero && !o->source_top_only
 					    ? 0
 					    : cp_image_write_zeroes(c->dst, off + p, n, CP_ZERO_MAY_UNMAP);
+			else if (clen[i] == 0)
+				r = cp_image_pwrite(c->dst, buf + p, n, off + p);
 			else
-				r = cp_image_write_compressed(c->dst, buf + p, n, off + p);
-			if (r < 0)
-				return r;
+				pc[npc++] = (struct qc_cpiece){ buf2 + p, (size_t)clen[i], off + p };
 		}
-		return 0;
+		/* the compressed clusters of the chunk: one packed write */
+		if (r >= 0 && npc)
+			r = qc_store_compressed_batch(c->dst->q, pc, npc);
+		free(pc);
+		free(clen);
+		return r < 0 ? r : 0;
 	}
+	wait_turn(rn, idx);
 	if (o->source_top_only) {
 		/* only what the top allocates, verbatim (zeroes included:
 		 * they must hide the target's backing file) */
@@ -503,7 +610,8 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 				return a;
 			if (a == 1) {
 				int r = write_sparse(c->dst, buf + (pos - off), pos, n,
-						     o->sparse_size, false);
+						     o->sparse_size, false,
+						     CP_ZERO_MAY_UNMAP);
 				if (r < 0)
 					return r;
 			}
@@ -518,7 +626,7 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 	}
 	/* -S 0: every byte is written, the target fully allocated */
 	return write_sparse(c->dst, buf, off, len, o->sparse_size,
-			    o->target_is_zero && sparse);
+			    o->target_is_zero && sparse, CP_ZERO_MAY_UNMAP);
 }
 
 int cp_image_convert(cp_image *src, cp_image *dst, const struct cp_convert_opts *opts)

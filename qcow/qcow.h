@@ -213,6 +213,14 @@ int cp_image_create_dev(cp_bdev *dev, const char *name,
  * as a normal cluster.  -EINVAL for raw images. */
 int cp_image_write_compressed(cp_image *img, const void *buf, size_t len,
 			      uint64_t offset);
+/* The same in two steps, so callers can compress on many threads and
+ * store in order: cp_image_compress() fills out (cluster size bytes) and
+ * returns the compressed length, or 0 when the data does not compress
+ * (store it with a normal write then); cp_image_store_compressed() writes
+ * such bytes as the cluster at offset. */
+long cp_image_compress(cp_image *img, const void *buf, size_t len, void *out);
+int cp_image_store_compressed(cp_image *img, const void *data, size_t dlen,
+			      uint64_t offset);
 /* Deallocate every cluster of a qcow2 image so that its backing file shows
  * through everywhere (what qemu-img commit does to the committed image). */
 int cp_image_make_empty(cp_image *img);

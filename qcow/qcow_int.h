@@ -334,6 +334,21 @@ int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre);
  * cluster, zero padded) into an unallocated or zero cluster. */
 int qc_write_compressed(struct qcow *q, const void *buf, size_t len,
 			uint64_t off);
+/* The two halves of qc_write_compressed: compress into out (cluster_size
+ * bytes) returning the length, or 0 when it does not compress; store
+ * compressed bytes for the cluster at off. */
+long qc_compress(struct qcow *q, const void *buf, size_t len, void *out);
+struct qc_cpiece {
+	const void *data;
+	size_t len;
+	uint64_t off; /* guest cluster */
+};
+/* Store k compressed clusters packed into one fresh run of host clusters
+ * with one write. */
+int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
+			      unsigned k);
+int qc_store_compressed(struct qcow *q, const void *data, size_t dlen,
+			uint64_t off);
 /* Deallocate every cluster of the image (the backing shows through). */
 int qc_make_empty(struct qcow *q);
 /* Asynchronous write without worker threads when it needs no copy-on-
