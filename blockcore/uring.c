@@ -73,7 +73,11 @@ static int bc_uring_submit_locked(cp_bdev *dev, struct bc_req *req)
 		 * neighbouring requests reach the block layer together (one
 		 * plug, merged) and cost one system call. */
 		dev->uring_deferred = true;
-		return 0;
+		/* but never hold back more than a few: a random workload
+		 * loses more to the queue running dry than it gains */
+		if (io_uring_sq_ready(&dev->ring) < 4)
+			return 0;
+		dev->uring_deferred = false;
 	}
 	return bc_uring_submit_sqes_locked(dev);
 }

@@ -1104,6 +1104,7 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 	uint64_t fs = cp_bdev_size(q->dev);
 	q->host_end = fs;
 	q->file_end = fs;
+	q->open_end = CP_ALIGN_UP(fs, q->cluster_size);
 	q->alloc_end = CP_ALIGN_UP(fs, q->cluster_size);
 	q->grow_ahead = q->own_mdev && !q->readonly && !cp_bdev_is_blockdev(q->dev);
 	q->known_zero_from = cp_bdev_is_blockdev(q->dev)
@@ -1497,7 +1498,7 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 	uint64_t l1i = off >> (q->cluster_bits + q->l2_bits);
 	if (q->readonly || (q->lazy && !q->dirty_set) || l1i >= q->l1_size ||
 	    !(q->l1[l1i] & QC_L1E_OFFSET_MASK) || !(q->l1[l1i] & QC_OFLAG_COPIED) ||
-	    inflight_conflict(q, c0, cend) || pinned_slices(&q->l2c) * 2 >= q->l2c.n)
+	    inflight_conflict(q, c0, cend) || pinned_slices(&q->l2c) + 4 >= q->l2c.n)
 		goto unlock;
 	r = qc_l2_lookup_locked(q, off, false, &slice, &idx);
 	if (r < 0 || !slice) {

@@ -207,6 +207,8 @@ struct qcow {
 	 * highest cluster allocated; the excess is trimmed at close. */
 	bool grow_ahead;
 	uint64_t file_end, alloc_end;
+	uint64_t open_end; /* file length at open: metadata found on disk
+			    * lies below it */
 	qc_free_vec pending_free;
 	bool barrier_needed; /* data/refblocks written since the last flush */
 	bool dirty_set;      /* dirty bit written (lazy refcounts) */

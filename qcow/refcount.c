@@ -509,7 +509,15 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 				continue;
 			}
 		}
-		r = qc_overlap_check_locked(q, c * cs, n * cs, UINT64_MAX);
+		/* Space past the file's length at open can hold no metadata
+		 * that was on disk then, and metadata made since is counted
+		 * by the refcounts that just said free: the full scan of
+		 * every L2 table and refcount block is needed only when
+		 * reusing space inside the original file. */
+		if (c * cs < q->open_end)
+			r = qc_overlap_check_locked(q, c * cs, n * cs, UINT64_MAX);
+		else
+			r = qc_overlap_fast_locked(q, c * cs, n * cs);
 		if (r < 0)
 			return r;
 		r = qc_refcount_update_locked(q, c * cs, n * cs, 1);
