@@ -9,6 +9,7 @@
  *   lvm.c    - LVM volume groups and logical volumes through the lvm
  *              commands, with activation off; LV extent maps
  *   lease.c  - sanlock lockspaces and resources
+ *   domain.c - file domain layout and volume/domain metadata records
  */
 #ifndef CP_SPM_H
 #define CP_SPM_H
@@ -375,6 +376,154 @@ int cp_lease_release(cp_lease_client *c, const struct cp_lease_opts *lease);
  * its version), 0 not held, -ESTALE when the daemon connection is lost. */
 int cp_lease_held(cp_lease_client *c, const struct cp_lease_opts *lease,
 		  uint64_t *lver);
+
+/* ---- domain.c ------------------------------------------------------------- */
+
+/* File storage domains: the on-disk metadata records (docs/formats/domain.md)
+ * and the directory layout
+ *
+ *   <root>/<domain-uuid>/dom_md/{metadata,ids,leases,inbox,outbox,tasks}
+ *   <root>/<domain-uuid>/images/<image-uuid>/<volume-uuid>.meta
+ *
+ * Both records are one 512-byte sector, little-endian, with a magic, a
+ * version and a CRC32C (Castagnoli, reflected poly 0x82F63B78, init and
+ * final xor 0xFFFFFFFF) over the sector with the crc field zeroed.  A reader
+ * that finds a bad magic, version, checksum, enum, UUID or reserved byte
+ * returns -EUCLEAN with a message naming the file and what is wrong; it
+ * never guesses.  .meta files are replaced atomically (see
+ * cp_volmeta_write).  Only the SPM writes; the write calls are not safe
+ * against concurrent writers of the same volume (the caller serialises),
+ * any thread may read.  No call keeps state between calls.
+ */
+
+#define CP_UUID_STR_LEN 36         /* 8-4-4-4-12 hex digits */
+#define CP_VOLMETA_DESC_MAX 255    /* bytes of UTF-8, no NUL */
+#define CP_DOMAIN_NAME_MAX 64      /* bytes of UTF-8, no NUL */
+#define CP_MD_SECTOR_SIZE 512      /* each record */
+
+/* dom_md file sizes (bytes) written by cp_domain_create. */
+#define CP_DOMMD_IDS_SIZE    (1u << 20)
+#define CP_DOMMD_LEASES_SIZE (2u << 20)
+#define CP_DOMMD_INBOX_SIZE  (1u << 20)
+#define CP_DOMMD_OUTBOX_SIZE (1u << 20)
+#define CP_DOMMD_TASKS_SIZE  (1u << 20)
+
+/* CRC32C of buf (init ~0, final ~), e.g. "123456789" -> 0xE3069283. */
+uint32_t cp_crc32c(const void *buf, size_t len);
+
+/* True if s is exactly 36 chars 8-4-4-4-12 of hex digits (either case). */
+bool cp_uuid_valid(const char *s);
+/* A random (version 4) UUID in lower case from /dev/urandom; out must hold
+ * CP_UUID_STR_LEN + 1 bytes.  0 or -errno. */
+int cp_uuid_generate(char *out);
+
+enum cp_vol_format { CP_VOL_FORMAT_RAW = 1, CP_VOL_FORMAT_COW = 2 };
+enum cp_vol_alloc { CP_VOL_ALLOC_PREALLOCATED = 1, CP_VOL_ALLOC_SPARSE = 2 };
+enum cp_vol_role {
+	CP_VOL_ROLE_LEAF = 1,
+	CP_VOL_ROLE_INTERNAL = 2,
+	CP_VOL_ROLE_SHARED = 3,
+};
+enum cp_vol_legality { CP_VOL_LEGAL = 1, CP_VOL_ILLEGAL = 2 };
+
+/* A volume's metadata, in memory.  UUIDs are NUL-terminated text. */
+struct cp_volmeta {
+	char vol_uuid[CP_UUID_STR_LEN + 1];
+	char img_uuid[CP_UUID_STR_LEN + 1];
+	char parent_uuid[CP_UUID_STR_LEN + 1]; /* "" = no parent */
+	char dom_uuid[CP_UUID_STR_LEN + 1];
+	enum cp_vol_format format;
+	enum cp_vol_alloc allocation;
+	enum cp_vol_role role;
+	enum cp_vol_legality legality;
+	uint64_t capacity;                     /* virtual size, bytes */
+	uint64_t generation;                   /* bumped by every change */
+	int64_t ctime;                         /* creation, unix seconds */
+	char description[CP_VOLMETA_DESC_MAX + 1];
+};
+
+/* Serialise m into the 512-byte sector buf.  -EINVAL (buf untouched) if a
+ * field is out of range: bad UUID, enum, description too long / not UTF-8. */
+int cp_volmeta_encode(const struct cp_volmeta *m, uint8_t *buf);
+/* Parse and validate a sector; what names it in messages (a path).
+ * -EUCLEAN on any inconsistency; *m is only written on success. */
+int cp_volmeta_decode(const uint8_t *buf, const char *what,
+		      struct cp_volmeta *m);
+
+/* <root>/<dom>/images/<img>/<vol>.meta into out (size outlen); -ENAMETOOLONG
+ * or -EINVAL (bad UUID). */
+int cp_volmeta_path(char *out, size_t outlen, const char *root,
+		    const char *dom_uuid, const char *img_uuid,
+		    const char *vol_uuid);
+
+/* Atomically replace (or create) path with m: write <path>.tmp, fsync,
+ * rename over path, fsync the directory.  After a crash the reader sees
+ * the old or the new record, never a mix; a leftover .tmp is ignored by
+ * readers and replaced by the next write.  No generation check: use
+ * cp_volmeta_update to change an existing volume. */
+int cp_volmeta_write(const char *path, const struct cp_volmeta *m);
+/* Read and validate path (must be exactly 512 bytes, else -EUCLEAN). */
+int cp_volmeta_read(const char *path, struct cp_volmeta *m);
+/* Compare-and-bump: read path; if its generation is not expected_gen,
+ * -ESTALE ("generation N expected, M on disk"); if rec names another
+ * volume, -EINVAL; else write rec with generation expected_gen + 1 (also
+ * stored into rec->generation on success). */
+int cp_volmeta_update(const char *path, uint64_t expected_gen,
+		      struct cp_volmeta *rec);
+
+enum cp_domain_type { CP_DOMAIN_TYPE_FILE = 1 };
+#define CP_DOMAIN_FLAG_MASTER 0x1u
+
+/* The domain record (dom_md/metadata), in memory. */
+struct cp_domain_md {
+	char dom_uuid[CP_UUID_STR_LEN + 1];
+	char pool_uuid[CP_UUID_STR_LEN + 1];
+	char name[CP_DOMAIN_NAME_MAX + 1];
+	enum cp_domain_type type;
+	uint32_t dom_version;                  /* domain format version */
+	bool master;
+	uint64_t generation;
+};
+
+int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf);
+int cp_domain_md_decode(const uint8_t *buf, const char *what,
+			struct cp_domain_md *d);
+
+struct cp_domain_create_opts {
+	size_t size;            /* sizeof(struct cp_domain_create_opts), _init */
+	const char *root;       /* existing directory (the mount point) */
+	const char *dom_uuid;   /* NULL = generate one */
+	const char *pool_uuid;  /* required */
+	const char *name;       /* required, <= CP_DOMAIN_NAME_MAX bytes */
+	bool master;            /* default false */
+	uint32_t dom_version;   /* default 1 */
+};
+void cp_domain_create_opts_init(struct cp_domain_create_opts *opts);
+
+/* Create <root>/<uuid>/ with dom_md/ (metadata written last, atomically;
+ * ids, leases, inbox, outbox, tasks zero-filled at their sizes above) and
+ * images/.  -ENOENT if root does not exist, -EEXIST if the domain does.
+ * *out (may be NULL) receives the record written (with the UUID). */
+int cp_domain_create(const struct cp_domain_create_opts *opts,
+		     struct cp_domain_md *out);
+/* Read and validate a domain: its record (UUID must match the directory),
+ * the dom_md file sizes and images/.  -ENOENT (root or domain missing),
+ * -EUCLEAN (anything inconsistent). */
+int cp_domain_read(const char *root, const char *dom_uuid,
+		   struct cp_domain_md *out);
+/* mkdir images/<img_uuid> (fsyncing images/); -EEXIST if it exists. */
+int cp_domain_image_create(const char *root, const char *dom_uuid,
+			   const char *img_uuid);
+
+struct cp_uuid_str {
+	char s[CP_UUID_STR_LEN + 1];
+};
+/* The volumes of an image: every <uuid>.meta in its directory (other
+ * names, e.g. .meta.tmp leftovers, are skipped), sorted.  *out: array of
+ * *n, caller frees with free() (NULL when *n == 0). */
+int cp_domain_list_volumes(const char *root, const char *dom_uuid,
+			   const char *img_uuid, struct cp_uuid_str **out,
+			   size_t *n);
 
 
 #ifdef __cplusplus
