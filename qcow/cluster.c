@@ -63,25 +63,8 @@ void qc_entry_host_range(const struct qcow *q, uint64_t entry, uint64_t *off,
 /* Write the block of the on-disk L1 table containing entry i. */
 static int l1_write_entry(struct qcow *q, uint32_t i)
 {
-	unsigned blk = cp_bdev_align(q->dev);
-	if (blk < 512)
-		blk = 512;
-	uint64_t boff = CP_ALIGN_DOWN((uint64_t)i * 8, blk);
-	uint8_t *buf = cp_bdev_alloc_buf(blk);
-	if (!buf)
-		return -ENOMEM;
-	for (unsigned k = 0; k < blk / 8; k++) {
-		uint64_t idx = boff / 8 + k;
-		cp_put_be64(buf + 8 * k, idx < q->l1_size ? q->l1[idx] : 0);
-	}
-	int r = qc_overlap_check_locked(q, q->l1_table_offset + boff, blk,
-					q->l1_table_offset);
-	if (r >= 0)
-		r = cp_bdev_pwrite(q->dev, buf, blk, q->l1_table_offset + boff);
-	cp_bdev_free_buf(buf);
-	if (r < 0)
-		return cp_error_prefix(r, "%s: writing L1 table", q->name);
-	return 0;
+	return qc_table_write_entry_locked(q, "L1 table", q->l1_table_offset,
+					   q->l1, q->l1_size, i, true);
 }
 
 static int l2_alloc_table(struct qcow *q, uint32_t l1i)

@@ -58,8 +58,6 @@ struct img_async {
 	uint64_t outstanding;
 };
 
-/* The async state hangs off the image; created at open for every layer. */
-static struct img_async *img_async_of(cp_image *img);
 
 /* --- options ----------------------------------------------------------------- */
 
@@ -410,11 +408,6 @@ uint32_t cp_image_cluster_size(const cp_image *img)
 	return img->q ? img->q->cluster_size : 512;
 }
 
-static struct img_async *img_async_of(cp_image *img)
-{
-	return img->async;
-}
-
 /* --- synchronous data path ----------------------------------------------------------- */
 
 static int check_range(cp_image *img, uint64_t off, uint64_t len, bool write)
@@ -615,6 +608,25 @@ static int submit_job(cp_image *img, bool write, const struct iovec *iov,
 	return 0;
 }
 
+/* The preallocated completion contexts of the fast paths. */
+static struct fast_ctx *ctx_get(struct img_async *a)
+{
+	pthread_mutex_lock(&a->lock);
+	struct fast_ctx *c = a->free_ctx;
+	if (c)
+		a->free_ctx = c->next;
+	pthread_mutex_unlock(&a->lock);
+	return c;
+}
+
+static void ctx_put(struct img_async *a, struct fast_ctx *c)
+{
+	pthread_mutex_lock(&a->lock);
+	c->next = a->free_ctx;
+	a->free_ctx = c;
+	pthread_mutex_unlock(&a->lock);
+}
+
 static void fast_cpl(void *opaque, int ret)
 {
 	struct fast_ctx *c = opaque;
@@ -622,15 +634,9 @@ static void fast_cpl(void *opaque, int ret)
 	struct qcow *q = a->img->q;
 	cp_io_cb cb = c->cb;
 	void *op = c->opaque;
-	if (q && !c->nogp && atomic_fetch_sub(&q->gp_count[c->epoch], 1) == 1) {
-		pthread_mutex_lock(&q->gp_lock);
-		pthread_cond_broadcast(&q->gp_cond);
-		pthread_mutex_unlock(&q->gp_lock);
-	}
-	pthread_mutex_lock(&a->lock);
-	c->next = a->free_ctx;
-	a->free_ctx = c;
-	pthread_mutex_unlock(&a->lock);
+	if (q && !c->nogp)
+		qc_gp_exit(q, c->epoch);
+	ctx_put(a, c);
 	cb(op, ret);
 	outstanding_add(a, -1);
 }
@@ -642,7 +648,7 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 	int r = check_range(img, offset, len, write);
 	if (r < 0)
 		return r;
-	struct img_async *a = img_async_of(img);
+	struct img_async *a = img->async;
 	struct qcow *q = img->q;
 	uint64_t host = offset;
 	struct fast_ctx *c = NULL;
@@ -653,16 +659,10 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 		bool fast = mr >= 0 && m.type == QC_NORMAL && m.bytes == len &&
 			    (!write || (m.copied && !q->readonly &&
 					qc_overlap_fast_locked(q, m.host, len) == 0));
-		if (fast) {
-			pthread_mutex_lock(&a->lock);
-			c = a->free_ctx;
-			if (c)
-				a->free_ctx = c->next;
-			pthread_mutex_unlock(&a->lock);
-		}
+		if (fast)
+			c = ctx_get(a);
 		if (c) {
-			c->epoch = atomic_load(&q->epoch) & 1;
-			atomic_fetch_add(&q->gp_count[c->epoch], 1);
+			c->epoch = qc_gp_enter_locked(q);
 			host = m.host;
 		}
 		pthread_mutex_unlock(&q->lock);
@@ -670,12 +670,7 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 			cp_clear_error(); /* the slow path reports it */
 		if (!c && write && mr >= 0) {
 			/* allocating write that needs no copy: no worker */
-			struct fast_ctx *w = NULL;
-			pthread_mutex_lock(&a->lock);
-			w = a->free_ctx;
-			if (w)
-				a->free_ctx = w->next;
-			pthread_mutex_unlock(&a->lock);
+			struct fast_ctx *w = ctx_get(a);
 			if (w) {
 				w->cb = cb;
 				w->opaque = opaque;
@@ -685,10 +680,7 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 				if (r == 0)
 					return 0;
 				outstanding_add(a, -1);
-				pthread_mutex_lock(&a->lock);
-				w->next = a->free_ctx;
-				a->free_ctx = w;
-				pthread_mutex_unlock(&a->lock);
+				ctx_put(a, w);
 				if (r != -EAGAIN)
 					return r;
 				cp_clear_error();
@@ -703,15 +695,8 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 		r = write ? cp_bdev_pwritev_async(img->dev, iov, iovcnt, host, fast_cpl, c)
 			  : cp_bdev_preadv_async(img->dev, iov, iovcnt, host, fast_cpl, c);
 		if (r < 0) {
-			if (atomic_fetch_sub(&q->gp_count[c->epoch], 1) == 1) {
-				pthread_mutex_lock(&q->gp_lock);
-				pthread_cond_broadcast(&q->gp_cond);
-				pthread_mutex_unlock(&q->gp_lock);
-			}
-			pthread_mutex_lock(&a->lock);
-			c->next = a->free_ctx;
-			a->free_ctx = c;
-			pthread_mutex_unlock(&a->lock);
+			qc_gp_exit(q, c->epoch);
+			ctx_put(a, c);
 			outstanding_add(a, -1);
 		}
 		return r;
@@ -933,22 +918,6 @@ int cp_image_check(cp_image *img, unsigned repair, struct cp_check_result *res,
 			return r;
 	}
 	return qc_check(img->q, repair, res, report, opaque);
-}
-
-/* --- backing reads ------------------------------------------------------------------- */
-
-int qc_backing_read(cp_image *img, void *buf, uint64_t len, uint64_t off)
-{
-	cp_image *b = img->backing;
-	uint64_t bsize = b ? cp_image_size(b) : 0;
-	uint64_t have = off < bsize ? CP_MIN(len, bsize - off) : 0;
-	if (have) {
-		int r = cp_image_pread(b, buf, have, off);
-		if (r < 0)
-			return r;
-	}
-	memset((uint8_t *)buf + have, 0, len - have);
-	return 0;
 }
 
 static int zero_dealloc(struct qcow *q, uint64_t s, uint64_t e)

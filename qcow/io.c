@@ -24,14 +24,14 @@
 
 /* --- grace period for freed clusters ------------------------------------ */
 
-static unsigned gp_enter_locked(struct qcow *q)
+unsigned qc_gp_enter_locked(struct qcow *q)
 {
 	unsigned e = atomic_load(&q->epoch) & 1;
 	atomic_fetch_add(&q->gp_count[e], 1);
 	return e;
 }
 
-static void gp_exit(struct qcow *q, unsigned e)
+void qc_gp_exit(struct qcow *q, unsigned e)
 {
 	if (atomic_fetch_sub(&q->gp_count[e], 1) == 1) {
 		pthread_mutex_lock(&q->gp_lock);
@@ -305,14 +305,14 @@ int qc_readv(struct qcow *q, const struct iovec *iov, int cnt, uint64_t off,
 		pthread_mutex_lock(&q->lock);
 		r = qc_map_locked(q, off + done, len - done, &m);
 		if (r >= 0 && (m.type == QC_NORMAL || m.type == QC_COMPRESSED))
-			e = gp_enter_locked(q);
+			e = qc_gp_enter_locked(q);
 		pthread_mutex_unlock(&q->lock);
 		if (r < 0)
 			break;
 		switch (m.type) {
 		case QC_NORMAL:
 			r = host_io(q, false, iov, cnt, done, m.host, m.bytes);
-			gp_exit(q, e);
+			qc_gp_exit(q, e);
 			if (r < 0)
 				cp_error_prefix(r, "%s: reading data at 0x%" PRIx64,
 						q->name, m.host);
@@ -321,12 +321,12 @@ int qc_readv(struct qcow *q, const struct iovec *iov, int cnt, uint64_t off,
 			if (!cbuf)
 				cbuf = malloc(q->cluster_size);
 			if (!cbuf) {
-				gp_exit(q, e);
+				qc_gp_exit(q, e);
 				r = -ENOMEM;
 				break;
 			}
 			r = qc_decompress(q, m.cdesc, cbuf);
-			gp_exit(q, e);
+			qc_gp_exit(q, e);
 			if (r >= 0)
 				cp_iov_from_buf(iov, cnt, done,
 						cbuf + ((off + done) & (q->cluster_size - 1)),
@@ -593,7 +593,7 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 		}
 	}
 	inflight_add(q, &inf, c0, plans[k - 1].goff + cs);
-	unsigned e = gp_enter_locked(q);
+	unsigned e = qc_gp_enter_locked(q);
 	qc_cache_put(&q->l2c, slice);
 	slice = NULL;
 	pthread_mutex_unlock(&q->lock);
@@ -622,7 +622,7 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 			r = write_cluster_data(q, p, iov, cnt, sk);
 		}
 	}
-	gp_exit(q, e);
+	qc_gp_exit(q, e);
 	written = plans[k - 1].goff + plans[k - 1].we - off;
 
 	pthread_mutex_lock(&q->lock);
@@ -689,13 +689,13 @@ int qc_writev(struct qcow *q, const struct iovec *iov, int cnt, uint64_t off,
 		if (inplace)
 			r = qc_overlap_fast_locked(q, m.host, m.bytes);
 		if (inplace && r >= 0)
-			e = gp_enter_locked(q);
+			e = qc_gp_enter_locked(q);
 		pthread_mutex_unlock(&q->lock);
 		if (r < 0)
 			return r;
 		if (inplace) {
 			r = host_io(q, true, iov, cnt, done, m.host, m.bytes);
-			gp_exit(q, e);
+			qc_gp_exit(q, e);
 			if (r < 0)
 				return cp_error_prefix(r, "%s: writing data at 0x%" PRIx64,
 						       q->name, m.host);
@@ -1452,7 +1452,7 @@ static void afast_cpl(void *opaque, int ret)
 	struct afast *a = opaque;
 	struct qcow *q = a->q;
 	uint64_t cs = q->cluster_size;
-	gp_exit(q, a->epoch);
+	qc_gp_exit(q, a->epoch);
 	pthread_mutex_lock(&q->lock);
 	if (ret >= 0) {
 		for (unsigned j = 0; j < a->k; j++) {
@@ -1580,11 +1580,11 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 	a->cb = cb;
 	a->opaque = opaque;
 	inflight_add(q, &a->inf, c0, cend);
-	a->epoch = gp_enter_locked(q);
+	a->epoch = qc_gp_enter_locked(q);
 	pthread_mutex_unlock(&q->lock);
 	r = cp_bdev_pwritev_async(q->ddev, iov, cnt, host + (off - c0), afast_cpl, a);
 	if (r < 0) {
-		gp_exit(q, a->epoch);
+		qc_gp_exit(q, a->epoch);
 		pthread_mutex_lock(&q->lock);
 		qc_cache_put(&q->l2c, slice);
 		inflight_del(q, &a->inf);

@@ -269,6 +269,12 @@ int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
  * header, the L1 table and the refcount table.  (Allocations get the full
  * check.)  Marks the image corrupt and returns -EUCLEAN on overlap. */
 int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len);
+/* Write the aligned block of an on-disk table of big-endian 64-bit
+ * entries (L1, refcount table) that holds entry i, from the in-memory copy
+ * table[0..n) (host order); check runs the overlap check first. */
+int qc_table_write_entry_locked(struct qcow *q, const char *what,
+				uint64_t table_off, const uint64_t *table,
+				uint64_t n, uint64_t i, bool check);
 /* Apply pending frees (after the grace period). */
 int qc_apply_pending_free_locked(struct qcow *q);
 /* Make sure the file reaches end (growing ahead by a window). */
@@ -331,6 +337,10 @@ int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 	    bool discard);
 int qc_flush(struct qcow *q);
 int qc_flush_locked(struct qcow *q);
+/* Grace period of a data request that may touch host clusters: enter
+ * under q->lock (returns the epoch), exit from any thread. */
+unsigned qc_gp_enter_locked(struct qcow *q);
+void qc_gp_exit(struct qcow *q, unsigned epoch);
 int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre);
 /* Store one compressed cluster (guest offset cluster aligned; len <= one
  * cluster, zero padded) into an unallocated or zero cluster. */
@@ -404,9 +414,6 @@ struct cp_image {
 	int depth;            /* 0 = top */
 	struct img_async *async; /* image.c: async state and workers */
 };
-/* Read [off, off+len) of img's backing chain as seen by img (zeroes past
- * the backing file's end or when there is none). */
-int qc_backing_read(cp_image *img, void *buf, uint64_t len, uint64_t off);
 /* Open a chain named relative to img (through its backing hook if any). */
 int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 		     bool no_backing, cp_image **out);

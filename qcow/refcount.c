@@ -147,27 +147,35 @@ int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len)
 			  off, len, what);
 }
 
-/* Write the on-disk refcount table entry ri from q->reftable (one block). */
-static int reftable_write_entry(struct qcow *q, uint64_t ri)
+int qc_table_write_entry_locked(struct qcow *q, const char *what,
+				uint64_t table_off, const uint64_t *table,
+				uint64_t n, uint64_t i, bool check)
 {
 	unsigned blk = cp_bdev_align(q->dev);
 	if (blk < 512)
 		blk = 512;
-	uint64_t eoff = ri * 8;
-	uint64_t boff = CP_ALIGN_DOWN(eoff, blk);
+	uint64_t boff = CP_ALIGN_DOWN(i * 8, blk);
 	uint8_t *buf = cp_bdev_alloc_buf(blk);
 	if (!buf)
 		return -ENOMEM;
-	for (unsigned i = 0; i < blk / 8; i++) {
-		uint64_t idx = boff / 8 + i;
-		cp_put_be64(buf + 8 * i,
-			    idx < q->reftable_entries ? q->reftable[idx] : 0);
+	for (unsigned k = 0; k < blk / 8; k++) {
+		uint64_t idx = boff / 8 + k;
+		cp_put_be64(buf + 8 * k, idx < n ? table[idx] : 0);
 	}
-	int r = cp_bdev_pwrite(q->dev, buf, blk, q->refcount_table_offset + boff);
+	int r = check ? qc_overlap_check_locked(q, table_off + boff, blk, table_off) : 0;
+	if (r >= 0)
+		r = cp_bdev_pwrite(q->dev, buf, blk, table_off + boff);
 	cp_bdev_free_buf(buf);
 	if (r < 0)
-		return cp_error_prefix(r, "%s: writing refcount table", q->name);
+		return cp_error_prefix(r, "%s: writing %s", q->name, what);
 	return 0;
+}
+
+static int reftable_write_entry(struct qcow *q, uint64_t ri)
+{
+	return qc_table_write_entry_locked(q, "refcount table",
+					   q->refcount_table_offset, q->reftable,
+					   q->reftable_entries, ri, false);
 }
 
 /* Grow the refcount table so that it has an entry for index need_ri, and
