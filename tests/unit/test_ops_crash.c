@@ -227,24 +227,6 @@ static int run_op(struct env *e, enum op op)
 	return r < 0 ? r : r2;
 }
 
-static uint64_t total_writes(struct env *e)
-{
-	uint64_t n = 0;
-	for (int i = 0; i < NDEV; i++)
-		if (e->dev[i])
-			n += cp_ram_write_count(e->dev[i]);
-	return n;
-}
-
-/* Arm the cut at the global write number `cut`: the devices are written in
- * a deterministic order, so replaying with per-device counters is enough;
- * we cut when the sum reaches `cut` by arming every device and cutting the
- * others when one fires. */
-struct armed {
-	int dev;
-	int64_t after;
-};
-
 static void run_cuts(const char *name, struct env *e, enum op op,
 		     const char *view, void (*after_done)(struct env *, const uint8_t *))
 {
@@ -310,7 +292,6 @@ static void run_cuts(const char *name, struct env *e, enum op op,
 	printf("# %s: %d cut points verified (%llu/%llu/%llu writes)\n", name,
 	       points, (unsigned long long)per[0], (unsigned long long)per[1],
 	       (unsigned long long)per[2]);
-	(void)total_writes;
 	free(before);
 }
 
