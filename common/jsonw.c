@@ -1,0 +1,337 @@
+/* common/jsonw.c - a compact JSON writer (see jsonw.h). */
+#include "jsonw.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cp_jsonw_init(struct cp_jsonw *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->first[0] = true;
+}
+
+void cp_jsonw_free(struct cp_jsonw *w)
+{
+	free(w->buf);
+	cp_jsonw_init(w);
+}
+
+void cp_jsonw_reset(struct cp_jsonw *w)
+{
+	char *buf = w->buf;
+	size_t cap = w->cap;
+	cp_jsonw_init(w);
+	w->buf = buf;
+	w->cap = cap;
+	if (buf)
+		buf[0] = 0;
+}
+
+int cp_jsonw_error(const struct cp_jsonw *w)
+{
+	if (w->err)
+		return w->err;
+	return w->depth ? -EINVAL : 0;
+}
+
+static void jsonw_put(struct cp_jsonw *w, const char *s, size_t n)
+{
+	if (w->err)
+		return;
+	if (w->len + n + 1 > w->cap) {
+		size_t cap = w->cap ? w->cap : 256;
+		while (cap < w->len + n + 1)
+			cap *= 2;
+		char *p = realloc(w->buf, cap);
+		if (!p) {
+			w->err = -ENOMEM;
+			return;
+		}
+		w->buf = p;
+		w->cap = cap;
+	}
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = 0;
+}
+
+static void jsonw_putc(struct cp_jsonw *w, char c)
+{
+	jsonw_put(w, &c, 1);
+}
+
+/* Decode one UTF-8 sequence (strictly: no overlong forms, no surrogates,
+ * nothing above U+10FFFF); returns the code point or -1 (one byte
+ * consumed). */
+static long jsonw_utf8(const unsigned char **pp)
+{
+	const unsigned char *s = *pp;
+	int n;
+	long cp, min;
+	if (s[0] < 0x80) {
+		*pp = s + 1;
+		return s[0];
+	} else if ((s[0] & 0xe0) == 0xc0) {
+		n = 1, cp = s[0] & 0x1f, min = 0x80;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		n = 2, cp = s[0] & 0x0f, min = 0x800;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		n = 3, cp = s[0] & 0x07, min = 0x10000;
+	} else {
+		*pp = s + 1;
+		return -1;
+	}
+	for (int i = 1; i <= n; i++) {
+		if ((s[i] & 0xc0) != 0x80) {
+			*pp = s + 1;
+			return -1;
+		}
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+		*pp = s + 1;
+		return -1;
+	}
+	*pp = s + n + 1;
+	return cp;
+}
+
+static void jsonw_string(struct cp_jsonw *w, const char *str)
+{
+	const unsigned char *p = (const unsigned char *)str;
+	jsonw_putc(w, '"');
+	while (*p) {
+		const unsigned char *start = p;
+		long cp = jsonw_utf8(&p);
+		char esc[8];
+		switch (cp) {
+		case '"':
+			jsonw_put(w, "\\\"", 2);
+			break;
+		case '\\':
+			jsonw_put(w, "\\\\", 2);
+			break;
+		case '\n':
+			jsonw_put(w, "\\n", 2);
+			break;
+		case '\r':
+			jsonw_put(w, "\\r", 2);
+			break;
+		case '\t':
+			jsonw_put(w, "\\t", 2);
+			break;
+		default:
+			if (cp < 0) {
+				jsonw_put(w, "\xef\xbf\xbd", 3); /* U+FFFD */
+			} else if (cp < 0x20 || cp == 0x7f) {
+				snprintf(esc, sizeof(esc), "\\u%04lx", cp);
+				jsonw_put(w, esc, 6);
+			} else {
+				jsonw_put(w, (const char *)start,
+					  (size_t)(p - start));
+			}
+		}
+	}
+	jsonw_putc(w, '"');
+}
+
+/* Separator and key before a value. */
+static void jsonw_prefix(struct cp_jsonw *w, const char *key)
+{
+	if (w->err)
+		return;
+	bool in_obj = w->depth && w->is_obj[w->depth];
+	if (in_obj != (key != NULL) || (!w->depth && !w->first[0])) {
+		w->err = -EINVAL;
+		return;
+	}
+	if (!w->first[w->depth])
+		jsonw_putc(w, ',');
+	w->first[w->depth] = false;
+	if (key) {
+		jsonw_string(w, key);
+		jsonw_putc(w, ':');
+	}
+}
+
+static void jsonw_open(struct cp_jsonw *w, const char *key, bool obj)
+{
+	jsonw_prefix(w, key);
+	if (w->err)
+		return;
+	if (w->depth >= CP_JSONW_DEPTH) {
+		w->err = -EINVAL;
+		return;
+	}
+	jsonw_putc(w, obj ? '{' : '[');
+	w->depth++;
+	w->first[w->depth] = true;
+	w->is_obj[w->depth] = obj;
+}
+
+static void jsonw_close(struct cp_jsonw *w, bool obj)
+{
+	if (w->err)
+		return;
+	if (!w->depth || w->is_obj[w->depth] != obj) {
+		w->err = -EINVAL;
+		return;
+	}
+	w->depth--;
+	jsonw_putc(w, obj ? '}' : ']');
+}
+
+void cp_jsonw_obj_begin(struct cp_jsonw *w, const char *key)
+{
+	jsonw_open(w, key, true);
+}
+
+void cp_jsonw_obj_end(struct cp_jsonw *w)
+{
+	jsonw_close(w, true);
+}
+
+void cp_jsonw_arr_begin(struct cp_jsonw *w, const char *key)
+{
+	jsonw_open(w, key, false);
+}
+
+void cp_jsonw_arr_end(struct cp_jsonw *w)
+{
+	jsonw_close(w, false);
+}
+
+void cp_jsonw_str(struct cp_jsonw *w, const char *key, const char *s)
+{
+	jsonw_prefix(w, key);
+	jsonw_string(w, s);
+}
+
+void cp_jsonw_str_or_null(struct cp_jsonw *w, const char *key, const char *s)
+{
+	if (s && *s)
+		cp_jsonw_str(w, key, s);
+	else
+		cp_jsonw_null(w, key);
+}
+
+void cp_jsonw_i64(struct cp_jsonw *w, const char *key, int64_t v)
+{
+	char b[32];
+	int n = snprintf(b, sizeof(b), "%" PRId64, v);
+	jsonw_prefix(w, key);
+	jsonw_put(w, b, (size_t)n);
+}
+
+void cp_jsonw_u64(struct cp_jsonw *w, const char *key, uint64_t v)
+{
+	char b[32];
+	int n = snprintf(b, sizeof(b), "%" PRIu64, v);
+	jsonw_prefix(w, key);
+	jsonw_put(w, b, (size_t)n);
+}
+
+void cp_jsonw_double(struct cp_jsonw *w, const char *key, double v)
+{
+	char b[64];
+	int n;
+	if (v != v || v > 1e308 || v < -1e308)
+		n = snprintf(b, sizeof(b), "null"); /* no NaN/Inf in JSON */
+	else
+		n = snprintf(b, sizeof(b), "%.17g", v);
+	jsonw_prefix(w, key);
+	jsonw_put(w, b, (size_t)n);
+}
+
+void cp_jsonw_bool(struct cp_jsonw *w, const char *key, bool v)
+{
+	jsonw_prefix(w, key);
+	jsonw_put(w, v ? "true" : "false", v ? 4 : 5);
+}
+
+void cp_jsonw_null(struct cp_jsonw *w, const char *key)
+{
+	jsonw_prefix(w, key);
+	jsonw_put(w, "null", 4);
+}
+
+void cp_jsonw_raw(struct cp_jsonw *w, const char *key, const char *text,
+		  size_t len)
+{
+	jsonw_prefix(w, key);
+	jsonw_put(w, text, len);
+}
+
+void cp_jsonw_value(struct cp_jsonw *w, const char *key, const cp_json *v)
+{
+	switch (cp_json_type(v)) {
+	case CP_JSON_NULL:
+		cp_jsonw_null(w, key);
+		break;
+	case CP_JSON_BOOL: {
+		bool b = false;
+		cp_json_bool(v, &b);
+		cp_jsonw_bool(w, key, b);
+		break;
+	}
+	case CP_JSON_NUMBER: {
+		const char *t = cp_json_number_text(v);
+		cp_jsonw_raw(w, key, t, strlen(t));
+		break;
+	}
+	case CP_JSON_STRING:
+		cp_jsonw_str(w, key, cp_json_string(v, NULL));
+		break;
+	case CP_JSON_ARRAY:
+		cp_jsonw_arr_begin(w, key);
+		for (size_t i = 0; i < cp_json_count(v); i++)
+			cp_jsonw_value(w, NULL, cp_json_at(v, i));
+		cp_jsonw_arr_end(w);
+		break;
+	case CP_JSON_OBJECT:
+		cp_jsonw_obj_begin(w, key);
+		for (size_t i = 0; i < cp_json_count(v); i++)
+			cp_jsonw_value(w, cp_json_key_at(v, i),
+				       cp_json_at(v, i));
+		cp_jsonw_obj_end(w);
+		break;
+	}
+}
+
+static void json_pretty(FILE *f, const cp_json *v, int level)
+{
+	enum cp_json_type t = cp_json_type(v);
+	size_t n = cp_json_count(v);
+	if ((t != CP_JSON_ARRAY && t != CP_JSON_OBJECT) || !n) {
+		struct cp_jsonw w;
+		cp_jsonw_init(&w);
+		cp_jsonw_value(&w, NULL, v);
+		if (w.buf)
+			fputs(w.buf, f);
+		cp_jsonw_free(&w);
+		return;
+	}
+	fputc(t == CP_JSON_OBJECT ? '{' : '[', f);
+	for (size_t i = 0; i < n; i++) {
+		fprintf(f, "%s\n%*s", i ? "," : "", 2 * (level + 1), "");
+		if (t == CP_JSON_OBJECT) {
+			struct cp_jsonw w;
+			cp_jsonw_init(&w);
+			cp_jsonw_str(&w, NULL, cp_json_key_at(v, i));
+			if (w.buf)
+				fprintf(f, "%s: ", w.buf);
+			cp_jsonw_free(&w);
+		}
+		json_pretty(f, cp_json_at(v, i), level + 1);
+	}
+	fprintf(f, "\n%*s%c", 2 * level, "", t == CP_JSON_OBJECT ? '}' : ']');
+}
+
+int cp_json_print_pretty(FILE *f, const cp_json *v)
+{
+	json_pretty(f, v, 0);
+	return ferror(f) ? -EIO : 0;
+}
