@@ -904,6 +904,70 @@ int cp_lvm_vg_info(const struct cp_lvm_opts *uo, const char *vg,
 	return r;
 }
 
+int cp_lvm_vg_list(const struct cp_lvm_opts *uo, const char *tag, char ***out,
+		   size_t *n)
+{
+	struct cp_lvm_opts o;
+	struct lvm_report rep;
+	char **names = NULL;
+	size_t cnt = 0;
+	int r = lvm_opts_copy(uo, &o);
+
+	*out = NULL;
+	*n = 0;
+	if (r < 0)
+		return r;
+	const char *args[] = {"vgs", "-o", "vg_name,vg_tags", NULL};
+	r = lvm_report(&o, args, "vg", NULL, "vgs", &rep);
+	if (r < 0)
+		return r;
+	names = calloc(cp_json_count(rep.rows) + 1, sizeof(char *));
+	if (!names) {
+		lvm_report_free(&rep);
+		return cp_error(-ENOMEM, "vgs: out of memory");
+	}
+	for (size_t i = 0; i < cp_json_count(rep.rows) && r == 0; i++) {
+		const cp_json *row = cp_json_at(rep.rows, i);
+		const char *name = NULL, *tags = NULL;
+		char **tv = NULL;
+		size_t nt = 0;
+		bool want = !tag;
+
+		if ((r = lvm_field_str(row, "vg_name", "vgs", &name)) < 0 ||
+		    (r = lvm_field_str(row, "vg_tags", "vgs", &tags)) < 0)
+			break;
+		if (tag) {
+			if (lvm_tags_parse(tags, &tv, &nt) < 0) {
+				r = cp_error(-ENOMEM, "vgs: out of memory");
+				break;
+			}
+			for (size_t k = 0; k < nt; k++)
+				if (!strcmp(tv[k], tag))
+					want = true;
+			lvm_tags_free(tv);
+		}
+		if (want && !(names[cnt++] = strdup(name)))
+			r = cp_error(-ENOMEM, "vgs: out of memory");
+	}
+	lvm_report_free(&rep);
+	if (r < 0) {
+		cp_lvm_names_free(names);
+		return r;
+	}
+	*out = names;
+	*n = cnt;
+	return 0;
+}
+
+void cp_lvm_names_free(char **names)
+{
+	if (!names)
+		return;
+	for (char **p = names; *p; p++)
+		free(*p);
+	free(names);
+}
+
 /* ---- logical volumes ----------------------------------------------------- */
 
 /* Current size of VG/LV in bytes. */
