@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 
 #include "common.h"
 #include "spm.h"
+#include "sd_int.h"
 
 /* ---- little-endian helpers ------------------------------------------------ */
 
@@ -397,7 +399,10 @@ CP_EXPORT int cp_volmeta_decode(const uint8_t *buf, const char *what,
 #define DOM_OFF_FLAGS    160
 #define DOM_OFF_DVERSION 164
 #define DOM_OFF_GEN      168
-#define DOM_OFF_RESERVED 176
+#define DOM_OFF_CHUNK    176
+#define DOM_OFF_IOTMO    184
+#define DOM_OFF_MAXVOL   188
+#define DOM_OFF_RESERVED 192
 _Static_assert(DOM_OFF_DOM == MD_OFF_BODY, "dom uuid offset");
 _Static_assert(DOM_OFF_POOL == DOM_OFF_DOM + CP_UUID_STR_LEN, "pool");
 _Static_assert(DOM_OFF_NAMELEN == DOM_OFF_POOL + CP_UUID_STR_LEN, "namelen");
@@ -406,7 +411,8 @@ _Static_assert(DOM_OFF_PAD == DOM_OFF_NAME + CP_DOMAIN_NAME_MAX, "pad");
 _Static_assert(DOM_OFF_TYPE == DOM_OFF_PAD + 2, "type");
 _Static_assert(DOM_OFF_GEN == DOM_OFF_DVERSION + 4 && DOM_OFF_GEN % 8 == 0,
 	       "generation");
-_Static_assert(DOM_OFF_RESERVED == DOM_OFF_GEN + 8, "reserved");
+_Static_assert(DOM_OFF_CHUNK == DOM_OFF_GEN + 8, "chunk");
+_Static_assert(DOM_OFF_RESERVED == DOM_OFF_MAXVOL + 4, "reserved");
 
 CP_EXPORT int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf)
 {
@@ -414,9 +420,16 @@ CP_EXPORT int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf)
 
 	if (!cp_uuid_valid(d->dom_uuid) || !cp_uuid_valid(d->pool_uuid))
 		return cp_error(-EINVAL, "domain metadata: invalid UUID");
-	if (d->type != CP_DOMAIN_TYPE_FILE)
+	if (d->type != CP_DOMAIN_TYPE_FILE && d->type != CP_DOMAIN_TYPE_BLOCK)
 		return cp_error(-EINVAL, "domain %s: type %u out of range",
 				d->dom_uuid, (unsigned)d->type);
+	if (d->io_timeout < 1 || d->io_timeout > 255)
+		return cp_error(-EINVAL, "domain %s: io_timeout %u out of 1..255",
+				d->dom_uuid, d->io_timeout);
+	if (d->chunk_size == 0 || d->chunk_size % (1u << 20))
+		return cp_error(-EINVAL,
+				"domain %s: chunk size must be a positive multiple of 1 MiB",
+				d->dom_uuid);
 	if (nlen == 0 || nlen > CP_DOMAIN_NAME_MAX ||
 	    !dom_utf8_valid((const uint8_t *)d->name, nlen))
 		return cp_error(-EINVAL,
@@ -431,6 +444,9 @@ CP_EXPORT int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf)
 	dom_put_le32(buf + DOM_OFF_FLAGS, d->master ? CP_DOMAIN_FLAG_MASTER : 0);
 	dom_put_le32(buf + DOM_OFF_DVERSION, d->dom_version);
 	dom_put_le64(buf + DOM_OFF_GEN, d->generation);
+	dom_put_le64(buf + DOM_OFF_CHUNK, d->chunk_size);
+	dom_put_le32(buf + DOM_OFF_IOTMO, d->io_timeout);
+	dom_put_le32(buf + DOM_OFF_MAXVOL, d->max_volumes);
 	md_seal(buf, DOM_MAGIC);
 	return 0;
 }
@@ -460,7 +476,7 @@ CP_EXPORT int cp_domain_md_decode(const uint8_t *buf, const char *what,
 	if (!cp_is_zero(buf + DOM_OFF_PAD, 2))
 		return cp_error(-EUCLEAN, "%s: padding is not zero", what);
 	d.type = (enum cp_domain_type)dom_le32(buf + DOM_OFF_TYPE);
-	if (d.type != CP_DOMAIN_TYPE_FILE)
+	if (d.type != CP_DOMAIN_TYPE_FILE && d.type != CP_DOMAIN_TYPE_BLOCK)
 		return cp_error(-EUCLEAN, "%s: type %u out of range", what,
 				(unsigned)d.type);
 	flags = dom_le32(buf + DOM_OFF_FLAGS);
@@ -470,6 +486,16 @@ CP_EXPORT int cp_domain_md_decode(const uint8_t *buf, const char *what,
 	d.master = flags & CP_DOMAIN_FLAG_MASTER;
 	d.dom_version = dom_le32(buf + DOM_OFF_DVERSION);
 	d.generation = dom_le64(buf + DOM_OFF_GEN);
+	d.chunk_size = dom_le64(buf + DOM_OFF_CHUNK);
+	d.io_timeout = dom_le32(buf + DOM_OFF_IOTMO);
+	d.max_volumes = dom_le32(buf + DOM_OFF_MAXVOL);
+	if (d.io_timeout < 1 || d.io_timeout > 255)
+		return cp_error(-EUCLEAN, "%s: io_timeout %u out of 1..255", what,
+				d.io_timeout);
+	if (d.chunk_size == 0 || d.chunk_size % (1u << 20))
+		return cp_error(-EUCLEAN, "%s: chunk size %" PRIu64
+				" is not a positive multiple of 1 MiB", what,
+				d.chunk_size);
 	if (!cp_is_zero(buf + DOM_OFF_RESERVED,
 			CP_MD_SECTOR_SIZE - DOM_OFF_RESERVED))
 		return cp_error(-EUCLEAN, "%s: reserved bytes are not zero", what);
@@ -587,6 +613,21 @@ static int dom_read_sector(const char *path, uint8_t *buf)
 
 /* ---- volume metadata files ------------------------------------------------ */
 
+/* Replace <root>/<dom>/dom_md/metadata atomically (filesd.c). */
+int sd_file_write_domain_md(const char *root, const struct cp_domain_md *d)
+{
+	uint8_t buf[CP_MD_SECTOR_SIZE];
+	char path[PATH_MAX];
+	int r = cp_domain_md_encode(d, buf);
+
+	if (r < 0)
+		return r;
+	if (snprintf(path, sizeof(path), "%s/%s/dom_md/metadata", root,
+		     d->dom_uuid) >= (int)sizeof(path))
+		return cp_error(-ENAMETOOLONG, "%s: path too long", root);
+	return dom_atomic_write(path, buf, sizeof(buf));
+}
+
 CP_EXPORT int cp_volmeta_path(char *out, size_t outlen, const char *root,
 			      const char *dom_uuid, const char *img_uuid,
 			      const char *vol_uuid)
@@ -666,6 +707,8 @@ CP_EXPORT void cp_domain_create_opts_init(struct cp_domain_create_opts *opts)
 	memset(opts, 0, sizeof(*opts));
 	opts->size = sizeof(*opts);
 	opts->dom_version = 1;
+	opts->chunk_size = CP_SD_CHUNK_DEFAULT;
+	opts->io_timeout = 10;
 }
 
 static int dom_check_root(const char *root)
@@ -744,6 +787,9 @@ CP_EXPORT int cp_domain_create(const struct cp_domain_create_opts *opts,
 	d.master = o.master;
 	d.dom_version = o.dom_version;
 	d.generation = 0;
+	d.chunk_size = o.chunk_size;
+	d.io_timeout = o.io_timeout;
+	d.max_volumes = 0;
 	r = cp_domain_md_encode(&d, buf);
 	if (r < 0)
 		return r;
