@@ -10,6 +10,12 @@
  *              commands, with activation off; LV extent maps
  *   lease.c  - sanlock lockspaces and resources
  *   domain.c - file domain layout and volume/domain metadata records
+ *   sd.c     - storage domains of both types behind one handle
+ *              (filesd.c and blocksd.c are the two backends)
+ *   task.c   - the task journal
+ *   pool.c   - a host's view of the pool: domains, lockspaces, the SPM
+ *              role, volume leases
+ *   volume.c - image and volume lifecycle (SPM work, journaled as tasks)
  */
 #ifndef CP_SPM_H
 #define CP_SPM_H
@@ -19,6 +25,7 @@
 #include <stdint.h>
 
 #include "blockcore.h"
+#include "qcow.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,6 +121,11 @@ struct cp_lvm_vg_info {
 int cp_lvm_vg_info(const struct cp_lvm_opts *opts, const char *vg,
 		   struct cp_lvm_vg_info *out);
 void cp_lvm_vg_info_clear(struct cp_lvm_vg_info *info);
+/* Names of the VGs LVM sees (with tag: only those carrying it).  *out is
+ * NULL-terminated; free with cp_lvm_names_free(). */
+int cp_lvm_vg_list(const struct cp_lvm_opts *opts, const char *tag,
+		   char ***out, size_t *n);
+void cp_lvm_names_free(char **names);
 
 /* lvcreate -an -Zn: an inactive LV of at least size bytes (rounded up to
  * extents by LVM), with tags. */
@@ -471,7 +483,7 @@ int cp_volmeta_read(const char *path, struct cp_volmeta *m);
 int cp_volmeta_update(const char *path, uint64_t expected_gen,
 		      struct cp_volmeta *rec);
 
-enum cp_domain_type { CP_DOMAIN_TYPE_FILE = 1 };
+enum cp_domain_type { CP_DOMAIN_TYPE_FILE = 1, CP_DOMAIN_TYPE_BLOCK = 2 };
 #define CP_DOMAIN_FLAG_MASTER 0x1u
 
 /* The domain record (dom_md/metadata), in memory. */
@@ -483,6 +495,10 @@ struct cp_domain_md {
 	uint32_t dom_version;                  /* domain format version */
 	bool master;
 	uint64_t generation;
+	uint64_t chunk_size;     /* thin qcow2 volumes on block domains: first
+				  * LV size and extension step, bytes */
+	uint32_t io_timeout;     /* of the domain's lockspace, seconds */
+	uint32_t max_volumes;    /* block: metadata slots; file: 0 */
 };
 
 int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf);
@@ -497,6 +513,8 @@ struct cp_domain_create_opts {
 	const char *name;       /* required, <= CP_DOMAIN_NAME_MAX bytes */
 	bool master;            /* default false */
 	uint32_t dom_version;   /* default 1 */
+	uint64_t chunk_size;    /* default CP_SD_CHUNK_DEFAULT */
+	uint32_t io_timeout;    /* default 10 */
 };
 void cp_domain_create_opts_init(struct cp_domain_create_opts *opts);
 
@@ -524,6 +542,399 @@ struct cp_uuid_str {
 int cp_domain_list_volumes(const char *root, const char *dom_uuid,
 			   const char *img_uuid, struct cp_uuid_str **out,
 			   size_t *n);
+
+
+/* ---- sd.c: storage domains of both types ---------------------------------- */
+
+/* A storage domain opened on this host, file or block, behind one handle.
+ *
+ * File domain: <root>/<uuid>/ as described for domain.c above.
+ * Block domain: an LVM volume group named by the domain UUID on shared
+ * devices (docs/formats/domain.md, "Block domain"): the domain record, the
+ * same 512 bytes as dom_md/metadata, base64 in a VG tag; special LVs ids,
+ * leases, metadata, inbox, outbox, tasks; one LV per volume tagged
+ * IU_<image>, PU_<parent> and MD_<slot>, its record in slot <slot> of the
+ * metadata LV.  LV data is reached with cp_lvm_open_lv() (no device-mapper
+ * needed), sanlock is given the PV path and the offset of the ids/leases
+ * LV (they are created first, one segment each).
+ *
+ * Threads: a cp_sd may be used by several threads; structural changes
+ * (create/remove/resize of volumes, metadata writes) must be serialised by
+ * the caller (the SPM does this); reads may run concurrently with them.
+ */
+#define CP_SD_CHUNK_DEFAULT (1ull << 30)   /* thin LV chunk, bytes */
+#define CP_SD_MAX_VOLUMES_DEFAULT 1024u    /* block: metadata slots */
+#define CP_SD_SDM_LEASE_OFFSET (1u << 20)  /* SDM on the leases volume */
+
+typedef struct cp_sd cp_sd;
+
+/* Where a domain lives (borrowed for the call; cp_sd_open copies it). */
+struct cp_sd_loc {
+	size_t size;                   /* sizeof, set by _init */
+	enum cp_domain_type type;
+	const char *root;              /* FILE: directory holding <uuid>/ */
+	const struct cp_lvm_opts *lvm; /* BLOCK: how to run LVM (NULL =
+					* defaults) */
+};
+void cp_sd_loc_init(struct cp_sd_loc *loc);
+
+struct cp_sd_create_opts {
+	size_t size;                   /* sizeof, set by _init */
+	struct cp_sd_loc loc;
+	const char *const *devices;    /* BLOCK: NULL-terminated devices */
+	const char *dom_uuid;          /* NULL = generate */
+	const char *pool_uuid;         /* required */
+	const char *name;              /* required */
+	bool master;
+	uint32_t io_timeout;           /* lockspace; default 10 (tests 1) */
+	uint64_t chunk_size;           /* default CP_SD_CHUNK_DEFAULT */
+	uint32_t max_volumes;          /* BLOCK; default
+					* CP_SD_MAX_VOLUMES_DEFAULT */
+	uint64_t extent_size;          /* BLOCK VG extent size; default 128 MiB */
+};
+void cp_sd_create_opts_init(struct cp_sd_create_opts *o);
+
+/* Create a domain: layout, special volumes, the lockspace formatted (with
+ * io_timeout) and the SDM lease written free, the record written last.
+ * *out (may be NULL) gets the record.  -EEXIST if it exists. */
+int cp_sd_create(const struct cp_sd_create_opts *o, struct cp_domain_md *out);
+/* Open an existing domain (its record read and checked). */
+int cp_sd_open(const struct cp_sd_loc *loc, const char *dom_uuid,
+	       cp_sd **out);
+void cp_sd_close(cp_sd *sd);
+/* The record as last read (borrowed while sd is open). */
+const struct cp_domain_md *cp_sd_md(const cp_sd *sd);
+/* Re-read and check the record (monitoring; master flag changes). */
+int cp_sd_refresh(cp_sd *sd);
+/* Replace the record (generation compare-and-bump as cp_volmeta_update):
+ * used to move the master role.  SPM only (caller checks). */
+int cp_sd_md_update(cp_sd *sd, uint64_t expected_gen, struct cp_domain_md *d);
+
+struct cp_sd_stats {
+	uint64_t total, free;          /* bytes: file system or VG */
+};
+int cp_sd_stats(cp_sd *sd, struct cp_sd_stats *out);
+/* BLOCK: vgextend with one more device (the domain grows); FILE: -ENOTSUP. */
+int cp_sd_extend(cp_sd *sd, const char *device);
+
+/* The lockspace of the domain (name = UUID, path/offset of `ids`).  The
+ * strings in *ls point into sd. */
+int cp_sd_lockspace(cp_sd *sd, struct cp_lockspace_opts *ls);
+/* A lease: vol_uuid NULL = the SDM lease; otherwise the volume's lease
+ * (FILE: <vol>.lease at 0; BLOCK: `leases` at (2 + slot) MiB).  name and
+ * path in *lease point into sd (or into a per-call buffer of sd for
+ * volume leases: valid until the next call on sd from this thread). */
+int cp_sd_lease(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
+		struct cp_lease_opts *lease);
+
+/* Lists: arrays of UUIDs, sorted; free() them. */
+int cp_sd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n);
+int cp_sd_list_volumes(cp_sd *sd, const char *img_uuid,
+		       struct cp_uuid_str **out, size_t *n);
+/* Read a volume's record (checked; -ENOENT unknown, -EUCLEAN bad slot or
+ * file, message naming it). */
+int cp_sd_vol_md(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
+		 struct cp_volmeta *out);
+
+/* The volumes of an image in chain order, base first (a thin clone's base
+ * names its template, in another image, as parent).  -EUCLEAN when the
+ * records do not form one chain (two children, a loop, a missing parent).
+ * *out: free(). */
+int cp_sd_image_chain(cp_sd *sd, const char *img_uuid,
+		      struct cp_volmeta **out, size_t *n);
+
+/* Sizes of a volume's data: apparent (file size / LV size) and true
+ * (blocks allocated on a file system; LV size on block). */
+struct cp_vol_size {
+	uint64_t apparent, allocated;
+};
+int cp_sd_vol_size(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
+		   struct cp_vol_size *out);
+
+/* An image chain opened through a domain: the top image and the devices
+ * of every layer (owned; closed by cp_sd_close_image after the image). */
+#define CP_SD_CHAIN_MAX 64
+struct cp_sd_chain {
+	cp_image *img;                 /* the top; its backing chain below */
+	cp_bdev *devs[CP_SD_CHAIN_MAX];
+	unsigned ndevs;
+	void *priv;                    /* sd.c: the backing resolver */
+};
+/* Open the image chain whose top is vol (qcow2 or raw, by its record).
+ * Backing names inside a domain are "<vol>" (same image) or
+ * "../<img>/<vol>" (a template in another image); they are resolved
+ * through the domain, so the same works on LVs without device-mapper.
+ * readwrite opens the top layer writable (the chain below read-only).
+ * O_DIRECT (shared storage). */
+int cp_sd_open_image(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
+		     bool readwrite, struct cp_sd_chain *out);
+/* Close the image, then the devices; returns the image's close result. */
+int cp_sd_close_image(struct cp_sd_chain *c);
+/* The path a local tool (qemu-img) may use for a volume of a FILE domain;
+ * -ENOTSUP on a BLOCK domain without device-mapper. */
+int cp_sd_vol_path(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
+		   char *out, size_t outlen);
+
+/* ---- task.c: the task journal --------------------------------------------- */
+
+/* SPM work that must survive a crash is journaled in the master domain's
+ * `tasks` volume before it starts (docs/formats/tasks.md): 128 tasks of two
+ * 4 KiB copies each, written alternately with a sequence number and a
+ * CRC32C, so a torn write leaves the other copy valid.  A task records its
+ * type, its parameters (UUIDs, sizes), the last step completed, its state
+ * and progress.  The next SPM runs cp_pool's recovery over every task not
+ * finished: each type rolls forward or back from its recorded step. */
+enum cp_task_type {
+	CP_TASK_CREATE_VOLUME = 1,  /* new image or snapshot; rollback */
+	CP_TASK_DELETE_VOLUME = 2,  /* roll forward */
+	CP_TASK_DELETE_IMAGE = 3,   /* roll forward */
+	CP_TASK_MERGE = 4,          /* snapshot delete; roll forward */
+	CP_TASK_TEMPLATE = 5,       /* template from a chain; rollback */
+	CP_TASK_CLONE = 6,          /* disk from template, thin or full */
+	CP_TASK_COPY_IMAGE = 7,     /* image to another domain; rollback */
+	CP_TASK_EXTEND = 8,         /* LV extension; roll forward */
+};
+enum cp_task_state {
+	CP_TASK_RUNNING = 1,        /* journaled, not finished */
+	CP_TASK_RECOVERING = 2,     /* a new SPM is finishing or undoing it */
+	CP_TASK_DONE = 3,           /* finished (rolled forward) */
+	CP_TASK_FAILED = 4,         /* failed; rolled back */
+	CP_TASK_ABORTED = 5,        /* rolled back by recovery */
+};
+const char *cp_task_type_name(enum cp_task_type t);   /* "create_volume" */
+const char *cp_task_state_name(enum cp_task_state s); /* "running" */
+
+#define CP_TASK_MAX 128
+#define CP_TASK_ERR_MAX 200
+
+struct cp_task {
+	char task_uuid[CP_UUID_STR_LEN + 1];
+	enum cp_task_type type;
+	enum cp_task_state state;
+	uint32_t step;                 /* last step completed (type-specific) */
+	uint64_t seq;                  /* bumped by every write of the task */
+	uint64_t spm_lver;             /* SDM lease version of the writer */
+	int64_t ctime, mtime;          /* unix seconds */
+	uint64_t done, total;          /* progress, bytes */
+	int32_t error;                 /* -errno when FAILED/ABORTED */
+	char message[CP_TASK_ERR_MAX + 1];
+	/* parameters */
+	char dom_uuid[CP_UUID_STR_LEN + 1];
+	char img_uuid[CP_UUID_STR_LEN + 1];
+	char vol_uuid[CP_UUID_STR_LEN + 1];
+	char parent_uuid[CP_UUID_STR_LEN + 1];  /* type-specific */
+	char src_img_uuid[CP_UUID_STR_LEN + 1];
+	char src_vol_uuid[CP_UUID_STR_LEN + 1];
+	char dst_dom_uuid[CP_UUID_STR_LEN + 1];
+	char aux_uuid[CP_UUID_STR_LEN + 1];    /* type-specific */
+	uint64_t u64[4];                        /* type-specific */
+	uint32_t flags;                         /* type-specific */
+	uint32_t slot;                          /* journal slot, 0..127 */
+};
+
+/* ---- pool.c: the pool as one host sees it ---------------------------------- */
+
+/* cp_pool is a host's view of the storage pool: the domains it can reach
+ * (found under the file roots and on the LVM devices it is given), its
+ * membership of their lockspaces, the SPM role, volume leases held by this
+ * process, and the task journal.  cowpoold holds one.
+ *
+ * Structural calls (volume.c) are SPM-only: on a host that is not the SPM
+ * they fail with -EPERM ("host 2 is not the SPM (SPM is host 1, lease
+ * version 7)").  Before every structural write the SPM checks that its
+ * lease is still held (cp_lease_client_check); a host that lost it stops
+ * at once and the call fails with -ESTALE.
+ *
+ * Threads: any thread.  Structural calls are serialised per pool (one at a
+ * time); reads run concurrently.
+ */
+typedef struct cp_pool cp_pool;
+
+struct cp_pool_opts {
+	size_t size;                    /* sizeof, set by _init */
+	uint64_t host_id;               /* 1..2000, required */
+	const char *pool_uuid;          /* only domains of this pool; NULL: the
+					 * pool of the first master found */
+	const char *const *file_roots;  /* directories holding file domains */
+	const char *const *lvm_devices; /* block domains: devices LVM may see
+					 * (NULL: no block domains) */
+	const char *lvm_system_dir;     /* LVM_SYSTEM_DIR, NULL = default */
+	bool use_sanlock;               /* default true; false only for
+					 * read-only inspection */
+};
+void cp_pool_opts_init(struct cp_pool_opts *o);
+
+/* Scan the storage connections and open every domain found (no sanlock
+ * I/O yet). */
+int cp_pool_open(const struct cp_pool_opts *o, cp_pool **out);
+/* Release leases (the SPM role included), leave lockspaces, close. */
+void cp_pool_close(cp_pool *p);
+/* Rescan connections for new domains (after domain creation elsewhere). */
+int cp_pool_rescan(cp_pool *p);
+/* Join the lockspaces of all domains (blocking; already joined is fine). */
+int cp_pool_join(cp_pool *p);
+
+/* Create a domain on one of this host's connections and open it.  Any
+ * host may create a domain (nobody else uses it yet).  The pool UUID
+ * defaults to the pool's; a master domain starts a new pool. */
+int cp_pool_domain_create(cp_pool *p, const struct cp_sd_create_opts *o,
+			  struct cp_domain_md *out);
+/* A domain of the pool by UUID (borrowed; -ENOENT message names it). */
+int cp_pool_domain(cp_pool *p, const char *dom_uuid, cp_sd **out);
+/* The master domain (-ENOENT when none is connected). */
+int cp_pool_master(cp_pool *p, cp_sd **out);
+
+/* Domain monitoring: what the last cp_pool_monitor() saw. */
+struct cp_domain_status {
+	struct cp_domain_md md;
+	struct cp_sd_stats stats;
+	bool readable;                  /* record read back and valid */
+	bool joined;                    /* lockspace joined by this host */
+	int last_error;                 /* 0 or -errno of the last check */
+	char message[256];              /* its cp_last_error() */
+	int64_t checked;                /* unix seconds of the last check */
+};
+/* Check every domain once: read the record, stats, lockspace state. */
+int cp_pool_monitor(cp_pool *p);
+/* Snapshot of the status of all domains (free()). */
+int cp_pool_domains(cp_pool *p, struct cp_domain_status **out, size_t *n);
+
+/* The SPM role. */
+enum cp_spm_role { CP_SPM_FREE = 0, CP_SPM_SPM = 1, CP_SPM_CONTENDING = 2 };
+const char *cp_spm_role_name(enum cp_spm_role r); /* "Free", "SPM", "Contending" */
+struct cp_spm_status {
+	enum cp_spm_role role;          /* as seen from this host: SPM = this
+					 * host holds it; CONTENDING = another
+					 * host holds it or we are starting */
+	uint64_t host_id;               /* holder (0 when free) */
+	uint64_t lver;                  /* SDM lease version */
+	bool self;                      /* this host is the SPM */
+};
+/* spm start: join the master's lockspace, acquire SDM (its version goes
+ * up), recover pending tasks, then accept structural calls.  -EBUSY when
+ * another live host is SPM; -EAGAIN when its lease has not expired yet. */
+int cp_spm_start(cp_pool *p);
+/* spm stop: -EBUSY while tasks are running unless force; then release. */
+int cp_spm_stop(cp_pool *p, bool force);
+int cp_spm_status(cp_pool *p, struct cp_spm_status *out);
+/* 0 if this host is the SPM and still holds the lease; -EPERM if it is not
+ * the SPM; -ESTALE if it lost the lease (the role is dropped). */
+int cp_spm_check(cp_pool *p);
+
+/* Tasks of the journal (any host may read; free()). */
+int cp_task_list(cp_pool *p, struct cp_task **out, size_t *n);
+int cp_task_get(cp_pool *p, const char *task_uuid, struct cp_task *out);
+/* Clear a finished task (DONE, FAILED, ABORTED); SPM only; -EBUSY if it
+ * is still running. */
+int cp_task_clear(cp_pool *p, const char *task_uuid);
+
+/* Prepare a volume chain for use on this host: rw (a LEAF only) acquires
+ * the volume's lease (-EBUSY naming the host that holds it); read-only
+ * use takes none.  Any host.  Teardown releases. */
+int cp_vol_prepare(cp_pool *p, const char *dom, const char *img,
+		   const char *vol, bool rw);
+int cp_vol_teardown(cp_pool *p, const char *dom, const char *img,
+		    const char *vol);
+
+/* ---- volume.c: image and volume lifecycle (SPM) --------------------------- */
+
+/* Every call: SPM only (cp_spm_check), journaled as a task in the master
+ * domain before its first change, progress in the task.  task_uuid may be
+ * NULL (generated) or caller-given (cowpoold returns it before the work
+ * ends); progress may be NULL. */
+typedef void (*cp_task_progress_fn)(void *opaque, uint64_t done,
+				    uint64_t total);
+
+struct cp_vol_create_opts {
+	size_t size;                   /* sizeof, set by _init */
+	const char *img_uuid;          /* NULL/"" = new image (generated) */
+	const char *vol_uuid;          /* NULL = generate */
+	const char *parent_uuid;       /* snapshot: the image's leaf; NULL/"" =
+					* first volume of a new image */
+	const char *parent_img_uuid;   /* parent in another image (a template:
+					* thin clone); NULL = img_uuid */
+	enum cp_vol_format format;     /* default COW */
+	enum cp_vol_alloc allocation;  /* default SPARSE */
+	uint64_t capacity;             /* bytes; 0 with a parent = its size */
+	uint64_t initial_size;         /* BLOCK thin COW: first LV size;
+					* 0 = the domain's chunk */
+	const char *description;
+	const char *task_uuid;
+};
+void cp_vol_create_opts_init(struct cp_vol_create_opts *o);
+/* Create a volume; a snapshot turns the parent (the old leaf) INTERNAL.
+ * out (may be NULL) receives the new record. */
+int cp_vol_create(cp_pool *p, const char *dom,
+		  const struct cp_vol_create_opts *o, struct cp_volmeta *out);
+
+/* Delete a leaf volume that has no children (the image's only volume, or
+ * the top of a chain: the parent becomes LEAF again). */
+int cp_vol_delete(cp_pool *p, const char *dom, const char *img,
+		  const char *vol, const char *task_uuid);
+/* Delete a whole image (all its volumes).  -EBUSY if a volume is a
+ * template used by another image. */
+int cp_img_delete(cp_pool *p, const char *dom, const char *img,
+		  const char *task_uuid);
+/* Delete the snapshot layer vol: cold merge of vol into its parent (base
+ * LV extended first by measure, reduced after), its child re-pointed to
+ * the parent, vol marked ILLEGAL then removed.  vol without a parent:
+ * its child pulls it in (rebase onto nothing) instead. */
+int cp_vol_merge(cp_pool *p, const char *dom, const char *img,
+		 const char *vol, const char *task_uuid,
+		 cp_task_progress_fn progress, void *opaque);
+
+struct cp_template_opts {
+	size_t size;
+	const char *img_uuid;          /* source image */
+	const char *vol_uuid;          /* source top volume; NULL = its leaf */
+	const char *tmpl_img_uuid;     /* NULL = generate */
+	const char *tmpl_vol_uuid;     /* NULL = generate */
+	enum cp_vol_format format;     /* default COW */
+	const char *description;
+	const char *task_uuid;
+};
+void cp_template_opts_init(struct cp_template_opts *o);
+/* Make a template: a collapsed copy of the chain as one SHARED volume in
+ * a new image. */
+int cp_template_create(cp_pool *p, const char *dom,
+		       const struct cp_template_opts *o,
+		       cp_task_progress_fn progress, void *opaque,
+		       struct cp_volmeta *out);
+
+struct cp_clone_opts {
+	size_t size;
+	const char *tmpl_img_uuid, *tmpl_vol_uuid;
+	const char *img_uuid;          /* new image; NULL = generate */
+	const char *vol_uuid;          /* NULL = generate */
+	bool full;                     /* false: thin qcow2 overlay on the
+					* template; true: independent copy */
+	enum cp_vol_format format;     /* full clone: default COW */
+	enum cp_vol_alloc allocation;  /* full clone: default SPARSE */
+	const char *description;
+	const char *task_uuid;
+};
+void cp_clone_opts_init(struct cp_clone_opts *o);
+int cp_template_clone(cp_pool *p, const char *dom,
+		      const struct cp_clone_opts *o,
+		      cp_task_progress_fn progress, void *opaque,
+		      struct cp_volmeta *out);
+
+/* Copy an image (its whole chain, same UUIDs) to another domain.  A thin
+ * clone's template must exist on the target. */
+int cp_img_copy(cp_pool *p, const char *src_dom, const char *img,
+		const char *dst_dom, const char *task_uuid,
+		cp_task_progress_fn progress, void *opaque);
+
+/* Extend a volume's storage (BLOCK LV to at least size bytes; FILE: a
+ * no-op for sparse files).  *new_size may be NULL. */
+int cp_vol_extend(cp_pool *p, const char *dom, const char *img,
+		  const char *vol, uint64_t size, uint64_t *new_size);
+
+/* Change a volume's description (generation compare-and-bump: -ESTALE
+ * when expected_gen is not the one on disk). */
+int cp_vol_set_description(cp_pool *p, const char *dom, const char *img,
+			   const char *vol, uint64_t expected_gen,
+			   const char *description);
 
 
 #ifdef __cplusplus
