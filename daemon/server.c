@@ -1,0 +1,526 @@
+/* daemon/server.c - the API socket: a unix stream socket, one thread per
+ * connection, newline-delimited JSON-RPC 2.0.
+ *
+ * Framing: a request is one line (one JSON object, or a batch array) of at
+ * most DMN_MAX_REQUEST bytes before its '\n'; the answer is one line.  A
+ * connection's requests are answered in order; connections are
+ * independent.  A longer line gets an -32600 error and the connection is
+ * closed (the rest of the line cannot be resynchronised).  Lines of only
+ * whitespace are skipped.  Text left without '\n' at EOF is answered as a
+ * request.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cowpoold.h"
+
+struct dmn_conn {
+	struct dmn *d;
+	int fd;
+	unsigned id;
+	struct dmn_conn *next;
+};
+
+/* ---- JSON-RPC envelope ---------------------------------------------------- */
+
+static void rpc_error(struct cp_jsonw *w, const cp_json *id, int code,
+		      const char *msg, const char *data_key,
+		      const char *data_val, int app_errno)
+{
+	cp_jsonw_obj_begin(w, NULL);
+	cp_jsonw_str(w, "jsonrpc", "2.0");
+	cp_jsonw_obj_begin(w, "error");
+	cp_jsonw_i64(w, "code", code);
+	cp_jsonw_str(w, "message", msg);
+	if (app_errno) {
+		cp_jsonw_obj_begin(w, "data");
+		cp_jsonw_str(w, "errno", dmn_errno_name(app_errno));
+		cp_jsonw_i64(w, "errno_value", app_errno);
+		cp_jsonw_obj_end(w);
+	} else if (data_key) {
+		cp_jsonw_obj_begin(w, "data");
+		cp_jsonw_str(w, data_key, data_val);
+		cp_jsonw_obj_end(w);
+	}
+	cp_jsonw_obj_end(w);
+	if (id)
+		cp_jsonw_value(w, "id", id);
+	else
+		cp_jsonw_null(w, "id");
+	cp_jsonw_obj_end(w);
+}
+
+static cp_json *rpc_empty;
+static pthread_once_t rpc_empty_once = PTHREAD_ONCE_INIT;
+
+static void rpc_empty_init(void)
+{
+	if (cp_json_parse("{}", 2, NULL, &rpc_empty) < 0)
+		abort();
+}
+
+/* The params of a request without "params": an empty object. */
+static const cp_json *rpc_empty_params(void)
+{
+	pthread_once(&rpc_empty_once, rpc_empty_init);
+	return rpc_empty;
+}
+
+/* Answer one request object; writes nothing for a notification. */
+static void rpc_one(struct dmn *d, const cp_json *req, struct cp_jsonw *out)
+{
+	static const char *const members[] = {"jsonrpc", "method", "params",
+					      "id"};
+	char msg[600];
+	if (cp_json_type(req) != CP_JSON_OBJECT) {
+		snprintf(msg, sizeof(msg), "invalid request: expected an "
+			 "object, not %s", cp_json_type_name(cp_json_type(req)));
+		rpc_error(out, NULL, DMN_EINVALID_REQUEST, msg, NULL, NULL, 0);
+		return;
+	}
+	const cp_json *id = cp_json_get(req, "id");
+	if (id && cp_json_type(id) != CP_JSON_STRING &&
+	    cp_json_type(id) != CP_JSON_NUMBER &&
+	    cp_json_type(id) != CP_JSON_NULL) {
+		snprintf(msg, sizeof(msg), "invalid request: 'id' must be a "
+			 "string, a number or null, not %s",
+			 cp_json_type_name(cp_json_type(id)));
+		rpc_error(out, NULL, DMN_EINVALID_REQUEST, msg, NULL, NULL, 0);
+		return;
+	}
+	for (size_t i = 0; i < cp_json_count(req); i++) {
+		const char *k = cp_json_key_at(req, i);
+		bool known = false;
+		for (size_t j = 0; j < CP_ARRAY_SIZE(members); j++)
+			known |= !strcmp(k, members[j]);
+		if (!known) {
+			snprintf(msg, sizeof(msg), "invalid request: unknown "
+				 "member '%.100s'", k);
+			rpc_error(out, id, DMN_EINVALID_REQUEST, msg, NULL,
+				  NULL, 0);
+			return;
+		}
+	}
+	const cp_json *ver = cp_json_get(req, "jsonrpc");
+	const char *vs = ver ? cp_json_string(ver, NULL) : NULL;
+	if (!vs || strcmp(vs, "2.0")) {
+		rpc_error(out, id, DMN_EINVALID_REQUEST,
+			  "invalid request: 'jsonrpc' must be \"2.0\"", NULL,
+			  NULL, 0);
+		return;
+	}
+	const cp_json *m = cp_json_get(req, "method");
+	const char *method = m ? cp_json_string(m, NULL) : NULL;
+	if (!method) {
+		rpc_error(out, id, DMN_EINVALID_REQUEST,
+			  m ? "invalid request: 'method' must be a string"
+			    : "invalid request: 'method' is missing",
+			  NULL, NULL, 0);
+		return;
+	}
+	const cp_json *params = cp_json_get(req, "params");
+	if (params && cp_json_type(params) != CP_JSON_OBJECT) {
+		snprintf(msg, sizeof(msg), "invalid params: 'params' must be "
+			 "an object (parameters by name), not %s",
+			 cp_json_type_name(cp_json_type(params)));
+		if (id)
+			rpc_error(out, id, DMN_EINVALID_PARAMS, msg, NULL,
+				  NULL, 0);
+		return;
+	}
+
+	struct cp_jsonw res;
+	cp_jsonw_init(&res);
+	struct dmn_call c = {
+	    .d = d,
+	    .method = method,
+	    .params = params ? params : rpc_empty_params(),
+	    .res = &res,
+	};
+	cp_clear_error();
+	int r = dmn_method_call(&c);
+	if (r == 0 && cp_jsonw_error(&res) < 0)
+		r = -ENOMEM;
+	if (r < 0) {
+		const char *e = cp_last_error();
+		snprintf(msg, sizeof(msg), "%s", e[0] ? e : strerror(-r));
+		dmn_debug("%s: failed: %s (%s)", method, msg,
+			  dmn_errno_name(-r));
+	} else if (r == DMN_RPC_ERROR) {
+		dmn_debug("%s: %s", method, c.rpc_msg);
+	}
+	if (id) {
+		if (r == 0) {
+			cp_jsonw_obj_begin(out, NULL);
+			cp_jsonw_str(out, "jsonrpc", "2.0");
+			cp_jsonw_raw(out, "result", res.buf, res.len);
+			cp_jsonw_value(out, "id", id);
+			cp_jsonw_obj_end(out);
+		} else if (r == DMN_RPC_ERROR) {
+			const char *dk = NULL, *dv = NULL;
+			if (c.rpc_code == DMN_ENO_METHOD)
+				dk = "method", dv = method;
+			else if (c.rpc_param[0])
+				dk = "param", dv = c.rpc_param;
+			rpc_error(out, id, c.rpc_code, c.rpc_msg, dk, dv, 0);
+		} else {
+			rpc_error(out, id, DMN_EAPP_BASE - r, msg, NULL, NULL,
+				  -r);
+		}
+	}
+	cp_jsonw_free(&res);
+}
+
+void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
+		    struct cp_jsonw *out)
+{
+	struct cp_json_opts jo;
+	cp_json *req;
+	char msg[600];
+
+	cp_jsonw_reset(out);
+	cp_json_opts_init(&jo);
+	jo.max_len = DMN_MAX_REQUEST;
+	jo.max_depth = 64;
+	jo.max_values = 100000;
+	cp_clear_error();
+	int r = cp_json_parse(text, len, &jo, &req);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "parse error: %s", cp_last_error());
+		rpc_error(out, NULL, DMN_EPARSE, msg, NULL, NULL, 0);
+		return;
+	}
+	if (cp_json_type(req) == CP_JSON_ARRAY) {
+		size_t n = cp_json_count(req);
+		if (!n) {
+			rpc_error(out, NULL, DMN_EINVALID_REQUEST,
+				  "invalid request: empty batch", NULL, NULL,
+				  0);
+		} else {
+			struct cp_jsonw one;
+			bool any = false;
+			cp_jsonw_init(&one);
+			cp_jsonw_arr_begin(out, NULL);
+			for (size_t i = 0; i < n; i++) {
+				cp_jsonw_reset(&one);
+				rpc_one(d, cp_json_at(req, i), &one);
+				if (one.len) {
+					cp_jsonw_raw(out, NULL, one.buf,
+						     one.len);
+					any = true;
+				}
+			}
+			cp_jsonw_arr_end(out);
+			cp_jsonw_free(&one);
+			if (!any) /* all notifications: no answer at all */
+				cp_jsonw_reset(out);
+		}
+	} else if (cp_json_type(req) == CP_JSON_OBJECT) {
+		rpc_one(d, req, out);
+	} else {
+		snprintf(msg, sizeof(msg), "invalid request: expected an "
+			 "object or a batch array, not %s",
+			 cp_json_type_name(cp_json_type(req)));
+		rpc_error(out, NULL, DMN_EINVALID_REQUEST, msg, NULL, NULL, 0);
+	}
+	cp_json_free(req);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static int conn_send(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Answer one line; false when the answer could not be sent. */
+static bool conn_request(struct dmn_conn *c, struct cp_jsonw *out,
+			 const char *line, size_t len)
+{
+	size_t k = 0;
+	while (k < len && (line[k] == ' ' || line[k] == '\t' ||
+			   line[k] == '\r'))
+		k++;
+	if (k == len)
+		return true;
+	dmn_rpc_handle(c->d, line, len, out);
+	if (cp_jsonw_error(out) < 0) {
+		cp_jsonw_reset(out);
+		rpc_error(out, NULL, DMN_EINTERNAL, "internal error: out of "
+			  "memory", NULL, NULL, 0);
+	}
+	if (!out->len)
+		return true; /* notification(s) */
+	if (conn_send(c->fd, out->buf, out->len) < 0 ||
+	    conn_send(c->fd, "\n", 1) < 0)
+		return false;
+	return true;
+}
+
+static void conn_unlink(struct dmn_conn *c)
+{
+	struct dmn *d = c->d;
+	pthread_mutex_lock(&d->conn_lock);
+	for (struct dmn_conn **pp = &d->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	d->nconns--;
+	pthread_cond_broadcast(&d->conn_cond);
+	pthread_mutex_unlock(&d->conn_lock);
+}
+
+static void *conn_thread(void *arg)
+{
+	struct dmn_conn *c = arg;
+	size_t cap = DMN_MAX_REQUEST + 1, len = 0;
+	char *buf = malloc(cap);
+	struct cp_jsonw out;
+	cp_jsonw_init(&out);
+	dmn_debug("connection %u: open", c->id);
+	if (!buf)
+		goto done;
+	for (;;) {
+		ssize_t n = recv(c->fd, buf + len, cap - len, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (len && !atomic_load(&c->d->stopping))
+				conn_request(c, &out, buf, len);
+			break;
+		}
+		size_t scan = len;
+		len += (size_t)n;
+		size_t start = 0;
+		for (size_t i = scan; i < len; i++) {
+			if (buf[i] != '\n')
+				continue;
+			if (!conn_request(c, &out, buf + start, i - start))
+				goto done;
+			start = i + 1;
+		}
+		memmove(buf, buf + start, len - start);
+		len -= start;
+		if (len > DMN_MAX_REQUEST) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "invalid request: request "
+				 "larger than %u bytes", DMN_MAX_REQUEST);
+			cp_jsonw_reset(&out);
+			rpc_error(&out, NULL, DMN_EINVALID_REQUEST, msg, NULL,
+				  NULL, 0);
+			dmn_warn("connection %u: %s; closing it", c->id, msg);
+			if (conn_send(c->fd, out.buf, out.len) == 0)
+				conn_send(c->fd, "\n", 1);
+			break;
+		}
+	}
+done:
+	dmn_debug("connection %u: closed", c->id);
+	cp_jsonw_free(&out);
+	free(buf);
+	conn_unlink(c);
+	close(c->fd);
+	free(c);
+	return NULL;
+}
+
+static void *accept_thread(void *arg)
+{
+	struct dmn *d = arg;
+	unsigned next_id = 1;
+	for (;;) {
+		struct pollfd pfd[2] = {
+		    {.fd = d->listen_fd, .events = POLLIN},
+		    {.fd = d->wake_fd[0], .events = POLLIN},
+		};
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			dmn_err("poll: %s", strerror(errno));
+			break;
+		}
+		if (atomic_load(&d->stopping) || pfd[1].revents)
+			break;
+		if (!pfd[0].revents)
+			continue;
+		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (atomic_load(&d->stopping)) {
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED ||
+			    errno == EAGAIN)
+				continue;
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				dmn_err("accept: %s; waiting for a "
+					"connection to close", strerror(errno));
+				pthread_mutex_lock(&d->conn_lock);
+				unsigned n = d->nconns;
+				while (d->nconns == n && n &&
+				       !atomic_load(&d->stopping))
+					pthread_cond_wait(&d->conn_cond,
+							  &d->conn_lock);
+				pthread_mutex_unlock(&d->conn_lock);
+				continue;
+			}
+			dmn_err("accept: %s", strerror(errno));
+			break;
+		}
+		struct dmn_conn *c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->d = d;
+		c->fd = fd;
+		c->id = next_id++;
+		pthread_mutex_lock(&d->conn_lock);
+		c->next = d->conns;
+		d->conns = c;
+		d->nconns++;
+		pthread_mutex_unlock(&d->conn_lock);
+		pthread_t t;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int r = pthread_create(&t, &attr, conn_thread, c);
+		pthread_attr_destroy(&attr);
+		if (r) {
+			dmn_err("cannot start a connection thread: %s",
+				strerror(r));
+			conn_unlink(c);
+			close(fd);
+			free(c);
+		}
+	}
+	return NULL;
+}
+
+/* ---- socket --------------------------------------------------------------- */
+
+static int mkdir_parents(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = 0;
+	for (char *p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int dmn_server_listen(struct dmn *d)
+{
+	const char *path = d->cfg.socket;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return cp_error(-ENAMETOOLONG, "socket path %s is longer than "
+				"%zu bytes", path, sizeof(sa.sun_path) - 1);
+	strcpy(sa.sun_path, path);
+	int r = mkdir_parents(path);
+	if (r < 0)
+		return cp_error(r, "cannot create the directory of %s: %s",
+				path, strerror(-r));
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return cp_error(-errno, "socket: %s", strerror(errno));
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			close(fd);
+			return cp_error(-EEXIST, "%s exists and is not a "
+					"socket", path);
+		}
+		/* Another daemon there?  A stale socket refuses. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 &&
+		    connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			close(fd);
+			return cp_error(-EADDRINUSE, "another cowpoold is "
+					"listening on %s", path);
+		}
+		if (probe >= 0)
+			close(probe);
+		unlink(path);
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, 64) < 0) {
+		r = -errno;
+		close(fd);
+		return cp_error(r, "cannot listen on %s: %s", path,
+				strerror(-r));
+	}
+	chmod(path, 0660);
+	d->listen_fd = fd;
+	return 0;
+}
+
+int dmn_server_start(struct dmn *d)
+{
+	int r = pthread_create(&d->accept_thread, NULL, accept_thread, d);
+	if (r)
+		return cp_error(-r, "cannot start the accept thread: %s",
+				strerror(r));
+	d->accept_started = true;
+	return 0;
+}
+
+void dmn_server_stop(struct dmn *d)
+{
+	/* The caller set d->stopping and wrote to wake_fd. */
+	if (d->accept_started)
+		pthread_join(d->accept_thread, NULL);
+	if (d->listen_fd >= 0) {
+		close(d->listen_fd);
+		d->listen_fd = -1;
+		unlink(d->cfg.socket);
+	}
+	/* Wake task.wait callers, then end every connection (a call into
+	 * the pool in progress finishes first). */
+	pthread_mutex_lock(&d->tasks.lock);
+	d->tasks.stopping = true;
+	pthread_cond_broadcast(&d->tasks.cond);
+	pthread_mutex_unlock(&d->tasks.lock);
+	pthread_mutex_lock(&d->conn_lock);
+	for (struct dmn_conn *c = d->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	if (d->nconns)
+		dmn_info("waiting for %u connection(s) to finish",
+			 d->nconns);
+	while (d->nconns)
+		pthread_cond_wait(&d->conn_cond, &d->conn_lock);
+	pthread_mutex_unlock(&d->conn_lock);
+}

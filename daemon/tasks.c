@@ -1,0 +1,472 @@
+/* daemon/tasks.c - the daemon's tasks: long SPM calls run by worker
+ * threads, and the in-memory table that answers task.get/task.wait.
+ *
+ * The library journals each call in the master domain's task journal
+ * (spm.h, task.c) before its first change; the table here adds what the
+ * journal cannot hold: calls that failed before being journaled, the
+ * result (new records), and a condition variable for task.wait.  A task
+ * stays in the table until task.clear (or the daemon exits).
+ *
+ * Lock order: tasks.lock is a leaf (never held across a library call).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cowpoold.h"
+
+void dmn_tasks_init(struct dmn_tasks *t)
+{
+	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void dmn_tasks_destroy(struct dmn_tasks *t)
+{
+	while (t->head) {
+		struct dmn_task *k = t->head;
+		t->head = k->next;
+		free(k->result);
+		free(k);
+	}
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+}
+
+static struct dmn_task *task_find_locked(struct dmn_tasks *t,
+					 const char *uuid)
+{
+	for (struct dmn_task *k = t->head; k; k = k->next)
+		if (!strcmp(k->uuid, uuid))
+			return k;
+	return NULL;
+}
+
+struct task_ctx {
+	struct dmn *d;
+	struct dmn_task *task; /* stays in the table while running: task.clear
+				* refuses running tasks */
+};
+
+static void task_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	struct task_ctx *x = opaque;
+	struct dmn_tasks *t = &x->d->tasks;
+	pthread_mutex_lock(&t->lock);
+	x->task->done = done;
+	x->task->total = total;
+	x->task->mtime = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+}
+
+static const char *opt_str(const char *s)
+{
+	return s[0] ? s : NULL;
+}
+
+/* Run the job; the result (JSON text) into *result. */
+static int task_run(struct task_ctx *x, const struct dmn_job *j,
+		    char **result)
+{
+	cp_pool *p = x->d->pool;
+	const char *tid = x->task->uuid;
+	struct cp_volmeta m;
+	bool have_m = false;
+	int r;
+
+	switch (j->type) {
+	case DMN_JOB_VOL_CREATE: {
+		struct cp_vol_create_opts o;
+		cp_vol_create_opts_init(&o);
+		o.img_uuid = j->img;
+		o.vol_uuid = j->vol;
+		o.parent_uuid = opt_str(j->parent);
+		o.parent_img_uuid = opt_str(j->parent_img);
+		o.format = j->format;
+		o.allocation = j->allocation;
+		o.capacity = j->capacity;
+		o.initial_size = j->initial_size;
+		o.description = j->has_desc ? j->desc : NULL;
+		o.task_uuid = tid;
+		r = cp_vol_create(p, j->dom, &o, &m);
+		have_m = true;
+		break;
+	}
+	case DMN_JOB_VOL_DELETE:
+		r = cp_vol_delete(p, j->dom, j->img, j->vol, tid);
+		break;
+	case DMN_JOB_VOL_MERGE:
+		r = cp_vol_merge(p, j->dom, j->img, j->vol, tid, task_progress,
+				 x);
+		break;
+	case DMN_JOB_IMG_DELETE:
+		r = cp_img_delete(p, j->dom, j->img, tid);
+		break;
+	case DMN_JOB_IMG_COPY:
+		r = cp_img_copy(p, j->dom, j->img, j->dst_dom, tid,
+				task_progress, x);
+		break;
+	case DMN_JOB_TEMPLATE_CREATE: {
+		struct cp_template_opts o;
+		cp_template_opts_init(&o);
+		o.img_uuid = j->img;
+		o.vol_uuid = opt_str(j->vol);
+		o.tmpl_img_uuid = j->tmpl_img;
+		o.tmpl_vol_uuid = j->tmpl_vol;
+		o.format = j->format;
+		o.description = j->has_desc ? j->desc : NULL;
+		o.task_uuid = tid;
+		r = cp_template_create(p, j->dom, &o, task_progress, x, &m);
+		have_m = true;
+		break;
+	}
+	case DMN_JOB_TEMPLATE_CLONE: {
+		struct cp_clone_opts o;
+		cp_clone_opts_init(&o);
+		o.tmpl_img_uuid = j->tmpl_img;
+		o.tmpl_vol_uuid = j->tmpl_vol;
+		o.img_uuid = j->img;
+		o.vol_uuid = j->vol;
+		o.full = j->full;
+		o.format = j->format;
+		o.allocation = j->allocation;
+		o.description = j->has_desc ? j->desc : NULL;
+		o.task_uuid = tid;
+		r = cp_template_clone(p, j->dom, &o, task_progress, x, &m);
+		have_m = true;
+		break;
+	}
+	default:
+		r = cp_error(-EINVAL, "unknown job type %d", (int)j->type);
+	}
+	if (r < 0)
+		return r;
+
+	struct cp_jsonw w;
+	cp_jsonw_init(&w);
+	cp_jsonw_obj_begin(&w, NULL);
+	if (have_m)
+		dmn_json_volmeta(&w, "volume", &m, NULL);
+	cp_jsonw_obj_end(&w);
+	if (cp_jsonw_error(&w) == 0) {
+		*result = w.buf; /* ownership moves */
+		w.buf = NULL;
+	}
+	cp_jsonw_free(&w);
+	return 0;
+}
+
+static void *task_worker(void *arg)
+{
+	struct task_ctx *x = arg;
+	struct dmn *d = x->d;
+	struct dmn_task *k = x->task;
+	char *result = NULL;
+
+	cp_clear_error();
+	int r = task_run(x, &k->job, &result);
+	const char *msg = cp_last_error();
+
+	pthread_mutex_lock(&d->tasks.lock);
+	k->mtime = time(NULL);
+	if (r < 0) {
+		k->state = DMN_TASK_FAILED;
+		k->error = r;
+		snprintf(k->message, sizeof(k->message), "%s",
+			 msg[0] ? msg : strerror(-r));
+	} else {
+		k->state = DMN_TASK_DONE;
+		k->result = result;
+		if (k->total)
+			k->done = k->total;
+	}
+	d->tasks.running--;
+	pthread_cond_broadcast(&d->tasks.cond);
+	pthread_mutex_unlock(&d->tasks.lock);
+
+	if (r < 0)
+		dmn_warn("task %s (%s) failed: %s", k->uuid, k->job.method,
+			 k->message);
+	else
+		dmn_info("task %s (%s) done", k->uuid, k->job.method);
+	free(x);
+	return NULL;
+}
+
+int dmn_task_start(struct dmn *d, const char *task_uuid,
+		   const struct dmn_job *job)
+{
+	struct dmn_task *k = calloc(1, sizeof(*k));
+	struct task_ctx *x = calloc(1, sizeof(*x));
+	if (!k || !x) {
+		free(k);
+		free(x);
+		return cp_error(-ENOMEM, "out of memory");
+	}
+	snprintf(k->uuid, sizeof(k->uuid), "%s", task_uuid);
+	k->job = *job;
+	k->state = DMN_TASK_RUNNING;
+	k->ctime = k->mtime = time(NULL);
+	x->d = d;
+	x->task = k;
+
+	pthread_mutex_lock(&d->tasks.lock);
+	if (d->tasks.stopping) {
+		pthread_mutex_unlock(&d->tasks.lock);
+		free(k);
+		free(x);
+		return cp_error(-ESHUTDOWN, "cowpoold is shutting down");
+	}
+	k->next = d->tasks.head;
+	d->tasks.head = k;
+	d->tasks.running++;
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int r = pthread_create(&t, &attr, task_worker, x);
+	pthread_attr_destroy(&attr);
+	if (r) {
+		d->tasks.head = k->next;
+		d->tasks.running--;
+		pthread_mutex_unlock(&d->tasks.lock);
+		free(k);
+		free(x);
+		return cp_error(-r, "cannot start a worker thread: %s",
+				strerror(r));
+	}
+	pthread_mutex_unlock(&d->tasks.lock);
+	return 0;
+}
+
+static const char *job_type_name(enum dmn_job_type t)
+{
+	static const enum cp_task_type types[] = {
+	    [DMN_JOB_VOL_CREATE] = CP_TASK_CREATE_VOLUME,
+	    [DMN_JOB_VOL_DELETE] = CP_TASK_DELETE_VOLUME,
+	    [DMN_JOB_VOL_MERGE] = CP_TASK_MERGE,
+	    [DMN_JOB_IMG_DELETE] = CP_TASK_DELETE_IMAGE,
+	    [DMN_JOB_IMG_COPY] = CP_TASK_COPY_IMAGE,
+	    [DMN_JOB_TEMPLATE_CREATE] = CP_TASK_TEMPLATE,
+	    [DMN_JOB_TEMPLATE_CLONE] = CP_TASK_CLONE,
+	};
+	return cp_task_type_name(types[t]);
+}
+
+/* finished: a task that ended reports 100% even without byte counts. */
+static void write_progress(struct cp_jsonw *w, uint64_t done, uint64_t total,
+			   bool finished)
+{
+	cp_jsonw_obj_begin(w, "progress");
+	cp_jsonw_u64(w, "done", done);
+	cp_jsonw_u64(w, "total", total);
+	cp_jsonw_double(w, "percent",
+			total ? floor(10000.0 * (double)done / (double)total) /
+				    100.0
+			: finished ? 100.0 : 0.0);
+	cp_jsonw_obj_end(w);
+}
+
+static void write_error(struct cp_jsonw *w, int err, const char *msg)
+{
+	cp_jsonw_obj_begin(w, "error");
+	cp_jsonw_i64(w, "code", DMN_EAPP_BASE - err);
+	cp_jsonw_str(w, "errno", dmn_errno_name(-err));
+	cp_jsonw_i64(w, "errno_value", -err);
+	cp_jsonw_str(w, "message", msg[0] ? msg : strerror(-err));
+	cp_jsonw_obj_end(w);
+}
+
+void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t)
+{
+	cp_jsonw_str(w, "type", cp_task_type_name(t->type));
+	cp_jsonw_str(w, "state", cp_task_state_name(t->state));
+	cp_jsonw_u64(w, "step", t->step);
+	cp_jsonw_u64(w, "seq", t->seq);
+	cp_jsonw_u64(w, "spm_lver", t->spm_lver);
+	cp_jsonw_i64(w, "ctime", t->ctime);
+	cp_jsonw_i64(w, "mtime", t->mtime);
+	cp_jsonw_str_or_null(w, "domain", t->dom_uuid);
+	cp_jsonw_str_or_null(w, "image", t->img_uuid);
+	cp_jsonw_str_or_null(w, "volume", t->vol_uuid);
+	cp_jsonw_str_or_null(w, "parent", t->parent_uuid);
+	cp_jsonw_str_or_null(w, "source_image", t->src_img_uuid);
+	cp_jsonw_str_or_null(w, "source_volume", t->src_vol_uuid);
+	cp_jsonw_str_or_null(w, "target_domain", t->dst_dom_uuid);
+}
+
+void dmn_task_write(struct dmn *d, struct cp_jsonw *w, const char *key,
+		    const char *task_uuid, const struct cp_task *jt)
+{
+	static const char *const states[] = {"running", "done", "failed"};
+	pthread_mutex_lock(&d->tasks.lock);
+	struct dmn_task *k = task_find_locked(&d->tasks, task_uuid);
+	cp_jsonw_obj_begin(w, key);
+	cp_jsonw_str(w, "task", task_uuid);
+	if (k) {
+		cp_jsonw_str(w, "method", k->job.method);
+		cp_jsonw_str(w, "type", job_type_name(k->job.type));
+		cp_jsonw_str(w, "state", states[k->state]);
+		cp_jsonw_str(w, "domain", k->job.dom);
+		write_progress(w, k->done, k->total,
+			       k->state == DMN_TASK_DONE);
+		cp_jsonw_i64(w, "ctime", k->ctime);
+		cp_jsonw_i64(w, "mtime", k->mtime);
+		if (k->state == DMN_TASK_DONE && k->result)
+			cp_jsonw_raw(w, "result", k->result,
+				     strlen(k->result));
+		else
+			cp_jsonw_null(w, "result");
+		if (k->state == DMN_TASK_FAILED)
+			write_error(w, k->error, k->message);
+		else
+			cp_jsonw_null(w, "error");
+		cp_jsonw_bool(w, "this_daemon", true);
+	} else if (jt) {
+		cp_jsonw_null(w, "method");
+		cp_jsonw_str(w, "type", cp_task_type_name(jt->type));
+		cp_jsonw_str(w, "state", cp_task_state_name(jt->state));
+		cp_jsonw_str_or_null(w, "domain", jt->dom_uuid);
+		write_progress(w, jt->done, jt->total,
+			       jt->state == CP_TASK_DONE);
+		cp_jsonw_i64(w, "ctime", jt->ctime);
+		cp_jsonw_i64(w, "mtime", jt->mtime);
+		cp_jsonw_null(w, "result");
+		if (jt->error)
+			write_error(w, jt->error, jt->message);
+		else
+			cp_jsonw_null(w, "error");
+		cp_jsonw_bool(w, "this_daemon", false);
+	}
+	pthread_mutex_unlock(&d->tasks.lock);
+	if (jt) {
+		cp_jsonw_obj_begin(w, "journal");
+		dmn_json_journal_task(w, jt);
+		cp_jsonw_obj_end(w);
+	} else {
+		cp_jsonw_null(w, "journal");
+	}
+	cp_jsonw_obj_end(w);
+}
+
+bool dmn_task_known(struct dmn *d, const char *task_uuid, bool *running)
+{
+	pthread_mutex_lock(&d->tasks.lock);
+	struct dmn_task *k = task_find_locked(&d->tasks, task_uuid);
+	if (k && running)
+		*running = k->state == DMN_TASK_RUNNING;
+	pthread_mutex_unlock(&d->tasks.lock);
+	return k != NULL;
+}
+
+int dmn_task_wait(struct dmn *d, const char *task_uuid, double timeout)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	if (timeout >= 0) {
+		double s = floor(timeout);
+		deadline.tv_sec += (time_t)s;
+		deadline.tv_nsec += (long)((timeout - s) * 1e9);
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+	}
+	struct dmn_tasks *t = &d->tasks;
+	int r = 0;
+	pthread_mutex_lock(&t->lock);
+	for (;;) {
+		/* Look the task up again after every wake-up: task.clear may
+		 * not remove it while running, but be safe. */
+		struct dmn_task *k = task_find_locked(t, task_uuid);
+		if (!k) {
+			r = -ENOENT;
+			break;
+		}
+		if (k->state != DMN_TASK_RUNNING)
+			break;
+		if (t->stopping) {
+			r = -ESHUTDOWN;
+			break;
+		}
+		int e = timeout >= 0
+			    ? pthread_cond_timedwait(&t->cond, &t->lock,
+						     &deadline)
+			    : pthread_cond_wait(&t->cond, &t->lock);
+		if (e == ETIMEDOUT) {
+			r = -ETIMEDOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+int dmn_task_remove(struct dmn *d, const char *task_uuid)
+{
+	struct dmn_tasks *t = &d->tasks;
+	int r = -ENOENT;
+	pthread_mutex_lock(&t->lock);
+	for (struct dmn_task **pp = &t->head; *pp; pp = &(*pp)->next) {
+		struct dmn_task *k = *pp;
+		if (strcmp(k->uuid, task_uuid))
+			continue;
+		if (k->state == DMN_TASK_RUNNING) {
+			r = -EBUSY;
+			break;
+		}
+		*pp = k->next;
+		free(k->result);
+		free(k);
+		r = 0;
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+int dmn_task_uuids(struct dmn *d, struct cp_uuid_str **out, size_t *n)
+{
+	struct dmn_tasks *t = &d->tasks;
+	pthread_mutex_lock(&t->lock);
+	size_t count = 0;
+	for (struct dmn_task *k = t->head; k; k = k->next)
+		count++;
+	struct cp_uuid_str *u = calloc(count ? count : 1, sizeof(*u));
+	if (!u) {
+		pthread_mutex_unlock(&t->lock);
+		return cp_error(-ENOMEM, "out of memory");
+	}
+	/* oldest first: the list is newest first */
+	size_t i = count;
+	for (struct dmn_task *k = t->head; k; k = k->next)
+		memcpy(u[--i].s, k->uuid, sizeof(u[0].s));
+	pthread_mutex_unlock(&t->lock);
+	*out = u;
+	*n = count;
+	return 0;
+}
+
+void dmn_tasks_stop(struct dmn *d)
+{
+	struct dmn_tasks *t = &d->tasks;
+	pthread_mutex_lock(&t->lock);
+	t->stopping = true;
+	pthread_cond_broadcast(&t->cond);
+	if (t->running)
+		dmn_info("waiting for %u running task(s) to finish (send the "
+			 "signal again to exit at once; the next SPM "
+			 "recovers them)", t->running);
+	while (t->running)
+		pthread_cond_wait(&t->cond, &t->lock);
+	pthread_mutex_unlock(&t->lock);
+}
