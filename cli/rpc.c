@@ -1,0 +1,616 @@
+/* cli/rpc.c - the client side of cowpoold's JSON-RPC API (docs/api.md), and
+ * the helpers the daemon verbs share: connecting, calling, waiting for
+ * tasks, printing results.  Also `cowpool rpc`, raw access to the API.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+const char *cli_socket;
+
+const char *cli_socket_path(void)
+{
+	static char buf[4096];
+	if (cli_socket)
+		return cli_socket;
+	const char *s = getenv("COWPOOL_SOCKET");
+	if (s && *s)
+		return s;
+	const char *run = getenv("COWPOOL_RUN_DIR");
+	snprintf(buf, sizeof(buf), "%s/cowpoold.sock",
+		 run && *run ? run : "/run/cowpool");
+	return buf;
+}
+
+int cli_rpc_open(struct cli_rpc *c)
+{
+	const char *path = cli_socket_path();
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+	c->next_id = 1;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		cli_error("cannot connect to cowpoold at %s: path too long",
+			  path);
+		return CLI_EXIT_NO_DAEMON;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		cli_error("cannot connect to cowpoold at %s: %s", path,
+			  strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return CLI_EXIT_NO_DAEMON;
+	}
+	c->fd = fd;
+	return 0;
+}
+
+void cli_rpc_close(struct cli_rpc *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->buf);
+	c->fd = -1;
+	c->buf = NULL;
+}
+
+static int rpc_send_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Read one line (without '\n') into c->buf; *len its length.  0, or -EPIPE
+ * at EOF, -errno. */
+static int rpc_read_line(struct cli_rpc *c, size_t *len)
+{
+	for (;;) {
+		char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+		if (nl) {
+			*len = (size_t)(nl - c->buf);
+			return 0;
+		}
+		if (c->len + 65536 > c->cap) {
+			size_t cap = c->cap ? c->cap * 2 : 131072;
+			char *p = realloc(c->buf, cap);
+			if (!p)
+				return -ENOMEM;
+			c->buf = p;
+			c->cap = cap;
+		}
+		ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE;
+		c->len += (size_t)n;
+	}
+}
+
+static void rpc_consume_line(struct cli_rpc *c, size_t len)
+{
+	memmove(c->buf, c->buf + len + 1, c->len - len - 1);
+	c->len -= len + 1;
+}
+
+int cli_rpc_call(struct cli_rpc *c, const char *method,
+		 struct cp_jsonw *params, cp_json **tree,
+		 const cp_json **result)
+{
+	struct cp_jsonw w;
+	uint64_t id = c->next_id++;
+	*tree = NULL;
+	cp_jsonw_init(&w);
+	cp_jsonw_obj_begin(&w, NULL);
+	cp_jsonw_str(&w, "jsonrpc", "2.0");
+	cp_jsonw_str(&w, "method", method);
+	if (params && params->len)
+		cp_jsonw_raw(&w, "params", params->buf, params->len);
+	cp_jsonw_u64(&w, "id", id);
+	cp_jsonw_obj_end(&w);
+	if (cp_jsonw_error(&w) < 0) {
+		cp_jsonw_free(&w);
+		return cli_error("out of memory");
+	}
+	int r = rpc_send_all(c->fd, w.buf, w.len);
+	if (!r)
+		r = rpc_send_all(c->fd, "\n", 1);
+	cp_jsonw_free(&w);
+	size_t len = 0;
+	if (!r)
+		r = rpc_read_line(c, &len);
+	if (r < 0) {
+		cli_error("lost the connection to cowpoold at %s: %s",
+			  cli_socket_path(),
+			  r == -EPIPE ? "connection closed" : strerror(-r));
+		return CLI_EXIT_NO_DAEMON;
+	}
+	cp_json *resp;
+	r = cp_json_parse(c->buf, len, NULL, &resp);
+	rpc_consume_line(c, len);
+	if (r < 0)
+		return cli_error("bad answer from cowpoold: %s",
+				 cp_last_error());
+	const cp_json *err = cp_json_get(resp, "error");
+	const cp_json *res = cp_json_get(resp, "result");
+	if (err) {
+		const char *msg = cp_json_string(cp_json_get(err, "message"),
+						 NULL);
+		cli_error("%s", msg ? msg : "unknown error");
+		cp_json_free(resp);
+		return CLI_EXIT_FAILED;
+	}
+	if (!res) {
+		cp_json_free(resp);
+		return cli_error("bad answer from cowpoold: no result");
+	}
+	*tree = resp;
+	*result = res;
+	return 0;
+}
+
+/* ---- printing ------------------------------------------------------------- */
+
+void cli_print_json(const cp_json *v)
+{
+	cp_json_print_pretty(stdout, v);
+	putchar('\n');
+}
+
+static void print_scalar(const cp_json *v)
+{
+	switch (cp_json_type(v)) {
+	case CP_JSON_STRING:
+		fputs(cp_json_string(v, NULL), stdout);
+		break;
+	case CP_JSON_NULL:
+		fputs("-", stdout);
+		break;
+	default: {
+		struct cp_jsonw w;
+		cp_jsonw_init(&w);
+		cp_jsonw_value(&w, NULL, v);
+		if (w.buf)
+			fputs(w.buf, stdout);
+		cp_jsonw_free(&w);
+	}
+	}
+}
+
+static bool is_scalar(const cp_json *v)
+{
+	return cp_json_type(v) != CP_JSON_ARRAY &&
+	       cp_json_type(v) != CP_JSON_OBJECT;
+}
+
+/* key: value lines; nested objects as prefix.key; arrays of scalars
+ * joined with ", "; arrays of objects as numbered blocks. */
+static void print_human_obj(const cp_json *v, const char *prefix, int indent)
+{
+	for (size_t i = 0; i < cp_json_count(v); i++) {
+		const char *k = cp_json_key_at(v, i);
+		const cp_json *m = cp_json_at(v, i);
+		char key[256];
+		snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "",
+			 k);
+		if (cp_json_type(m) == CP_JSON_OBJECT) {
+			print_human_obj(m, key, indent);
+			continue;
+		}
+		if (cp_json_type(m) == CP_JSON_ARRAY) {
+			bool scalars = true;
+			for (size_t j = 0; j < cp_json_count(m); j++)
+				scalars &= is_scalar(cp_json_at(m, j));
+			printf("%*s%s:", indent, "", key);
+			if (scalars) {
+				for (size_t j = 0; j < cp_json_count(m); j++) {
+					fputs(j ? ", " : " ", stdout);
+					print_scalar(cp_json_at(m, j));
+				}
+				putchar('\n');
+			} else {
+				putchar('\n');
+				for (size_t j = 0; j < cp_json_count(m); j++) {
+					printf("%*s[%zu]\n", indent + 2, "", j);
+					print_human_obj(cp_json_at(m, j), "",
+							indent + 4);
+				}
+			}
+			continue;
+		}
+		printf("%*s%s: ", indent, "", key);
+		print_scalar(m);
+		putchar('\n');
+	}
+}
+
+void cli_print_human(const cp_json *v)
+{
+	if (cp_json_type(v) == CP_JSON_OBJECT) {
+		print_human_obj(v, "", 0);
+	} else if (cp_json_type(v) == CP_JSON_ARRAY) {
+		for (size_t j = 0; j < cp_json_count(v); j++) {
+			const cp_json *e = cp_json_at(v, j);
+			if (is_scalar(e)) {
+				print_scalar(e);
+				putchar('\n');
+			} else {
+				if (j)
+					putchar('\n');
+				print_human_obj(e, "", 0);
+			}
+		}
+	} else {
+		print_scalar(v);
+		putchar('\n');
+	}
+}
+
+const char *cli_jstr(const cp_json *obj, const char *key)
+{
+	const cp_json *v = cp_json_get(obj, key);
+	const char *s = v ? cp_json_string(v, NULL) : NULL;
+	return s ? s : "-";
+}
+
+uint64_t cli_ju64(const cp_json *obj, const char *key)
+{
+	uint64_t u = 0;
+	const cp_json *v = cp_json_get(obj, key);
+	if (v)
+		cp_json_u64(v, &u);
+	return u;
+}
+
+bool cli_jbool(const cp_json *obj, const char *key)
+{
+	bool b = false;
+	const cp_json *v = cp_json_get(obj, key);
+	if (v)
+		cp_json_bool(v, &b);
+	return b;
+}
+
+/* ---- calls ---------------------------------------------------------------- */
+
+int cli_run(const char *method, struct cp_jsonw *params, bool json,
+	    cli_printer_fn print)
+{
+	struct cli_rpc c;
+	int r = cli_rpc_open(&c);
+	if (r)
+		return r;
+	cp_json *tree;
+	const cp_json *res;
+	r = cli_rpc_call(&c, method, params, &tree, &res);
+	cli_rpc_close(&c);
+	if (r)
+		return r;
+	if (json)
+		cli_print_json(res);
+	else if (print)
+		print(res);
+	else
+		cli_print_human(res);
+	cp_json_free(tree);
+	return 0;
+}
+
+int cli_run_task(const char *method, struct cp_jsonw *params, bool json,
+		 bool async, cli_printer_fn print)
+{
+	struct cli_rpc c;
+	int r = cli_rpc_open(&c);
+	if (r)
+		return r;
+	cp_json *tree, *tree2 = NULL;
+	const cp_json *res, *st;
+	r = cli_rpc_call(&c, method, params, &tree, &res);
+	if (r)
+		goto out;
+	const char *task = cp_json_string(cp_json_get(res, "task"), NULL);
+	if (async || !task) {
+		if (json)
+			cli_print_json(res);
+		else
+			cli_print_human(res);
+		goto out;
+	}
+	/* Wait server-side until the task ends. */
+	struct cp_jsonw p;
+	cp_jsonw_init(&p);
+	cp_jsonw_obj_begin(&p, NULL);
+	cp_jsonw_str(&p, "task", task);
+	cp_jsonw_obj_end(&p);
+	r = cli_rpc_call(&c, "task.wait", &p, &tree2, &st);
+	cp_jsonw_free(&p);
+	if (r)
+		goto out;
+	const char *state = cli_jstr(st, "state");
+	bool ok = !strcmp(state, "done");
+	if (json) {
+		cli_print_json(st);
+	} else if (ok) {
+		const cp_json *result = cp_json_get(st, "result");
+		/* The new UUIDs from the first answer, then the result. */
+		printf("task: %s\n", task);
+		for (size_t i = 0; i < cp_json_count(res); i++) {
+			const char *k = cp_json_key_at(res, i);
+			if (strcmp(k, "task") && is_scalar(cp_json_at(res, i))) {
+				printf("%s: ", k);
+				print_scalar(cp_json_at(res, i));
+				putchar('\n');
+			}
+		}
+		if (result && cp_json_type(result) == CP_JSON_OBJECT &&
+		    cp_json_get(result, "volume")) {
+			if (print)
+				print(cp_json_get(result, "volume"));
+			else
+				print_human_obj(cp_json_get(result, "volume"),
+						"volume", 0);
+		}
+	}
+	if (!ok) {
+		const cp_json *e = cp_json_get(st, "error");
+		const char *msg = e ? cli_jstr(e, "message") : NULL;
+		if (msg && strcmp(msg, "-"))
+			cli_error("%s", msg);
+		else
+			cli_error("task %s ended in state %s", task, state);
+		r = CLI_EXIT_FAILED;
+	}
+out:
+	cp_json_free(tree);
+	cp_json_free(tree2);
+	cli_rpc_close(&c);
+	return r;
+}
+
+/* ---- verbs ---------------------------------------------------------------- */
+
+int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
+		      int argc, char **argv)
+{
+	if (argc < 2) {
+		cli_error("%s: expecting a subcommand; try 'cowpool %s "
+			  "--help'", verb, verb);
+		return CLI_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	    !strcmp(argv[1], "help")) {
+		printf("usage:\n");
+		for (size_t i = 0; subs[i].name; i++)
+			printf("  cowpool [--socket PATH] %s %s\n", verb,
+			       subs[i].usage);
+		return 0;
+	}
+	for (size_t i = 0; subs[i].name; i++) {
+		if (!strcmp(subs[i].name, argv[1])) {
+			optind = 1;
+			return subs[i].fn(&subs[i], argc - 1, argv + 1);
+		}
+	}
+	cli_error("%s: unknown subcommand '%s'; try 'cowpool %s --help'", verb,
+		  argv[1], verb);
+	return CLI_EXIT_USAGE;
+}
+
+int cli_sub_usage(const struct cli_subcmd *sub, const char *verb)
+{
+	printf("usage: cowpool [--socket PATH] %s %s\n", verb, sub->usage);
+	if (sub->help)
+		fputs(sub->help, stdout);
+	return 0;
+}
+
+int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
+		int c)
+{
+	cli_bad_option(sub->name, argv, c);
+	fprintf(stderr, "usage: cowpool %s %s\n", verb, sub->usage);
+	return CLI_EXIT_USAGE;
+}
+
+int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
+		    const char *what)
+{
+	cli_error("%s %s: %s", verb, sub->name, what);
+	fprintf(stderr, "usage: cowpool %s %s\n", verb, sub->usage);
+	return CLI_EXIT_USAGE;
+}
+
+int cli_parse_uuid(const char *what, const char *s)
+{
+	if (cp_uuid_valid(s))
+		return 0;
+	cli_error("invalid %s '%s': expected a UUID (8-4-4-4-12 hex digits)",
+		  what, s);
+	return -EINVAL;
+}
+
+/* `cowpool rpc METHOD [PARAMS]` or `cowpool rpc --raw`: talk to the API
+ * directly.  --raw sends standard input as it is and prints every answer
+ * line until the daemon closes the connection. */
+int cli_cmd_rpc(int argc, char **argv)
+{
+	enum { OPT_RAW = 256 };
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"raw", no_argument, NULL, OPT_RAW},
+	    {NULL, 0, NULL, 0},
+	};
+	bool raw = false;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			return cli_help("rpc");
+		case OPT_RAW:
+			raw = true;
+			break;
+		default:
+			cli_bad_option("rpc", argv, c);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	struct cli_rpc rpc;
+	if (raw) {
+		if (optind != argc) {
+			cli_error("rpc --raw: reads the requests from standard "
+				  "input; no arguments");
+			return CLI_EXIT_USAGE;
+		}
+		int r = cli_rpc_open(&rpc);
+		if (r)
+			return r;
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(STDIN_FILENO, buf, sizeof(buf))) > 0) {
+			if (rpc_send_all(rpc.fd, buf, (size_t)n) < 0)
+				break; /* the daemon closed: print what came */
+		}
+		shutdown(rpc.fd, SHUT_WR);
+		while ((n = recv(rpc.fd, buf, sizeof(buf), 0)) > 0)
+			fwrite(buf, 1, (size_t)n, stdout);
+		cli_rpc_close(&rpc);
+		return 0;
+	}
+	if (optind != argc - 1 && optind != argc - 2) {
+		cli_error("rpc: expecting METHOD [PARAMS-JSON]");
+		return CLI_EXIT_USAGE;
+	}
+	struct cp_jsonw p;
+	cp_jsonw_init(&p);
+	if (optind == argc - 2) {
+		cp_json *pj;
+		if (cp_json_parse(argv[optind + 1], strlen(argv[optind + 1]),
+				  NULL, &pj) < 0) {
+			cli_error("rpc: PARAMS is not JSON: %s",
+				  cp_last_error());
+			return CLI_EXIT_USAGE;
+		}
+		cp_jsonw_value(&p, NULL, pj);
+		cp_json_free(pj);
+	}
+	int r = cli_run(argv[optind], &p, true, NULL);
+	cp_jsonw_free(&p);
+	return r;
+}
+
+int cli_sub_parse(const char *verb, const struct cli_subcmd *sub, int argc,
+		  char **argv, const struct cli_opt *opts, struct cli_args *a,
+		  int min_pos, int max_pos)
+{
+	struct option longopts[40];
+	size_t n = 0, nopts = 0;
+	enum { OPT_OUTPUT = 1000, OPT_ASYNC, OPT_BASE };
+	longopts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+	longopts[n++] = (struct option){"output", required_argument, NULL,
+					OPT_OUTPUT};
+	if (sub->task)
+		longopts[n++] = (struct option){"async", no_argument, NULL,
+						OPT_ASYNC};
+	for (; opts && opts[nopts].name && n < CP_ARRAY_SIZE(longopts) - 1;
+	     nopts++)
+		longopts[n++] = (struct option){
+		    opts[nopts].name,
+		    opts[nopts].flag ? no_argument : required_argument, NULL,
+		    OPT_BASE + (int)nopts};
+	longopts[n] = (struct option){NULL, 0, NULL, 0};
+
+	memset(a, 0, sizeof(*a));
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			cli_sub_usage(sub, verb);
+			return -1;
+		} else if (c == OPT_OUTPUT) {
+			if (cli_parse_output(optarg, &a->json) < 0)
+				return CLI_EXIT_USAGE;
+		} else if (c == OPT_ASYNC) {
+			a->async = true;
+		} else if (c >= OPT_BASE && c < OPT_BASE + (int)nopts) {
+			const struct cli_opt *o = &opts[c - OPT_BASE];
+			if (o->flag) {
+				*o->flag = true;
+			} else if (o->list) {
+				size_t k = 0;
+				while (o->list[k])
+					k++;
+				if (k + 1 >= o->list_max)
+					return cli_usage_error(
+					    verb, sub, "too many values");
+				o->list[k] = optarg;
+			} else {
+				*o->val = optarg;
+			}
+		} else {
+			return cli_sub_bad(verb, sub, argv, c);
+		}
+	}
+	a->npos = argc - optind;
+	a->pos = argv + optind;
+	if (a->npos < min_pos || a->npos > max_pos)
+		return cli_usage_error(verb, sub,
+				       a->npos < min_pos ? "missing arguments"
+							 : "too many arguments");
+	return 0;
+}
+
+void cli_params_pos(struct cp_jsonw *w, const struct cli_args *a,
+		    const char *const *keys)
+{
+	cp_jsonw_init(w);
+	cp_jsonw_obj_begin(w, NULL);
+	for (int i = 0; i < a->npos && keys[i]; i++)
+		cp_jsonw_str(w, keys[i], a->pos[i]);
+}
+
+int cli_run_pos(const char *method, const struct cli_args *a,
+		const char *const *keys, cli_printer_fn print)
+{
+	struct cp_jsonw w;
+	cli_params_pos(&w, a, keys);
+	cp_jsonw_obj_end(&w);
+	int r = cli_run(method, &w, a->json, print);
+	cp_jsonw_free(&w);
+	return r;
+}
+
+int cli_run_task_pos(const char *method, const struct cli_args *a,
+		     const char *const *keys)
+{
+	struct cp_jsonw w;
+	cli_params_pos(&w, a, keys);
+	cp_jsonw_obj_end(&w);
+	int r = cli_run_task(method, &w, a->json, a->async, NULL);
+	cp_jsonw_free(&w);
+	return r;
+}
