@@ -361,6 +361,16 @@ CP_EXPORT int cp_pool_join(cp_pool *p)
 	return first;
 }
 
+CP_EXPORT int cp_pool_lease_fd(cp_pool *p)
+{
+	int fd;
+
+	pthread_mutex_lock(&p->lock);
+	fd = p->client ? cp_lease_client_fd(p->client) : -ENOENT;
+	pthread_mutex_unlock(&p->lock);
+	return fd;
+}
+
 CP_EXPORT int cp_pool_domain(cp_pool *p, const char *dom_uuid, cp_sd **out)
 {
 	struct pool_dom *d;
@@ -444,6 +454,11 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 		return r;
 	if (out)
 		*out = md;
+	/* the new domain is used at once (leases of its volumes): join */
+	if (cp_pool_domain(p, md.dom_uuid, &sd) == 0 &&
+	    (r = pool_join_sd(p, sd)) < 0)
+		return cp_error_prefix(r, "domain %s created, but joining its "
+				       "lockspace failed", md.dom_uuid);
 	return 0;
 }
 

@@ -773,9 +773,14 @@ void cp_pool_close(cp_pool *p);
 int cp_pool_rescan(cp_pool *p);
 /* Join the lockspaces of all domains (blocking; already joined is fine). */
 int cp_pool_join(cp_pool *p);
+/* The sanlock client fd of this process (see cp_lease_client_fd), for
+ * poll() with POLLRDHUP: it reports at once when the daemon connection,
+ * and with it every lease, is lost.  -ENOENT until the client is opened
+ * (by spm start or a writable prepare). */
+int cp_pool_lease_fd(cp_pool *p);
 
-/* Create a domain on one of this host's connections and open it.  Any
- * host may create a domain (nobody else uses it yet).  The pool UUID
+/* Create a domain on one of this host's connections, open it and join
+ * its lockspace.  Any host may create a domain (nobody else uses it yet).  The pool UUID
  * defaults to the pool's; a master domain starts a new pool. */
 int cp_pool_domain_create(cp_pool *p, const struct cp_sd_create_opts *o,
 			  struct cp_domain_md *out);
