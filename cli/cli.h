@@ -23,7 +23,10 @@
 #include <stdio.h>
 
 #include "common.h"
+#include "json.h"
+#include "jsonw.h"
 #include "qcow.h"
+#include "spm.h"
 
 /* --- cowpool.c: dispatch and shared helpers --------------------------------
  */
@@ -154,5 +157,116 @@ int cli_cmd_measure(int argc, char **argv);
 int cli_cmd_amend(int argc, char **argv);
 int cli_cmd_chain(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
+
+/* --- rpc.c: client of cowpoold (docs/api.md) ----------------------------- *
+ * The daemon verbs (domain, image, volume, template, spm, task, rpc) talk
+ * to cowpoold over its unix socket.  Their exit status: */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAILED 1     /* the operation failed (message printed) */
+#define CLI_EXIT_USAGE 2      /* bad arguments */
+#define CLI_EXIT_NO_DAEMON 3  /* cowpoold cannot be reached */
+
+/* --socket PATH given before the verb (NULL: $COWPOOL_SOCKET, else
+ * $COWPOOL_RUN_DIR/cowpoold.sock, else /run/cowpool/cowpoold.sock). */
+extern const char *cli_socket;
+const char *cli_socket_path(void);
+
+struct cli_rpc {
+	int fd;
+	char *buf; /* bytes received, not consumed yet */
+	size_t len, cap;
+	uint64_t next_id;
+};
+/* Connect; 0 or CLI_EXIT_NO_DAEMON ("cannot connect to cowpoold at PATH:
+ * ..." printed). */
+int cli_rpc_open(struct cli_rpc *c);
+void cli_rpc_close(struct cli_rpc *c);
+/* Call method with params (the JSON text of one object, or NULL/empty for
+ * none).  0: *result points into *tree (caller frees with
+ * cp_json_free()); else an exit status with the error printed
+ * ("cowpool: <the daemon's message>"). */
+int cli_rpc_call(struct cli_rpc *c, const char *method,
+		 struct cp_jsonw *params, cp_json **tree,
+		 const cp_json **result);
+
+typedef void (*cli_printer_fn)(const cp_json *result);
+/* Connect, call, print the result: raw JSON (json) or with print (NULL:
+ * generic "key: value" lines).  Returns the exit status. */
+int cli_run(const char *method, struct cp_jsonw *params, bool json,
+	    cli_printer_fn print);
+/* For methods that start a task: unless async, wait for it (task.wait)
+ * and print the outcome; a failed task prints its error and returns
+ * CLI_EXIT_FAILED.  print (may be NULL) prints a result volume record. */
+int cli_run_task(const char *method, struct cp_jsonw *params, bool json,
+		 bool async, cli_printer_fn print);
+void cli_print_json(const cp_json *v);   /* pretty, 2-space indent */
+void cli_print_human(const cp_json *v);  /* generic key: value lines */
+/* Member accessors for printers: "-" / 0 / false when absent. */
+const char *cli_jstr(const cp_json *obj, const char *key);
+uint64_t cli_ju64(const cp_json *obj, const char *key);
+bool cli_jbool(const cp_json *obj, const char *key);
+
+/* A verb's subcommands: fn gets argv[0] = the subcommand name. */
+struct cli_subcmd {
+	const char *name;
+	int (*fn)(const struct cli_subcmd *sub, int argc, char **argv);
+	const char *usage;  /* "create --type file --path DIR ..." */
+	const char *help;   /* options, one per line; may be NULL */
+	bool task;          /* starts a task: takes --async */
+};
+/* An option of a subcommand: a flag (flag set), a value (*val), or a
+ * repeatable value (list, NULL-terminated, list_max entries). */
+struct cli_opt {
+	const char *name;
+	const char **val;
+	bool *flag;
+	const char **list;
+	size_t list_max;
+};
+#define CLI_VAL(n, p) {.name = (n), .val = (p)}
+#define CLI_FLAG(n, p) {.name = (n), .flag = (p)}
+#define CLI_LIST(n, arr)                                                       \
+	{.name = (n), .list = (arr), .list_max = CP_ARRAY_SIZE(arr)}
+#define CLI_OPT_END {.name = NULL}
+struct cli_args {
+	bool json, async;  /* --output=json, --async */
+	int npos;          /* positional arguments */
+	char **pos;
+};
+/* Parse a subcommand's options (opts ends with a NULL name; --help and
+ * --output=human|json always, --async for task subcommands) and check
+ * the number of positional arguments.  0, -1 after --help (exit 0), or
+ * CLI_EXIT_USAGE with the error printed. */
+int cli_sub_parse(const char *verb, const struct cli_subcmd *sub, int argc,
+		  char **argv, const struct cli_opt *opts, struct cli_args *a,
+		  int min_pos, int max_pos);
+/* Run the subcommand named by argv[1] (subs ends with a NULL name). */
+int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
+		      int argc, char **argv);
+int cli_sub_usage(const struct cli_subcmd *sub, const char *verb);
+/* Print a usage error; return CLI_EXIT_USAGE. */
+int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
+		int c);
+int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
+		    const char *what);
+/* Start params (an open object) with {keys[i]: pos[i]...}; the caller adds
+ * members, closes the object and frees w. */
+void cli_params_pos(struct cp_jsonw *w, const struct cli_args *a,
+		    const char *const *keys);
+/* cli_run / cli_run_task with exactly the positional params. */
+int cli_run_pos(const char *method, const struct cli_args *a,
+		const char *const *keys, cli_printer_fn print);
+int cli_run_task_pos(const char *method, const struct cli_args *a,
+		     const char *const *keys);
+/* 0 if s is a UUID, else -EINVAL with "invalid <what> '<s>'" printed. */
+int cli_parse_uuid(const char *what, const char *s);
+
+int cli_cmd_domain(int argc, char **argv);
+int cli_cmd_image(int argc, char **argv);
+int cli_cmd_volume(int argc, char **argv);
+int cli_cmd_template(int argc, char **argv);
+int cli_cmd_spm(int argc, char **argv);
+int cli_cmd_task(int argc, char **argv);
+int cli_cmd_rpc(int argc, char **argv);
 
 #endif

@@ -141,6 +141,9 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -u              do not open the backing file (size required)\n"
 	  "  -q              quiet\n"
 	  "  size            bytes, or with a k, M, G, T, P, E suffix\n" },
+	{ "domain", cli_cmd_domain,
+	  "domain create|list|info|extend|inspect ... (cowpoold)",
+	  "" },
 	{ "info", cli_cmd_info,
 	  "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
 	  "  -f fmt          image format\n"
@@ -149,6 +152,9 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
 	  "  -U              accepted for compatibility (no effect)\n" },
+	{ "image", cli_cmd_image,
+	  "image list|info|delete|copy|snapshot ... (cowpoold)",
+	  "" },
 	{ "io", cli_cmd_io,
 	  "io [-f fmt] [-t cache] [-n] [-i aio] [-r] [-U] -c 'command' "
 	  "[-c 'command' ...] filename",
@@ -206,6 +212,12 @@ static const struct cli_cmd cli_cmds[] = {
 	  "                  terminal\n"
 	  "  -q              quiet\n"
 	  "  -U              accepted for compatibility (no effect)\n" },
+	{ "rpc", cli_cmd_rpc,
+	  "rpc METHOD [PARAMS-JSON] | rpc --raw (cowpoold)",
+	  "  METHOD PARAMS   call one method of cowpoold's API (docs/api.md)\n"
+	  "                  and print the result as JSON\n"
+	  "  --raw           send standard input to the socket as it is and\n"
+	  "                  print every answer line\n" },
 	{ "resize", cli_cmd_resize,
 	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] "
 	  "filename [+ | -]size",
@@ -216,6 +228,19 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -i aio          io_uring, native or threads\n"
 	  "  -q              quiet\n"
 	  "  size            absolute, or +N / -N relative\n" },
+	{ "spm", cli_cmd_spm,
+	  "spm start|stop|status (cowpoold)",
+	  "" },
+	{ "task", cli_cmd_task,
+	  "task list|get|wait|clear ... (cowpoold)",
+	  "" },
+	{ "template", cli_cmd_template,
+	  "template create|clone ... (cowpoold)",
+	  "" },
+	{ "volume", cli_cmd_volume,
+	  "volume create|info|list|delete|merge|extend|prepare|teardown ... "
+	  "(cowpoold)",
+	  "" },
 };
 /* clang-format on */
 
@@ -231,8 +256,8 @@ static const struct cli_cmd *cli_find_cmd(const char *name)
 static void cli_usage(void)
 {
 	printf("cowpool version %s\n"
-	       "usage: cowpool [-h | --help] [-V | --version] command "
-	       "[command options]\n"
+	       "usage: cowpool [-h | --help] [-V | --version] "
+	       "[--socket PATH] command [command options]\n"
 	       "cowpool disk image utility (qemu-img compatible where the "
 	       "commands overlap)\n\n"
 	       "Command syntax:\n",
@@ -241,6 +266,11 @@ static void cli_usage(void)
 		printf("  %s\n", cli_cmds[i].synopsis);
 	printf("\n'cowpool COMMAND --help' describes the options of a "
 	       "command.\n"
+	       "The commands marked (cowpoold) talk to the host's storage "
+	       "daemon at\n--socket PATH (default $COWPOOL_SOCKET, "
+	       "$COWPOOL_RUN_DIR/cowpoold.sock or\n"
+	       "/run/cowpool/cowpoold.sock); their exit status is 0 ok, 1 "
+	       "failed,\n2 usage error, 3 daemon unreachable.\n"
 	       "Supported formats: qcow2 raw\n");
 }
 
@@ -255,6 +285,21 @@ int cli_help(const char *cmd)
 
 int main(int argc, char **argv)
 {
+	/* Global options of the daemon verbs, before the command. */
+	while (argc >= 2 && !strncmp(argv[1], "--socket", 8)) {
+		if (argv[1][8] == '=') {
+			cli_socket = argv[1] + 9;
+			argc--, argv++;
+		} else if (!argv[1][8] && argc >= 3) {
+			cli_socket = argv[2];
+			argc -= 2, argv += 2;
+		} else if (!argv[1][8]) {
+			cli_error("option '--socket' requires an argument");
+			return CLI_EXIT_USAGE;
+		} else {
+			break;
+		}
+	}
 	if (argc < 2) {
 		cli_error("not enough arguments; try 'cowpool --help'");
 		return 1;

@@ -262,9 +262,4 @@ struct dmn {
 /* Tell the monitor to look for the lease fd again (main.c). */
 void dmn_monitor_kick(struct dmn *d);
 
-/* The pool's registered sanlock client fd, for poll(POLLRDHUP).  Asked of
- * spm/pool.c (see daemon/README.md); declared weak so cowpoold links
- * before it exists and falls back to a cp_spm_check() per second. */
-int cp_pool_lease_fd(cp_pool *p) __attribute__((weak));
-
 #endif

@@ -92,8 +92,7 @@ static void *monitor_thread(void *arg)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 
 	for (;;) {
-		if (lease_fd < 0 && !lease_lost && d->cfg.sanlock &&
-		    cp_pool_lease_fd) {
+		if (lease_fd < 0 && !lease_lost && d->cfg.sanlock) {
 			int fd = cp_pool_lease_fd(d->pool);
 			if (fd >= 0)
 				lease_fd = fd;
@@ -104,10 +103,6 @@ static void *monitor_thread(void *arg)
 			     (next.tv_nsec - now.tv_nsec) / 1000000;
 		if (ms < 0)
 			ms = 0;
-		/* Without the lease fd, check the SPM lease once a second. */
-		bool fallback = d->cfg.sanlock && !cp_pool_lease_fd;
-		if (fallback && ms > 1000)
-			ms = 1000;
 		struct pollfd pfd[3] = {
 		    {.fd = d->wake_fd[0], .events = POLLIN},
 		    {.fd = d->kick_fd[0], .events = POLLIN},
@@ -132,12 +127,6 @@ static void *monitor_thread(void *arg)
 			monitor_lease_lost(d);
 			lease_fd = -1;
 			lease_lost = true;
-		}
-		if (fallback) {
-			/* cheap: no I/O, -EPERM at once when not the SPM */
-			cp_clear_error();
-			if (cp_spm_check(d->pool) == -ESTALE)
-				dmn_err("SPM lease lost: %s", cp_last_error());
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (now.tv_sec > next.tv_sec ||
