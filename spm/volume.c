@@ -134,6 +134,50 @@ static void task_progress(void *opaque, uint64_t done, uint64_t total)
 		tj_update(pool_journal(x->p), x->t);
 }
 
+/* How a failed task is undone: (pool, domain, target domain, task). */
+typedef int (*undo_fn)(cp_pool *p, cp_sd *sd, cp_sd *dst,
+		       const struct cp_task *t);
+
+/* A task failed with err before its end: undo it now (while still the
+ * SPM) and record it FAILED; if the undo fails too, leave it RUNNING for
+ * the next SPM's recovery.  Returns err, with its message. */
+static int task_fail_undo(cp_pool *p, struct cp_task *t, int err, undo_fn undo,
+			  cp_sd *sd, cp_sd *dst)
+{
+	char msg[256];
+
+	if (err == -ESTALE || cp_spm_check(p) < 0)
+		return err;
+	snprintf(msg, sizeof(msg), "%s", cp_last_error());
+	if (undo(p, sd, dst, t) == 0) {
+		cp_error(err, "%s", msg);
+		return task_end(p, t, err, CP_TASK_FAILED);
+	}
+	return cp_error(err, "%s", msg);
+}
+
+/* The image of this domain holding volume vol (a template's), or
+ * -EUCLEAN naming it. */
+static int find_vol_image(cp_sd *sd, const char *vol, char *img_out)
+{
+	struct cp_uuid_str *imgs = NULL;
+	struct cp_volmeta m;
+	size_t ni = 0;
+	int r = cp_sd_list_images(sd, &imgs, &ni);
+
+	if (r < 0)
+		return r;
+	img_out[0] = '\0';
+	for (size_t i = 0; i < ni && !img_out[0]; i++)
+		if (sd->ops->md_read(sd, imgs[i].s, vol, &m) == 0)
+			strcpy(img_out, imgs[i].s);
+	free(imgs);
+	if (!img_out[0])
+		return cp_error(-EUCLEAN, "domain %s: volume %s not found in any "
+				"image", sd->uuid, vol);
+	return 0;
+}
+
 static int md_get(cp_sd *sd, const char *img, const char *vol,
 		  struct cp_volmeta *m)
 {
@@ -349,7 +393,8 @@ static int cv_format(cp_sd *sd, const struct cp_task *t)
 
 /* Roll a create back: the new volume goes, the parent is a leaf again
  * (if it has no other child). */
-static int cv_rollback(cp_pool *p, cp_sd *sd, const struct cp_task *t)
+static int cv_rollback(cp_pool *p, cp_sd *sd, cp_sd *unused,
+		       const struct cp_task *t)
 {
 	int r;
 
@@ -447,19 +492,8 @@ static int vol_create_task(cp_pool *p, cp_sd *sd, struct cp_task *t,
 	if (r < 0)
 		return r;
 	r = cv_run(p, sd, t);
-	if (r < 0 && r != -ESTALE && cp_spm_check(p) == 0) {
-		int err = r;
-		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
-		if (cv_rollback(p, sd, t) == 0) {
-			cp_error(err, "%s", msg);
-			return task_end(p, t, err, CP_TASK_FAILED);
-		}
-		cp_error(err, "%s", msg);
-		return err;  /* left RUNNING: recovery retries the rollback */
-	}
 	if (r < 0)
-		return r;
+		return task_fail_undo(p, t, r, cv_rollback, sd, NULL);
 	t->message[0] = '\0';
 	r = task_end(p, t, 0, CP_TASK_DONE);
 	if (r == 0 && out)
@@ -669,23 +703,10 @@ CP_EXPORT int cp_vol_delete(cp_pool *p, const char *dom, const char *img,
 	strcpy(t.parent_uuid, m.parent_uuid);
 	if (m.parent_uuid[0]) {
 		struct cp_volmeta pm;
-		if (md_get(sd, img, m.parent_uuid, &pm) < 0) {
-			/* the parent is a template in another image */
-			struct cp_uuid_str *imgs = NULL;
-			size_t ni = 0;
-			if (cp_sd_list_images(sd, &imgs, &ni) == 0)
-				for (size_t i = 0; i < ni; i++)
-					if (md_get(sd, imgs[i].s, m.parent_uuid,
-						   &pm) == 0)
-						strcpy(t.src_img_uuid, imgs[i].s);
-			free(imgs);
-			if (!t.src_img_uuid[0]) {
-				r = cp_error(-EUCLEAN, "volume %s: parent %s not "
-					     "found in domain %s", vol,
-					     m.parent_uuid, dom);
-				goto out;
-			}
-		}
+		/* a parent in another image is a template */
+		if (md_get(sd, img, m.parent_uuid, &pm) < 0 &&
+		    (r = find_vol_image(sd, m.parent_uuid, t.src_img_uuid)) < 0)
+			goto out;
 	}
 	if ((r = task_begin(p, &t)) < 0)
 		goto out;
@@ -1025,22 +1046,10 @@ CP_EXPORT int cp_vol_merge(cp_pool *p, const char *dom, const char *img,
 		strcpy(t.aux_uuid, cvol);
 	bool parent_here = m.parent_uuid[0] &&
 			   md_get(sd, img, m.parent_uuid, &pm) == 0;
-	if (m.parent_uuid[0] && !parent_here) {
-		/* the parent is a template in another image */
-		struct cp_uuid_str *imgs = NULL;
-		size_t ni = 0;
-		if ((r = cp_sd_list_images(sd, &imgs, &ni)) < 0)
-			goto out;
-		for (size_t i = 0; i < ni; i++)
-			if (md_get(sd, imgs[i].s, m.parent_uuid, &pm) == 0)
-				strcpy(t.src_img_uuid, imgs[i].s);
-		free(imgs);
-		if (!t.src_img_uuid[0]) {
-			r = cp_error(-EUCLEAN, "volume %s: parent %s not found in "
-				     "domain %s", vol, m.parent_uuid, dom);
-			goto out;
-		}
-	}
+	/* a parent in another image is a template */
+	if (m.parent_uuid[0] && !parent_here &&
+	    (r = find_vol_image(sd, m.parent_uuid, t.src_img_uuid)) < 0)
+		goto out;
 	if (!parent_here) {
 		/* no parent to commit into (or it is a shared template): the
 		 * child pulls this layer in */
@@ -1155,7 +1164,8 @@ static int collapse_run(cp_pool *p, cp_sd *sd, struct cp_task *t,
 			   CP_VOL_LEGAL, NULL);
 }
 
-static int collapse_rollback(cp_pool *p, cp_sd *sd, const struct cp_task *t)
+static int collapse_rollback(cp_pool *p, cp_sd *sd, cp_sd *unused,
+			     const struct cp_task *t)
 {
 	int r = md_set_role(p, sd, t->src_img_uuid, t->src_vol_uuid, 0,
 			    CP_VOL_ILLEGAL, NULL);
@@ -1174,19 +1184,8 @@ static int collapse_task(cp_pool *p, cp_sd *sd, struct cp_task *t,
 	if (r < 0)
 		return r;
 	r = collapse_run(p, sd, t, fn, opaque);
-	if (r < 0 && r != -ESTALE && cp_spm_check(p) == 0) {
-		int err = r;
-		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
-		if (collapse_rollback(p, sd, t) == 0) {
-			cp_error(err, "%s", msg);
-			return task_end(p, t, err, CP_TASK_FAILED);
-		}
-		cp_error(err, "%s", msg);
-		return err;
-	}
 	if (r < 0)
-		return r;
+		return task_fail_undo(p, t, r, collapse_rollback, sd, NULL);
 	t->message[0] = '\0';
 	r = task_end(p, t, 0, CP_TASK_DONE);
 	if (r == 0 && out)
@@ -1524,17 +1523,10 @@ CP_EXPORT int cp_img_copy(cp_pool *p, const char *src_dom, const char *img,
 		goto out;
 	if (chain[0].parent_uuid[0]) {
 		/* a thin clone: its template must be on the target */
-		struct cp_uuid_str *imgs = NULL;
-		size_t ni = 0;
 		struct cp_volmeta tm;
-		if ((r = cp_sd_list_images(src, &imgs, &ni)) < 0)
+		if ((r = find_vol_image(src, chain[0].parent_uuid, t.aux_uuid)) < 0)
 			goto out;
-		for (size_t i = 0; i < ni; i++)
-			if (md_get(src, imgs[i].s, chain[0].parent_uuid, &tm) == 0)
-				strcpy(t.aux_uuid, imgs[i].s);
-		free(imgs);
-		if (!t.aux_uuid[0] ||
-		    md_get(dst, t.aux_uuid, chain[0].parent_uuid, &tm) < 0) {
+		if (md_get(dst, t.aux_uuid, chain[0].parent_uuid, &tm) < 0) {
 			r = cp_error(-ENOENT, "image %s is a thin clone of template "
 				     "%s, which is not on domain %s: copy the "
 				     "template first", img, chain[0].parent_uuid,
@@ -1551,19 +1543,10 @@ CP_EXPORT int cp_img_copy(cp_pool *p, const char *src_dom, const char *img,
 	if ((r = task_begin(p, &t)) < 0)
 		goto out;
 	r = copy_run(p, src, dst, &t, progress, opaque);
-	if (r < 0 && r != -ESTALE && cp_spm_check(p) == 0) {
-		int err = r;
-		char msg[256];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
-		if (copy_rollback(p, src, dst, &t) == 0) {
-			cp_error(err, "%s", msg);
-			r = task_end(p, &t, err, CP_TASK_FAILED);
-		}
-		cp_error(err, "%s", msg);
-		r = err;
-	} else if (r == 0) {
+	if (r < 0)
+		r = task_fail_undo(p, &t, r, copy_rollback, src, dst);
+	else
 		r = task_end(p, &t, 0, CP_TASK_DONE);
-	}
 out:
 	free(chain);
 	free(vols);
@@ -1647,7 +1630,7 @@ int vol_recover_task(cp_pool *p, struct cp_task *t)
 			r = 0;
 			break;
 		}
-		r = cv_rollback(p, sd, t);
+		r = cv_rollback(p, sd, NULL, t);
 		if (r == 0)
 			return task_end(p, t, -ECANCELED, CP_TASK_ABORTED);
 		break;
@@ -1658,7 +1641,7 @@ int vol_recover_task(cp_pool *p, struct cp_task *t)
 			r = 0;
 			break;
 		}
-		r = collapse_rollback(p, sd, t);
+		r = collapse_rollback(p, sd, NULL, t);
 		if (r == 0)
 			return task_end(p, t, -ECANCELED, CP_TASK_ABORTED);
 		break;
