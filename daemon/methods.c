@@ -297,6 +297,7 @@ static void json_domain_status(struct cp_jsonw *w,
 	cp_jsonw_obj_end(w);
 	cp_jsonw_bool(w, "readable", s->readable);
 	cp_jsonw_bool(w, "joined", s->joined);
+	cp_jsonw_str(w, "renewal", cp_host_state_name(s->renewal));
 	if (s->last_error)
 		cp_jsonw_str(w, "last_error", dmn_errno_name(-s->last_error));
 	else

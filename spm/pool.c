@@ -497,6 +497,11 @@ CP_EXPORT int cp_pool_monitor(cp_pool *p)
 			cp_sd_lockspace(sd, &ls);
 			st.joined = cp_lockspace_status(&ls, p->host_id) ==
 				    CP_LOCKSPACE_JOINED;
+			int hs = st.joined ? cp_lockspace_host_state(
+						     sd->uuid, p->host_id)
+					   : CP_HOST_UNKNOWN;
+			st.renewal = hs < 0 ? CP_HOST_UNKNOWN
+					    : (enum cp_host_state)hs;
 		}
 		st.checked = time(NULL);
 		pthread_mutex_lock(&p->lock);

@@ -795,6 +795,10 @@ struct cp_domain_status {
 	struct cp_sd_stats stats;
 	bool readable;                  /* record read back and valid */
 	bool joined;                    /* lockspace joined by this host */
+	enum cp_host_state renewal;     /* this host's id as its sanlock
+					 * daemon sees it: LIVE while the
+					 * lease renews; UNKNOWN if not
+					 * joined */
 	int last_error;                 /* 0 or -errno of the last check */
 	char message[256];              /* its cp_last_error() */
 	int64_t checked;                /* unix seconds of the last check */
