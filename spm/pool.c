@@ -466,6 +466,8 @@ CP_EXPORT int cp_pool_monitor(cp_pool *p)
 {
 	size_t n;
 
+	/* domains another host created since the last look */
+	cp_pool_rescan(p);
 	pthread_mutex_lock(&p->lock);
 	n = p->ndoms;
 	pthread_mutex_unlock(&p->lock);
@@ -495,8 +497,11 @@ CP_EXPORT int cp_pool_monitor(cp_pool *p)
 		}
 		if (p->use_sanlock) {
 			cp_sd_lockspace(sd, &ls);
-			st.joined = cp_lockspace_status(&ls, p->host_id) ==
-				    CP_LOCKSPACE_JOINED;
+			int ls_state = cp_lockspace_status(&ls, p->host_id);
+			st.joined = ls_state == CP_LOCKSPACE_JOINED;
+			/* keep every domain joined: (re)join in the background */
+			if (ls_state == CP_LOCKSPACE_NOT_JOINED)
+				cp_lockspace_join_start(&ls, p->host_id);
 			int hs = st.joined ? cp_lockspace_host_state(
 						     sd->uuid, p->host_id)
 					   : CP_HOST_UNKNOWN;

@@ -803,7 +803,9 @@ struct cp_domain_status {
 	char message[256];              /* its cp_last_error() */
 	int64_t checked;                /* unix seconds of the last check */
 };
-/* Check every domain once: read the record, stats, lockspace state. */
+/* Check every domain once: look for domains created elsewhere since the
+ * last call (rescan), read each record, stats, lockspace state; a domain
+ * whose lockspace is not joined is joined in the background. */
 int cp_pool_monitor(cp_pool *p);
 /* Snapshot of the status of all domains (free()). */
 int cp_pool_domains(cp_pool *p, struct cp_domain_status **out, size_t *n);
