@@ -127,7 +127,7 @@ static void jsonw_string(struct cp_jsonw *w, const char *str)
 			if (cp < 0) {
 				jsonw_put(w, "\xef\xbf\xbd", 3); /* U+FFFD */
 			} else if (cp < 0x20 || cp == 0x7f) {
-				snprintf(esc, sizeof(esc), "\\u%04lx", cp);
+				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp & 0xffffu);
 				jsonw_put(w, esc, 6);
 			} else {
 				jsonw_put(w, (const char *)start,
