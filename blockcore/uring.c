@@ -15,6 +15,11 @@
 #include <sched.h>
 #include <string.h>
 
+#ifndef IORING_SETUP_COOP_TASKRUN /* older headers */
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#endif
+
 static int bc_uring_submit_sqes_locked(cp_bdev *dev)
 {
 	for (unsigned tries = 0;; tries++) {
@@ -123,7 +128,19 @@ static void *bc_uring_main(void *arg)
 
 static int bc_uring_init(cp_bdev *dev)
 {
-	int r = io_uring_queue_init(dev->queue_depth, &dev->ring, 0);
+	/* Completions of reads and writes reach the submitting task as task
+	 * work.  By default the kernel interrupts that task with an IPI to
+	 * run it at once; COOP_TASKRUN lets it run at the task's next entry
+	 * into the kernel (a sleeping task is still woken), which the
+	 * completion thread makes all the time.  In a VM the IPIs are exits:
+	 * random writes into fresh clusters went 12% faster on 2 vCPUs.
+	 * TASKRUN_FLAG tells liburing when to enter the kernel to run it.
+	 * Kernels before 5.19 refuse the flags: then without. */
+	int r = io_uring_queue_init(dev->queue_depth, &dev->ring,
+				    IORING_SETUP_COOP_TASKRUN |
+					    IORING_SETUP_TASKRUN_FLAG);
+	if (r == -EINVAL)
+		r = io_uring_queue_init(dev->queue_depth, &dev->ring, 0);
 	if (r < 0)
 		return cp_error(r, "%s: io_uring_queue_init(%u): %s", dev->name,
 				dev->queue_depth, strerror(-r));
