@@ -1053,8 +1053,17 @@ static int blk_vol_remove(cp_sd *sd, const char *img, const char *vol)
 		return 0; /* already gone (or never in this image) */
 	if (r < 0)
 		return r;
-	/* The lease needs no removal: it lives in the slot's area of the
-	 * leases LV and is formatted again by the next vol_create there. */
+	/* The record goes first: the slot is found through the LV's MD_ tag,
+	 * which leaves with the LV (the record is ILLEGAL by now; a crash
+	 * in between leaves an LV without a record, which the task removes
+	 * when it rolls forward).  The lease needs no removal: it lives in
+	 * the slot's area of the leases LV and is formatted again by the
+	 * next vol_create there. */
+	char what[200];
+	blk_slot_what(what, sizeof(what), sd, v.slot, vol);
+	r = blk_slot_io(sd, v.slot, NULL, true, what);
+	if (r < 0)
+		return r;
 	r = cp_lvm_lv_remove(&sd->lvm, sd->uuid, vol);
 	return r == -ENOENT ? 0 : r;
 }
