@@ -31,6 +31,7 @@
 
 #include "common.h"
 #include "pool_int.h"
+#include "timeouts.h"
 
 struct pool_dom {
 	cp_sd *sd;
@@ -60,6 +61,8 @@ struct cp_pool {
 
 	cp_lease_client *client;
 	bool spm;
+	bool lost;                     /* the role ended by losing the lease:
+					* -ESTALE until the next start/stop */
 	uint64_t lver;
 	char master[CP_UUID_STR_LEN + 1];
 	struct task_journal tj;
@@ -332,6 +335,22 @@ static int pool_join_sd(cp_pool *p, cp_sd *sd)
 
 	cp_sd_lockspace(sd, &ls);
 	r = cp_lockspace_join(&ls, p->host_id);
+	if (r < 0) {
+		/* A background join (the monitor's) may be under way: wait
+		 * for its outcome, as long as a join may take. */
+		int err = r, st = CP_LOCKSPACE_BUSY;
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", cp_last_error());
+		long limit = 100L * cp_join_held_max(sd->md.io_timeout);
+		for (long i = 0; i < limit; i++) {
+			st = cp_lockspace_status(&ls, p->host_id);
+			if (st != CP_LOCKSPACE_BUSY)
+				break;
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		r = st == CP_LOCKSPACE_JOINED ? 0 : cp_error(err, "%s", msg);
+	}
 	pthread_mutex_lock(&p->lock);
 	struct pool_dom *d = pool_find_locked(p, sd->uuid);
 	if (d)
@@ -622,12 +641,20 @@ CP_EXPORT int cp_spm_check(cp_pool *p)
 	int r = 0;
 
 	pthread_mutex_lock(&p->lock);
+	if (!p->spm && p->lost) {
+		pthread_mutex_unlock(&p->lock);
+		return cp_error(-ESTALE,
+				"host %" PRIu64 " lost the SPM lease (sanlock "
+				"connection lost): it is not the SPM any more",
+				p->host_id);
+	}
 	if (!p->spm) {
 		pthread_mutex_unlock(&p->lock);
 		return -EPERM;
 	}
 	if (!p->client || cp_lease_client_check(p->client) < 0) {
 		pool_drop_spm_locked(p);
+		p->lost = true;
 		r = cp_error(-ESTALE,
 			     "host %" PRIu64 " lost the SPM lease (sanlock "
 			     "connection lost): it is not the SPM any more",
@@ -741,9 +768,13 @@ CP_EXPORT int cp_spm_start(cp_pool *p)
 	 * (no disk timeout involved); retry for up to io_timeout seconds. */
 	for (int i = 0; r == -EAGAIN && i < 100 * (int)m->md.io_timeout; i++) {
 		struct cp_lease_owner own;
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", cp_last_error());
 		if (cp_lease_read(&l, &own) < 0 ||
-		    (own.held && own.host_id != p->host_id))
+		    (own.held && own.host_id != p->host_id)) {
+			cp_error(r, "%s", msg);  /* the acquire's reason */
 			break;
+		}
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 		r = cp_lease_acquire(c, &l, &ao, &lver);
@@ -759,6 +790,7 @@ CP_EXPORT int cp_spm_start(cp_pool *p)
 	if (r == 0) {
 		p->tj_open = true;
 		p->spm = true;
+		p->lost = false;
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0) {
@@ -793,7 +825,11 @@ CP_EXPORT int cp_spm_stop(cp_pool *p, bool force)
 
 	pthread_mutex_lock(&p->lock);
 	if (!p->spm) {
+		bool lost = p->lost;
+		p->lost = false;  /* stop acknowledges the loss */
 		pthread_mutex_unlock(&p->lock);
+		if (lost)
+			return 0;
 		return cp_error(-EPERM, "host %" PRIu64 " is not the SPM",
 				p->host_id);
 	}
