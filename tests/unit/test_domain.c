@@ -54,6 +54,9 @@ static void sample_dom(struct cp_domain_md *d)
 	d->dom_version = 1;
 	d->master = true;
 	d->generation = 3;
+	d->chunk_size = 1ull << 30;
+	d->io_timeout = 10;
+	d->max_volumes = 0;
 }
 
 static void assert_vol_equal(const struct cp_volmeta *a,
@@ -302,12 +305,37 @@ static void test_dom_roundtrip(void **state)
 	assert_int_equal(r.dom_version, 1);
 	assert_true(r.master);
 	assert_true(r.generation == 3);
+	assert_true(r.chunk_size == 1ull << 30);
+	assert_int_equal(r.io_timeout, 10);
+	assert_int_equal(r.max_volumes, 0);
 	flip_every_byte(buf, dom_decode);
 
-	/* bad type, unknown flag, empty name */
+	/* out of range on encode: io_timeout, chunk size */
+	struct cp_domain_md bad = d;
+	bad.io_timeout = 0;
+	assert_int_equal(cp_domain_md_encode(&bad, buf + 0), -EINVAL);
+	bad = d;
+	bad.chunk_size = 12345;
+	assert_int_equal(cp_domain_md_encode(&bad, buf + 0), -EINVAL);
+	assert_int_equal(cp_domain_md_encode(&d, buf), 0);
+
+	/* bad type, unknown flag, empty name, io_timeout 0, chunk not MiB */
 	uint8_t b2[512];
 	memcpy(b2, buf, 512);
-	b2[156] = 2;
+	b2[156] = 3;
+	reseal(b2);
+	assert_int_equal(cp_domain_md_decode(b2, "f", &r), -EUCLEAN);
+	memcpy(b2, buf, 512);
+	b2[156] = 2; /* block: valid */
+	reseal(b2);
+	assert_int_equal(cp_domain_md_decode(b2, "f", &r), 0);
+	assert_int_equal(r.type, CP_DOMAIN_TYPE_BLOCK);
+	memcpy(b2, buf, 512);
+	memset(b2 + 184, 0, 4);
+	reseal(b2);
+	assert_int_equal(cp_domain_md_decode(b2, "f", &r), -EUCLEAN);
+	memcpy(b2, buf, 512);
+	b2[176] = 1;
 	reseal(b2);
 	assert_int_equal(cp_domain_md_decode(b2, "f", &r), -EUCLEAN);
 	memcpy(b2, buf, 512);
