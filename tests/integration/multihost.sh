@@ -46,9 +46,7 @@
 # iterations only: fewer than 30 points are then accepted).  MH_TRACE=FILE
 # writes a timed bash trace there.  SL_KEEP_LOGS=1 keeps $SL_DIR (daemon
 # logs) after a failure.  Skips (77) unless root with sanlock, lvm2,
-# losetup and qemu-img.  Prints "MEASURE" lines, and "KNOWN BUG" lines for
-# defects reported to their owners (MH_STRICT=1 turns them into failures,
-# to check a fix).
+# losetup and qemu-img.  Prints "MEASURE" lines.
 
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
@@ -79,15 +77,6 @@ now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
 in_range() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
 uuid() { cat /proc/sys/kernel/random/uuid; }
-
-# known_bug WHAT: a defect reported to its owner: printed (grep "KNOWN BUG"),
-# and a failure with MH_STRICT=1 (to check a fix)
-known_bug()
-{
-	echo "KNOWN BUG: $*"
-	[ "${MH_STRICT:-0}" = 1 ] && fail "$*"
-	return 0
-}
 
 # abort MSG: a failure that makes the rest meaningless
 abort()
@@ -317,12 +306,8 @@ else
 		"*host 2 *" 2 volume create "$FDOM" --size 1M
 	case $ERR in
 	*"lost the SPM lease"*) ok ;;
-	*"is not the SPM"*) ok
-		# its monitor dropped the role first (it polls the lease fd);
-		# the caller should still learn why (ESTALE), not "no host is"
-		known_bug "a structural call on an SPM whose sanlock daemon died is" \
-			"refused as EPERM '$ERR' once the monitor dropped the role," \
-			"instead of ESTALE 'lost the SPM lease'" ;;
+	# (its monitor may have dropped the role first: the pool remembers
+	# why, so the caller still learns ESTALE, not "not the SPM")
 	*) fail "old SPM after its sanlock daemon died: $ERR" ;;
 	esac
 	echo "old SPM's answer to a structural call: $ERR"
@@ -344,8 +329,8 @@ else
 	case $SEQ in *other*) fail "unexpected refusals after host death: $SEQ" ;; *) ok ;; esac
 	# lease.c says "held by host 2 (...), which stopped renewing ..."; spm
 	# start must pass that on, not a bare strerror
-	[ -n "${EAGAIN_BARE:-}" ] && known_bug "spm start's EAGAIN refusal lost lease.c's" \
-		"message (cp_lease_read in cp_spm_start's retry loop clears it): '$EAGAIN_BARE'"
+	[ -n "${EAGAIN_BARE:-}" ] && fail "spm start's EAGAIN refusal lost lease.c's" \
+		"message: '$EAGAIN_BARE'"
 	expect_eq "lease version after host death" $((lver2 + 1)) "$GOT"
 	expect_eq "status on host 1" "Contending 3 $GOT false" "$(spm_of 1)"
 	# host 2 comes back: a new sanlock daemon, a new cowpoold
@@ -535,18 +520,10 @@ check_domain()
 	got=$(dd if="$MH_LOOP" bs=4096 iflag=direct,skip_bytes skip="$MD_OFF" count=64 status=none |
 		od -An -v -tx1 -w4096 | awk '{ for (i = 1; i <= NF; i++) if ($i != "00") { printf "%d ", NR - 1; break } }')
 	want=$( [ -n "$slots" ] && printf '%s\n' $slots | sort -n | tr '\n' ' ')
+	# removal zeroes the slot (docs/formats/domain.md): the slots holding
+	# a record are exactly those the LVs name
 	if [ "$got" = "$want" ]; then ok; else
-		# slots no LV names are free whatever they hold (volume create
-		# zeroes a slot before use); the format promises zeroes after
-		# a removal, so records left there are reported
-		for s in $want; do
-			[[ " $got " == *" $s "* ]] || fail "$what: slot $s of a live volume is empty"
-		done
-		STALE_SLOTS=$((STALE_SLOTS + 1))
-		[ "$STALE_SLOTS" = 1 ] && known_bug "$what: removed volumes leave their" \
-			"records in the metadata slots (docs/formats/domain.md: removal zeroes" \
-			"the slot; blk_md_remove runs after lvremove and finds no LV):" \
-			"slots with a record '$got', slots named by LVs '$want'"
+		fail "$what: slots with a record '$got', slots named by LVs '$want'"
 	fi
 }
 
@@ -652,7 +629,7 @@ one_point()
 
 declare -A VOL_IMG=() OUTCOMES=() KMAX=([create]=12 [merge]=14 [template]=12 [copy]=20)
 RANDOM=$SEED
-crashes=0 completions=0 idx=0 STALE_SLOTS=0
+crashes=0 completions=0 idx=0
 echo "crash points: seed $SEED, $POINTS per operation and domain"
 t_crash=$(now)
 for op in ${MH_OPS:-create merge template copy}; do
@@ -689,7 +666,6 @@ echo "MEASURE crash recovery: $crashes crash points, $completions runs to the en
 if [ "$crashes" -ge 30 ] || [ -n "${MH_OPS:-}" ] || [ "$POINTS" -lt 4 ]; then ok; else
 	fail "only $crashes crash points (at least 30 wanted)"
 fi
-[ "$STALE_SLOTS" -gt 0 ] && echo "($STALE_SLOTS domain checks found records of removed volumes)"
 
 # ---- 5. volume leases ------------------------------------------------------------------
 # hosts A and B take turns writing a leaf; C is the SPM (its cowpoold must

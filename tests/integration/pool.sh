@@ -4,7 +4,7 @@
 # volume lifecycle) against a real sanlock daemon: pool_test lifecycle,
 # then pool_test crash (a child process killed at every crash point of
 # create, snapshot, merge, template, copy and delete; the next SPM recovers
-# each task; data checked against the reference; every 6th point on the
+# each task; data checked against the reference; every 12th point on the
 # block domain).  Both run twice: with two
 # file domains, and with a block domain (LVM on a loop device, private
 # LVM_SYSTEM_DIR that sees only it) as master plus a file domain.
@@ -61,10 +61,10 @@ run()
 run file lifecycle
 run file-crash crash
 # block: one VG per run, named by the domain UUID; removed in between
-# every 6th crash point on the block domain (each costs a dozen LVM
+# every 12th crash point on the block domain (each costs a dozen LVM
 # commands; the file domain run covers every point of the same code)
 for scenario in lifecycle crash; do
-	POOL_TEST_STRIDE=6 run "block-$scenario" "$scenario" --lvm-device "$LOOP" \
+	POOL_TEST_STRIDE=12 run "block-$scenario" "$scenario" --lvm-device "$LOOP" \
 	    --lvm-system-dir "$LVM_SYSTEM_DIR"
 	VG=$(vgs --noheadings -o vg_name 2>/dev/null | tr -d ' ' | head -n1)
 	if [ -z "$VG" ]; then

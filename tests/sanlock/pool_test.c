@@ -317,6 +317,49 @@ static void lifecycle(void)
 	OK(cp_sd_vol_md(sd, full.img_uuid, full.vol_uuid, &m));
 	CHECK(!strcmp(m.description, "renamed"), "description");
 
+	/* formats and allocation: raw preallocated, cow preallocated, and a
+	 * thin cow volume that starts at one chunk and grows by extend */
+	struct cp_vol_create_opts vo;
+	struct cp_volmeta raw, cowp, thinv;
+	struct cp_vol_size vs;
+	cp_vol_create_opts_init(&vo);
+	vo.capacity = 16 * MIB;
+	vo.format = CP_VOL_FORMAT_RAW;
+	vo.allocation = CP_VOL_ALLOC_PREALLOCATED;
+	OK(cp_vol_create(p, dom, &vo, &raw));
+	OK(cp_sd_vol_size(sd, raw.img_uuid, raw.vol_uuid, &vs));
+	CHECK(vs.apparent >= 16 * MIB && vs.allocated >= 16 * MIB,
+	      "raw preallocated: %" PRIu64 "/%" PRIu64, vs.apparent, vs.allocated);
+	fill(p, dom, raw.img_uuid, raw.vol_uuid, 0, MIB, 9);
+	vo.format = CP_VOL_FORMAT_COW;
+	OK(cp_vol_create(p, dom, &vo, &cowp));
+	OK(cp_sd_vol_size(sd, cowp.img_uuid, cowp.vol_uuid, &vs));
+	CHECK(vs.allocated >= 16 * MIB, "cow preallocated: %" PRIu64, vs.allocated);
+	vo.allocation = CP_VOL_ALLOC_SPARSE;
+	vo.capacity = 1024 * MIB;
+	OK(cp_vol_create(p, dom, &vo, &thinv));
+	OK(cp_sd_vol_size(sd, thinv.img_uuid, thinv.vol_uuid, &vs));
+	if (cp_sd_md(sd)->type == CP_DOMAIN_TYPE_BLOCK) {
+		uint64_t grown;
+		CHECK(vs.apparent == 64 * MIB, "thin LV starts at one chunk: %"
+		      PRIu64, vs.apparent);
+		OK(cp_vol_extend(p, dom, thinv.img_uuid, thinv.vol_uuid, 128 * MIB,
+				 &grown));
+		OK(cp_sd_vol_size(sd, thinv.img_uuid, thinv.vol_uuid, &vs));
+		CHECK(vs.apparent == 128 * MIB && grown == 128 * MIB,
+		      "extended LV: %" PRIu64, vs.apparent);
+		CHECK(cp_vol_extend(p, dom, thinv.img_uuid, thinv.vol_uuid,
+				    4096 * MIB, NULL) == -EINVAL,
+		      "extend past a full qcow2's size refused");
+	} else {
+		CHECK(vs.allocated < 4 * MIB, "thin qcow2 file: %" PRIu64,
+		      vs.allocated);
+	}
+	fill(p, dom, thinv.img_uuid, thinv.vol_uuid, 100 * MIB, MIB, 4);
+	OK(cp_img_delete(p, dom, raw.img_uuid, NULL));
+	OK(cp_img_delete(p, dom, cowp.img_uuid, NULL));
+	OK(cp_img_delete(p, dom, thinv.img_uuid, NULL));
+
 	/* delete: a leaf with a parent, whole images */
 	CHECK(cp_vol_delete(p, dom, base.img_uuid, base.vol_uuid, NULL) == 0,
 	      "delete the only volume");
