@@ -212,3 +212,40 @@ json_member()
 {
 	sed -n "s/^ *\"$2\": \\(.*[^,]\\),\\{0,1\\}\$/\\1/p" "$1" | head -n 1
 }
+
+# ---- loop devices and a private LVM configuration -----------------------------
+
+# loop_attach FILE SIZE: make FILE sparse of SIZE, attach it to a free loop
+# device and print the device; exits the test if losetup fails.
+loop_attach()
+{
+	local dev
+	truncate -s "$2" "$1" || exit 1
+	dev=$(losetup -f --show "$1") || { echo "losetup $1 failed" >&2; exit 1; }
+	echo "$dev"
+}
+
+# lvm_private_conf DIR DEV...: DIR/lvm.conf (for LVM_SYSTEM_DIR=DIR) that
+# lets LVM see only the given devices, with activation off, so a test never
+# touches the machine's own volume groups (ENVIRONMENT.md).
+lvm_private_conf()
+{
+	local dir=$1 d accept="" devfile=""
+	shift
+	for d in "$@"; do
+		accept="$accept\"a|^$d\$|\", "
+	done
+	if lvmconfig --type default devices/use_devicesfile >/dev/null 2>&1; then
+		devfile="use_devicesfile = 0"
+	fi
+	mkdir -p "$dir" || exit 1
+	cat >"$dir/lvm.conf" <<EOC
+devices {
+	filter = [ $accept"r|.*|" ]
+	$devfile
+}
+global {
+	activation = 0
+}
+EOC
+}

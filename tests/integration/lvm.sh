@@ -59,26 +59,12 @@ cd "$TMP" || exit 1
 
 # ---- loop devices and a private LVM configuration --------------------------
 for f in pv0 pv1; do
-	truncate -s 256M "$f" || exit 1
-	l=$(losetup -f --show "$TMP/$f") || { echo "losetup failed" >&2; exit 1; }
-	LOOPS+=("$l")
+	LOOPS+=("$(loop_attach "$TMP/$f" 256M)")
 done
 A=${LOOPS[0]}
 B=${LOOPS[1]}
-mkdir -p "$LVM_SYSTEM_DIR"
-devfile=""
-if lvmconfig --type default devices/use_devicesfile >/dev/null 2>&1; then
-	devfile="use_devicesfile = 0"
-fi
-cat >"$LVM_SYSTEM_DIR/lvm.conf" <<EOF
-devices {
-	filter = [ "a|^$A\$|", "a|^$B\$|", "r|.*|" ]
-	$devfile
-}
-global {
-	activation = 0
-}
-EOF
+[ -n "$A" ] && [ -n "$B" ] || exit 1
+lvm_private_conf "$LVM_SYSTEM_DIR" "$A" "$B"
 export CP_LVM_DEVICES="$A,$B"
 
 # h CMD...: run the helper, output in h.out, errors in h.err, status in RC

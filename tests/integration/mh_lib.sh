@@ -91,19 +91,9 @@ mh_init()
 	sl_init
 	sl_on_exit _mh_cleanup
 	export LVM_SYSTEM_DIR=$SL_DIR/lvm LVM_SUPPRESS_FD_WARNINGS=1
-	truncate -s "$size" "$SL_DIR/pv0" || exit 1
-	MH_LOOP=$(losetup -f --show "$SL_DIR/pv0") ||
-		{ echo "losetup failed" >&2; exit 1; }
-	mkdir -p "$LVM_SYSTEM_DIR"
-	cat >"$LVM_SYSTEM_DIR/lvm.conf" <<-EOC
-	devices {
-		filter = [ "a|^$MH_LOOP\$|", "r|.*|" ]
-		use_devicesfile = 0
-	}
-	global {
-		activation = 0
-	}
-	EOC
+	MH_LOOP=$(loop_attach "$SL_DIR/pv0" "$size")
+	[ -n "$MH_LOOP" ] || exit 1
+	lvm_private_conf "$LVM_SYSTEM_DIR" "$MH_LOOP"
 	MH_FROOT=$SL_DIR/nfs
 	mkdir -p "$MH_FROOT"
 }

@@ -32,18 +32,9 @@ lvm_cleanup()
 }
 sl_on_exit lvm_cleanup
 
-truncate -s 2G "$SL_DIR/pv0"
-LOOP=$(losetup -f --show "$SL_DIR/pv0") || { echo "losetup failed" >&2; exit 1; }
-mkdir -p "$LVM_SYSTEM_DIR"
-cat >"$LVM_SYSTEM_DIR/lvm.conf" <<EOC
-devices {
-	filter = [ "a|^$LOOP\$|", "r|.*|" ]
-	use_devicesfile = 0
-}
-global {
-	activation = 0
-}
-EOC
+LOOP=$(loop_attach "$SL_DIR/pv0" 2G)
+[ -n "$LOOP" ] || exit 1
+lvm_private_conf "$LVM_SYSTEM_DIR" "$LOOP"
 sl_start 1
 
 run()
