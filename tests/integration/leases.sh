@@ -151,7 +151,10 @@ prev=0
 plus_one=0
 named_other=0
 t0=$(now)
-for r in $(seq "$ROUNDS"); do
+slow_rounds=0
+r=0
+while [ "$r" -lt "$ROUNDS" ]; do
+	r=$((r + 1))
 	for n in 1 2 3; do session_send "$n" acquire; done
 	winner=
 	declare -A ans=()
@@ -169,6 +172,24 @@ for r in $(seq "$ROUNDS"); do
 		esac
 	done
 	if [ -z "$winner" ]; then
+		# With io_timeout 1 a ballot whose disk I/O took longer than 1 s
+		# fails with EIO and nobody holds the lease: the storage was too
+		# slow for the timeout, not a second winner.  Repeat such a
+		# round, a few times at most; any other empty round fails.
+		if [[ "${ans[1]} ${ans[2]} ${ans[3]}" == *"err EIO "*"timed out"* ]] &&
+		   [ "$slow_rounds" -lt 5 ]; then
+			slow_rounds=$((slow_rounds + 1))
+			echo "MEASURE round $r: lease I/O slower than io_timeout (EIO), round repeated:" \
+				"${ans[1]} | ${ans[2]} | ${ans[3]}"
+			# the host whose ballot timed out may still own the leader:
+			# it releases (or answers that it holds nothing) first
+			for n in 1 2 3; do
+				[[ ${ans[$n]} == "err EIO "* ]] && session_cmd "$n" release
+			done
+			r=$((r - 1))
+			unset ans
+			continue
+		fi
 		fail "round $r: nobody acquired SDM: ${ans[1]} | ${ans[2]} | ${ans[3]}"
 		continue
 	fi
@@ -208,7 +229,7 @@ for r in $(seq "$ROUNDS"); do
 	expect_eq "round $r: status after release" "free lver=$lver" "$(status_of "$asker")"
 	unset ans
 done
-echo "MEASURE race: $ROUNDS rounds in $(elapsed "$t0" "$(now)") s; lease version" \
+echo "MEASURE race: $ROUNDS rounds ($slow_rounds repeated after lease I/O timeouts) in $(elapsed "$t0" "$(now)") s; lease version" \
 	"+1 in $plus_one rounds, final version $prev; $named_other of" \
 	"$((2 * ROUNDS)) EBUSY answers named the previous holder still in" \
 	"the ballot rather than the winner"
