@@ -756,7 +756,6 @@ static int di_run(cp_pool *p, cp_sd *sd, struct cp_task *t)
 CP_EXPORT int cp_img_delete(cp_pool *p, const char *dom, const char *img,
 			    const char *task_uuid)
 {
-	struct cp_volmeta *chain = NULL;
 	struct cp_task t;
 	size_t n = 0;
 	cp_sd *sd;
@@ -780,7 +779,6 @@ CP_EXPORT int cp_img_delete(cp_pool *p, const char *dom, const char *img,
 			r = template_in_use(sd, img, vols[i].s);
 	}
 	free(vols);
-	free(chain);
 	if (r < 0)
 		goto out;
 	task_init(&t, CP_TASK_DELETE_IMAGE, task_uuid, p, dom);
