@@ -325,7 +325,10 @@ static int fsd_vol_create(cp_sd *sd, const struct sd_vol_spec *s)
 	fsd_path(sd, path, sizeof(path), s->img_uuid, s->vol_uuid, "");
 	fsd_path(sd, lease, sizeof(lease), s->img_uuid, s->vol_uuid, ".lease");
 	fsd_path(sd, dir, sizeof(dir), s->img_uuid, NULL, NULL);
-	r = fsd_create_file(path, s->size, true);
+	/* raw: the file has the disk's size, allocated only when the volume
+	 * is preallocated; qcow2 files start empty (size 0) */
+	r = fsd_create_file(path, s->size,
+			    s->allocation == CP_VOL_ALLOC_PREALLOCATED);
 	if (r == -EEXIST)
 		return cp_error(-EEXIST, "domain %s: volume %s exists", sd->uuid,
 				s->vol_uuid);

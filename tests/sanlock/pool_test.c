@@ -331,6 +331,16 @@ static void lifecycle(void)
 	CHECK(vs.apparent >= 16 * MIB && vs.allocated >= 16 * MIB,
 	      "raw preallocated: %" PRIu64 "/%" PRIu64, vs.apparent, vs.allocated);
 	fill(p, dom, raw.img_uuid, raw.vol_uuid, 0, MIB, 9);
+	struct cp_volmeta raws;
+	vo.allocation = CP_VOL_ALLOC_SPARSE;
+	OK(cp_vol_create(p, dom, &vo, &raws));
+	OK(cp_sd_vol_size(sd, raws.img_uuid, raws.vol_uuid, &vs));
+	CHECK(vs.apparent >= 16 * MIB, "raw sparse size: %" PRIu64, vs.apparent);
+	if (cp_sd_md(sd)->type == CP_DOMAIN_TYPE_FILE)
+		CHECK(vs.allocated < 16 * MIB, "raw sparse file is allocated: %"
+		      PRIu64, vs.allocated);
+	OK(cp_img_delete(p, dom, raws.img_uuid, NULL));
+	vo.allocation = CP_VOL_ALLOC_PREALLOCATED;
 	vo.format = CP_VOL_FORMAT_COW;
 	OK(cp_vol_create(p, dom, &vo, &cowp));
 	OK(cp_sd_vol_size(sd, cowp.img_uuid, cowp.vol_uuid, &vs));
