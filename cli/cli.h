@@ -177,6 +177,11 @@ struct cli_parser {
 	bool in_order;  /* the first positional ends the options */
 	bool no_help;   /* no built-in -h, --help */
 	const char *usage; /* if set: "usage: cowpool <usage>" after errors */
+	/* --help: NULL prints cli_help_opts(cmd, opts); else this is called
+	 * (with ctx, for the caller's use) and the parse still returns
+	 * CLI_PARSE_HELP. */
+	void (*help)(const struct cli_parser *p);
+	void *ctx;
 	int npos;       /* out: the positional arguments */
 	char **pos;
 	const char *token; /* for fn: the argument that named the option */

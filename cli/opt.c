@@ -80,7 +80,10 @@ static int cli_opt_apply(struct cli_parser *p, const struct cli_opt *o,
 			 const char *arg, const char *token)
 {
 	if (o == &cli_opt_help_entry) {
-		cli_help_opts(p->cmd, p->opts);
+		if (p->help)
+			p->help(p);
+		else
+			cli_help_opts(p->cmd, p->opts);
 		return CLI_PARSE_HELP;
 	}
 	if (o->seen)
