@@ -66,21 +66,6 @@ void cli_rpc_close(struct cli_rpc *c)
 	c->buf = NULL;
 }
 
-static int rpc_send_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Read one line (without '\n') into c->buf; *len its length.  0, or -EPIPE
  * at EOF, -errno. */
 static int rpc_read_line(struct cli_rpc *c, size_t *len)
@@ -135,9 +120,9 @@ int cli_rpc_call(struct cli_rpc *c, const char *method,
 		cp_jsonw_free(&w);
 		return cli_error("out of memory");
 	}
-	int r = rpc_send_all(c->fd, w.buf, w.len);
+	int r = cp_send_all(c->fd, w.buf, w.len);
 	if (!r)
-		r = rpc_send_all(c->fd, "\n", 1);
+		r = cp_send_all(c->fd, "\n", 1);
 	cp_jsonw_free(&w);
 	size_t len = 0;
 	if (!r)
@@ -491,7 +476,7 @@ int cli_cmd_rpc(int argc, char **argv)
 		char buf[65536];
 		ssize_t n;
 		while ((n = read(STDIN_FILENO, buf, sizeof(buf))) > 0) {
-			if (rpc_send_all(rpc.fd, buf, (size_t)n) < 0)
+			if (cp_send_all(rpc.fd, buf, (size_t)n) < 0)
 				break; /* the daemon closed: print what came */
 		}
 		shutdown(rpc.fd, SHUT_WR);
