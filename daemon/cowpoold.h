@@ -79,6 +79,79 @@ struct dmn_config {
 int dmn_config_load(struct dmn_config *cfg, int argc, char **argv);
 void dmn_config_free(struct dmn_config *cfg);
 
+/* ---- records.c: records as JSON (leaf: uses no other daemon file) ------- */
+
+/* "EPERM" for 1 (positive errno); "E<n>" when unknown. */
+const char *dmn_errno_name(int e);
+const char *dmn_domain_type_name(enum cp_domain_type t); /* "file" */
+void dmn_json_domain_md(struct cp_jsonw *w, const char *key,
+			const struct cp_domain_md *md);
+/* The record's members plus stats, readable, joined, renewal... */
+void dmn_json_domain_status(struct cp_jsonw *w,
+			    const struct cp_domain_status *s);
+/* sz may be NULL (no sizes). */
+void dmn_json_volmeta(struct cp_jsonw *w, const char *key,
+		      const struct cp_volmeta *m, const struct cp_vol_size *sz);
+void dmn_json_spm_status(struct cp_jsonw *w, const struct cp_spm_status *s);
+/* Journal record -> JSON object members (no braces). */
+void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t);
+
+/* ---- params.c: a call and the check of its params ----------------------- */
+
+/* One call being answered. */
+struct dmn_call {
+	struct dmn *d;
+	const char *method;
+	const cp_json *params;         /* an object (empty when absent) */
+	struct cp_jsonw *res;          /* the handler writes one value */
+	/* JSON-RPC level error (set with dmn_call_error, returned as
+	 * DMN_RPC_ERROR by handlers) */
+	int rpc_code;
+	char rpc_msg[512];
+	char rpc_param[64];            /* the param named, for error.data */
+};
+#define DMN_RPC_ERROR 1
+
+/* JSON-RPC 2.0 codes */
+#define DMN_EPARSE -32700
+#define DMN_EINVALID_REQUEST -32600
+#define DMN_ENO_METHOD -32601
+#define DMN_EINVALID_PARAMS -32602
+#define DMN_EINTERNAL -32603
+#define DMN_EAPP_BASE 1000             /* + errno */
+
+int dmn_call_error(struct dmn_call *c, int code, const char *param,
+		   const char *fmt, ...) CP_PRINTF(4, 5);
+
+/* A handler's spec of its params: each checked value goes to out. */
+enum dmn_ptype {
+	P_STR,   /* out: const char ** (borrowed from the request) */
+	P_UUID,  /* out: char[DMN_UUID_BUF], lower-cased; "" when absent */
+	P_SIZE,  /* out: uint64_t *; integer or "1G" */
+	P_U64,   /* out: uint64_t *; integer <= max (when max) */
+	P_BOOL,  /* out: bool * */
+	P_NUM,   /* out: double * */
+	P_ENUM,  /* out: int * index into choices (NULL-terminated) */
+	P_STRV,  /* out: const char *** NULL-terminated, caller frees */
+};
+
+struct dmn_param {
+	const char *name;
+	enum dmn_ptype type;
+	bool required;
+	void *out;
+	bool *given;                   /* may be NULL */
+	const char *const *choices;    /* P_ENUM */
+	uint64_t max;                  /* P_U64: 0 = UINT64_MAX */
+};
+
+/* Check c->params against spec: unknown names, missing required ones,
+ * types and values.  0, DMN_RPC_ERROR (-32602 set) or -ENOMEM.  On error
+ * nothing allocated is left behind except what earlier P_STRV entries
+ * stored (free them: they are NULL-init). */
+int dmn_params_parse(struct dmn_call *c, const struct dmn_param *spec,
+		     size_t n);
+
 /* ---- tasks.c: the daemon's tasks ------------------------------------------ */
 
 /* What a worker runs: one of the long structural calls with its
@@ -161,47 +234,19 @@ int dmn_task_uuids(struct dmn *d, struct cp_uuid_str **out, size_t *n);
 /* Shutdown: wake waiters, then wait until no worker runs. */
 void dmn_tasks_stop(struct dmn *d);
 
-/* Journal record -> JSON object members (no braces). */
-void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t);
-
-/* ---- methods.c: the API ---------------------------------------------------- */
-
-/* One call being answered. */
-struct dmn_call {
-	struct dmn *d;
-	const char *method;
-	const cp_json *params;         /* an object (empty when absent) */
-	struct cp_jsonw *res;          /* the handler writes one value */
-	/* JSON-RPC level error (set with dmn_call_error, returned as
-	 * DMN_RPC_ERROR by handlers) */
-	int rpc_code;
-	char rpc_msg[512];
-	char rpc_param[64];            /* the param named, for error.data */
-};
-#define DMN_RPC_ERROR 1
-
-/* JSON-RPC 2.0 codes */
-#define DMN_EPARSE -32700
-#define DMN_EINVALID_REQUEST -32600
-#define DMN_ENO_METHOD -32601
-#define DMN_EINVALID_PARAMS -32602
-#define DMN_EINTERNAL -32603
-#define DMN_EAPP_BASE 1000             /* + errno */
-
-int dmn_call_error(struct dmn_call *c, int code, const char *param,
-		   const char *fmt, ...) CP_PRINTF(4, 5);
+/* ---- methods.c: the handlers and the dispatch table ---------------------- */
 
 /* Run a method: 0 (result written to c->res), DMN_RPC_ERROR, or -errno
  * (application error; message in cp_last_error() of this thread). */
 int dmn_method_call(struct dmn_call *c);
 
-/* Records -> JSON objects. */
-void dmn_json_domain_md(struct cp_jsonw *w, const char *key,
-			const struct cp_domain_md *md);
-void dmn_json_volmeta(struct cp_jsonw *w, const char *key,
-		      const struct cp_volmeta *m, const struct cp_vol_size *sz);
-/* "EPERM" for 1 (positive errno); "E<n>" when unknown. */
-const char *dmn_errno_name(int e);
+/* ---- monitor.c: the join and monitor threads ------------------------------ */
+
+void *dmn_join_thread(void *d);    /* cp_pool_join() once */
+void *dmn_monitor_thread(void *d); /* until d->stopping or wake_fd */
+/* Tell the monitor to look for the lease fd again (after spm.start,
+ * volume.prepare --rw). */
+void dmn_monitor_kick(struct dmn *d);
 
 /* ---- server.c: the unix socket and JSON-RPC framing ----------------------- */
 
@@ -258,8 +303,5 @@ struct dmn {
 
 	struct dmn_tasks tasks;
 };
-
-/* Tell the monitor to look for the lease fd again (main.c). */
-void dmn_monitor_kick(struct dmn *d);
 
 #endif

@@ -1,5 +1,6 @@
-/* daemon/methods.c - the JSON-RPC methods: parameter checking, calls into
- * spm.h, results as JSON.  docs/api.md is the reference for every method.
+/* daemon/methods.c - the JSON-RPC methods: calls into spm.h, results as
+ * JSON (records.c), params checked with params.c.  docs/api.md is the
+ * reference for every method.
  *
  * Handlers run in the connection's thread.  They return 0 with one value
  * written to c->res, DMN_RPC_ERROR with c->rpc_* set (bad params), or
@@ -16,233 +17,20 @@
 
 #include "cowpoold.h"
 
-int dmn_call_error(struct dmn_call *c, int code, const char *param,
-		   const char *fmt, ...)
-{
-	va_list ap;
-	c->rpc_code = code;
-	va_start(ap, fmt);
-	vsnprintf(c->rpc_msg, sizeof(c->rpc_msg), fmt, ap);
-	va_end(ap);
-	snprintf(c->rpc_param, sizeof(c->rpc_param), "%s", param ? param : "");
-	return DMN_RPC_ERROR;
-}
-
-const char *dmn_errno_name(int e)
-{
-	static _Thread_local char buf[16];
-	const char *n = strerrorname_np(e);
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-/* ---- parameters ----------------------------------------------------------- */
-
-enum dmn_ptype {
-	P_STR,   /* out: const char ** (borrowed from the request) */
-	P_UUID,  /* out: char[DMN_UUID_BUF], lower-cased; "" when absent */
-	P_SIZE,  /* out: uint64_t *; integer or "1G" */
-	P_U64,   /* out: uint64_t *; integer <= max (when max) */
-	P_BOOL,  /* out: bool * */
-	P_NUM,   /* out: double * */
-	P_ENUM,  /* out: int * index into choices (NULL-terminated) */
-	P_STRV,  /* out: const char *** NULL-terminated, caller frees */
-};
-
-struct dmn_param {
-	const char *name;
-	enum dmn_ptype type;
-	bool required;
-	void *out;
-	bool *given;                   /* may be NULL */
-	const char *const *choices;    /* P_ENUM */
-	uint64_t max;                  /* P_U64: 0 = UINT64_MAX */
-};
-
-static int param_type_error(struct dmn_call *c, const char *name,
-			    const char *want, const cp_json *v)
-{
-	return dmn_call_error(c, DMN_EINVALID_PARAMS, name,
-			      "invalid params: '%s' must be %s, not %s", name,
-			      want, cp_json_type_name(cp_json_type(v)));
-}
-
-static int param_one(struct dmn_call *c, const struct dmn_param *p,
-		     const cp_json *v)
-{
-	const char *s;
-	switch (p->type) {
-	case P_STR:
-		s = cp_json_string(v, NULL);
-		if (!s)
-			return param_type_error(c, p->name, "a string", v);
-		*(const char **)p->out = s;
-		return 0;
-	case P_UUID: {
-		s = cp_json_string(v, NULL);
-		if (!s)
-			return param_type_error(c, p->name,
-						"a UUID string", v);
-		if (!cp_uuid_valid(s))
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, p->name,
-			    "invalid params: '%s': bad UUID '%.80s' (expected "
-			    "8-4-4-4-12 hex digits)", p->name, s);
-		char *out = p->out;
-		for (size_t i = 0; i <= CP_UUID_STR_LEN; i++)
-			out[i] = (char)(s[i] >= 'A' && s[i] <= 'F'
-					    ? s[i] - 'A' + 'a' : s[i]);
-		return 0;
-	}
-	case P_SIZE: {
-		uint64_t *out = p->out;
-		s = NULL;
-		if (cp_json_type(v) == CP_JSON_NUMBER) {
-			if (cp_json_u64(v, out) < 0 || *out > INT64_MAX)
-				goto bad_size;
-			return 0;
-		}
-		s = cp_json_string(v, NULL);
-		if (!s)
-			return param_type_error(
-			    c, p->name, "a size (an integer, or a string "
-			    "such as \"10G\")", v);
-		if (cp_parse_size(s, out) < 0 || *out > INT64_MAX)
-			goto bad_size;
-		return 0;
-	bad_size:
-		return dmn_call_error(
-		    c, DMN_EINVALID_PARAMS, p->name,
-		    "invalid params: '%s': invalid size %s%.40s%s (expected "
-		    "bytes below 2^63 as an integer, or a string with a k, M, "
-		    "G, T, P or E suffix)", p->name,
-		    s ? "'" : "", s ? s : cp_json_number_text(v), s ? "'" : "");
-	}
-	case P_U64: {
-		uint64_t *out = p->out, max = p->max ? p->max : UINT64_MAX;
-		if (cp_json_type(v) != CP_JSON_NUMBER)
-			return param_type_error(c, p->name, "an integer", v);
-		if (cp_json_u64(v, out) < 0 || *out > max)
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, p->name,
-			    "invalid params: '%s': %s is not an integer in "
-			    "0..%" PRIu64, p->name, cp_json_number_text(v),
-			    max);
-		return 0;
-	}
-	case P_BOOL:
-		if (cp_json_bool(v, p->out) < 0)
-			return param_type_error(c, p->name, "a boolean", v);
-		return 0;
-	case P_NUM:
-		if (cp_json_double(v, p->out) < 0)
-			return param_type_error(c, p->name, "a number", v);
-		return 0;
-	case P_ENUM: {
-		char list[256] = "";
-		s = cp_json_string(v, NULL);
-		for (size_t i = 0; p->choices[i]; i++) {
-			if (s && !strcmp(s, p->choices[i])) {
-				*(int *)p->out = (int)i;
-				return 0;
-			}
-			snprintf(list + strlen(list), sizeof(list) - strlen(list),
-				 "%s\"%s\"", i ? ", " : "", p->choices[i]);
-		}
-		if (!s)
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, p->name,
-			    "invalid params: '%s' must be one of %s, not %s",
-			    p->name, list, cp_json_type_name(cp_json_type(v)));
-		return dmn_call_error(c, DMN_EINVALID_PARAMS, p->name,
-				      "invalid params: '%s' must be one of %s, "
-				      "not '%.80s'", p->name, list, s);
-	}
-	case P_STRV: {
-		if (cp_json_type(v) != CP_JSON_ARRAY)
-			return param_type_error(c, p->name,
-						"an array of strings", v);
-		size_t n = cp_json_count(v);
-		const char **arr = calloc(n + 1, sizeof(*arr));
-		if (!arr)
-			return -ENOMEM;
-		for (size_t i = 0; i < n; i++) {
-			arr[i] = cp_json_string(cp_json_at(v, i), NULL);
-			if (!arr[i]) {
-				free(arr);
-				return dmn_call_error(
-				    c, DMN_EINVALID_PARAMS, p->name,
-				    "invalid params: '%s' must be an array of "
-				    "strings (element %zu is %s)", p->name, i,
-				    cp_json_type_name(
-					cp_json_type(cp_json_at(v, i))));
-			}
-		}
-		*(const char ***)p->out = arr;
-		return 0;
-	}
-	}
-	return -EINVAL;
-}
-
-/* Check c->params against spec: unknown names, missing required ones,
- * types and values.  On error nothing allocated is left behind except
- * what earlier P_STRV entries stored (free them: they are NULL-init). */
-static int params_parse(struct dmn_call *c, const struct dmn_param *spec,
-			size_t n)
-{
-	const cp_json *params = c->params;
-	for (size_t i = 0; i < cp_json_count(params); i++) {
-		const char *k = cp_json_key_at(params, i);
-		bool known = false;
-		for (size_t j = 0; j < n && !known; j++)
-			known = !strcmp(k, spec[j].name);
-		if (!known) {
-			char list[400] = "";
-			for (size_t j = 0; j < n; j++)
-				snprintf(list + strlen(list),
-					 sizeof(list) - strlen(list), "%s%s",
-					 j ? ", " : "", spec[j].name);
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, k,
-			    "invalid params: unknown param '%.64s' (%s takes "
-			    "%s)", k, c->method, n ? list : "no params");
-		}
-	}
-	for (size_t j = 0; j < n; j++) {
-		const struct dmn_param *p = &spec[j];
-		const cp_json *v = cp_json_get(params, p->name);
-		if (p->given)
-			*p->given = v != NULL;
-		if (!v) {
-			if (p->required)
-				return dmn_call_error(
-				    c, DMN_EINVALID_PARAMS, p->name,
-				    "invalid params: '%s' is missing",
-				    p->name);
-			continue;
-		}
-		int r = param_one(c, p, v);
-		if (r)
-			return r;
-	}
-	return 0;
-}
-
+/* A handler's params spec, checked by dmn_params_parse(). */
 #define PARAMS(c, ...)                                                         \
 	({                                                                     \
 		const struct dmn_param spec_[] = {__VA_ARGS__};                \
-		params_parse(c, spec_, CP_ARRAY_SIZE(spec_));                  \
+		dmn_params_parse(c, spec_, CP_ARRAY_SIZE(spec_));                  \
 	})
-#define NO_PARAMS(c) params_parse(c, NULL, 0)
+#define NO_PARAMS(c) dmn_params_parse(c, NULL, 0)
 
 /* Shorthands for spec entries. */
 #define REQ(n, t, o) {.name = (n), .type = (t), .required = true, .out = (o)}
 #define OPT(n, t, o) {.name = (n), .type = (t), .out = (o)}
 #define OPTG(n, t, o, g) {.name = (n), .type = (t), .out = (o), .given = (g)}
 #define ENUM(n, ch, o) {.name = (n), .type = P_ENUM, .out = (o), .choices = (ch)}
+
 
 static const char *const fmt_names[] = {"cow", "raw", NULL};
 static const char *const alloc_names[] = {"sparse", "preallocated", NULL};
@@ -255,86 +43,6 @@ static enum cp_vol_format fmt_of(int i)
 static enum cp_vol_alloc alloc_of(int i)
 {
 	return i == 1 ? CP_VOL_ALLOC_PREALLOCATED : CP_VOL_ALLOC_SPARSE;
-}
-
-/* ---- records as JSON ------------------------------------------------------ */
-
-static const char *type_name(enum cp_domain_type t)
-{
-	return t == CP_DOMAIN_TYPE_BLOCK ? "block" : "file";
-}
-
-static void md_members(struct cp_jsonw *w, const struct cp_domain_md *md)
-{
-	cp_jsonw_str(w, "uuid", md->dom_uuid);
-	cp_jsonw_str(w, "pool", md->pool_uuid);
-	cp_jsonw_str(w, "name", md->name);
-	cp_jsonw_str(w, "type", type_name(md->type));
-	cp_jsonw_u64(w, "version", md->dom_version);
-	cp_jsonw_bool(w, "master", md->master);
-	cp_jsonw_u64(w, "generation", md->generation);
-	cp_jsonw_u64(w, "chunk_size", md->chunk_size);
-	cp_jsonw_u64(w, "io_timeout", md->io_timeout);
-	cp_jsonw_u64(w, "max_volumes", md->max_volumes);
-}
-
-void dmn_json_domain_md(struct cp_jsonw *w, const char *key,
-			const struct cp_domain_md *md)
-{
-	cp_jsonw_obj_begin(w, key);
-	md_members(w, md);
-	cp_jsonw_obj_end(w);
-}
-
-static void json_domain_status(struct cp_jsonw *w,
-			       const struct cp_domain_status *s)
-{
-	cp_jsonw_obj_begin(w, NULL);
-	md_members(w, &s->md);
-	cp_jsonw_obj_begin(w, "stats");
-	cp_jsonw_u64(w, "total", s->stats.total);
-	cp_jsonw_u64(w, "free", s->stats.free);
-	cp_jsonw_obj_end(w);
-	cp_jsonw_bool(w, "readable", s->readable);
-	cp_jsonw_bool(w, "joined", s->joined);
-	cp_jsonw_str(w, "renewal", cp_host_state_name(s->renewal));
-	if (s->last_error)
-		cp_jsonw_str(w, "last_error", dmn_errno_name(-s->last_error));
-	else
-		cp_jsonw_null(w, "last_error");
-	cp_jsonw_str_or_null(w, "message", s->message);
-	cp_jsonw_i64(w, "checked", s->checked);
-	cp_jsonw_obj_end(w);
-}
-
-void dmn_json_volmeta(struct cp_jsonw *w, const char *key,
-		      const struct cp_volmeta *m, const struct cp_vol_size *sz)
-{
-	static const char *const roles[] = {"?", "leaf", "internal", "shared"};
-	cp_jsonw_obj_begin(w, key);
-	cp_jsonw_str(w, "uuid", m->vol_uuid);
-	cp_jsonw_str(w, "image", m->img_uuid);
-	cp_jsonw_str(w, "domain", m->dom_uuid);
-	cp_jsonw_str_or_null(w, "parent", m->parent_uuid);
-	cp_jsonw_str(w, "format",
-		     m->format == CP_VOL_FORMAT_RAW ? "raw" : "cow");
-	cp_jsonw_str(w, "allocation",
-		     m->allocation == CP_VOL_ALLOC_PREALLOCATED
-			 ? "preallocated" : "sparse");
-	cp_jsonw_str(w, "role",
-		     (unsigned)m->role < CP_ARRAY_SIZE(roles) ? roles[m->role]
-							      : "?");
-	cp_jsonw_str(w, "legality",
-		     m->legality == CP_VOL_ILLEGAL ? "illegal" : "legal");
-	cp_jsonw_u64(w, "capacity", m->capacity);
-	cp_jsonw_u64(w, "generation", m->generation);
-	cp_jsonw_i64(w, "ctime", m->ctime);
-	cp_jsonw_str(w, "description", m->description);
-	if (sz) {
-		cp_jsonw_u64(w, "apparent_size", sz->apparent);
-		cp_jsonw_u64(w, "allocated_size", sz->allocated);
-	}
-	cp_jsonw_obj_end(w);
 }
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -495,7 +203,7 @@ static int m_domain_create(struct dmn_call *c)
 	if (r < 0)
 		goto out;
 	dmn_info("domain %s (%s) created: %s %s", md.dom_uuid, md.name,
-		 type_name(md.type), type == 1 ? devices[0] : path);
+		 dmn_domain_type_name(md.type), type == 1 ? devices[0] : path);
 	dmn_json_domain_md(c->res, NULL, &md);
 	r = 0;
 out:
@@ -515,7 +223,7 @@ static int m_domain_list(struct dmn_call *c)
 		return r;
 	cp_jsonw_arr_begin(c->res, NULL);
 	for (size_t i = 0; i < n; i++)
-		json_domain_status(c->res, &st[i]);
+		dmn_json_domain_status(c->res, &st[i]);
 	cp_jsonw_arr_end(c->res);
 	free(st);
 	return 0;
@@ -536,7 +244,7 @@ static int m_domain_info(struct dmn_call *c)
 		     "%" PRIu64, dom, c->d->cfg.host_id);
 	for (size_t i = 0; i < n; i++) {
 		if (!strcmp(st[i].md.dom_uuid, dom)) {
-			json_domain_status(c->res, &st[i]);
+			dmn_json_domain_status(c->res, &st[i]);
 			cp_clear_error();
 			r = 0;
 			break;
@@ -572,16 +280,6 @@ static int m_domain_extend(struct dmn_call *c)
 	return 0;
 }
 
-static void json_spm_status(struct cp_jsonw *w, const struct cp_spm_status *s)
-{
-	cp_jsonw_obj_begin(w, NULL);
-	cp_jsonw_str(w, "role", cp_spm_role_name(s->role));
-	cp_jsonw_u64(w, "host_id", s->host_id);
-	cp_jsonw_u64(w, "lver", s->lver);
-	cp_jsonw_bool(w, "self", s->self);
-	cp_jsonw_obj_end(w);
-}
-
 static int m_spm_status(struct dmn_call *c)
 {
 	int r = NO_PARAMS(c);
@@ -591,7 +289,7 @@ static int m_spm_status(struct dmn_call *c)
 	r = cp_spm_status(c->d->pool, &s);
 	if (r < 0)
 		return r;
-	json_spm_status(c->res, &s);
+	dmn_json_spm_status(c->res, &s);
 	return 0;
 }
 
@@ -612,7 +310,7 @@ static int m_spm_start(struct dmn_call *c)
 		return r;
 	dmn_info("this host is the SPM (lease version %" PRIu64 ")", s.lver);
 	dmn_monitor_kick(c->d);
-	json_spm_status(c->res, &s);
+	dmn_json_spm_status(c->res, &s);
 	return 0;
 }
 
@@ -630,7 +328,7 @@ static int m_spm_stop(struct dmn_call *c)
 	r = cp_spm_status(c->d->pool, &s);
 	if (r < 0)
 		return r;
-	json_spm_status(c->res, &s);
+	dmn_json_spm_status(c->res, &s);
 	return 0;
 }
 

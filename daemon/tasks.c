@@ -286,24 +286,6 @@ static void write_error(struct cp_jsonw *w, int err, const char *msg)
 	cp_jsonw_obj_end(w);
 }
 
-void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t)
-{
-	cp_jsonw_str(w, "type", cp_task_type_name(t->type));
-	cp_jsonw_str(w, "state", cp_task_state_name(t->state));
-	cp_jsonw_u64(w, "step", t->step);
-	cp_jsonw_u64(w, "seq", t->seq);
-	cp_jsonw_u64(w, "spm_lver", t->spm_lver);
-	cp_jsonw_i64(w, "ctime", t->ctime);
-	cp_jsonw_i64(w, "mtime", t->mtime);
-	cp_jsonw_str_or_null(w, "domain", t->dom_uuid);
-	cp_jsonw_str_or_null(w, "image", t->img_uuid);
-	cp_jsonw_str_or_null(w, "volume", t->vol_uuid);
-	cp_jsonw_str_or_null(w, "parent", t->parent_uuid);
-	cp_jsonw_str_or_null(w, "source_image", t->src_img_uuid);
-	cp_jsonw_str_or_null(w, "source_volume", t->src_vol_uuid);
-	cp_jsonw_str_or_null(w, "target_domain", t->dst_dom_uuid);
-}
-
 void dmn_task_write(struct dmn *d, struct cp_jsonw *w, const char *key,
 		    const char *task_uuid, const struct cp_task *jt)
 {
