@@ -29,6 +29,7 @@
 #include "common.h"
 #include "json.h"
 #include "jsonw.h"
+#include "api.h"
 #include "spm.h"
 
 /* ---- log.c: one sink, stderr with timestamps ------------------------------ */
@@ -96,12 +97,31 @@ void dmn_json_spm_status(struct cp_jsonw *w, const struct cp_spm_status *s);
 /* Journal record -> JSON object members (no braces). */
 void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t);
 
-/* ---- params.c: a call and the check of its params ----------------------- */
+/* ---- params.c: a call and its params, checked against api/methods.def --- */
+
+#define DMN_UUID_BUF (CP_UUID_STR_LEN + 1)
+
+/* One checked param. */
+struct dmn_arg {
+	bool given;
+	union {
+		const char *s;         /* STR (borrowed from the request) */
+		uint64_t u;            /* SIZE, U64 */
+		bool b;
+		double n;
+		int e;                 /* ENUM: index into choices */
+		const char **strv;     /* STRV: NULL-terminated (freed by
+					* dmn_params_free) */
+	} v;
+	char uuid[DMN_UUID_BUF];       /* UUID, lower-cased; "" when absent */
+};
 
 /* One call being answered. */
 struct dmn_call {
 	struct dmn *d;
-	const char *method;
+	const char *method;            /* the request's; the table's once
+					* found */
+	const struct cp_api_method *api; /* its table entry (NULL: unknown) */
 	const cp_json *params;         /* an object (empty when absent) */
 	struct cp_jsonw *res;          /* the handler writes one value */
 	/* JSON-RPC level error (set with dmn_call_error, returned as
@@ -109,6 +129,7 @@ struct dmn_call {
 	int rpc_code;
 	char rpc_msg[512];
 	char rpc_param[64];            /* the param named, for error.data */
+	struct dmn_arg args[CP_API_MAX_PARAMS]; /* api->params order */
 };
 #define DMN_RPC_ERROR 1
 
@@ -122,73 +143,54 @@ struct dmn_call {
 
 int dmn_call_error(struct dmn_call *c, int code, const char *param,
 		   const char *fmt, ...) CP_PRINTF(4, 5);
-
-/* A handler's spec of its params: each checked value goes to out. */
-enum dmn_ptype {
-	P_STR,   /* out: const char ** (borrowed from the request) */
-	P_UUID,  /* out: char[DMN_UUID_BUF], lower-cased; "" when absent */
-	P_SIZE,  /* out: uint64_t *; integer or "1G" */
-	P_U64,   /* out: uint64_t *; integer <= max (when max) */
-	P_BOOL,  /* out: bool * */
-	P_NUM,   /* out: double * */
-	P_ENUM,  /* out: int * index into choices (NULL-terminated) */
-	P_STRV,  /* out: const char *** NULL-terminated, caller frees */
-};
-
-struct dmn_param {
-	const char *name;
-	enum dmn_ptype type;
-	bool required;
-	void *out;
-	bool *given;                   /* may be NULL */
-	const char *const *choices;    /* P_ENUM */
-	uint64_t max;                  /* P_U64: 0 = UINT64_MAX */
-};
-
-/* Check c->params against spec: unknown names, missing required ones,
- * types and values.  0, DMN_RPC_ERROR (-32602 set) or -ENOMEM.  On error
- * nothing allocated is left behind except what earlier P_STRV entries
- * stored (free them: they are NULL-init). */
-int dmn_params_parse(struct dmn_call *c, const struct dmn_param *spec,
-		     size_t n);
+/* Check c->params against c->api into c->args: 0, DMN_RPC_ERROR
+ * (-32602 set) or -ENOMEM.  dmn_params_free() afterwards in any case. */
+int dmn_params_parse(struct dmn_call *c);
+void dmn_params_free(struct dmn_call *c);
+/* A param's value, by its table name; the absent value when not given
+ * (NULL, "", 0, false, dflt, 0 = the first choice).  Asking for a name
+ * the table does not give the method, or with another type, aborts. */
+bool dmn_arg_given(const struct dmn_call *c, const char *name);
+const char *dmn_arg_str(const struct dmn_call *c, const char *name);
+const char *dmn_arg_uuid(const struct dmn_call *c, const char *name);
+uint64_t dmn_arg_u64(const struct dmn_call *c, const char *name); /* SIZE too */
+bool dmn_arg_bool(const struct dmn_call *c, const char *name);
+double dmn_arg_num(const struct dmn_call *c, const char *name, double dflt);
+int dmn_arg_enum(const struct dmn_call *c, const char *name);
+const char **dmn_arg_strv(const struct dmn_call *c, const char *name);
 
 /* ---- tasks.c: the daemon's tasks ------------------------------------------ */
 
-/* What a worker runs: one of the long structural calls with its
- * parameters copied out of the request. */
-enum dmn_job_type {
-	DMN_JOB_VOL_CREATE,
-	DMN_JOB_VOL_DELETE,
-	DMN_JOB_VOL_MERGE,
-	DMN_JOB_IMG_DELETE,
-	DMN_JOB_IMG_COPY,
-	DMN_JOB_TEMPLATE_CREATE,
-	DMN_JOB_TEMPLATE_CLONE,
+/* What a running job sees. */
+struct dmn_run {
+	cp_pool *pool;
+	const char *task_uuid;         /* for the library's journal */
+	cp_task_progress_fn progress;  /* with opaque: updates the task */
+	void *opaque;
 };
 
-#define DMN_UUID_BUF (CP_UUID_STR_LEN + 1)
-
-struct dmn_job {
-	enum dmn_job_type type;
-	const char *method;            /* "volume.create": the method table's
-					* string (static) */
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	char parent[DMN_UUID_BUF], parent_img[DMN_UUID_BUF];
-	char dst_dom[DMN_UUID_BUF];
-	char tmpl_img[DMN_UUID_BUF], tmpl_vol[DMN_UUID_BUF];
-	bool has_desc;
-	char desc[CP_VOLMETA_DESC_MAX + 1];
-	enum cp_vol_format format;
-	enum cp_vol_alloc allocation;
-	uint64_t capacity, initial_size;
-	bool full;                     /* clone mode */
+/* How a task method's work runs (bound per method in methods.c, with
+ * an argument struct of the method's own). */
+struct dmn_job_ops {
+	size_t args_size;
+	/* Worker thread: the library call.  Writes the members of the task's
+	 * result object to result ({} when it writes none).  0 or -errno
+	 * with cp_last_error() set. */
+	int (*run)(const struct dmn_run *x, const void *args,
+		   struct cp_jsonw *result);
+	/* The start answer's members after "task" and "domain": the UUIDs
+	 * the work will create or touch. */
+	void (*started)(struct cp_jsonw *w, const void *args);
 };
 
 enum dmn_task_state { DMN_TASK_RUNNING, DMN_TASK_DONE, DMN_TASK_FAILED };
 
 struct dmn_task {
 	char uuid[DMN_UUID_BUF];
-	struct dmn_job job;
+	const struct cp_api_method *api;  /* the method that started it */
+	const struct dmn_job_ops *ops;
+	char dom[DMN_UUID_BUF];        /* the domain it works on */
+	void *args;                    /* ops->args_size bytes, owned */
 	enum dmn_task_state state;
 	uint64_t done, total;          /* progress, bytes */
 	int error;                     /* -errno when FAILED */
@@ -213,10 +215,13 @@ struct dmn_tasks {
 
 void dmn_tasks_init(struct dmn_tasks *t);
 void dmn_tasks_destroy(struct dmn_tasks *t);
-/* Add a RUNNING task with job and start its worker (detached).  task_uuid
- * was generated by the caller.  0 or -errno (the task is not added). */
+/* Add a RUNNING task and start its worker (detached), which runs
+ * ops->run with a copy of args.  task_uuid was generated by the caller.
+ * 0 or -errno (the task is not added). */
 int dmn_task_start(struct dmn *d, const char *task_uuid,
-		   const struct dmn_job *job);
+		   const struct cp_api_method *api,
+		   const struct dmn_job_ops *ops, const char *dom,
+		   const void *args);
 /* Write the task's status object (see docs/api.md, task.get).  jt (may be
  * NULL) is the journal's record of the same task.  Locks the table. */
 void dmn_task_write(struct dmn *d, struct cp_jsonw *w, const char *key,
@@ -236,6 +241,18 @@ void dmn_tasks_stop(struct dmn *d);
 
 /* ---- methods.c: the handlers and the dispatch table ---------------------- */
 
+/* A method's daemon side, bound to its api/methods.def entry. */
+struct dmn_method {
+	/* Runs in the connection's thread after the params were checked
+	 * (and, for a CP_API_SPM method that is no task, the SPM role):
+	 * 0 with one value written to c->res, DMN_RPC_ERROR, or -errno. */
+	int (*call)(struct dmn_call *c);
+	const struct dmn_job_ops *job; /* CP_API_TASK: its work */
+};
+
+/* Every table entry has a handler, and a job exactly when it is a task:
+ * 0, or -EINVAL naming the first that has not (checked at start-up). */
+int dmn_methods_check(void);
 /* Run a method: 0 (result written to c->res), DMN_RPC_ERROR, or -errno
  * (application error; message in cp_last_error() of this thread). */
 int dmn_method_call(struct dmn_call *c);

@@ -1,5 +1,12 @@
-/* daemon/methods.c - the JSON-RPC methods: calls into spm.h, results as
- * JSON (records.c), params checked with params.c.  docs/api.md is the
+/* daemon/methods.c - the handlers of the JSON-RPC methods and the
+ * dispatch table that binds them to api/methods.def.
+ *
+ * A call's params are checked against the table (params.c) before its
+ * handler runs; the handler reads them with dmn_arg_*(), checks what the
+ * table cannot say (one param needs another...), calls spm.h and writes
+ * the result.  A task method's handler fills its own argument struct and
+ * calls start_job(); its struct dmn_job_ops (run in a worker thread,
+ * writer of the start answer) sits beside it.  docs/api.md is the
  * reference for every method.
  *
  * Handlers run in the connection's thread.  They return 0 with one value
@@ -10,42 +17,36 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cowpoold.h"
 
-/* A handler's params spec, checked by dmn_params_parse(). */
-#define PARAMS(c, ...)                                                         \
-	({                                                                     \
-		const struct dmn_param spec_[] = {__VA_ARGS__};                \
-		dmn_params_parse(c, spec_, CP_ARRAY_SIZE(spec_));                  \
-	})
-#define NO_PARAMS(c) dmn_params_parse(c, NULL, 0)
+static const struct dmn_method dmn_methods[CP_API_N]; /* at the end */
 
-/* Shorthands for spec entries. */
-#define REQ(n, t, o) {.name = (n), .type = (t), .required = true, .out = (o)}
-#define OPT(n, t, o) {.name = (n), .type = (t), .out = (o)}
-#define OPTG(n, t, o, g) {.name = (n), .type = (t), .out = (o), .given = (g)}
-#define ENUM(n, ch, o) {.name = (n), .type = P_ENUM, .out = (o), .choices = (ch)}
+/* ---- helpers -------------------------------------------------------------- */
 
-
-static const char *const fmt_names[] = {"cow", "raw", NULL};
-static const char *const alloc_names[] = {"sparse", "preallocated", NULL};
-
-static enum cp_vol_format fmt_of(int i)
+static enum cp_vol_format fmt_of(int i) /* "format": cow, raw */
 {
 	return i == 1 ? CP_VOL_FORMAT_RAW : CP_VOL_FORMAT_COW;
 }
 
-static enum cp_vol_alloc alloc_of(int i)
+static enum cp_vol_alloc alloc_of(int i) /* "allocation": sparse, prealloc */
 {
 	return i == 1 ? CP_VOL_ALLOC_PREALLOCATED : CP_VOL_ALLOC_SPARSE;
 }
 
-/* ---- helpers -------------------------------------------------------------- */
+static void uuid_arg(const struct dmn_call *c, const char *name,
+		     char out[DMN_UUID_BUF])
+{
+	memcpy(out, dmn_arg_uuid(c, name), DMN_UUID_BUF);
+}
+
+static const char *opt_str(const char *s)
+{
+	return s[0] ? s : NULL;
+}
 
 static int get_sd(struct dmn_call *c, const char *dom, cp_sd **sd)
 {
@@ -71,6 +72,7 @@ static int write_volume(struct dmn_call *c, struct cp_jsonw *w, cp_sd *sd,
 /* cp_spm_check() with the reason named: -EPERM says who the SPM is. */
 static int spm_check(struct dmn_call *c)
 {
+	cp_clear_error();
 	int r = cp_spm_check(c->d->pool);
 	if (r != -EPERM || cp_last_error()[0])
 		return r;
@@ -92,9 +94,6 @@ static int spm_check(struct dmn_call *c)
 
 static int m_host_info(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	struct dmn *d = c->d;
 	struct cp_jsonw *w = c->res;
 	const char *pool = d->cfg.pool;
@@ -121,50 +120,36 @@ static int m_host_info(struct dmn_call *c)
 
 static int m_domain_create(struct dmn_call *c)
 {
-	static const char *const types[] = {"file", "block", NULL};
-	int type = -1;
-	const char *path = NULL, *name = NULL, **devices = NULL;
-	char uuid[DMN_UUID_BUF] = "", pool[DMN_UUID_BUF] = "";
-	bool master = false;
-	uint64_t io_timeout = 0, chunk = 0, maxvol = 0, extent = 0;
-	int r = PARAMS(c, {.name = "type", .type = P_ENUM, .required = true,
-			   .out = &type, .choices = types},
-		       OPT("path", P_STR, &path), OPT("devices", P_STRV, &devices),
-		       REQ("name", P_STR, &name), OPT("uuid", P_UUID, uuid),
-		       OPT("pool", P_UUID, pool), OPT("master", P_BOOL, &master),
-		       {.name = "io_timeout", .type = P_U64, .out = &io_timeout,
-			.max = 255},
-		       OPT("chunk_size", P_SIZE, &chunk),
-		       {.name = "max_volumes", .type = P_U64, .out = &maxvol,
-			.max = UINT32_MAX},
-		       OPT("extent_size", P_SIZE, &extent));
-	if (r)
-		goto out;
-	if (type == 0 && !path) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
-				   "invalid params: 'path' is missing (a file "
-				   "domain needs the directory to create it "
-				   "in)");
-		goto out;
-	}
-	if (type == 1 && (!devices || !devices[0])) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
-				   "invalid params: 'devices' is missing or "
-				   "empty (a block domain needs devices)");
-		goto out;
-	}
-	if (type == 0 && devices) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
-				   "invalid params: 'devices' is for block "
-				   "domains only");
-		goto out;
-	}
-	if (type == 1 && path) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
-				   "invalid params: 'path' is for file "
-				   "domains only");
-		goto out;
-	}
+	int type = dmn_arg_enum(c, "type"); /* file, block */
+	const char *path = dmn_arg_str(c, "path");
+	const char *name = dmn_arg_str(c, "name");
+	const char **devices = dmn_arg_strv(c, "devices");
+	char uuid[DMN_UUID_BUF], pool[DMN_UUID_BUF];
+	bool master = dmn_arg_bool(c, "master");
+	uint64_t io_timeout = dmn_arg_u64(c, "io_timeout");
+	uint64_t chunk = dmn_arg_u64(c, "chunk_size");
+	uint64_t maxvol = dmn_arg_u64(c, "max_volumes");
+	uint64_t extent = dmn_arg_u64(c, "extent_size");
+	int r;
+	uuid_arg(c, "uuid", uuid);
+	uuid_arg(c, "pool", pool);
+	if (type == 0 && !path)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
+				      "invalid params: 'path' is missing (a "
+				      "file domain needs the directory to "
+				      "create it in)");
+	if (type == 1 && (!devices || !devices[0]))
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
+				      "invalid params: 'devices' is missing or "
+				      "empty (a block domain needs devices)");
+	if (type == 0 && devices)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
+				      "invalid params: 'devices' is for block "
+				      "domains only");
+	if (type == 1 && path)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
+				      "invalid params: 'path' is for file "
+				      "domains only");
 	struct cp_sd_create_opts o;
 	struct cp_lvm_opts lvm;
 	cp_sd_create_opts_init(&o);
@@ -177,14 +162,14 @@ static int m_domain_create(struct dmn_call *c)
 	o.loc.root = path;
 	o.loc.lvm = type == 1 ? &lvm : NULL;
 	o.devices = devices;
-	o.dom_uuid = uuid[0] ? uuid : NULL;
+	o.dom_uuid = opt_str(uuid);
 	o.pool_uuid = pool[0] ? pool : c->d->cfg.pool;
 	cp_sd *cur_master;
 	if (!o.pool_uuid && master &&
 	    cp_pool_master(c->d->pool, &cur_master) < 0) {
 		/* The first master domain starts a new pool. */
 		if ((r = cp_uuid_generate(pool)) < 0)
-			goto out;
+			return r;
 		o.pool_uuid = pool;
 	}
 	cp_clear_error();
@@ -201,24 +186,18 @@ static int m_domain_create(struct dmn_call *c)
 	struct cp_domain_md md;
 	r = cp_pool_domain_create(c->d->pool, &o, &md);
 	if (r < 0)
-		goto out;
+		return r;
 	dmn_info("domain %s (%s) created: %s %s", md.dom_uuid, md.name,
 		 dmn_domain_type_name(md.type), type == 1 ? devices[0] : path);
 	dmn_json_domain_md(c->res, NULL, &md);
-	r = 0;
-out:
-	free(devices);
-	return r;
+	return 0;
 }
 
 static int m_domain_list(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	struct cp_domain_status *st;
 	size_t n;
-	r = cp_pool_domains(c->d->pool, &st, &n);
+	int r = cp_pool_domains(c->d->pool, &st, &n);
 	if (r < 0)
 		return r;
 	cp_jsonw_arr_begin(c->res, NULL);
@@ -231,13 +210,10 @@ static int m_domain_list(struct dmn_call *c)
 
 static int m_domain_info(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom));
-	if (r)
-		return r;
+	const char *dom = dmn_arg_uuid(c, "domain");
 	struct cp_domain_status *st;
 	size_t n;
-	r = cp_pool_domains(c->d->pool, &st, &n);
+	int r = cp_pool_domains(c->d->pool, &st, &n);
 	if (r < 0)
 		return r;
 	r = cp_error(-ENOENT, "domain %s: not found in the pool of host "
@@ -254,16 +230,13 @@ static int m_domain_info(struct dmn_call *c)
 	return r;
 }
 
-static int m_domain_extend(struct dmn_call *c)
+static int m_domain_extend(struct dmn_call *c) /* SPM checked */
 {
-	char dom[DMN_UUID_BUF];
-	const char *device;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom),
-		       REQ("device", P_STR, &device));
-	if (r)
-		return r;
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *device = dmn_arg_str(c, "device");
 	cp_sd *sd;
-	if ((r = spm_check(c)) < 0 || (r = get_sd(c, dom, &sd)) < 0)
+	int r;
+	if ((r = get_sd(c, dom, &sd)) < 0)
 		return r;
 	r = cp_sd_extend(sd, device);
 	if (r < 0)
@@ -282,11 +255,8 @@ static int m_domain_extend(struct dmn_call *c)
 
 static int m_spm_status(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	struct cp_spm_status s;
-	r = cp_spm_status(c->d->pool, &s);
+	int r = cp_spm_status(c->d->pool, &s);
 	if (r < 0)
 		return r;
 	dmn_json_spm_status(c->res, &s);
@@ -295,11 +265,8 @@ static int m_spm_status(struct dmn_call *c)
 
 static int m_spm_start(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	dmn_info("spm start requested");
-	r = cp_spm_start(c->d->pool);
+	int r = cp_spm_start(c->d->pool);
 	if (r < 0) {
 		dmn_warn("spm start failed: %s", cp_last_error());
 		return r;
@@ -316,11 +283,8 @@ static int m_spm_start(struct dmn_call *c)
 
 static int m_spm_stop(struct dmn_call *c)
 {
-	bool force = false;
-	int r = PARAMS(c, OPT("force", P_BOOL, &force));
-	if (r)
-		return r;
-	r = cp_spm_stop(c->d->pool, force);
+	bool force = dmn_arg_bool(c, "force");
+	int r = cp_spm_stop(c->d->pool, force);
 	if (r < 0)
 		return r;
 	dmn_info("spm stopped%s", force ? " (forced)" : "");
@@ -334,22 +298,26 @@ static int m_spm_stop(struct dmn_call *c)
 
 /* ---- images and volumes (reads and short calls) --------------------------- */
 
+/* An array of UUIDs. */
+static void write_uuids(struct cp_jsonw *w, const struct cp_uuid_str *u,
+			size_t n)
+{
+	cp_jsonw_arr_begin(w, NULL);
+	for (size_t i = 0; i < n; i++)
+		cp_jsonw_str(w, NULL, u[i].s);
+	cp_jsonw_arr_end(w);
+}
+
 static int m_image_list(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom));
-	if (r)
-		return r;
 	cp_sd *sd;
 	struct cp_uuid_str *u;
 	size_t n;
-	if ((r = get_sd(c, dom, &sd)) < 0 ||
+	int r;
+	if ((r = get_sd(c, dmn_arg_uuid(c, "domain"), &sd)) < 0 ||
 	    (r = cp_sd_list_images(sd, &u, &n)) < 0)
 		return r;
-	cp_jsonw_arr_begin(c->res, NULL);
-	for (size_t i = 0; i < n; i++)
-		cp_jsonw_str(c->res, NULL, u[i].s);
-	cp_jsonw_arr_end(c->res);
+	write_uuids(c->res, u, n);
 	free(u);
 	return 0;
 }
@@ -432,11 +400,9 @@ static int image_chain(cp_sd *sd, const char *img, struct cp_volmeta **out,
 
 static int m_image_info(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom),
-		       REQ("image", P_UUID, img));
-	if (r)
-		return r;
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	int r;
 	cp_sd *sd;
 	if ((r = get_sd(c, dom, &sd)) < 0)
 		return r;
@@ -487,47 +453,35 @@ static int m_image_info(struct dmn_call *c)
 
 static int m_volume_info(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol));
-	if (r)
-		return r;
 	cp_sd *sd;
-	if ((r = get_sd(c, dom, &sd)) < 0)
+	int r = get_sd(c, dmn_arg_uuid(c, "domain"), &sd);
+	if (r < 0)
 		return r;
-	return write_volume(c, c->res, sd, img, vol);
+	return write_volume(c, c->res, sd, dmn_arg_uuid(c, "image"),
+			    dmn_arg_uuid(c, "volume"));
 }
 
 static int m_volume_list(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom),
-		       REQ("image", P_UUID, img));
-	if (r)
-		return r;
 	cp_sd *sd;
 	struct cp_uuid_str *u;
 	size_t n;
-	if ((r = get_sd(c, dom, &sd)) < 0 ||
-	    (r = cp_sd_list_volumes(sd, img, &u, &n)) < 0)
+	int r;
+	if ((r = get_sd(c, dmn_arg_uuid(c, "domain"), &sd)) < 0 ||
+	    (r = cp_sd_list_volumes(sd, dmn_arg_uuid(c, "image"), &u, &n)) < 0)
 		return r;
-	cp_jsonw_arr_begin(c->res, NULL);
-	for (size_t i = 0; i < n; i++)
-		cp_jsonw_str(c->res, NULL, u[i].s);
-	cp_jsonw_arr_end(c->res);
+	write_uuids(c->res, u, n);
 	free(u);
 	return 0;
 }
 
 static int m_volume_extend(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	uint64_t size = 0, new_size = 0;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol), REQ("size", P_SIZE, &size));
-	if (r)
-		return r;
-	r = cp_vol_extend(c->d->pool, dom, img, vol, size, &new_size);
+	uint64_t new_size = 0;
+	int r = cp_vol_extend(c->d->pool, dmn_arg_uuid(c, "domain"),
+			      dmn_arg_uuid(c, "image"),
+			      dmn_arg_uuid(c, "volume"),
+			      dmn_arg_u64(c, "size"), &new_size);
 	if (r < 0)
 		return r;
 	cp_jsonw_obj_begin(c->res, NULL);
@@ -538,13 +492,11 @@ static int m_volume_extend(struct dmn_call *c)
 
 static int m_volume_prepare(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	bool rw = false;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol), OPT("rw", P_BOOL, &rw));
-	if (r)
-		return r;
-	r = cp_vol_prepare(c->d->pool, dom, img, vol, rw);
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	const char *vol = dmn_arg_uuid(c, "volume");
+	bool rw = dmn_arg_bool(c, "rw");
+	int r = cp_vol_prepare(c->d->pool, dom, img, vol, rw);
 	if (r < 0)
 		return r;
 	dmn_info("volume %s/%s/%s prepared %s", dom, img, vol,
@@ -567,12 +519,10 @@ static int m_volume_prepare(struct dmn_call *c)
 
 static int m_volume_teardown(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol));
-	if (r)
-		return r;
-	r = cp_vol_teardown(c->d->pool, dom, img, vol);
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	const char *vol = dmn_arg_uuid(c, "volume");
+	int r = cp_vol_teardown(c->d->pool, dom, img, vol);
 	if (r < 0)
 		return r;
 	dmn_info("volume %s/%s/%s torn down", dom, img, vol);
@@ -581,22 +531,35 @@ static int m_volume_teardown(struct dmn_call *c)
 	return 0;
 }
 
-static int m_volume_set_description(struct dmn_call *c)
+/* "description" (optional or required) into desc; *has set when given. */
+static int desc_arg(struct dmn_call *c, char desc[CP_VOLMETA_DESC_MAX + 1],
+		    bool *has)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	uint64_t gen = 0;
-	const char *desc;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol),
-		       REQ("generation", P_U64, &gen),
-		       REQ("description", P_STR, &desc));
-	if (r)
-		return r;
-	if (strlen(desc) > CP_VOLMETA_DESC_MAX)
+	const char *s = dmn_arg_str(c, "description");
+	*has = s != NULL;
+	desc[0] = 0;
+	if (!s)
+		return 0;
+	if (strlen(s) > CP_VOLMETA_DESC_MAX)
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "description",
 				      "invalid params: 'description' is longer "
 				      "than %d bytes", CP_VOLMETA_DESC_MAX);
-	r = cp_vol_set_description(c->d->pool, dom, img, vol, gen, desc);
+	memcpy(desc, s, strlen(s) + 1);
+	return 0;
+}
+
+static int m_volume_set_description(struct dmn_call *c)
+{
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	const char *vol = dmn_arg_uuid(c, "volume");
+	char desc[CP_VOLMETA_DESC_MAX + 1];
+	bool has;
+	int r = desc_arg(c, desc, &has);
+	if (r)
+		return r;
+	r = cp_vol_set_description(c->d->pool, dom, img, vol,
+				   dmn_arg_u64(c, "generation"), desc);
 	if (r < 0)
 		return r;
 	cp_sd *sd;
@@ -605,72 +568,30 @@ static int m_volume_set_description(struct dmn_call *c)
 	return write_volume(c, c->res, sd, img, vol);
 }
 
-/* ---- structural calls: tasks ---------------------------------------------- */
-
-static int copy_desc(struct dmn_call *c, struct dmn_job *job,
-		     const char *desc)
-{
-	if (!desc)
-		return 0;
-	if (strlen(desc) > CP_VOLMETA_DESC_MAX)
-		return dmn_call_error(c, DMN_EINVALID_PARAMS, "description",
-				      "invalid params: 'description' is longer "
-				      "than %d bytes", CP_VOLMETA_DESC_MAX);
-	job->has_desc = true;
-	snprintf(job->desc, sizeof(job->desc), "%s", desc);
-	return 0;
-}
+/* ---- structural calls: tasks ---------------------------------------------- *
+ * Each task method: its argument struct, its dmn_job_ops (run in the
+ * worker, the start answer's members) and its handler. */
 
 /* Check the SPM role, start the job as a task and answer {"task": uuid,
- * ...the job's new UUIDs}. */
-static int start_job(struct dmn_call *c, struct dmn_job *job)
+ * "domain": dom, ...ops->started()}. */
+static int start_job(struct dmn_call *c, const char *dom, const void *args)
 {
+	const struct dmn_job_ops *ops =
+	    dmn_methods[c->api - cp_api_methods].job;
 	char task[DMN_UUID_BUF];
-	cp_clear_error();
 	int r = spm_check(c);
 	if (r < 0)
 		return r;
 	if ((r = cp_uuid_generate(task)) < 0)
 		return r;
-	job->method = c->method;
-	r = dmn_task_start(c->d, task, job);
+	r = dmn_task_start(c->d, task, c->api, ops, dom, args);
 	if (r < 0)
 		return r;
 	struct cp_jsonw *w = c->res;
 	cp_jsonw_obj_begin(w, NULL);
 	cp_jsonw_str(w, "task", task);
-	cp_jsonw_str(w, "domain", job->dom);
-	switch (job->type) {
-	case DMN_JOB_VOL_CREATE:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "volume", job->vol);
-		cp_jsonw_str_or_null(w, "parent", job->parent);
-		break;
-	case DMN_JOB_VOL_DELETE:
-	case DMN_JOB_VOL_MERGE:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "volume", job->vol);
-		break;
-	case DMN_JOB_IMG_DELETE:
-		cp_jsonw_str(w, "image", job->img);
-		break;
-	case DMN_JOB_IMG_COPY:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "target_domain", job->dst_dom);
-		break;
-	case DMN_JOB_TEMPLATE_CREATE:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str_or_null(w, "volume", job->vol);
-		cp_jsonw_str(w, "template_image", job->tmpl_img);
-		cp_jsonw_str(w, "template_volume", job->tmpl_vol);
-		break;
-	case DMN_JOB_TEMPLATE_CLONE:
-		cp_jsonw_str(w, "template_image", job->tmpl_img);
-		cp_jsonw_str(w, "template_volume", job->tmpl_vol);
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "volume", job->vol);
-		break;
-	}
+	cp_jsonw_str(w, "domain", dom);
+	ops->started(w, args);
 	cp_jsonw_obj_end(w);
 	dmn_info("task %s started: %s", task, c->method);
 	return 0;
@@ -681,89 +602,83 @@ static int gen_if_empty(char *uuid)
 	return uuid[0] ? 0 : cp_uuid_generate(uuid);
 }
 
+/* volume.create, image.snapshot */
+struct vol_create_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
+	char parent[DMN_UUID_BUF], parent_img[DMN_UUID_BUF];
+	enum cp_vol_format format;
+	enum cp_vol_alloc allocation;
+	uint64_t capacity, initial_size;   /* 0: the parent's */
+	bool has_desc;
+	char desc[CP_VOLMETA_DESC_MAX + 1];
+};
+
+static int vol_create_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct vol_create_args *a = args;
+	struct cp_vol_create_opts o;
+	struct cp_volmeta m;
+	cp_vol_create_opts_init(&o);
+	o.img_uuid = a->img;
+	o.vol_uuid = a->vol;
+	o.parent_uuid = opt_str(a->parent);
+	o.parent_img_uuid = opt_str(a->parent_img);
+	o.format = a->format;
+	o.allocation = a->allocation;
+	o.capacity = a->capacity;
+	o.initial_size = a->initial_size;
+	o.description = a->has_desc ? a->desc : NULL;
+	o.task_uuid = x->task_uuid;
+	int r = cp_vol_create(x->pool, a->dom, &o, &m);
+	if (r == 0)
+		dmn_json_volmeta(result, "volume", &m, NULL);
+	return r;
+}
+
+static void vol_create_started(struct cp_jsonw *w, const void *args)
+{
+	const struct vol_create_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "volume", a->vol);
+	cp_jsonw_str_or_null(w, "parent", a->parent);
+}
+
+static const struct dmn_job_ops vol_create_job = {
+    sizeof(struct vol_create_args), vol_create_run, vol_create_started};
+
 static int m_volume_create(struct dmn_call *c)
 {
-	struct dmn_job job = {.type = DMN_JOB_VOL_CREATE};
-	int fmt = 0, alloc = 0;
-	const char *desc = NULL;
-	bool cap_given = false;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       OPT("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       OPT("parent", P_UUID, job.parent),
-		       OPT("parent_image", P_UUID, job.parent_img),
-		       ENUM("format", fmt_names, &fmt),
-		       ENUM("allocation", alloc_names, &alloc),
-		       OPTG("capacity", P_SIZE, &job.capacity, &cap_given),
-		       OPT("initial_size", P_SIZE, &job.initial_size),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct vol_create_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	uuid_arg(c, "parent", a.parent);
+	uuid_arg(c, "parent_image", a.parent_img);
+	a.format = fmt_of(dmn_arg_enum(c, "format"));
+	a.allocation = alloc_of(dmn_arg_enum(c, "allocation"));
+	a.capacity = dmn_arg_u64(c, "capacity");
+	a.initial_size = dmn_arg_u64(c, "initial_size");
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
-	if (!cap_given && !job.parent[0])
+	if (!dmn_arg_given(c, "capacity") && !a.parent[0])
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "capacity",
 				      "invalid params: 'capacity' is missing "
 				      "(only a snapshot, with 'parent', may "
 				      "leave it out)");
-	if (job.parent_img[0] && !job.parent[0])
+	if (a.parent_img[0] && !a.parent[0])
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "parent_image",
 				      "invalid params: 'parent_image' needs "
 				      "'parent'");
-	if (job.parent[0] && !job.img[0] && !job.parent_img[0])
+	if (a.parent[0] && !a.img[0] && !a.parent_img[0])
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "image",
 				      "invalid params: 'image' is missing (a "
 				      "snapshot names the image of its "
 				      "parent)");
-	job.format = fmt_of(fmt);
-	job.allocation = alloc_of(alloc);
-	if ((r = gen_if_empty(job.img)) < 0 || (r = gen_if_empty(job.vol)) < 0)
+	if ((r = gen_if_empty(a.img)) < 0 || (r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, &job);
-}
-
-static int vol_job(struct dmn_call *c, enum dmn_job_type type)
-{
-	struct dmn_job job = {.type = type};
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       REQ("volume", P_UUID, job.vol));
-	if (r)
-		return r;
-	return start_job(c, &job);
-}
-
-static int m_volume_delete(struct dmn_call *c)
-{
-	return vol_job(c, DMN_JOB_VOL_DELETE);
-}
-
-static int m_volume_merge(struct dmn_call *c)
-{
-	return vol_job(c, DMN_JOB_VOL_MERGE);
-}
-
-static int m_image_delete(struct dmn_call *c)
-{
-	struct dmn_job job = {.type = DMN_JOB_IMG_DELETE};
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img));
-	if (r)
-		return r;
-	return start_job(c, &job);
-}
-
-static int m_image_copy(struct dmn_call *c)
-{
-	struct dmn_job job = {.type = DMN_JOB_IMG_COPY};
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       REQ("target_domain", P_UUID, job.dst_dom));
-	if (r)
-		return r;
-	if (!strcmp(job.dom, job.dst_dom))
-		return dmn_call_error(c, DMN_EINVALID_PARAMS, "target_domain",
-				      "invalid params: 'target_domain' is the "
-				      "source domain");
-	return start_job(c, &job);
+	return start_job(c, a.dom, &a);
 }
 
 /* The image's leaf volume (the one with role LEAF). */
@@ -805,71 +720,241 @@ static int image_leaf(struct dmn_call *c, const char *dom, const char *img,
 
 static int m_image_snapshot(struct dmn_call *c)
 {
-	struct dmn_job job = {.type = DMN_JOB_VOL_CREATE};
-	const char *desc = NULL;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct vol_create_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
 	struct cp_volmeta leaf;
 	if ((r = spm_check(c)) < 0 ||
-	    (r = image_leaf(c, job.dom, job.img, &leaf)) < 0)
+	    (r = image_leaf(c, a.dom, a.img, &leaf)) < 0)
 		return r;
-	memcpy(job.parent, leaf.vol_uuid, sizeof(job.parent));
-	job.format = CP_VOL_FORMAT_COW;
-	job.allocation = CP_VOL_ALLOC_SPARSE;
-	job.capacity = 0; /* the parent's */
-	if ((r = gen_if_empty(job.vol)) < 0)
+	memcpy(a.parent, leaf.vol_uuid, sizeof(a.parent));
+	a.format = CP_VOL_FORMAT_COW;
+	a.allocation = CP_VOL_ALLOC_SPARSE;
+	a.capacity = 0; /* the parent's */
+	if ((r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, &job);
+	return start_job(c, a.dom, &a);
 }
+
+/* volume.delete, volume.merge */
+struct vol_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
+};
+
+static int vol_delete_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct vol_args *a = args;
+	return cp_vol_delete(x->pool, a->dom, a->img, a->vol, x->task_uuid);
+}
+
+static int vol_merge_run(const struct dmn_run *x, const void *args,
+			 struct cp_jsonw *result)
+{
+	const struct vol_args *a = args;
+	return cp_vol_merge(x->pool, a->dom, a->img, a->vol, x->task_uuid,
+			    x->progress, x->opaque);
+}
+
+static void vol_started(struct cp_jsonw *w, const void *args)
+{
+	const struct vol_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "volume", a->vol);
+}
+
+static const struct dmn_job_ops vol_delete_job = {
+    sizeof(struct vol_args), vol_delete_run, vol_started};
+static const struct dmn_job_ops vol_merge_job = {
+    sizeof(struct vol_args), vol_merge_run, vol_started};
+
+/* volume.delete, volume.merge: {domain, image, volume} */
+static int m_vol_job(struct dmn_call *c)
+{
+	struct vol_args a;
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	return start_job(c, a.dom, &a);
+}
+
+/* image.delete, image.copy */
+struct img_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], dst_dom[DMN_UUID_BUF];
+};
+
+static int img_delete_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct img_args *a = args;
+	return cp_img_delete(x->pool, a->dom, a->img, x->task_uuid);
+}
+
+static void img_delete_started(struct cp_jsonw *w, const void *args)
+{
+	cp_jsonw_str(w, "image", ((const struct img_args *)args)->img);
+}
+
+static const struct dmn_job_ops img_delete_job = {
+    sizeof(struct img_args), img_delete_run, img_delete_started};
+
+static int m_image_delete(struct dmn_call *c)
+{
+	struct img_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	return start_job(c, a.dom, &a);
+}
+
+static int img_copy_run(const struct dmn_run *x, const void *args,
+			struct cp_jsonw *result)
+{
+	const struct img_args *a = args;
+	return cp_img_copy(x->pool, a->dom, a->img, a->dst_dom, x->task_uuid,
+			   x->progress, x->opaque);
+}
+
+static void img_copy_started(struct cp_jsonw *w, const void *args)
+{
+	const struct img_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "target_domain", a->dst_dom);
+}
+
+static const struct dmn_job_ops img_copy_job = {
+    sizeof(struct img_args), img_copy_run, img_copy_started};
+
+static int m_image_copy(struct dmn_call *c)
+{
+	struct img_args a;
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "target_domain", a.dst_dom);
+	if (!strcmp(a.dom, a.dst_dom))
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "target_domain",
+				      "invalid params: 'target_domain' is the "
+				      "source domain");
+	return start_job(c, a.dom, &a);
+}
+
+/* template.create, template.clone */
+struct tmpl_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
+	char tmpl_img[DMN_UUID_BUF], tmpl_vol[DMN_UUID_BUF];
+	bool full;                     /* clone mode */
+	enum cp_vol_format format;
+	enum cp_vol_alloc allocation;
+	bool has_desc;
+	char desc[CP_VOLMETA_DESC_MAX + 1];
+};
+
+static int tmpl_create_run(const struct dmn_run *x, const void *args,
+			   struct cp_jsonw *result)
+{
+	const struct tmpl_args *a = args;
+	struct cp_template_opts o;
+	struct cp_volmeta m;
+	cp_template_opts_init(&o);
+	o.img_uuid = a->img;
+	o.vol_uuid = opt_str(a->vol);
+	o.tmpl_img_uuid = a->tmpl_img;
+	o.tmpl_vol_uuid = a->tmpl_vol;
+	o.format = a->format;
+	o.description = a->has_desc ? a->desc : NULL;
+	o.task_uuid = x->task_uuid;
+	int r = cp_template_create(x->pool, a->dom, &o, x->progress,
+				   x->opaque, &m);
+	if (r == 0)
+		dmn_json_volmeta(result, "volume", &m, NULL);
+	return r;
+}
+
+static void tmpl_create_started(struct cp_jsonw *w, const void *args)
+{
+	const struct tmpl_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str_or_null(w, "volume", a->vol);
+	cp_jsonw_str(w, "template_image", a->tmpl_img);
+	cp_jsonw_str(w, "template_volume", a->tmpl_vol);
+}
+
+static const struct dmn_job_ops tmpl_create_job = {
+    sizeof(struct tmpl_args), tmpl_create_run, tmpl_create_started};
 
 static int m_template_create(struct dmn_call *c)
 {
-	struct dmn_job job = {.type = DMN_JOB_TEMPLATE_CREATE};
-	const char *desc = NULL;
-	int fmt = 0;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       OPT("template_image", P_UUID, job.tmpl_img),
-		       OPT("template_volume", P_UUID, job.tmpl_vol),
-		       ENUM("format", fmt_names, &fmt),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct tmpl_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	uuid_arg(c, "template_image", a.tmpl_img);
+	uuid_arg(c, "template_volume", a.tmpl_vol);
+	a.format = fmt_of(dmn_arg_enum(c, "format"));
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
-	job.format = fmt_of(fmt);
-	if ((r = gen_if_empty(job.tmpl_img)) < 0 ||
-	    (r = gen_if_empty(job.tmpl_vol)) < 0)
+	if ((r = gen_if_empty(a.tmpl_img)) < 0 ||
+	    (r = gen_if_empty(a.tmpl_vol)) < 0)
 		return r;
-	return start_job(c, &job);
+	return start_job(c, a.dom, &a);
 }
+
+static int tmpl_clone_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct tmpl_args *a = args;
+	struct cp_clone_opts o;
+	struct cp_volmeta m;
+	cp_clone_opts_init(&o);
+	o.tmpl_img_uuid = a->tmpl_img;
+	o.tmpl_vol_uuid = a->tmpl_vol;
+	o.img_uuid = a->img;
+	o.vol_uuid = a->vol;
+	o.full = a->full;
+	o.format = a->format;
+	o.allocation = a->allocation;
+	o.description = a->has_desc ? a->desc : NULL;
+	o.task_uuid = x->task_uuid;
+	int r = cp_template_clone(x->pool, a->dom, &o, x->progress, x->opaque,
+				  &m);
+	if (r == 0)
+		dmn_json_volmeta(result, "volume", &m, NULL);
+	return r;
+}
+
+static void tmpl_clone_started(struct cp_jsonw *w, const void *args)
+{
+	const struct tmpl_args *a = args;
+	cp_jsonw_str(w, "template_image", a->tmpl_img);
+	cp_jsonw_str(w, "template_volume", a->tmpl_vol);
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "volume", a->vol);
+}
+
+static const struct dmn_job_ops tmpl_clone_job = {
+    sizeof(struct tmpl_args), tmpl_clone_run, tmpl_clone_started};
 
 static int m_template_clone(struct dmn_call *c)
 {
-	static const char *const modes[] = {"thin", "full", NULL};
-	struct dmn_job job = {.type = DMN_JOB_TEMPLATE_CLONE};
-	const char *desc = NULL;
-	int mode = 0, fmt = 0, alloc = 0;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("template_image", P_UUID, job.tmpl_img),
-		       REQ("template_volume", P_UUID, job.tmpl_vol),
-		       OPT("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       ENUM("mode", modes, &mode),
-		       ENUM("format", fmt_names, &fmt),
-		       ENUM("allocation", alloc_names, &alloc),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct tmpl_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "template_image", a.tmpl_img);
+	uuid_arg(c, "template_volume", a.tmpl_vol);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	a.full = dmn_arg_enum(c, "mode") == 1; /* thin, full */
+	a.format = fmt_of(dmn_arg_enum(c, "format"));
+	a.allocation = alloc_of(dmn_arg_enum(c, "allocation"));
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
-	job.full = mode == 1;
-	job.format = fmt_of(fmt);
-	job.allocation = alloc_of(alloc);
-	if ((r = gen_if_empty(job.img)) < 0 || (r = gen_if_empty(job.vol)) < 0)
+	if ((r = gen_if_empty(a.img)) < 0 || (r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, &job);
+	return start_job(c, a.dom, &a);
 }
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -896,9 +981,7 @@ static void journal_list(struct dmn_call *c, struct cp_task **jt, size_t *n)
 
 static int m_task_list(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
+	int r;
 	struct cp_task *jt;
 	size_t njt;
 	struct cp_uuid_str *u;
@@ -940,29 +1023,19 @@ static int task_get(struct dmn_call *c, const char *uuid)
 
 static int m_task_get(struct dmn_call *c)
 {
-	char task[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("task", P_UUID, task));
-	if (r)
-		return r;
-	return task_get(c, task);
+	return task_get(c, dmn_arg_uuid(c, "task"));
 }
 
 static int m_task_wait(struct dmn_call *c)
 {
-	char task[DMN_UUID_BUF];
-	double timeout = -1;
-	bool given = false;
-	int r = PARAMS(c, REQ("task", P_UUID, task),
-		       OPTG("timeout", P_NUM, &timeout, &given));
-	if (r)
-		return r;
+	const char *task = dmn_arg_uuid(c, "task");
+	bool given = dmn_arg_given(c, "timeout");
+	double timeout = dmn_arg_num(c, "timeout", -1);
 	if (given && (timeout < 0 || timeout > 1e9))
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "timeout",
 				      "invalid params: 'timeout' must be "
 				      "seconds >= 0");
-	if (!given)
-		timeout = -1;
-	r = dmn_task_wait(c->d, task, timeout);
+	int r = dmn_task_wait(c->d, task, timeout);
 	if (r == -ESHUTDOWN)
 		return cp_error(r, "task %s: cowpoold is shutting down", task);
 	if (r < 0 && r != -ETIMEDOUT && r != -ENOENT)
@@ -973,14 +1046,11 @@ static int m_task_wait(struct dmn_call *c)
 
 static int m_task_clear(struct dmn_call *c)
 {
-	char task[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("task", P_UUID, task));
-	if (r)
-		return r;
+	const char *task = dmn_arg_uuid(c, "task");
 	bool running, ours = dmn_task_known(c->d, task, &running);
 	if (ours && running)
 		return cp_error(-EBUSY, "task %s is still running", task);
-	r = cp_task_clear(c->d->pool, task);
+	int r = cp_task_clear(c->d->pool, task);
 	if (r < 0 && !(r == -ENOENT && ours))
 		return r;
 	cp_clear_error();
@@ -993,53 +1063,69 @@ static int m_task_clear(struct dmn_call *c)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
-struct dmn_method {
-	const char *name;
-	int (*fn)(struct dmn_call *c);
+/* Each api/methods.def entry's handler, and the work of the tasks. */
+static const struct dmn_method dmn_methods[CP_API_N] = {
+    [CP_API_host_info] = {m_host_info, NULL},
+    [CP_API_domain_create] = {m_domain_create, NULL},
+    [CP_API_domain_list] = {m_domain_list, NULL},
+    [CP_API_domain_info] = {m_domain_info, NULL},
+    [CP_API_domain_extend] = {m_domain_extend, NULL},
+    [CP_API_spm_start] = {m_spm_start, NULL},
+    [CP_API_spm_stop] = {m_spm_stop, NULL},
+    [CP_API_spm_status] = {m_spm_status, NULL},
+    [CP_API_image_list] = {m_image_list, NULL},
+    [CP_API_image_info] = {m_image_info, NULL},
+    [CP_API_image_delete] = {m_image_delete, &img_delete_job},
+    [CP_API_image_copy] = {m_image_copy, &img_copy_job},
+    [CP_API_image_snapshot] = {m_image_snapshot, &vol_create_job},
+    [CP_API_volume_create] = {m_volume_create, &vol_create_job},
+    [CP_API_volume_info] = {m_volume_info, NULL},
+    [CP_API_volume_list] = {m_volume_list, NULL},
+    [CP_API_volume_delete] = {m_vol_job, &vol_delete_job},
+    [CP_API_volume_merge] = {m_vol_job, &vol_merge_job},
+    [CP_API_volume_extend] = {m_volume_extend, NULL},
+    [CP_API_volume_prepare] = {m_volume_prepare, NULL},
+    [CP_API_volume_teardown] = {m_volume_teardown, NULL},
+    [CP_API_volume_set_description] = {m_volume_set_description, NULL},
+    [CP_API_template_create] = {m_template_create, &tmpl_create_job},
+    [CP_API_template_clone] = {m_template_clone, &tmpl_clone_job},
+    [CP_API_task_list] = {m_task_list, NULL},
+    [CP_API_task_get] = {m_task_get, NULL},
+    [CP_API_task_wait] = {m_task_wait, NULL},
+    [CP_API_task_clear] = {m_task_clear, NULL},
 };
 
-static const struct dmn_method dmn_methods[] = {
-    {"host.info", m_host_info},
-    {"domain.create", m_domain_create},
-    {"domain.list", m_domain_list},
-    {"domain.info", m_domain_info},
-    {"domain.extend", m_domain_extend},
-    {"spm.start", m_spm_start},
-    {"spm.stop", m_spm_stop},
-    {"spm.status", m_spm_status},
-    {"image.list", m_image_list},
-    {"image.info", m_image_info},
-    {"image.delete", m_image_delete},
-    {"image.copy", m_image_copy},
-    {"image.snapshot", m_image_snapshot},
-    {"volume.create", m_volume_create},
-    {"volume.info", m_volume_info},
-    {"volume.list", m_volume_list},
-    {"volume.delete", m_volume_delete},
-    {"volume.merge", m_volume_merge},
-    {"volume.extend", m_volume_extend},
-    {"volume.prepare", m_volume_prepare},
-    {"volume.teardown", m_volume_teardown},
-    {"volume.set_description", m_volume_set_description},
-    {"template.create", m_template_create},
-    {"template.clone", m_template_clone},
-    {"task.list", m_task_list},
-    {"task.get", m_task_get},
-    {"task.wait", m_task_wait},
-    {"task.clear", m_task_clear},
-};
+int dmn_methods_check(void)
+{
+	for (size_t i = 0; i < CP_API_N; i++) {
+		const struct cp_api_method *m = &cp_api_methods[i];
+		bool task = m->flags & CP_API_TASK;
+		if (!dmn_methods[i].call || task != !!dmn_methods[i].job)
+			return cp_error(-EINVAL, "internal error: method %s "
+					"has no %s in daemon/methods.c",
+					m->name, dmn_methods[i].call
+						     ? "job (it is a task)"
+						     : "handler");
+	}
+	return 0;
+}
 
 int dmn_method_call(struct dmn_call *c)
 {
-	for (size_t i = 0; i < CP_ARRAY_SIZE(dmn_methods); i++) {
-		if (!strcmp(dmn_methods[i].name, c->method)) {
-			/* The table's string outlives the request (tasks keep
-			 * it). */
-			c->method = dmn_methods[i].name;
-			dmn_debug("call %s", c->method);
-			return dmn_methods[i].fn(c);
-		}
-	}
-	return dmn_call_error(c, DMN_ENO_METHOD, NULL,
-			      "method not found: '%.100s'", c->method);
+	const struct cp_api_method *m = cp_api_lookup(c->method);
+	if (!m)
+		return dmn_call_error(c, DMN_ENO_METHOD, NULL,
+				      "method not found: '%.100s'", c->method);
+	/* The table's string outlives the request. */
+	c->api = m;
+	c->method = m->name;
+	dmn_debug("call %s", c->method);
+	int r = dmn_params_parse(c);
+	/* Tasks check the SPM role when they start (start_job). */
+	if (!r && (m->flags & (CP_API_SPM | CP_API_TASK)) == CP_API_SPM)
+		r = spm_check(c);
+	if (!r)
+		r = dmn_methods[m - cp_api_methods].call(c);
+	dmn_params_free(c);
+	return r;
 }

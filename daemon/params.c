@@ -1,6 +1,10 @@
-/* daemon/params.c - checking a call's params against a spec: unknown
- * names, missing required ones, types and values; the first bad one is
- * the -32602 error.
+/* daemon/params.c - checking a call's params against its entry in the
+ * method table (api/methods.def), and reading them back in handlers.
+ *
+ * Every call's params are checked here before its handler runs: unknown
+ * names, then each param in table order (missing, type, value); the first
+ * bad one is the -32602 error.  Handlers read the values with the
+ * dmn_arg_*() accessors, by name.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,18 +35,18 @@ static int param_type_error(struct dmn_call *c, const char *name,
 			      want, cp_json_type_name(cp_json_type(v)));
 }
 
-static int param_one(struct dmn_call *c, const struct dmn_param *p,
-		     const cp_json *v)
+static int param_one(struct dmn_call *c, const struct cp_api_param *p,
+		     const cp_json *v, struct dmn_arg *a)
 {
 	const char *s;
 	switch (p->type) {
-	case P_STR:
+	case CP_API_STR:
 		s = cp_json_string(v, NULL);
 		if (!s)
 			return param_type_error(c, p->name, "a string", v);
-		*(const char **)p->out = s;
+		a->v.s = s;
 		return 0;
-	case P_UUID: {
+	case CP_API_UUID: {
 		s = cp_json_string(v, NULL);
 		if (!s)
 			return param_type_error(c, p->name,
@@ -52,14 +56,13 @@ static int param_one(struct dmn_call *c, const struct dmn_param *p,
 			    c, DMN_EINVALID_PARAMS, p->name,
 			    "invalid params: '%s': bad UUID '%.80s' (expected "
 			    "8-4-4-4-12 hex digits)", p->name, s);
-		char *out = p->out;
 		for (size_t i = 0; i <= CP_UUID_STR_LEN; i++)
-			out[i] = (char)(s[i] >= 'A' && s[i] <= 'F'
-					    ? s[i] - 'A' + 'a' : s[i]);
+			a->uuid[i] = (char)(s[i] >= 'A' && s[i] <= 'F'
+						? s[i] - 'A' + 'a' : s[i]);
 		return 0;
 	}
-	case P_SIZE: {
-		uint64_t *out = p->out;
+	case CP_API_SIZE: {
+		uint64_t *out = &a->v.u;
 		s = NULL;
 		if (cp_json_type(v) == CP_JSON_NUMBER) {
 			if (cp_json_u64(v, out) < 0 || *out > INT64_MAX)
@@ -82,8 +85,8 @@ static int param_one(struct dmn_call *c, const struct dmn_param *p,
 		    "G, T, P or E suffix)", p->name,
 		    s ? "'" : "", s ? s : cp_json_number_text(v), s ? "'" : "");
 	}
-	case P_U64: {
-		uint64_t *out = p->out, max = p->max ? p->max : UINT64_MAX;
+	case CP_API_U64: {
+		uint64_t *out = &a->v.u, max = p->max ? p->max : UINT64_MAX;
 		if (cp_json_type(v) != CP_JSON_NUMBER)
 			return param_type_error(c, p->name, "an integer", v);
 		if (cp_json_u64(v, out) < 0 || *out > max)
@@ -94,20 +97,20 @@ static int param_one(struct dmn_call *c, const struct dmn_param *p,
 			    max);
 		return 0;
 	}
-	case P_BOOL:
-		if (cp_json_bool(v, p->out) < 0)
+	case CP_API_BOOL:
+		if (cp_json_bool(v, &a->v.b) < 0)
 			return param_type_error(c, p->name, "a boolean", v);
 		return 0;
-	case P_NUM:
-		if (cp_json_double(v, p->out) < 0)
+	case CP_API_NUM:
+		if (cp_json_double(v, &a->v.n) < 0)
 			return param_type_error(c, p->name, "a number", v);
 		return 0;
-	case P_ENUM: {
+	case CP_API_ENUM: {
 		char list[256] = "";
 		s = cp_json_string(v, NULL);
 		for (size_t i = 0; p->choices[i]; i++) {
 			if (s && !strcmp(s, p->choices[i])) {
-				*(int *)p->out = (int)i;
+				a->v.e = (int)i;
 				return 0;
 			}
 			snprintf(list + strlen(list), sizeof(list) - strlen(list),
@@ -122,7 +125,7 @@ static int param_one(struct dmn_call *c, const struct dmn_param *p,
 				      "invalid params: '%s' must be one of %s, "
 				      "not '%.80s'", p->name, list, s);
 	}
-	case P_STRV: {
+	case CP_API_STRV: {
 		if (cp_json_type(v) != CP_JSON_ARRAY)
 			return param_type_error(c, p->name,
 						"an array of strings", v);
@@ -142,39 +145,34 @@ static int param_one(struct dmn_call *c, const struct dmn_param *p,
 					cp_json_type(cp_json_at(v, i))));
 			}
 		}
-		*(const char ***)p->out = arr;
+		a->v.strv = arr;
 		return 0;
 	}
 	}
 	return -EINVAL;
 }
 
-int dmn_params_parse(struct dmn_call *c, const struct dmn_param *spec,
-			size_t n)
+int dmn_params_parse(struct dmn_call *c)
 {
+	const struct cp_api_method *m = c->api;
 	const cp_json *params = c->params;
+	memset(c->args, 0, sizeof(c->args));
 	for (size_t i = 0; i < cp_json_count(params); i++) {
 		const char *k = cp_json_key_at(params, i);
-		bool known = false;
-		for (size_t j = 0; j < n && !known; j++)
-			known = !strcmp(k, spec[j].name);
-		if (!known) {
-			char list[400] = "";
-			for (size_t j = 0; j < n; j++)
-				snprintf(list + strlen(list),
-					 sizeof(list) - strlen(list), "%s%s",
-					 j ? ", " : "", spec[j].name);
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, k,
-			    "invalid params: unknown param '%.64s' (%s takes "
-			    "%s)", k, c->method, n ? list : "no params");
-		}
+		if (cp_api_param(m, k))
+			continue;
+		char list[400] = "";
+		for (size_t j = 0; j < m->nparams; j++)
+			snprintf(list + strlen(list), sizeof(list) - strlen(list),
+				 "%s%s", j ? ", " : "", m->params[j].name);
+		return dmn_call_error(
+		    c, DMN_EINVALID_PARAMS, k,
+		    "invalid params: unknown param '%.64s' (%s takes %s)", k,
+		    m->name, m->nparams ? list : "no params");
 	}
-	for (size_t j = 0; j < n; j++) {
-		const struct dmn_param *p = &spec[j];
+	for (size_t j = 0; j < m->nparams; j++) {
+		const struct cp_api_param *p = &m->params[j];
 		const cp_json *v = cp_json_get(params, p->name);
-		if (p->given)
-			*p->given = v != NULL;
 		if (!v) {
 			if (p->required)
 				return dmn_call_error(
@@ -183,9 +181,85 @@ int dmn_params_parse(struct dmn_call *c, const struct dmn_param *spec,
 				    p->name);
 			continue;
 		}
-		int r = param_one(c, p, v);
+		int r = param_one(c, p, v, &c->args[j]);
 		if (r)
 			return r;
+		c->args[j].given = true;
 	}
 	return 0;
+}
+
+void dmn_params_free(struct dmn_call *c)
+{
+	if (!c->api)
+		return;
+	for (size_t j = 0; j < c->api->nparams; j++) {
+		if (c->api->params[j].type == CP_API_STRV) {
+			free(c->args[j].v.strv);
+			c->args[j].v.strv = NULL;
+		}
+	}
+}
+
+/* The parsed value of the param called name, which must be in the call's
+ * table entry with one of the types given (a handler that asks for
+ * another is a bug: the daemon aborts, and every test of the method
+ * shows it). */
+static const struct dmn_arg *arg(const struct dmn_call *c, const char *name,
+				 enum cp_api_type t1, enum cp_api_type t2)
+{
+	const struct cp_api_param *p = cp_api_param(c->api, name);
+	if (!p || (p->type != t1 && p->type != t2)) {
+		dmn_err("internal error: %s has no param '%s' of the type its "
+			"handler reads (api/methods.def)", c->api->name, name);
+		abort();
+	}
+	return &c->args[p - c->api->params];
+}
+
+bool dmn_arg_given(const struct dmn_call *c, const char *name)
+{
+	const struct cp_api_param *p = cp_api_param(c->api, name);
+	return p && c->args[p - c->api->params].given;
+}
+
+const char *dmn_arg_str(const struct dmn_call *c, const char *name)
+{
+	const struct dmn_arg *a = arg(c, name, CP_API_STR, CP_API_STR);
+	return a->given ? a->v.s : NULL;
+}
+
+const char *dmn_arg_uuid(const struct dmn_call *c, const char *name)
+{
+	return arg(c, name, CP_API_UUID, CP_API_UUID)->uuid;
+}
+
+uint64_t dmn_arg_u64(const struct dmn_call *c, const char *name)
+{
+	const struct dmn_arg *a = arg(c, name, CP_API_U64, CP_API_SIZE);
+	return a->given ? a->v.u : 0;
+}
+
+bool dmn_arg_bool(const struct dmn_call *c, const char *name)
+{
+	const struct dmn_arg *a = arg(c, name, CP_API_BOOL, CP_API_BOOL);
+	return a->given && a->v.b;
+}
+
+double dmn_arg_num(const struct dmn_call *c, const char *name, double dflt)
+{
+	const struct dmn_arg *a = arg(c, name, CP_API_NUM, CP_API_NUM);
+	return a->given ? a->v.n : dflt;
+}
+
+int dmn_arg_enum(const struct dmn_call *c, const char *name)
+{
+	const struct dmn_arg *a = arg(c, name, CP_API_ENUM, CP_API_ENUM);
+	return a->given ? a->v.e : 0;
+}
+
+const char **dmn_arg_strv(const struct dmn_call *c, const char *name)
+{
+	const struct dmn_arg *a = arg(c, name, CP_API_STRV, CP_API_STRV);
+	return a->given ? a->v.strv : NULL;
 }
