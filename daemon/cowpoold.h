@@ -169,8 +169,8 @@ struct dmn_run {
 	void *opaque;
 };
 
-/* How a task method's work runs (bound per method in methods.c, with
- * an argument struct of the method's own). */
+/* How a task method's work runs (methods.c: its handler passes it to
+ * start_job() with an argument struct of the method's own). */
 struct dmn_job_ops {
 	size_t args_size;
 	/* Worker thread: the library call.  Writes the members of the task's
@@ -241,19 +241,9 @@ void dmn_tasks_stop(struct dmn *d);
 
 /* ---- methods.c: the handlers and the dispatch table ---------------------- */
 
-/* A method's daemon side, bound to its api/methods.def entry. */
-struct dmn_method {
-	/* Runs in the connection's thread after the params were checked
-	 * (and, for a CP_API_SPM method that is no task, the SPM role):
-	 * 0 with one value written to c->res, DMN_RPC_ERROR, or -errno. */
-	int (*call)(struct dmn_call *c);
-	const struct dmn_job_ops *job; /* CP_API_TASK: its work */
-};
-
-/* Every table entry has a handler, and a job exactly when it is a task:
- * 0, or -EINVAL naming the first that has not (checked at start-up). */
-int dmn_methods_check(void);
-/* Run a method: 0 (result written to c->res), DMN_RPC_ERROR, or -errno
+/* Run a method: check its params (and, for a CP_API_SPM method that is no
+ * task, the SPM role), then its handler m_<id> (in the connection's
+ * thread).  0 (result written to c->res), DMN_RPC_ERROR, or -errno
  * (application error; message in cp_last_error() of this thread). */
 int dmn_method_call(struct dmn_call *c);
 

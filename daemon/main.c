@@ -112,10 +112,6 @@ int main(int argc, char **argv)
 	if (r)
 		return r > 0 ? 0 : 2;
 	dmn_log_set_level(d->cfg.log_level);
-	if (dmn_methods_check() < 0) {
-		dmn_err("%s", cp_last_error());
-		return 1;
-	}
 
 	/* Every thread inherits this mask; the signal thread takes them. */
 	struct dmn_signals sigs = {.lock = PTHREAD_MUTEX_INITIALIZER,

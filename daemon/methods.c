@@ -5,9 +5,10 @@
  * handler runs; the handler reads them with dmn_arg_*(), checks what the
  * table cannot say (one param needs another...), calls spm.h and writes
  * the result.  A task method's handler fills its own argument struct and
- * calls start_job(); its struct dmn_job_ops (run in a worker thread,
- * writer of the start answer) sits beside it.  docs/api.md is the
- * reference for every method.
+ * calls start_job() with its struct dmn_job_ops (run in a worker thread,
+ * writer of the start answer), which sits beside it.  The handler of the
+ * api/methods.def entry `id` is m_<id>; the dispatch table is expanded
+ * from methods.def.  docs/api.md is the reference for every method.
  *
  * Handlers run in the connection's thread.  They return 0 with one value
  * written to c->res, DMN_RPC_ERROR with c->rpc_* set (bad params), or
@@ -22,8 +23,6 @@
 #include <string.h>
 
 #include "cowpoold.h"
-
-static const struct dmn_method dmn_methods[CP_API_N]; /* at the end */
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -574,11 +573,13 @@ static int m_volume_set_description(struct dmn_call *c)
 
 /* Check the SPM role, start the job as a task and answer {"task": uuid,
  * "domain": dom, ...ops->started()}. */
-static int start_job(struct dmn_call *c, const char *dom, const void *args)
+static int start_job(struct dmn_call *c, const struct dmn_job_ops *ops,
+		     const char *dom, const void *args)
 {
-	const struct dmn_job_ops *ops =
-	    dmn_methods[c->api - cp_api_methods].job;
 	char task[DMN_UUID_BUF];
+	if (!(c->api->flags & CP_API_TASK))
+		return cp_error(-EINVAL, "internal error: %s starts a task "
+				"but is no CP_API_TASK method", c->method);
 	int r = spm_check(c);
 	if (r < 0)
 		return r;
@@ -678,7 +679,7 @@ static int m_volume_create(struct dmn_call *c)
 				      "parent)");
 	if ((r = gen_if_empty(a.img)) < 0 || (r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, a.dom, &a);
+	return start_job(c, &vol_create_job, a.dom, &a);
 }
 
 /* The image's leaf volume (the one with role LEAF). */
@@ -737,7 +738,7 @@ static int m_image_snapshot(struct dmn_call *c)
 	a.capacity = 0; /* the parent's */
 	if ((r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, a.dom, &a);
+	return start_job(c, &vol_create_job, a.dom, &a);
 }
 
 /* volume.delete, volume.merge */
@@ -772,14 +773,24 @@ static const struct dmn_job_ops vol_delete_job = {
 static const struct dmn_job_ops vol_merge_job = {
     sizeof(struct vol_args), vol_merge_run, vol_started};
 
-/* volume.delete, volume.merge: {domain, image, volume} */
-static int m_vol_job(struct dmn_call *c)
+/* {domain, image, volume} */
+static int vol_job(struct dmn_call *c, const struct dmn_job_ops *ops)
 {
 	struct vol_args a;
 	uuid_arg(c, "domain", a.dom);
 	uuid_arg(c, "image", a.img);
 	uuid_arg(c, "volume", a.vol);
-	return start_job(c, a.dom, &a);
+	return start_job(c, ops, a.dom, &a);
+}
+
+static int m_volume_delete(struct dmn_call *c)
+{
+	return vol_job(c, &vol_delete_job);
+}
+
+static int m_volume_merge(struct dmn_call *c)
+{
+	return vol_job(c, &vol_merge_job);
 }
 
 /* image.delete, image.copy */
@@ -807,7 +818,7 @@ static int m_image_delete(struct dmn_call *c)
 	struct img_args a = {0};
 	uuid_arg(c, "domain", a.dom);
 	uuid_arg(c, "image", a.img);
-	return start_job(c, a.dom, &a);
+	return start_job(c, &img_delete_job, a.dom, &a);
 }
 
 static int img_copy_run(const struct dmn_run *x, const void *args,
@@ -838,7 +849,7 @@ static int m_image_copy(struct dmn_call *c)
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "target_domain",
 				      "invalid params: 'target_domain' is the "
 				      "source domain");
-	return start_job(c, a.dom, &a);
+	return start_job(c, &img_copy_job, a.dom, &a);
 }
 
 /* template.create, template.clone */
@@ -900,7 +911,7 @@ static int m_template_create(struct dmn_call *c)
 	if ((r = gen_if_empty(a.tmpl_img)) < 0 ||
 	    (r = gen_if_empty(a.tmpl_vol)) < 0)
 		return r;
-	return start_job(c, a.dom, &a);
+	return start_job(c, &tmpl_create_job, a.dom, &a);
 }
 
 static int tmpl_clone_run(const struct dmn_run *x, const void *args,
@@ -954,7 +965,7 @@ static int m_template_clone(struct dmn_call *c)
 		return r;
 	if ((r = gen_if_empty(a.img)) < 0 || (r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, a.dom, &a);
+	return start_job(c, &tmpl_clone_job, a.dom, &a);
 }
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -1063,52 +1074,13 @@ static int m_task_clear(struct dmn_call *c)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
-/* Each api/methods.def entry's handler, and the work of the tasks. */
-static const struct dmn_method dmn_methods[CP_API_N] = {
-    [CP_API_host_info] = {m_host_info, NULL},
-    [CP_API_domain_create] = {m_domain_create, NULL},
-    [CP_API_domain_list] = {m_domain_list, NULL},
-    [CP_API_domain_info] = {m_domain_info, NULL},
-    [CP_API_domain_extend] = {m_domain_extend, NULL},
-    [CP_API_spm_start] = {m_spm_start, NULL},
-    [CP_API_spm_stop] = {m_spm_stop, NULL},
-    [CP_API_spm_status] = {m_spm_status, NULL},
-    [CP_API_image_list] = {m_image_list, NULL},
-    [CP_API_image_info] = {m_image_info, NULL},
-    [CP_API_image_delete] = {m_image_delete, &img_delete_job},
-    [CP_API_image_copy] = {m_image_copy, &img_copy_job},
-    [CP_API_image_snapshot] = {m_image_snapshot, &vol_create_job},
-    [CP_API_volume_create] = {m_volume_create, &vol_create_job},
-    [CP_API_volume_info] = {m_volume_info, NULL},
-    [CP_API_volume_list] = {m_volume_list, NULL},
-    [CP_API_volume_delete] = {m_vol_job, &vol_delete_job},
-    [CP_API_volume_merge] = {m_vol_job, &vol_merge_job},
-    [CP_API_volume_extend] = {m_volume_extend, NULL},
-    [CP_API_volume_prepare] = {m_volume_prepare, NULL},
-    [CP_API_volume_teardown] = {m_volume_teardown, NULL},
-    [CP_API_volume_set_description] = {m_volume_set_description, NULL},
-    [CP_API_template_create] = {m_template_create, &tmpl_create_job},
-    [CP_API_template_clone] = {m_template_clone, &tmpl_clone_job},
-    [CP_API_task_list] = {m_task_list, NULL},
-    [CP_API_task_get] = {m_task_get, NULL},
-    [CP_API_task_wait] = {m_task_wait, NULL},
-    [CP_API_task_clear] = {m_task_clear, NULL},
+/* Every api/methods.def entry's handler is m_<id> (a method without one
+ * does not compile). */
+static int (*const dmn_handlers[CP_API_N])(struct dmn_call *c) = {
+#define CP_API_METHOD(id, ...) [CP_API_##id] = m_##id,
+#include "methods.def"
+#undef CP_API_METHOD
 };
-
-int dmn_methods_check(void)
-{
-	for (size_t i = 0; i < CP_API_N; i++) {
-		const struct cp_api_method *m = &cp_api_methods[i];
-		bool task = m->flags & CP_API_TASK;
-		if (!dmn_methods[i].call || task != !!dmn_methods[i].job)
-			return cp_error(-EINVAL, "internal error: method %s "
-					"has no %s in daemon/methods.c",
-					m->name, dmn_methods[i].call
-						     ? "job (it is a task)"
-						     : "handler");
-	}
-	return 0;
-}
 
 int dmn_method_call(struct dmn_call *c)
 {
@@ -1125,7 +1097,7 @@ int dmn_method_call(struct dmn_call *c)
 	if (!r && (m->flags & (CP_API_SPM | CP_API_TASK)) == CP_API_SPM)
 		r = spm_check(c);
 	if (!r)
-		r = dmn_methods[m - cp_api_methods].call(c);
+		r = dmn_handlers[m - cp_api_methods](c);
 	dmn_params_free(c);
 	return r;
 }
