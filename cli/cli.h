@@ -24,6 +24,7 @@
 
 #include "common.h"
 #include "json.h"
+#include "api.h"
 #include "jsonw.h"
 #include "qcow.h"
 #include "spm.h"
@@ -350,13 +351,22 @@ const char *cli_jstr(const cp_json *obj, const char *key);
 uint64_t cli_ju64(const cp_json *obj, const char *key);
 bool cli_jbool(const cp_json *obj, const char *key);
 
-/* A verb's subcommands: fn gets argv[0] = the subcommand name. */
+/* A verb's subcommands.  One that calls an API method names it: its
+ * options, positional arguments, --async, the checks of their values and
+ * the usage line come from the method's api/methods.def entry, and
+ * cli_verb_dispatch() runs it (cli_api_run()).  fn (argv[0] = the
+ * subcommand name) replaces that when set. */
+struct cli_call;
 struct cli_subcmd {
 	const char *name;
+	const char *method;  /* "volume.create", or NULL (fn does all) */
 	int (*fn)(const struct cli_subcmd *sub, int argc, char **argv);
-	const char *usage;  /* "create --type file --path DIR ..." */
-	const char *help;   /* options, one per line; may be NULL */
-	bool task;          /* starts a task: takes --async */
+	const char *usage;   /* NULL: generated from the method */
+	const char *help;    /* prose, one line each; may be NULL */
+	/* Checks across options the table cannot say, before the values
+	 * are converted: 0, or an exit status with the error printed. */
+	int (*check)(const struct cli_subcmd *sub, const struct cli_call *k);
+	cli_printer_fn print; /* NULL: generic */
 };
 struct cli_args {
 	bool json, async;  /* --output=json, --async */
@@ -379,17 +389,31 @@ int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
 		int c);
 int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
 		    const char *what);
-/* Start params (an open object) with {keys[i]: pos[i]...}; the caller adds
- * members, closes the object and frees w. */
-void cli_params_pos(struct cp_jsonw *w, const struct cli_args *a,
-		    const char *const *keys);
-/* cli_run / cli_run_task with exactly the positional params. */
-int cli_run_pos(const char *method, const struct cli_args *a,
-		const char *const *keys, cli_printer_fn print);
-int cli_run_task_pos(const char *method, const struct cli_args *a,
-		     const char *const *keys);
 /* 0 if s is a UUID, else -EINVAL with "invalid <what> '<s>'" printed. */
 int cli_parse_uuid(const char *what, const char *s);
+
+/* A method subcommand's arguments: parsed with the options of the
+ * method's table entry, checked, and converted to its params. */
+struct cli_call {
+	const struct cp_api_method *api;
+	struct cli_args a;
+	const char *val[CP_API_MAX_PARAMS];  /* as given; NULL: absent */
+	bool flag[CP_API_MAX_PARAMS];        /* BOOL and flag_value options */
+	const char *list[CP_API_MAX_PARAMS][65]; /* STRV options */
+	struct cp_jsonw params;              /* the params object */
+};
+/* 0 (k->params built: free it with cp_jsonw_free), -1 after --help
+ * (exit 0), or an exit status with the error printed. */
+int cli_api_parse(const char *verb, const struct cli_subcmd *sub, int argc,
+		  char **argv, struct cli_call *k);
+/* Parse, call the method (cli_run / cli_run_task), print. */
+int cli_api_run(const char *verb, const struct cli_subcmd *sub, int argc,
+		char **argv);
+/* For check hooks: a param's value as given (NULL: absent), by its API
+ * name; whether its flag was given; its list (STRV). */
+const char *cli_call_val(const struct cli_call *k, const char *name);
+bool cli_call_flag(const struct cli_call *k, const char *name);
+const char *const *cli_call_list(const struct cli_call *k, const char *name);
 
 int cli_cmd_domain(int argc, char **argv);
 int cli_cmd_image(int argc, char **argv);

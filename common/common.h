@@ -83,4 +83,8 @@ bool cp_is_zero(const void *buf, size_t len);
  * plain number is bytes).  Returns 0 or -EINVAL. */
 int cp_parse_size(const char *s, uint64_t *out);
 
+/* sock.c: send all len bytes of buf on the stream socket fd (MSG_NOSIGNAL:
+ * a closed peer is -EPIPE, not SIGPIPE; EINTR is retried).  0 or -errno. */
+int cp_send_all(int fd, const void *buf, size_t len);
+
 #endif
