@@ -39,8 +39,6 @@ int cli_error(const char *fmt, ...) CP_PRINTF(1, 2);
  * prefixed with "file: " unless the message already names file, or
  * "file: strerror(-err)" when the engine left no message. */
 void cli_error_image(const char *file, int err);
-/* Report a bad option (getopt returned '?' or ':'); returns 1. */
-int cli_bad_option(const char *cmd, char **argv, int c);
 struct cli_opt;
 /* Print the help text of a command to stdout; returns 0. */
 int cli_help(const char *cmd);
@@ -385,8 +383,6 @@ int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
 		      int argc, char **argv);
 int cli_sub_usage(const struct cli_subcmd *sub, const char *verb);
 /* Print a usage error; return CLI_EXIT_USAGE. */
-int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
-		int c);
 int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
 		    const char *what);
 /* 0 if s is a UUID, else -EINVAL with "invalid <what> '<s>'" printed. */

@@ -4,7 +4,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -89,9 +88,7 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "rpc", cli_cmd_rpc,
 	  "rpc METHOD [PARAMS-JSON] | rpc --raw (cowpoold)",
 	  "  METHOD PARAMS   call one method of cowpoold's API (docs/api.md)\n"
-	  "                  and print the result as JSON\n"
-	  "  --raw           send standard input to the socket as it is and\n"
-	  "                  print every answer line\n" },
+	  "                  and print the result as JSON\n" },
 	{ "resize", cli_cmd_resize,
 	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] "
 	  "filename [+ | -]size",
@@ -231,22 +228,6 @@ void cli_error_image(const char *file, int err)
 		cli_error("%s", msg);
 	else
 		cli_error("%s: %s", file, msg);
-}
-
-int cli_bad_option(const char *cmd, char **argv, int c)
-{
-	const char *arg = argv[optind - 1];
-	if (c == ':') {
-		if (optopt)
-			return cli_error(
-			    "%s: option '-%c' requires an argument", cmd,
-			    optopt);
-		return cli_error("%s: option '%s' requires an argument", cmd,
-				 arg);
-	}
-	if (optopt)
-		return cli_error("%s: invalid option -- '%c'", cmd, optopt);
-	return cli_error("%s: unrecognized option '%s'", cmd, arg);
 }
 
 int cli_parse_fmt(const char *s, enum cp_fmt *out)

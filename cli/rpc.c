@@ -5,7 +5,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -502,7 +501,6 @@ int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
 	}
 	for (size_t i = 0; subs[i].name; i++) {
 		if (!strcmp(subs[i].name, argv[1])) {
-			optind = 1;
 			if (subs[i].fn)
 				return subs[i].fn(&subs[i], argc - 1, argv + 1);
 			return cli_api_run(verb, &subs[i], argc - 1, argv + 1);
@@ -522,16 +520,6 @@ int cli_sub_usage(const struct cli_subcmd *sub, const char *verb)
 		fputs(sub->help, stdout);
 	print_options(sub);
 	return 0;
-}
-
-int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
-		int c)
-{
-	cli_bad_option(sub->name, argv, c);
-	fprintf(stderr, "usage: cowpool %s ", verb);
-	print_usage(stderr, sub);
-	fputc('\n', stderr);
-	return CLI_EXIT_USAGE;
 }
 
 int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
@@ -558,30 +546,20 @@ int cli_parse_uuid(const char *what, const char *s)
  * line until the daemon closes the connection. */
 int cli_cmd_rpc(int argc, char **argv)
 {
-	enum { OPT_RAW = 256 };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"raw", no_argument, NULL, OPT_RAW},
-	    {NULL, 0, NULL, 0},
-	};
 	bool raw = false;
-	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("rpc");
-		case OPT_RAW:
-			raw = true;
-			break;
-		default:
-			cli_bad_option("rpc", argv, c);
-			return CLI_EXIT_USAGE;
-		}
-	}
+	const struct cli_opt table[] = {
+	    CLI_O_FLAG(0, "raw", &raw,
+		       "send standard input to the socket as it is and\n"
+		       "print every answer line"),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "rpc", .opts = table, .in_order = true};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : CLI_EXIT_USAGE;
 	struct cli_rpc rpc;
 	if (raw) {
-		if (optind != argc) {
+		if (p.npos) {
 			cli_error("rpc --raw: reads the requests from standard "
 				  "input; no arguments");
 			return CLI_EXIT_USAGE;
@@ -601,83 +579,75 @@ int cli_cmd_rpc(int argc, char **argv)
 		cli_rpc_close(&rpc);
 		return 0;
 	}
-	if (optind != argc - 1 && optind != argc - 2) {
+	if (p.npos != 1 && p.npos != 2) {
 		cli_error("rpc: expecting METHOD [PARAMS-JSON]");
 		return CLI_EXIT_USAGE;
 	}
-	struct cp_jsonw p;
-	cp_jsonw_init(&p);
-	if (optind == argc - 2) {
+	struct cp_jsonw w;
+	cp_jsonw_init(&w);
+	if (p.npos == 2) {
 		cp_json *pj;
-		if (cp_json_parse(argv[optind + 1], strlen(argv[optind + 1]),
+		if (cp_json_parse(p.pos[1], strlen(p.pos[1]),
 				  NULL, &pj) < 0) {
 			cli_error("rpc: PARAMS is not JSON: %s",
 				  cp_last_error());
 			return CLI_EXIT_USAGE;
 		}
-		cp_jsonw_value(&p, NULL, pj);
+		cp_jsonw_value(&w, NULL, pj);
 		cp_json_free(pj);
 	}
-	int r = cli_run(argv[optind], &p, true, NULL);
-	cp_jsonw_free(&p);
+	int r = cli_run(p.pos[0], &w, true, NULL);
+	cp_jsonw_free(&w);
 	return r;
+}
+
+struct cli_sub_ctx {
+	const char *verb;
+	const struct cli_subcmd *sub;
+};
+
+static void cli_sub_help(const struct cli_parser *p)
+{
+	const struct cli_sub_ctx *c = p->ctx;
+	cli_sub_usage(c->sub, c->verb);
 }
 
 int cli_sub_parse(const char *verb, const struct cli_subcmd *sub, int argc,
 		  char **argv, const struct cli_opt *opts, struct cli_args *a,
 		  int min_pos, int max_pos)
 {
-	struct option longopts[40];
-	size_t n = 0, nopts = 0;
-	enum { OPT_OUTPUT = 1000, OPT_ASYNC, OPT_BASE };
-	longopts[n++] = (struct option){"help", no_argument, NULL, 'h'};
-	longopts[n++] = (struct option){"output", required_argument, NULL,
-					OPT_OUTPUT};
-	if (sub_is_task(sub))
-		longopts[n++] = (struct option){"async", no_argument, NULL,
-						OPT_ASYNC};
-	for (; opts && opts[nopts].name && n < CP_ARRAY_SIZE(longopts) - 1;
-	     nopts++)
-		longopts[n++] = (struct option){
-		    opts[nopts].name,
-		    opts[nopts].flag ? no_argument : required_argument, NULL,
-		    OPT_BASE + (int)nopts};
-	longopts[n] = (struct option){NULL, 0, NULL, 0};
-
+	struct cli_opt table[40];
+	size_t n = 0;
 	memset(a, 0, sizeof(*a));
-	opterr = 0;
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		if (c == 'h') {
-			cli_sub_usage(sub, verb);
-			return -1;
-		} else if (c == OPT_OUTPUT) {
-			if (cli_parse_output(optarg, &a->json) < 0)
-				return CLI_EXIT_USAGE;
-		} else if (c == OPT_ASYNC) {
-			a->async = true;
-		} else if (c >= OPT_BASE && c < OPT_BASE + (int)nopts) {
-			const struct cli_opt *o = &opts[c - OPT_BASE];
-			if (o->flag) {
-				*o->flag = true;
-			} else if (o->list) {
-				size_t k = 0;
-				while (o->list[k])
-					k++;
-				if (k + 1 >= o->list_max)
-					return cli_usage_error(
-					    verb, sub, "too many values");
-				o->list[k] = optarg;
-			} else {
-				*o->val = optarg;
-			}
-		} else {
-			return cli_sub_bad(verb, sub, argv, c);
-		}
+	table[n++] = (struct cli_opt)CLI_O_FN(0, "output", "ofmt",
+					      cli_opt_output, &a->json, NULL);
+	if (sub_is_task(sub))
+		table[n++] = (struct cli_opt)CLI_O_FLAG(0, "async", &a->async,
+							NULL);
+	for (size_t i = 0; opts && opts[i].name && n < CP_ARRAY_SIZE(table) - 1;
+	     i++)
+		table[n++] = opts[i];
+	table[n] = (struct cli_opt)CLI_OPT_END;
+	char usage[1024];
+	FILE *uf = fmemopen(usage, sizeof(usage), "w");
+	if (uf) {
+		fprintf(uf, "%s ", verb);
+		print_usage(uf, sub);
+		fclose(uf);
+	} else {
+		snprintf(usage, sizeof(usage), "%s %s", verb, sub->name);
 	}
-	a->npos = argc - optind;
-	a->pos = argv + optind;
+	struct cli_sub_ctx ctx = {verb, sub};
+	struct cli_parser p = {.cmd = sub->name,
+			       .opts = table,
+			       .usage = usage,
+			       .help = cli_sub_help,
+			       .ctx = &ctx};
+	int r = cli_parse(&p, argc, argv);
+	if (r)
+		return r == CLI_PARSE_HELP ? -1 : CLI_EXIT_USAGE;
+	a->npos = p.npos;
+	a->pos = p.pos;
 	if (a->npos < min_pos || a->npos > max_pos)
 		return cli_usage_error(verb, sub,
 				       a->npos < min_pos ? "missing arguments"
