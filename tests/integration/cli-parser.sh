@@ -175,6 +175,25 @@ err_is "bad option before --help" "cowpool: map: invalid option -- 'Z'" \
 	map -Z --help
 run map --help -Z
 expect_eq "--help before a bad option: exit status" 0 "$rc"
+# ---- the daemon verbs and rpc share the parser (no daemon needed: the
+# options are refused before any connection) -----------------------------------
+run volume info --bogus
+expect_eq "volume info --bogus: exit status" 2 "$rc"
+expect_eq "volume info --bogus: error and usage" \
+	"cowpool: info: unrecognized option '--bogus'|usage: cowpool volume info DOMAIN IMAGE VOLUME [--output=json]" \
+	"$(tr '\n' '|' <r.err | sed 's/|$//')"
+run volume create --size
+expect_eq "volume create --size: exit status" 2 "$rc"
+expect_eq "volume create --size: missing value" \
+	"cowpool: create: option '--size' requires an argument" \
+	"$(head -n 1 r.err)"
+run rpc --bogus
+expect_eq "rpc --bogus: exit status" 2 "$rc"
+expect_eq "rpc --bogus: error" "cowpool: rpc: unrecognized option '--bogus'" \
+	"$(cat r.err)"
+run rpc --help
+expect_eq "rpc --help: exit status" 0 "$rc"
+expect_eq "rpc --help lists --raw once" 1 "$(grep -c -- '^  --raw ' r.out)"
 no_side_effects=$(ls)
 expect_eq "no stray files" "-dash.raw c.raw h.out img.qcow2 r.err r.out ref.json" \
 	"$(echo $no_side_effects)"
