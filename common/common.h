@@ -1,8 +1,9 @@
 /* common/common.h - small helpers shared by every cowpool module.
  *
- * Error rule (STYLE.md #3): functions return int, >= 0 on success and -errno
- * on failure.  A human-readable message goes to a per-thread "last error"
- * set with cp_set_error() and read with cp_last_error().
+ * Error rule (docs/hacking.md): functions return int, >= 0 on success and
+ * -errno on failure.  A human-readable message goes to a per-thread "last
+ * error" set with cp_error() or cp_error_prefix() and read with
+ * cp_last_error().
  */
 #ifndef CP_COMMON_H
 #define CP_COMMON_H
