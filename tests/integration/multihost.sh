@@ -581,6 +581,16 @@ op_args()
 	esac
 }
 
+# recovery_spm_start N: spm start on host N, polled while the lease of a
+# killed SPM is being released
+recovery_spm_start()
+{
+	spm_start_poll "$1" $((TO_release_takeover_max + 5)) "$(now)"
+	if [ -n "$GOT" ]; then ok; else
+		abort "recovery spm start on host $1 (polled ${T} s): $ERR"
+	fi
+}
+
 # one_point OP N: one crash point (see above); returns 1 if the victim was
 # killed by the crash point, 0 if the operation ran to its end
 one_point()
@@ -614,11 +624,14 @@ one_point()
 			fail "$tag: victim host $victim: exit $MH_STATUS, cowpool exit $RC: $ERR"
 		fi
 	fi
+	# sanlock releases the killed victim's SPM lease once it sees the
+	# process gone: the recovery host polls for it (bound:
+	# release_takeover_max, as in step 3a)
 	if [ "$recov" = "$victim" ]; then
 		mh_start "$victim" || abort "restart host $victim"
-		must "$recov" spm start || abort "recovery spm start"
+		recovery_spm_start "$recov"
 	else
-		must "$recov" spm start || abort "recovery spm start"
+		recovery_spm_start "$recov"
 		mh_start "$victim" || abort "restart host $victim"
 	fi
 	SPM=$recov
