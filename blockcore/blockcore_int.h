@@ -99,7 +99,7 @@ struct bc_req {
 	struct iovec inline_iov[BC_INLINE_IOV];
 };
 
-/* ---- threads.c: worker pools --------------------------------------------- */
+/* ---- pool.c: worker pools and engine threads ------------------------------ */
 
 struct bc_pool {
 	pthread_mutex_t lock;
