@@ -34,40 +34,14 @@ static int collapse_run(struct vol_op_ctx *x)
 	enum cp_vol_alloc alloc = (t->flags >> TF_ALLOC_SHIFT) & 0xff;
 	struct progress_ctx px = {.p = p, .t = t, .fn = x->progress,
 				  .opaque = x->opaque};
-	struct sd_vol_spec spec;
-	struct cp_volmeta m;
 	int r;
 
-	if (t->step < CP_DATA) {
-		memset(&spec, 0, sizeof(spec));
-		spec.img_uuid = t->src_img_uuid;
-		spec.vol_uuid = t->src_vol_uuid;
-		spec.parent_uuid = NO_PARENT;
-		spec.format = fmt;
-		spec.allocation = alloc;
-		spec.size = t->u64[TU_STORAGE];
-		if ((r = pool_guard(p, "volume create")) < 0 ||
-		    (r = sd->ops->vol_create(sd, &spec)) < 0 ||
-		    (r = task_step(p, t, CP_DATA)) < 0)
-			return r;
-	}
-	if (t->step < CP_MD) {
-		memset(&m, 0, sizeof(m));
-		strcpy(m.vol_uuid, t->src_vol_uuid);
-		strcpy(m.img_uuid, t->src_img_uuid);
-		strcpy(m.dom_uuid, sd->uuid);
-		m.format = fmt;
-		m.allocation = alloc;
-		m.role = (t->flags & TF_ROLE_SHARED) ? CP_VOL_ROLE_SHARED
-						      : CP_VOL_ROLE_LEAF;
-		m.legality = CP_VOL_ILLEGAL;
-		m.capacity = t->u64[TU_CAPACITY];
-		m.ctime = t->ctime;
-		snprintf(m.description, sizeof(m.description), "%s", t->message);
-		if ((r = md_put(p, sd, &m, "metadata write")) < 0 ||
-		    (r = task_step(p, t, CP_MD)) < 0)
-			return r;
-	}
+	if ((r = vol_new_steps(p, sd, t, t->src_img_uuid, t->src_vol_uuid,
+			       NO_PARENT,
+			       (t->flags & TF_ROLE_SHARED) ? CP_VOL_ROLE_SHARED
+							   : CP_VOL_ROLE_LEAF,
+			       CP_DATA, CP_MD)) < 0)
+		return r;
 	if (t->step < CP_COPIED) {
 		struct cp_sd_chain src, dst;
 		struct cp_convert_opts co;

@@ -127,44 +127,12 @@ static int create_run(struct vol_op_ctx *x)
 	cp_pool *p = x->p;
 	cp_sd *sd = x->sd;
 	struct cp_task *t = x->t;
-	enum cp_vol_format fmt = (t->flags >> TF_FMT_SHIFT) & 0xff;
-	enum cp_vol_alloc alloc = (t->flags >> TF_ALLOC_SHIFT) & 0xff;
-	struct sd_vol_spec spec;
-	struct cp_volmeta m;
 	int r;
 
-	if (t->step < CV_DATA) {
-		memset(&spec, 0, sizeof(spec));
-		spec.img_uuid = t->img_uuid;
-		spec.vol_uuid = t->vol_uuid;
-		spec.parent_uuid = t->parent_uuid;
-		spec.format = fmt;
-		spec.allocation = alloc;
-		spec.size = t->u64[TU_STORAGE];
-		if ((r = pool_guard(p, "volume create")) < 0 ||
-		    (r = sd->ops->vol_create(sd, &spec)) < 0 ||
-		    (r = task_step(p, t, CV_DATA)) < 0)
-			return r;
-	}
-	if (t->step < CV_MD) {
-		memset(&m, 0, sizeof(m));
-		strcpy(m.vol_uuid, t->vol_uuid);
-		strcpy(m.img_uuid, t->img_uuid);
-		strcpy(m.parent_uuid, t->parent_uuid);
-		strcpy(m.dom_uuid, sd->uuid);
-		m.format = fmt;
-		m.allocation = alloc;
-		m.role = CP_VOL_ROLE_LEAF;
-		m.legality = CP_VOL_ILLEGAL;
-		m.capacity = t->u64[TU_CAPACITY];
-		m.generation = 0;
-		m.ctime = t->ctime;
-		/* the description rides in the task message until done */
-		snprintf(m.description, sizeof(m.description), "%s", t->message);
-		if ((r = md_put(p, sd, &m, "metadata write")) < 0 ||
-		    (r = task_step(p, t, CV_MD)) < 0)
-			return r;
-	}
+	if ((r = vol_new_steps(p, sd, t, t->img_uuid, t->vol_uuid,
+			       t->parent_uuid, CP_VOL_ROLE_LEAF, CV_DATA,
+			       CV_MD)) < 0)
+		return r;
 	if (t->step < CV_FORMAT) {
 		if ((r = pool_guard(p, "volume format")) < 0 ||
 		    (r = vol_format(sd, t)) < 0 ||

@@ -203,6 +203,51 @@ int vol_op_recover_back(struct vol_op_ctx *x, const char *img,
 
 /* ---- shared helpers --------------------------------------------------------- */
 
+int vol_new_steps(cp_pool *p, cp_sd *sd, struct cp_task *t, const char *img,
+		  const char *vol, const char *parent, enum cp_vol_role role,
+		  uint32_t data_step, uint32_t md_step)
+{
+	enum cp_vol_format fmt = (t->flags >> TF_FMT_SHIFT) & 0xff;
+	enum cp_vol_alloc alloc = (t->flags >> TF_ALLOC_SHIFT) & 0xff;
+	struct sd_vol_spec spec;
+	struct cp_volmeta m;
+	int r;
+
+	if (t->step < data_step) {
+		memset(&spec, 0, sizeof(spec));
+		spec.img_uuid = img;
+		spec.vol_uuid = vol;
+		spec.parent_uuid = parent;
+		spec.format = fmt;
+		spec.allocation = alloc;
+		spec.size = t->u64[TU_STORAGE];
+		if ((r = pool_guard(p, "volume create")) < 0 ||
+		    (r = sd->ops->vol_create(sd, &spec)) < 0 ||
+		    (r = task_step(p, t, data_step)) < 0)
+			return r;
+	}
+	if (t->step < md_step) {
+		memset(&m, 0, sizeof(m));
+		strcpy(m.vol_uuid, vol);
+		strcpy(m.img_uuid, img);
+		strcpy(m.parent_uuid, parent);
+		strcpy(m.dom_uuid, sd->uuid);
+		m.format = fmt;
+		m.allocation = alloc;
+		m.role = role;
+		m.legality = CP_VOL_ILLEGAL;
+		m.capacity = t->u64[TU_CAPACITY];
+		m.generation = 0;
+		m.ctime = t->ctime;
+		/* the description rides in the task message until done */
+		snprintf(m.description, sizeof(m.description), "%s", t->message);
+		if ((r = md_put(p, sd, &m, "metadata write")) < 0 ||
+		    (r = task_step(p, t, md_step)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* The image of this domain holding volume vol (a template's), or
  * -EUCLEAN naming it. */
 int find_vol_image(cp_sd *sd, const char *vol, char *img_out)

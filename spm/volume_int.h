@@ -107,6 +107,13 @@ struct progress_ctx {
 void task_progress(void *opaque, uint64_t done, uint64_t total);
 
 uint64_t round_up(uint64_t v, uint64_t a);
+/* The first two steps of a new volume img/vol of task t: its data
+ * (recorded as step data_step), then its record ILLEGAL with role
+ * (md_step).  Format, allocation, capacity, storage, creation time and
+ * description (the task message) come from the task. */
+int vol_new_steps(cp_pool *p, cp_sd *sd, struct cp_task *t, const char *img,
+		  const char *vol, const char *parent, enum cp_vol_role role,
+		  uint32_t data_step, uint32_t md_step);
 /* The image of this domain holding volume vol (a template's), or
  * -EUCLEAN naming it. */
 int find_vol_image(cp_sd *sd, const char *vol, char *img_out);
