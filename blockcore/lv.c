@@ -2,7 +2,7 @@
  * its extent map instead of device-mapper (see blockcore.h, "linear
  * device").
  *
- * Request life cycle (STYLE.md #5):
+ * Request life cycle (docs/hacking.md):
  *
  *   cp_bdev_p{read,write}v_async / cp_bdev_flush_async      (bdev.c)
  *     -> bc_dispatch() -> bc_lin_submit()   (unlimited backend, this file)
