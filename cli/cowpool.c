@@ -195,6 +195,32 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
 	  "  -U              accepted for compatibility (no effect)\n" },
+	{ "nbd", cli_cmd_nbd,
+	  "nbd [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] "
+	  "[-r] [-e SHARED] [-t] [--fork] [--pid-file F] [--cache MODE] "
+	  "[--aio MODE] [--discard ignore|unmap] [--detect-zeroes "
+	  "off|on|unmap] [-A] [--handshake-limit N] IMAGE",
+	  "  -f fmt          image format (probed if omitted)\n"
+	  "  -k SOCKET       listen on this unix socket\n"
+	  "  -b ADDR         TCP address (default 127.0.0.1; plain TCP only\n"
+	  "                  on loopback addresses)\n"
+	  "  -p PORT         TCP port (default 10809)\n"
+	  "  -x NAME         export name (default \"\")\n"
+	  "  -D DESC         export description\n"
+	  "  -r              read-only export\n"
+	  "  -e SHARED       concurrent clients (default 1, 0 = unlimited)\n"
+	  "  -t              persistent: do not exit after the last client\n"
+	  "  --fork          return once the socket accepts connections\n"
+	  "  --pid-file F    write the server's pid to F\n"
+	  "  --cache MODE    none, writeback (default), writethrough,\n"
+	  "                  directsync, unsafe; -n = --cache=none\n"
+	  "  --aio MODE      io_uring, native or threads\n"
+	  "  --discard M     ignore (default) or unmap\n"
+	  "  --detect-zeroes M  off (default), on or unmap\n"
+	  "  -A              offer the qemu:allocation-depth context\n"
+	  "  --handshake-limit N  drop clients still negotiating after N\n"
+	  "                  seconds (default 10, 0 = never)\n"
+	  "  --tls-creds, --tls-psk  not supported yet\n" },
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",
