@@ -1,0 +1,111 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# cowpool nbd against real NBD clients: qemu-img, qemu-io, nbdinfo, nbdcopy
+# and fio.  Block status (base:allocation and qemu:allocation-depth) must
+# equal qemu-nbd's on the same images: data, zero clusters, unallocated
+# ranges, backing layers (one shorter than the top), a compat=0.10 image
+# and a sparse raw file.
+. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/nbd_lib.sh"
+requires qemu-img qemu-io qemu-nbd nbdinfo nbdcopy fio python3
+nbd_init
+
+qio() { qemu-io "$@" >/dev/null || fail "qemu-io $*"; }
+
+# --- images -----------------------------------------------------------------
+qemu-img create -q -f qcow2 base.qcow2 32M
+qio -c "write -P 0xaa 0 1M" -c "write -z 2M 1M" -c "write -P 0x11 5M 64k" \
+	base.qcow2
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 64M
+qio -c "write -P 0xbb 512k 1M" -c "write -z 5M 64k" -c "write -P 0 40M 128k" \
+	mid.qcow2
+qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2
+qio -c "write -P 0xcc 768k 100k" -c "write -z 33M 1M" -c "discard 0 64k" \
+	top.qcow2
+qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 16M
+qio -c "write -P 0x22 1M 1M" -c "write -z 4M 64k" v2.qcow2
+qemu-img create -q -f raw sparse.raw 16M
+qio -f raw -c "write -P 0x33 3M 1M" -c "write -P 0 8M 64k" sparse.raw
+
+# --- block status equals qemu-nbd's -----------------------------------------
+for img in base.qcow2 mid.qcow2 top.qcow2 v2.qcow2 sparse.raw; do
+	nbd_start cp -r -A -e 0 -t -x e "$img" || fail "cowpool nbd $img"
+	qnbd_start qn -r -A -e 0 -t -x e "$img" || fail "qemu-nbd $img"
+	for ctx in base:allocation qemu:allocation-depth; do
+		nbdinfo --map="$ctx" "$(nbd_uri cp e)" >cp.map 2>&1
+		nbdinfo --map="$ctx" "$(nbd_uri qn e)" >qn.map 2>&1
+		if cmp -s cp.map qn.map && [ -s qn.map ]; then ok; else
+			fail "$img $ctx map differs from qemu-nbd's"
+			diff -u qn.map cp.map >&2
+		fi
+	done
+	qemu-img map --output=json "$(nbd_uri cp e)" >cp.json 2>&1
+	qemu-img map --output=json "$(nbd_uri qn e)" >qn.json 2>&1
+	cmp -s cp.json qn.json && ok || fail "$img: qemu-img map over NBD differs"
+	qemu-img compare -q "$(nbd_uri cp e)" "$img" && ok ||
+		fail "$img: content over NBD differs from the file"
+	nbdinfo --json "$(nbd_uri cp e)" | grep -q '"export-size": '$(qemu-img info --output=json "$img" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p') && ok ||
+		fail "$img: export size"
+	nbd_stop cp
+	nbd_stop qn
+done
+
+# --- read-write export: qemu-io over NBD, same result as on the file --------
+cp top.qcow2 rw.qcow2
+cp top.qcow2 ref.qcow2
+ops=(-c "write -P 0x5a 100k 300k" -c "write -z 1M 1M" -c "write -z -u 2M 128k"
+     -c "discard 3M 256k" -c "write -P 0x77 63M 1M" -c "flush"
+     -c "write -P 0x99 -f 6M 4k" -c "write -z -u 33M 64k"
+     -c "write -z -n 8M 64k")
+nbd_start rw -e 0 -t -x vol --discard=unmap rw.qcow2 || fail "start rw"
+qemu-io -f raw "${ops[@]}" "$(nbd_uri rw vol)" >/dev/null || fail "qemu-io over NBD"
+qemu-io "${ops[@]}" ref.qcow2 >/dev/null || fail "qemu-io on the file"
+qemu-io -f raw -c "read -P 0x5a 100k 300k" -c "read -P 0 1M 1M" \
+	-c "read -P 0x77 63M 1M" "$(nbd_uri rw vol)" >qio.out 2>&1
+grep -q "verification failed" qio.out && fail "read back over NBD" || ok
+qemu-img compare -q "$(nbd_uri rw vol)" ref.qcow2 && ok ||
+	fail "NBD writes differ from the same writes on the file"
+
+# nbdcopy round trip and qemu-img convert from the export
+nbdcopy "$(nbd_uri rw vol)" out.raw || fail "nbdcopy out"
+qemu-img compare -q -f raw out.raw ref.qcow2 && ok || fail "nbdcopy copy differs"
+qemu-img convert -O qcow2 "$(nbd_uri rw vol)" conv.qcow2 || fail "convert"
+qemu-img compare -q conv.qcow2 ref.qcow2 && ok || fail "converted copy differs"
+nbd_stop rw
+qemu-img check -q rw.qcow2 && ok || fail "rw.qcow2 does not check clean"
+qemu-img compare -q rw.qcow2 ref.qcow2 && ok || fail "rw.qcow2 after stop"
+
+# nbdcopy into an export (multi-conn with -e 0), then fio with verify
+qemu-img create -q -f qcow2 dst.qcow2 64M
+nbd_start dst -e 0 -t dst.qcow2 || fail "start dst"
+nbdcopy out.raw "$(nbd_uri dst "")" || fail "nbdcopy in"
+qemu-img compare -q "$(nbd_uri dst "")" out.raw && ok || fail "nbdcopy in differs"
+for rw in randwrite write; do
+	fio --name=v --ioengine=nbd --uri="$(nbd_uri dst "")" --rw=$rw \
+		--bs=4k,64k --size=32M --iodepth=32 --verify=crc32c \
+		--do_verify=1 --verify_fatal=1 --output-format=json \
+		--output=fio.json >fio.log 2>&1 || fail "fio $rw: $(cat fio.log)"
+	python3 -c 'import json,sys
+j=json.load(open("fio.json"))
+sys.exit(0 if all(x["error"] == 0 for x in j["jobs"]) else 1)' && ok ||
+		fail "fio $rw reported an error"
+done
+nbd_stop dst
+qemu-img check -q dst.qcow2 && ok || fail "dst.qcow2 does not check clean"
+
+# --- lifetime: without -t the server exits after its last client ---------
+nbd_start once -x e base.qcow2 || fail "start once"
+pid=$(nbd_pid once)
+nbdinfo "$(nbd_uri once e)" >/dev/null || fail "nbdinfo once"
+timeout 30 tail --pid="$pid" -f /dev/null && ok ||
+	fail "server without -t did not exit after the last client"
+[ -e "$TMP/once.sock" ] && fail "socket left behind" || ok
+# a bad image fails in the foreground, before --fork returns
+"$COWPOOL" nbd -k "$TMP/x.sock" --fork no-such.qcow2 2>err.txt &&
+	fail "nbd on a missing image succeeded" || ok
+grep -q "no-such.qcow2" err.txt && ok || fail "error does not name the image"
+# plain TCP only on loopback
+"$COWPOOL" nbd -b 192.0.2.1 -p 10809 base.qcow2 2>/dev/null &&
+	fail "plain TCP on a non-loopback address accepted" || ok
+
+cp_finish
