@@ -169,10 +169,6 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 		cli_error("nbd: -k cannot be combined with -b or -p");
 		return -EINVAL;
 	}
-	if (a->tls_creds || a->tls_psk) {
-		cli_error("nbd: TLS is not supported yet");
-		return -ENOTSUP;
-	}
 	if (a->dz == CP_NBD_DETECT_ZEROES_UNMAP && !a->unmap) {
 		/* qemu: detect-zeroes=unmap needs discard=unmap */
 		cli_error("nbd: --detect-zeroes=unmap needs --discard=unmap");
@@ -198,6 +194,108 @@ static bool is_loopback(const char *addr)
 	if (inet_pton(AF_INET6, addr, &a6) == 1)
 		return IN6_IS_ADDR_LOOPBACK(&a6);
 	return false;
+}
+
+/* Read a whole small file as a string (caller frees); NULL if missing. */
+static char *slurp(const char *path, int *err)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	*err = 0;
+	if (!f) {
+		*err = -errno;
+		return NULL;
+	}
+	for (;;) {
+		if (cap - len < 4097) {
+			char *nb = realloc(buf, cap + 65536);
+			if (!nb) {
+				*err = -ENOMEM;
+				break;
+			}
+			buf = nb;
+			cap += 65536;
+		}
+		size_t n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+		if (len > (1u << 20)) {
+			*err = -EFBIG;
+			break;
+		}
+	}
+	fclose(f);
+	if (*err) {
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+struct nbd_tls_files {
+	char *cert, *key, *ca, *psk;
+};
+
+/* --tls-creds DIR: server-cert.pem and server-key.pem, and ca-cert.pem
+ * when present (clients must then show a certificate it signed);
+ * --tls-psk FILE: qemu's keys.psk format (FILE may be a directory holding
+ * keys.psk). */
+static int nbd_tls_load(const struct nbd_args *a, struct nbd_tls_files *f,
+			struct cp_nbd_tls_opts *to, char *msg, size_t msglen)
+{
+	char path[4096];
+	int err;
+
+	cp_nbd_tls_opts_init(to);
+	if (a->tls_creds) {
+		snprintf(path, sizeof(path), "%s/server-cert.pem", a->tls_creds);
+		f->cert = slurp(path, &err);
+		if (!f->cert)
+			goto fail;
+		snprintf(path, sizeof(path), "%s/server-key.pem", a->tls_creds);
+		f->key = slurp(path, &err);
+		if (!f->key)
+			goto fail;
+		snprintf(path, sizeof(path), "%s/ca-cert.pem", a->tls_creds);
+		f->ca = slurp(path, &err);
+		if (!f->ca && err != -ENOENT)
+			goto fail;
+		to->cert_pem = f->cert;
+		to->key_pem = f->key;
+		to->ca_pem = f->ca;
+		to->verify_peer = f->ca != NULL;
+	}
+	if (a->tls_psk) {
+		snprintf(path, sizeof(path), "%s", a->tls_psk);
+		f->psk = slurp(path, &err);
+		if (!f->psk && err == -EISDIR) {
+			snprintf(path, sizeof(path), "%s/keys.psk", a->tls_psk);
+			f->psk = slurp(path, &err);
+		}
+		if (!f->psk)
+			goto fail;
+		to->psk = f->psk;
+	}
+	return 0;
+fail:
+	snprintf(msg, msglen, "%s: %s", path, strerror(-err));
+	return err;
+}
+
+static void nbd_tls_free(struct nbd_tls_files *f)
+{
+	free(f->cert);
+	if (f->key)
+		explicit_bzero(f->key, strlen(f->key));
+	free(f->key);
+	free(f->ca);
+	if (f->psk)
+		explicit_bzero(f->psk, strlen(f->psk));
+	free(f->psk);
 }
 
 static void release_image(void *opaque, cp_image *img)
@@ -231,6 +329,8 @@ static int nbd_serve(struct nbd_args *a, int ready_fd)
 	struct cp_open_opts oo;
 	struct cp_nbd_server_opts so;
 	struct cp_nbd_export_opts eo;
+	struct cp_nbd_tls_opts to;
+	struct nbd_tls_files tls_files = { NULL, NULL, NULL, NULL };
 	cp_nbd_server *srv = NULL;
 	cp_image *img = NULL;
 	sigset_t mask;
@@ -260,10 +360,20 @@ static int nbd_serve(struct nbd_args *a, int ready_fd)
 		return nbd_fail(ready_fd, "%s", m[0] ? m : strerror(-r));
 	}
 	cp_nbd_server_opts_init(&so);
+	if (a->tls_creds || a->tls_psk) {
+		char msg[4200];
+		if (nbd_tls_load(a, &tls_files, &to, msg, sizeof(msg)) < 0) {
+			nbd_tls_free(&tls_files);
+			cp_image_close(img);
+			return nbd_fail(ready_fd, "%s", msg);
+		}
+		so.tls = &to;
+	}
 	so.max_clients = (unsigned)a->shared;
 	so.oneshot = !a->persistent;
 	so.handshake_timeout_ms = a->handshake_ms;
 	r = cp_nbd_server_create(&so, &srv);
+	nbd_tls_free(&tls_files); /* the server copied what it needs */
 	if (r < 0)
 		goto fail;
 	cp_nbd_export_opts_init(&eo);
@@ -345,10 +455,10 @@ int cli_cmd_nbd(int argc, char **argv)
 	r = nbd_parse(argc, argv, &a);
 	if (r)
 		return r < 0 ? CLI_EXIT_USAGE : 0;
-	if (!a.socket && !is_loopback(a.bind))
-		return cli_error("nbd: plain TCP on '%s' is refused: use -k "
-				 "SOCKET or a loopback address (TLS is not "
-				 "supported yet)", a.bind);
+	if (!a.socket && !is_loopback(a.bind) && !a.tls_creds && !a.tls_psk)
+		return cli_error("nbd: plain TCP on '%s' is refused: use "
+				 "--tls-creds or --tls-psk, -k SOCKET, or a "
+				 "loopback address", a.bind);
 	if (!a.fork)
 		return nbd_serve(&a, -1);
 

@@ -199,7 +199,8 @@ static const struct cli_cmd cli_cmds[] = {
 	  "nbd [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] "
 	  "[-r] [-e SHARED] [-t] [--fork] [--pid-file F] [--cache MODE] "
 	  "[--aio MODE] [--discard ignore|unmap] [--detect-zeroes "
-	  "off|on|unmap] [-A] [--handshake-limit N] IMAGE",
+	  "off|on|unmap] [-A] [--handshake-limit N] [--tls-creds DIR | "
+	  "--tls-psk FILE] IMAGE",
 	  "  -f fmt          image format (probed if omitted)\n"
 	  "  -k SOCKET       listen on this unix socket\n"
 	  "  -b ADDR         TCP address (default 127.0.0.1; plain TCP only\n"
@@ -220,7 +221,11 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -A              offer the qemu:allocation-depth context\n"
 	  "  --handshake-limit N  drop clients still negotiating after N\n"
 	  "                  seconds (default 10, 0 = never)\n"
-	  "  --tls-creds, --tls-psk  not supported yet\n" },
+	  "  --tls-creds DIR TLS with DIR/server-cert.pem and server-key.pem;\n"
+	  "                  with DIR/ca-cert.pem, clients must show a\n"
+	  "                  certificate it signed\n"
+	  "  --tls-psk FILE  TLS with pre-shared keys (identity:hexkey lines)\n"
+	  "TLS is mandatory when configured.  Plain TCP only on loopback.\n" },
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",

@@ -39,7 +39,8 @@ static int conn_read(struct nbd_conn *c, void *buf, size_t len)
 
 	while (len) {
 		ssize_t r;
-		if (c->state == NBD_CONN_HANDSHAKE && c->deadline_ms) {
+		if (c->state == NBD_CONN_HANDSHAKE && c->deadline_ms &&
+		    !(c->tls && nbd_tls_pending(c->tls))) {
 			uint64_t now = now_ms();
 			struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 			int pr;
@@ -54,11 +55,17 @@ static int conn_read(struct nbd_conn *c, void *buf, size_t len)
 			if (pr == 0)
 				return -ETIMEDOUT;
 		}
-		r = recv(c->fd, p, len, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
+		if (c->tls) {
+			r = nbd_tls_recv(c->tls, p, len);
+			if (r < 0)
+				return (int)r;
+		} else {
+			r = recv(c->fd, p, len, 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0)
+				return -errno;
+		}
 		if (r == 0)
 			return -ECONNRESET;
 		p += r;
@@ -84,6 +91,23 @@ static int conn_skip(struct nbd_conn *c, uint64_t len)
  * the connection is dead and later sends return at once. */
 static int conn_writev_locked(struct nbd_conn *c, struct iovec *iov, int n)
 {
+	if (c->tls) {
+		for (int i = 0; i < n && !c->dead; i++) {
+			const uint8_t *p = iov[i].iov_base;
+			size_t left = iov[i].iov_len;
+			while (left && !c->dead) {
+				ssize_t r = nbd_tls_send(c->tls, p, left);
+				if (r <= 0) {
+					c->dead = true;
+					shutdown(c->fd, SHUT_RDWR);
+					break;
+				}
+				p += r;
+				left -= (size_t)r;
+			}
+		}
+		return c->dead ? -EPIPE : 0;
+	}
 	while (n > 0 && !c->dead) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 		ssize_t r = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
@@ -441,6 +465,28 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, uint32_t len)
 	return r;
 }
 
+/* NBD_OPT_STARTTLS: acknowledge in clear, then the TLS handshake (within
+ * what is left of the handshake deadline).  Options negotiated before
+ * are forgotten, as the spec requires. */
+static int conn_starttls(struct nbd_conn *c)
+{
+	unsigned left = 0;
+	int r = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+
+	if (r < 0)
+		return r;
+	if (c->deadline_ms) {
+		uint64_t now = now_ms();
+		if (now >= c->deadline_ms)
+			return -ETIMEDOUT;
+		left = (unsigned)CP_MIN(c->deadline_ms - now,
+					(uint64_t)UINT32_MAX);
+	}
+	c->structured = false;
+	c->ctx_base = c->ctx_depth = false;
+	return nbd_tls_session_start(c->server->tls, c->fd, left, &c->tls);
+}
+
 /* The handshake state machine: greeting, client flags, options until GO
  * or EXPORT_NAME.  Returns 0 when transmission starts, -errno to drop the
  * connection. */
@@ -492,6 +538,17 @@ static int conn_handshake(struct nbd_conn *c)
 		r = conn_read(c, c->opt_buf, len);
 		if (r < 0)
 			return r;
+		if (c->server->tls && !c->tls && opt != NBD_OPT_STARTTLS &&
+		    opt != NBD_OPT_ABORT) {
+			/* TLS is mandatory on this server */
+			if (opt == NBD_OPT_EXPORT_NAME)
+				return -EPERM;
+			r = opt_error(c, opt, NBD_REP_ERR_TLS_REQD,
+				      "TLS is required");
+			if (r < 0)
+				return r;
+			continue;
+		}
 		switch (opt) {
 		case NBD_OPT_EXPORT_NAME:
 			r = opt_export_name(c, len);
@@ -508,9 +565,14 @@ static int conn_handshake(struct nbd_conn *c)
 			if (len)
 				r = opt_error(c, opt, NBD_REP_ERR_INVALID,
 					      "NBD_OPT_STARTTLS takes no data");
-			else
+			else if (!c->server->tls)
 				r = opt_error(c, opt, NBD_REP_ERR_POLICY,
 					      "TLS not configured");
+			else if (c->tls)
+				r = opt_error(c, opt, NBD_REP_ERR_INVALID,
+					      "TLS already negotiated");
+			else
+				r = conn_starttls(c);
 			break;
 		case NBD_OPT_INFO:
 		case NBD_OPT_GO:
@@ -925,8 +987,13 @@ static int status_depth(struct nbd_export *e, uint64_t off, uint64_t len,
 		for (cp_image *l = e->img; l; l = cp_image_backing(l), d++) {
 			uint64_t lsize = cp_image_size(l), pnum = 0;
 			int r;
-			if (off >= lsize)
-				continue;
+			if (off >= lsize) {
+				/* past the end of a shorter backing layer:
+				 * that layer provides the zeroes (qemu counts
+				 * it as allocated there) */
+				depth = d;
+				break;
+			}
 			r = cp_image_is_allocated(l, off, CP_MIN(n, lsize - off),
 						  &pnum);
 			if (r < 0)
@@ -1263,6 +1330,7 @@ out:
 			break;
 		}
 	pthread_mutex_unlock(&srv->lock);
+	nbd_tls_session_end(c->tls);
 	close(fd);
 	if (c->exp) {
 		nbd_export_detach(srv, c->exp);

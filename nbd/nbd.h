@@ -34,6 +34,26 @@ typedef struct cp_nbd_server cp_nbd_server;
  * maximum block size advertised with NBD_INFO_BLOCK_SIZE. */
 #define CP_NBD_MAX_PAYLOAD (32u << 20)
 
+/* TLS with GnuTLS.  When a server has TLS options, TLS is mandatory: a
+ * client must send NBD_OPT_STARTTLS before anything but NBD_OPT_ABORT
+ * (other options get NBD_REP_ERR_TLS_REQD).  The library reads no files:
+ * the caller passes the PEM text and the PSK list (cowpool nbd reads
+ * them from --tls-creds DIR / --tls-psk FILE).  Every string is copied at
+ * cp_nbd_server_create().  X.509 and PSK may be combined. */
+struct cp_nbd_tls_opts {
+	size_t size;             /* sizeof(struct cp_nbd_tls_opts), set by _init */
+	const char *cert_pem;    /* server certificate (chain), PEM; NULL = no X.509 */
+	const char *key_pem;     /* its private key, PEM */
+	const char *ca_pem;      /* CA certificates, PEM; NULL = none */
+	/* Require a client certificate signed by ca_pem (qemu's
+	 * verify-peer=on).  Default false. */
+	bool verify_peer;
+	/* PSK identities in qemu's keys.psk format: lines "identity:hexkey".
+	 * NULL = no PSK. */
+	const char *psk;
+};
+void cp_nbd_tls_opts_init(struct cp_nbd_tls_opts *opts);
+
 struct cp_nbd_server_opts {
 	size_t size;              /* sizeof(struct cp_nbd_server_opts), set by _init */
 	/* Concurrent clients over all exports; 0 = unlimited.  At the limit
@@ -51,6 +71,9 @@ struct cp_nbd_server_opts {
 	 * number of clients has dropped back to zero (qemu-nbd without -t):
 	 * it stops accepting and cp_nbd_server_done_fd() becomes readable. */
 	bool oneshot;
+	/* NULL = no TLS (STARTTLS answered NBD_REP_ERR_POLICY).  -ENOTSUP
+	 * from create when cowpool was built without GnuTLS. */
+	const struct cp_nbd_tls_opts *tls;
 };
 void cp_nbd_server_opts_init(struct cp_nbd_server_opts *opts);
 

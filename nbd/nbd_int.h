@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "common.h"
@@ -168,6 +169,7 @@ struct cp_nbd_server {
 	int done_fd;                 /* eventfd: oneshot server is done */
 	pthread_t accept_thread;
 	bool started;
+	struct nbd_tls *tls;         /* NULL without TLS */
 };
 
 /* Find an export by name and take a reference (NULL if none or removed).
@@ -178,6 +180,22 @@ void nbd_export_put(cp_nbd_server *s, struct nbd_export *e);
  * client; returns -ESHUTDOWN if it was removed meanwhile. */
 int nbd_export_attach(cp_nbd_server *s, struct nbd_export *e);
 void nbd_export_detach(cp_nbd_server *s, struct nbd_export *e);
+
+/* --- tls.c: GnuTLS credentials and sessions (stubs without GnuTLS) ------- */
+struct nbd_tls;
+struct nbd_tls_session;
+int nbd_tls_create(const struct cp_nbd_tls_opts *o, struct nbd_tls **out);
+void nbd_tls_destroy(struct nbd_tls *t);
+/* Handshake on fd, giving up after timeout_ms (0 = none). */
+int nbd_tls_session_start(struct nbd_tls *t, int fd, unsigned timeout_ms,
+			  struct nbd_tls_session **out);
+void nbd_tls_session_end(struct nbd_tls_session *ts);
+/* Like recv/send: bytes moved, 0 at end of stream (recv), -errno.  One
+ * thread may receive while another sends. */
+ssize_t nbd_tls_recv(struct nbd_tls_session *ts, void *buf, size_t len);
+ssize_t nbd_tls_send(struct nbd_tls_session *ts, const void *buf, size_t len);
+/* Bytes already decrypted and waiting (recv will not block). */
+size_t nbd_tls_pending(struct nbd_tls_session *ts);
 
 /* --- conn.c: one client connection ------------------------------------------
  * States: HANDSHAKE (options, with the handshake deadline) -> TRANSMISSION
@@ -225,6 +243,7 @@ struct nbd_conn {
 	unsigned inflight;           /* slots out of the free list */
 	uint64_t inflight_bytes;
 	bool sender_quit;
+	struct nbd_tls_session *tls; /* after STARTTLS */
 	bool dead;                   /* socket failed: drop further replies */
 	uint8_t opt_buf[NBD_MAX_OPTION];
 };

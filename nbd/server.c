@@ -63,6 +63,16 @@ CP_EXPORT int cp_nbd_server_create(const struct cp_nbd_server_opts *opts,
 		free(s);
 		return cp_error(err, "nbd: eventfd: %s", strerror(-err));
 	}
+	s->opts.tls = NULL; /* not kept: the strings may go away */
+	if (opts && opts->tls) {
+		int r = nbd_tls_create(opts->tls, &s->tls);
+		if (r < 0) {
+			close(s->wake_fd);
+			close(s->done_fd);
+			free(s);
+			return r;
+		}
+	}
 	*out = s;
 	return 0;
 }
@@ -541,6 +551,7 @@ CP_EXPORT void cp_nbd_server_destroy(cp_nbd_server *s)
 	}
 	close(s->wake_fd);
 	close(s->done_fd);
+	nbd_tls_destroy(s->tls);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s);
