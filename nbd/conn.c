@@ -31,45 +31,84 @@ static uint64_t now_ms(void)
 
 /* --- socket I/O ------------------------------------------------------------ */
 
-/* Read exactly len bytes.  During the handshake, gives up at the deadline
- * (-ETIMEDOUT).  -ECONNRESET on end of file. */
+/* Wait for input until the handshake deadline (-ETIMEDOUT). */
+static int conn_wait_input(struct nbd_conn *c)
+{
+	for (;;) {
+		uint64_t now = now_ms();
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		int pr;
+
+		if (c->tls && nbd_tls_pending(c->tls))
+			return 0;
+		if (now >= c->deadline_ms)
+			return -ETIMEDOUT;
+		pr = poll(&pfd, 1,
+			  (int)CP_MIN(c->deadline_ms - now, (uint64_t)INT32_MAX));
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr < 0)
+			return -errno;
+		if (pr == 0)
+			return -ETIMEDOUT;
+		return 0;
+	}
+}
+
+/* One recv (or TLS record read) of at most len bytes into buf. */
+static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t r;
+		if (c->state == NBD_CONN_HANDSHAKE && c->deadline_ms) {
+			int w = conn_wait_input(c);
+			if (w < 0)
+				return w;
+		}
+		if (c->tls)
+			return nbd_tls_recv(c->tls, buf, len);
+		r = recv(c->fd, buf, len, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		return r < 0 ? -errno : r;
+	}
+}
+
+/* Read exactly len bytes, through the input buffer (large payloads go
+ * straight to their destination once the buffer is drained).  During the
+ * handshake, gives up at the deadline (-ETIMEDOUT).  -ECONNRESET on end of
+ * file. */
 static int conn_read(struct nbd_conn *c, void *buf, size_t len)
 {
 	uint8_t *p = buf;
 
 	while (len) {
 		ssize_t r;
-		if (c->state == NBD_CONN_HANDSHAKE && c->deadline_ms &&
-		    !(c->tls && nbd_tls_pending(c->tls))) {
-			uint64_t now = now_ms();
-			struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-			int pr;
-			if (now >= c->deadline_ms)
-				return -ETIMEDOUT;
-			pr = poll(&pfd, 1, (int)CP_MIN(c->deadline_ms - now,
-						       (uint64_t)INT32_MAX));
-			if (pr < 0 && errno == EINTR)
-				continue;
-			if (pr < 0)
-				return -errno;
-			if (pr == 0)
-				return -ETIMEDOUT;
+		if (c->rpos < c->rlen) {
+			size_t n = CP_MIN(len, c->rlen - c->rpos);
+			memcpy(p, c->rbuf + c->rpos, n);
+			c->rpos += n;
+			p += n;
+			len -= n;
+			continue;
 		}
-		if (c->tls) {
-			r = nbd_tls_recv(c->tls, p, len);
+		if (len >= sizeof(c->rbuf)) {
+			r = conn_recv(c, p, len);
 			if (r < 0)
 				return (int)r;
-		} else {
-			r = recv(c->fd, p, len, 0);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r < 0)
-				return -errno;
+			if (r == 0)
+				return -ECONNRESET;
+			p += r;
+			len -= (size_t)r;
+			continue;
 		}
+		r = conn_recv(c, c->rbuf, sizeof(c->rbuf));
+		if (r < 0)
+			return (int)r;
 		if (r == 0)
 			return -ECONNRESET;
-		p += r;
-		len -= (size_t)r;
+		c->rpos = 0;
+		c->rlen = (size_t)r;
 	}
 	return 0;
 }
@@ -471,8 +510,13 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, uint32_t len)
 static int conn_starttls(struct nbd_conn *c)
 {
 	unsigned left = 0;
-	int r = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+	int r;
 
+	/* Bytes after STARTTLS sent before our answer would be read in
+	 * clear: a client must wait for the ACK. */
+	if (c->rpos < c->rlen)
+		return -EPROTO;
+	r = opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
 	if (r < 0)
 		return r;
 	if (c->deadline_ms) {
@@ -1306,8 +1350,16 @@ void nbd_conn_run(cp_nbd_server *s, int fd)
 		goto out;
 	if (conn_slots_init(c) < 0)
 		goto out;
-	if (pthread_create(&sender, NULL, sender_thread, c) != 0)
-		goto out;
+	{
+		pthread_attr_t attr;
+		int pr;
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
+		pr = pthread_create(&sender, &attr, sender_thread, c);
+		pthread_attr_destroy(&attr);
+		if (pr != 0)
+			goto out;
+	}
 	sender_started = true;
 	while (conn_request(c) == 0 && !c->dead)
 		;

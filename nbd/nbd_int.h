@@ -133,6 +133,10 @@
 #define NBD_KEEP_BUF (1u << 20)
 /* Payload bytes in flight per connection before the reader waits. */
 #define NBD_INFLIGHT_BYTES (64u << 20)
+/* Stack of connection threads (500 clients = 1000 threads). */
+#define NBD_THREAD_STACK (512u << 10)
+/* Socket input buffer per connection. */
+#define NBD_RBUF_SIZE (16u << 10)
 
 /* --- server.c: server, exports, accept loop --------------------------------- */
 struct nbd_export {
@@ -246,6 +250,9 @@ struct nbd_conn {
 	struct nbd_tls_session *tls; /* after STARTTLS */
 	bool dead;                   /* socket failed: drop further replies */
 	uint8_t opt_buf[NBD_MAX_OPTION];
+	/* Input buffer: one recv() usually brings several requests. */
+	uint8_t rbuf[NBD_RBUF_SIZE];
+	size_t rpos, rlen;
 };
 
 /* Run a connection on fd (closed on return).  Called by the accept path

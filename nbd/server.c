@@ -444,7 +444,7 @@ static void server_spawn(cp_nbd_server *s, int fd)
 	st->fd = fd;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256u << 10);
+	pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
 	if (pthread_create(&t, &attr, conn_thread, st) != 0) {
 		pthread_attr_destroy(&attr);
 		free(st);

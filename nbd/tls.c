@@ -3,7 +3,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "nbd_int.h"
 
@@ -192,6 +194,14 @@ int nbd_tls_create(const struct cp_nbd_tls_opts *o, struct nbd_tls **out)
 	return 0;
 }
 
+/* send() without SIGPIPE: the server may be embedded in a process that
+ * does not ignore it. */
+static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *buf,
+			size_t len)
+{
+	return send((int)(intptr_t)ptr, buf, len, MSG_NOSIGNAL);
+}
+
 int nbd_tls_session_start(struct nbd_tls *t, int fd, unsigned timeout_ms,
 			  struct nbd_tls_session **out)
 {
@@ -221,6 +231,7 @@ int nbd_tls_session_start(struct nbd_tls *t, int fd, unsigned timeout_ms,
 		gnutls_certificate_server_set_request(ts->s,
 						      GNUTLS_CERT_REQUIRE);
 	gnutls_transport_set_int(ts->s, fd);
+	gnutls_transport_set_push_function(ts->s, tls_push);
 	if (timeout_ms)
 		gnutls_handshake_set_timeout(ts->s, timeout_ms);
 	do {
