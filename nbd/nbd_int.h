@@ -248,7 +248,7 @@ struct nbd_conn {
 	uint64_t inflight_bytes;
 	bool sender_quit;
 	struct nbd_tls_session *tls; /* after STARTTLS */
-	bool dead;                   /* socket failed: drop further replies */
+	atomic_bool dead;            /* socket failed: drop further replies */
 	uint8_t opt_buf[NBD_MAX_OPTION];
 	/* Input buffer: one recv() usually brings several requests. */
 	uint8_t rbuf[NBD_RBUF_SIZE];

@@ -461,6 +461,8 @@ static void *accept_thread(void *arg)
 {
 	cp_nbd_server *s = arg;
 
+	bool backoff = false;
+
 	for (;;) {
 		struct pollfd pfd[CP_ARRAY_SIZE(s->lfds) + 1];
 		unsigned n = 0, i;
@@ -469,7 +471,9 @@ static void *accept_thread(void *arg)
 
 		pthread_mutex_lock(&s->lock);
 		stop = s->stopping;
-		full = server_full_locked(s);
+		/* Out of descriptors or memory: stop polling the listeners for
+		 * a moment instead of spinning on a failing accept(). */
+		full = server_full_locked(s) || backoff;
 		if (!full)
 			for (i = 0; i < s->nlfds; i++) {
 				pfd[n].fd = s->lfds[i];
@@ -481,8 +485,9 @@ static void *accept_thread(void *arg)
 			break;
 		pfd[n].fd = s->wake_fd;
 		pfd[n].events = POLLIN;
-		if (poll(pfd, n + 1, -1) < 0)
+		if (poll(pfd, n + 1, backoff ? 100 : -1) < 0)
 			continue;
+		backoff = false;
 		if (pfd[n].revents & POLLIN) {
 			ssize_t r = read(s->wake_fd, &v, sizeof(v));
 			(void)r;
@@ -492,8 +497,12 @@ static void *accept_thread(void *arg)
 			if (!(pfd[i].revents & POLLIN))
 				continue;
 			fd = accept4(pfd[i].fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd < 0)
-				continue; /* EMFILE and friends: try again later */
+			if (fd < 0) {
+				if (errno == EMFILE || errno == ENFILE ||
+				    errno == ENOBUFS || errno == ENOMEM)
+					backoff = true;
+				continue;
+			}
 			server_spawn(s, fd);
 		}
 	}
