@@ -474,7 +474,7 @@ int cli_cmd_nbd(int argc, char **argv)
 	if (pid == 0) {
 		close(pfd[0]);
 		setsid();
-		_exit(nbd_serve(&a, pfd[1]));
+		exit(nbd_serve(&a, pfd[1])); /* exit: LSan and stdio run */
 	}
 	close(pfd[1]);
 	{
