@@ -243,15 +243,12 @@ static uint16_t export_tflags(struct nbd_conn *c, struct nbd_export *e)
 /* Enter transmission with export e (reference passed in). */
 static int conn_select_export(struct nbd_conn *c, struct nbd_export *e)
 {
-	if (nbd_export_attach(c->server, e) < 0) {
+	if (nbd_export_attach(c->server, e, c) < 0) {
 		nbd_export_put(c->server, e);
 		return -ESHUTDOWN;
 	}
 	if (!c->ctx_export || strcmp(c->ctx_export, e->name) != 0)
 		c->ctx_base = c->ctx_depth = false;
-	pthread_mutex_lock(&c->server->lock);
-	c->exp = e;
-	pthread_mutex_unlock(&c->server->lock);
 	c->state = NBD_CONN_TRANSMISSION;
 	return 0;
 }

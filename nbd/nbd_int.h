@@ -181,8 +181,11 @@ struct cp_nbd_server {
 struct nbd_export *nbd_export_get(cp_nbd_server *s, const char *name);
 void nbd_export_put(cp_nbd_server *s, struct nbd_export *e);
 /* Connection bookkeeping: the export now has one more (or one less)
- * client; returns -ESHUTDOWN if it was removed meanwhile. */
-int nbd_export_attach(cp_nbd_server *s, struct nbd_export *e);
+ * client; attach also sets c->exp, in the same critical section, so a
+ * forced removal always finds the connection.  -ESHUTDOWN if the export
+ * was removed meanwhile. */
+int nbd_export_attach(cp_nbd_server *s, struct nbd_export *e,
+		      struct nbd_conn *c);
 void nbd_export_detach(cp_nbd_server *s, struct nbd_export *e);
 
 /* --- tls.c: GnuTLS credentials and sessions (stubs without GnuTLS) ------- */

@@ -210,15 +210,18 @@ void nbd_export_put(cp_nbd_server *s, struct nbd_export *e)
 		export_free(e);
 }
 
-int nbd_export_attach(cp_nbd_server *s, struct nbd_export *e)
+int nbd_export_attach(cp_nbd_server *s, struct nbd_export *e,
+		      struct nbd_conn *c)
 {
 	int ret = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (e->removed)
+	if (e->removed) {
 		ret = -ESHUTDOWN;
-	else
+	} else {
 		e->clients++;
+		c->exp = e; /* with clients, under the lock: see remove */
+	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
