@@ -66,6 +66,7 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 		{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
 		{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
 		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -79,7 +80,7 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 	a->handshake_ms = 10000;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:k:b:p:x:D:re:tnAh", lopts,
+	while ((c = getopt_long(argc, argv, ":f:k:b:p:x:D:re:tnAvh", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -95,6 +96,7 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 		case 't': a->persistent = true; break;
 		case 'n': a->cache = CP_CACHE_NONE; break;
 		case 'A': a->alloc_depth = true; break;
+		case 'v': break; /* qemu-nbd's -v: accepted, no effect */
 		case 'e':
 			errno = 0;
 			a->shared = strtol(optarg, &end, 10);

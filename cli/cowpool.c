@@ -219,6 +219,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --discard M     ignore (default) or unmap\n"
 	  "  --detect-zeroes M  off (default), on or unmap\n"
 	  "  -A              offer the qemu:allocation-depth context\n"
+	  "  -v              accepted for compatibility (no effect)\n"
 	  "  --handshake-limit N  drop clients still negotiating after N\n"
 	  "                  seconds (default 10, 0 = never)\n"
 	  "  --tls-creds DIR TLS with DIR/server-cert.pem and server-key.pem;\n"
