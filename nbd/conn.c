@@ -428,7 +428,9 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, uint32_t len)
 	bool base = false, depth = false;
 	int r;
 
-	if (!c->structured)
+	/* Listing is harmless without structured replies (qemu allows it);
+	 * selecting contexts needs them. */
+	if (!c->structured && opt == NBD_OPT_SET_META_CONTEXT)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "negotiate structured replies first");
 	if (len < 8)
@@ -916,46 +918,145 @@ static void account(struct nbd_export *e, int ret, uint64_t rd, uint64_t wr)
 	}
 }
 
-/* The sender thread: replies for completed READ and WRITE slots. */
+/* True when a successful structured read goes out as one OFFSET_DATA
+ * chunk (DF, or no whole all-zero grain to send as a hole). */
+static bool read_one_chunk(const struct nbd_slot *sl, const uint8_t *data)
+{
+	uint64_t pos = 0;
+
+	if (sl->flags & NBD_CMD_FLAG_DF)
+		return true;
+	pos = (HOLE_GRAIN - sl->offset % HOLE_GRAIN) % HOLE_GRAIN;
+	for (; pos + HOLE_GRAIN <= sl->len; pos += HOLE_GRAIN)
+		if (cp_is_zero(data + pos, HOLE_GRAIN))
+			return false;
+	return true;
+}
+
+/* Replies gathered for one sendmsg(): common replies (write done, read
+ * as one chunk) of all the slots the sender found queued together. */
+#define BATCH_SLOTS 32
+struct batch {
+	struct nbd_slot *slots[BATCH_SLOTS];
+	int ret[BATCH_SLOTS];
+	struct iovec iov[2 * BATCH_SLOTS];
+	int nslots, niov;
+};
+
+static void batch_flush(struct nbd_conn *c, struct batch *b)
+{
+	struct nbd_export *e = c->exp;
+
+	if (b->niov) {
+		pthread_mutex_lock(&c->send_lock);
+		conn_writev_locked(c, b->iov, b->niov);
+		pthread_mutex_unlock(&c->send_lock);
+	}
+	for (int i = 0; i < b->nslots; i++) {
+		struct nbd_slot *sl = b->slots[i];
+		account(e, b->ret[i], sl->type == NBD_CMD_READ ? sl->len : 0,
+			sl->type == NBD_CMD_WRITE ? sl->len : 0);
+		slot_put(c, sl);
+	}
+	b->nslots = b->niov = 0;
+}
+
+/* Put sl's reply in the batch if it has the common shape; false if it
+ * must be sent on its own. */
+static bool batch_add(struct nbd_conn *c, struct batch *b,
+		      struct nbd_slot *sl, int ret)
+{
+	uint8_t *h = sl->hdr;
+	size_t hl;
+
+	if (ret < 0)
+		return false;
+	if (sl->type == NBD_CMD_READ && sl->len && c->structured) {
+		if (!read_one_chunk(sl, sl->iov.iov_base))
+			return false;
+		put_chunk_hdr(h, NBD_REPLY_FLAG_DONE,
+			      NBD_REPLY_TYPE_OFFSET_DATA, sl->cookie,
+			      8 + sl->len);
+		cp_put_be64(h + 20, sl->offset);
+		hl = NBD_CHUNK_HDR_SIZE + 8;
+	} else if (sl->type == NBD_CMD_READ && sl->len) {
+		cp_put_be32(h, NBD_SIMPLE_REPLY_MAGIC);
+		cp_put_be32(h + 4, 0);
+		cp_put_be64(h + 8, sl->cookie);
+		hl = NBD_SIMPLE_REPLY_SIZE;
+	} else if (sl->type == NBD_CMD_WRITE) {
+		if (c->structured) {
+			put_chunk_hdr(h, NBD_REPLY_FLAG_DONE,
+				      NBD_REPLY_TYPE_NONE, sl->cookie, 0);
+			hl = NBD_CHUNK_HDR_SIZE;
+		} else {
+			cp_put_be32(h, NBD_SIMPLE_REPLY_MAGIC);
+			cp_put_be32(h + 4, 0);
+			cp_put_be64(h + 8, sl->cookie);
+			hl = NBD_SIMPLE_REPLY_SIZE;
+		}
+	} else {
+		return false;
+	}
+	if (b->nslots == BATCH_SLOTS)
+		batch_flush(c, b);
+	b->iov[b->niov].iov_base = h;
+	b->iov[b->niov++].iov_len = hl;
+	if (sl->type == NBD_CMD_READ) {
+		b->iov[b->niov].iov_base = sl->iov.iov_base;
+		b->iov[b->niov++].iov_len = sl->len;
+	}
+	b->slots[b->nslots] = sl;
+	b->ret[b->nslots++] = ret;
+	return true;
+}
+
+/* The sender thread: replies for completed READ and WRITE slots.  It
+ * takes every queued slot at once and sends the common replies with one
+ * sendmsg(). */
 static void *sender_thread(void *arg)
 {
 	struct nbd_conn *c = arg;
 	struct nbd_export *e = c->exp;
+	struct batch b = { .nslots = 0, .niov = 0 };
 
 	for (;;) {
-		struct nbd_slot *sl;
-		int ret;
+		struct nbd_slot *sl, *next;
 
 		pthread_mutex_lock(&c->lock);
 		while (!c->done_head && !c->sender_quit)
 			pthread_cond_wait(&c->cond, &c->lock);
 		sl = c->done_head;
-		if (!sl) {
-			pthread_mutex_unlock(&c->lock);
-			break;
-		}
-		c->done_head = sl->next;
-		if (!c->done_head)
-			c->done_tail = NULL;
+		c->done_head = c->done_tail = NULL;
 		pthread_mutex_unlock(&c->lock);
+		if (!sl)
+			break;
 
-		ret = sl->ret;
-		if (ret == 0 && sl->type == NBD_CMD_WRITE &&
-		    (sl->flags & NBD_CMD_FLAG_FUA))
-			ret = cp_image_flush(e->img);
-		pthread_mutex_lock(&c->send_lock);
-		if (ret < 0)
-			reply_error_locked(c, sl->cookie, ret,
-					   sl->type == NBD_CMD_READ ?
-					   "read failed" : "write failed");
-		else if (sl->type == NBD_CMD_READ)
-			reply_read_locked(c, sl, sl->iov.iov_base);
-		else
-			reply_ok_locked(c, sl->cookie);
-		pthread_mutex_unlock(&c->send_lock);
-		account(e, ret, sl->type == NBD_CMD_READ ? sl->len : 0,
-			sl->type == NBD_CMD_WRITE ? sl->len : 0);
-		slot_put(c, sl);
+		for (; sl; sl = next) {
+			int ret = sl->ret;
+			next = sl->next;
+			if (ret == 0 && sl->type == NBD_CMD_WRITE &&
+			    (sl->flags & NBD_CMD_FLAG_FUA))
+				ret = cp_image_flush(e->img);
+			if (batch_add(c, &b, sl, ret))
+				continue;
+			batch_flush(c, &b); /* keep replies in order */
+			pthread_mutex_lock(&c->send_lock);
+			if (ret < 0)
+				reply_error_locked(c, sl->cookie, ret,
+						   sl->type == NBD_CMD_READ ?
+						   "read failed" :
+						   "write failed");
+			else if (sl->type == NBD_CMD_READ)
+				reply_read_locked(c, sl, sl->iov.iov_base);
+			else
+				reply_ok_locked(c, sl->cookie);
+			pthread_mutex_unlock(&c->send_lock);
+			account(e, ret, sl->type == NBD_CMD_READ ? sl->len : 0,
+				sl->type == NBD_CMD_WRITE ? sl->len : 0);
+			slot_put(c, sl);
+		}
+		batch_flush(c, &b);
 	}
 	return NULL;
 }

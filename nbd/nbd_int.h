@@ -228,6 +228,7 @@ struct nbd_slot {
 	size_t buf_size;
 	void *big;                   /* larger requests: this request only */
 	struct iovec iov;
+	uint8_t hdr[32];             /* reply header, for batched sends */
 };
 
 struct nbd_conn {
