@@ -1069,9 +1069,13 @@ struct extents {
 	uint32_t last_flags;
 };
 
-static void extents_add(struct extents *x, uint64_t len, uint32_t flags)
+/* Append (or merge into the last extent) len bytes of flags.  Returns
+ * false when the reply is full and this range could not be added: the
+ * last extent keeps growing while the status stays the same, so a run is
+ * not cut at the extent limit. */
+static bool extents_add(struct extents *x, uint64_t len, uint32_t flags)
 {
-	while (len && x->n <= x->max) {
+	while (len) {
 		if (x->n && x->last_flags == flags) {
 			uint8_t *p = x->buf + 8 * (x->n - 1);
 			uint64_t cur = cp_be32(p);
@@ -1083,7 +1087,7 @@ static void extents_add(struct extents *x, uint64_t len, uint32_t flags)
 			}
 		}
 		if (x->n == x->max)
-			return;
+			return false;
 		uint64_t l = CP_MIN(len, (uint64_t)UINT32_MAX);
 		cp_put_be32(x->buf + 8 * x->n, (uint32_t)l);
 		cp_put_be32(x->buf + 8 * x->n + 4, flags);
@@ -1091,18 +1095,14 @@ static void extents_add(struct extents *x, uint64_t len, uint32_t flags)
 		x->last_flags = flags;
 		len -= l;
 	}
-}
-
-static bool extents_full(const struct extents *x)
-{
-	return x->n == x->max;
+	return true;
 }
 
 /* base:allocation: the chain's status as qemu-img map sees it. */
 static int status_base(struct nbd_export *e, uint64_t off, uint64_t len,
 		       struct extents *x)
 {
-	while (len && !extents_full(x)) {
+	while (len) {
 		struct cp_extent ext;
 		int r = cp_image_map(e->img, off, len, &ext);
 		if (r < 0)
@@ -1110,8 +1110,9 @@ static int status_base(struct nbd_export *e, uint64_t off, uint64_t len,
 		if (ext.length == 0)
 			return -EIO;
 		uint64_t l = CP_MIN(ext.length, len);
-		extents_add(x, l, (ext.data ? 0 : NBD_STATE_HOLE) |
-				  (ext.zero ? NBD_STATE_ZERO : 0));
+		if (!extents_add(x, l, (ext.data ? 0 : NBD_STATE_HOLE) |
+				       (ext.zero ? NBD_STATE_ZERO : 0)))
+			break;
 		off += l;
 		len -= l;
 	}
@@ -1123,7 +1124,7 @@ static int status_base(struct nbd_export *e, uint64_t off, uint64_t len,
 static int status_depth(struct nbd_export *e, uint64_t off, uint64_t len,
 			struct extents *x)
 {
-	while (len && !extents_full(x)) {
+	while (len) {
 		uint64_t n = len;
 		uint32_t depth = 0, d = 1;
 		for (cp_image *l = e->img; l; l = cp_image_backing(l), d++) {
@@ -1149,7 +1150,8 @@ static int status_depth(struct nbd_export *e, uint64_t off, uint64_t len,
 			}
 			n = CP_MIN(n, pnum);
 		}
-		extents_add(x, n, depth);
+		if (!extents_add(x, n, depth))
+			break;
 		off += n;
 		len -= n;
 	}

@@ -24,11 +24,17 @@ qio -c "write -P 0xcc 768k 100k" -c "write -z 33M 1M" -c "discard 0 64k" \
 	top.qcow2
 qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 16M
 qio -c "write -P 0x22 1M 1M" -c "write -z 4M 64k" v2.qcow2
+# more extents than one block status reply carries (2048)
+qemu-img create -q -f qcow2 frag.qcow2 256M
+python3 -c '
+for i in range(0, 4096, 2): print("write -P 1 %dk 64k" % (i * 64))
+for i in range(1, 4096, 6): print("write -z %dk 64k" % (i * 64))' |
+	qemu-io frag.qcow2 >/dev/null || fail "qemu-io frag"
 qemu-img create -q -f raw sparse.raw 16M
 qio -f raw -c "write -P 0x33 3M 1M" -c "write -P 0 8M 64k" sparse.raw
 
 # --- block status equals qemu-nbd's -----------------------------------------
-for img in base.qcow2 mid.qcow2 top.qcow2 v2.qcow2 sparse.raw; do
+for img in base.qcow2 mid.qcow2 top.qcow2 v2.qcow2 sparse.raw frag.qcow2; do
 	nbd_start cp -r -A -e 0 -t -x e "$img" || fail "cowpool nbd $img"
 	qnbd_start qn -r -A -e 0 -t -x e "$img" || fail "qemu-nbd $img"
 	for ctx in base:allocation qemu:allocation-depth; do
