@@ -64,7 +64,11 @@ ops=(-c "write -P 0x5a 100k 300k" -c "write -z 1M 1M" -c "write -z -u 2M 128k"
      -c "discard 3M 256k" -c "write -P 0x77 63M 1M" -c "flush"
      -c "write -P 0x99 -f 6M 4k" -c "write -z -u 33M 64k"
      -c "write -z -n 8M 64k")
+cp top.qcow2 qref.qcow2
 nbd_start rw -e 0 -t -x vol --discard=unmap rw.qcow2 || fail "start rw"
+qnbd_start qrw -e 0 -t -x vol --discard=unmap qref.qcow2 || fail "start qrw"
+qemu-io -f raw "${ops[@]}" "$(nbd_uri qrw vol)" >/dev/null || fail "qemu-io over qemu-nbd"
+nbd_stop qrw
 qemu-io -f raw "${ops[@]}" "$(nbd_uri rw vol)" >/dev/null || fail "qemu-io over NBD"
 qemu-io "${ops[@]}" ref.qcow2 >/dev/null || fail "qemu-io on the file"
 qemu-io -f raw -c "read -P 0x5a 100k 300k" -c "read -P 0 1M 1M" \
@@ -81,10 +85,32 @@ qemu-img compare -q conv.qcow2 ref.qcow2 && ok || fail "converted copy differs"
 nbd_stop rw
 qemu-img check -q rw.qcow2 && ok || fail "rw.qcow2 does not check clean"
 qemu-img compare -q rw.qcow2 ref.qcow2 && ok || fail "rw.qcow2 after stop"
+# TRIM and WRITE_ZEROES leave the same allocation as through qemu-nbd.
+# Host offsets, and whether the file has a hole under a data cluster (how
+# each engine grows the file), are left out of the comparison.
+amap() {
+	qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    k = (e["depth"], e["present"], e["data"], e["zero"] and not e["data"])
+    if out and out[-1][0] == k and out[-1][1] + out[-1][2] == e["start"]:
+        out[-1][2] += e["length"]
+    else:
+        out.append([k, e["start"], e["length"]])
+for k, s, l in out:
+    print(s, l, *k)'
+}
+if [ "$(amap rw.qcow2)" = "$(amap qref.qcow2)" ]; then ok; else
+	fail "allocation after TRIM/WRITE_ZEROES differs from qemu-nbd's"
+	diff <(amap qref.qcow2) <(amap rw.qcow2) >&2
+fi
 
 # nbdcopy into an export (multi-conn with -e 0), then fio with verify
 qemu-img create -q -f qcow2 dst.qcow2 64M
-nbd_start dst -e 0 -t dst.qcow2 || fail "start dst"
+# the flags the VM tests use: O_DIRECT and native AIO
+nbd_start dst -f qcow2 -e 0 -t --cache=none --aio=native dst.qcow2 ||
+	fail "start dst"
 nbdcopy out.raw "$(nbd_uri dst "")" || fail "nbdcopy in"
 qemu-img compare -q "$(nbd_uri dst "")" out.raw && ok || fail "nbdcopy in differs"
 for rw in randwrite write; do
@@ -99,6 +125,16 @@ sys.exit(0 if all(x["error"] == 0 for x in j["jobs"]) else 1)' && ok ||
 done
 nbd_stop dst
 qemu-img check -q dst.qcow2 && ok || fail "dst.qcow2 does not check clean"
+
+# --detect-zeroes=unmap: an all-zero write over data deallocates it
+cp base.qcow2 dz.qcow2
+nbd_start dz -t -x e --detect-zeroes=unmap --discard=unmap dz.qcow2 ||
+	fail "start dz"
+qemu-io -f raw -c "write -P 0 0 1M" "$(nbd_uri dz e)" >/dev/null || fail "dz write"
+nbdinfo --map "$(nbd_uri dz e)" | head -1 >dz.map
+grep -q "^ *0 .* 3 *hole,zero" dz.map && ok ||
+	fail "detect-zeroes=unmap left data: $(cat dz.map)"
+nbd_stop dz
 
 # --- lifetime: without -t the server exits after its last client ---------
 nbd_start once -x e base.qcow2 || fail "start once"
