@@ -1,6 +1,6 @@
 /* blockcore/blockcore_int.h - private header of the blockcore module.
  *
- * One section per .c file.  Request life cycle (STYLE.md #5):
+ * One section per .c file.  Request life cycle (docs/hacking.md):
  *
  *   cp_bdev_p{read,write}v_async / cp_bdev_flush_async      (bdev.c)
  *     -> fast path: bc_dispatch() -> backend submit_locked()   (uring/aio)

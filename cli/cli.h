@@ -24,6 +24,7 @@
 
 #include "common.h"
 #include "json.h"
+#include "api.h"
 #include "jsonw.h"
 #include "qcow.h"
 #include "spm.h"
@@ -38,10 +39,11 @@ int cli_error(const char *fmt, ...) CP_PRINTF(1, 2);
  * prefixed with "file: " unless the message already names file, or
  * "file: strerror(-err)" when the engine left no message. */
 void cli_error_image(const char *file, int err);
-/* Report a bad option (getopt returned '?' or ':'); returns 1. */
-int cli_bad_option(const char *cmd, char **argv, int c);
+struct cli_opt;
 /* Print the help text of a command to stdout; returns 0. */
 int cli_help(const char *cmd);
+/* The same with the option lines of opts (see opt.c) before the notes. */
+int cli_help_opts(const char *cmd, const struct cli_opt *opts);
 
 /* Parsers that print a one-line error naming the bad value and return
  * -EINVAL, or 0 on success. */
@@ -64,6 +66,147 @@ int cli_chain_length(const cp_image *img);
 void cli_size_to_str(uint64_t val, char *buf, size_t len);
 /* qemu-io's cvtstr(): "4 KiB", "1.500 KiB", "512 bytes". */
 void cli_cvtstr(double val, char *buf, size_t len);
+
+/* --- opt.c: the option parser of every command ---------------------------
+ *
+ * A command describes its options in a table (an array of struct cli_opt
+ * ended by CLI_OPT_END) and calls cli_parse() on it: short options ("-f
+ * fmt", "-fqcow2", clustered flags "-pq"), long options ("--output=json",
+ * "--output json", unique prefixes), permutation (options may follow the
+ * file names), "--" ending the options.  Each option is applied as the
+ * parser meets it, so errors come out in command-line order.  --help
+ * prints "usage: cowpool <synopsis>", the option lines made from the
+ * table (the options with a help text) and the command's notes. */
+struct cli_parser;
+struct cli_opt;
+/* Parse arg (NULL for an option without a value) into o->dst.  0, or
+ * -errno with the error printed. */
+typedef int (*cli_opt_fn)(struct cli_parser *p, const struct cli_opt *o,
+			  const char *arg);
+/* An option: its names (name: long name without "--", or NULL;
+ * short_name: the letter of the short option, or 0) and what it does:
+ * set *flag; store the value in *val; append it to list (NULL-terminated,
+ * list_max entries); or call fn (dst and what are for fn); none of these:
+ * accepted without effect.  It takes a value if val, list or arg is set;
+ * arg names the value in --help.  seen, if set, becomes true when the
+ * option is given.  help: its --help text ("\n" between lines), NULL to
+ * leave it out of --help. */
+struct cli_opt {
+	const char *name;
+	const char **val;
+	bool *flag;
+	const char **list;
+	size_t list_max;
+	char short_name;
+	const char *arg;
+	const char *help;
+	cli_opt_fn fn;
+	void *dst;
+	const char *what;
+	bool *seen;
+};
+/* The daemon verbs' options (long names only, no help text). */
+#define CLI_VAL(n, p) {.name = (n), .val = (p)}
+#define CLI_FLAG(n, p) {.name = (n), .flag = (p)}
+#define CLI_LIST(n, arr)                                                       \
+	{.name = (n), .list = (arr), .list_max = CP_ARRAY_SIZE(arr)}
+#define CLI_OPT_END {.name = NULL}
+
+/* Generic entries: c is the short name (0: none), n the long name (NULL:
+ * none), h the help text (NULL: not in --help). */
+#define CLI_O_FLAG(c, n, p, h)                                                 \
+	{.short_name = (c), .name = (n), .flag = (p), .help = (h)}
+#define CLI_O_VAL(c, n, a, p, h)                                               \
+	{.short_name = (c), .name = (n), .arg = (a), .val = (p), .help = (h)}
+#define CLI_O_FN(c, n, a, f, p, h)                                             \
+	{.short_name = (c),                                                    \
+	 .name = (n),                                                          \
+	 .arg = (a),                                                           \
+	 .fn = (f),                                                            \
+	 .dst = (p),                                                           \
+	 .help = (h)}
+/* Accepted for compatibility, no effect. */
+#define CLI_O_NOP(c, n, h) {.short_name = (c), .name = (n), .help = (h)}
+/* A size with k, M, G... suffixes into *p (uint64_t); what names it in
+ * the error. */
+#define CLI_O_SIZE(c, n, a, w, p, h)                                           \
+	{.short_name = (c),                                                    \
+	 .name = (n),                                                          \
+	 .arg = (a),                                                           \
+	 .fn = cli_opt_size,                                                   \
+	 .dst = (p),                                                           \
+	 .what = (w),                                                          \
+	 .help = (h)}
+/* Refused: "<cmd>: <w> is not supported" (w NULL: the argument as
+ * written).  a: it takes a value. */
+#define CLI_O_REFUSE(c, n, a, w)                                               \
+	{.short_name = (c), .name = (n), .arg = (a), .fn = cli_opt_refuse,     \
+	 .what = (w)}
+
+/* The options qemu-img's commands share, defined once. */
+#define CLI_H_AIO "io_uring, native or threads"
+#define CLI_H_NOP "accepted for compatibility (no effect)"
+/* -f fmt, -F backing_fmt, -O output_fmt: into *p (enum cp_fmt). */
+#define CLI_OPT_FMT(c, a, p, h) CLI_O_FN(c, NULL, a, cli_opt_fmt, p, h)
+#define CLI_OPT_F(p, h) CLI_OPT_FMT('f', "fmt", p, h)
+/* -t cache, -T src_cache: into *p (enum cp_cache). */
+#define CLI_OPT_CACHE(c, a, p, h) CLI_O_FN(c, NULL, a, cli_opt_cache, p, h)
+#define CLI_OPT_T(p, h) CLI_OPT_CACHE('t', "cache", p, h)
+#define CLI_OPT_SRC_T(p, h) CLI_OPT_CACHE('T', "src_cache", p, h)
+/* -i aio: into *p (enum cp_aio). */
+#define CLI_OPT_AIO(p) CLI_O_FN('i', NULL, "aio", cli_opt_aio, p, CLI_H_AIO)
+/* -U, --force-share: accepted, no effect. */
+#define CLI_OPT_U CLI_O_NOP('U', "force-share", CLI_H_NOP)
+#define CLI_OPT_QUIET(p) CLI_O_FLAG('q', NULL, p, "quiet")
+#define CLI_OPT_PROGRESS(p, h) CLI_O_FLAG('p', NULL, p, h)
+/* --output=human|json: *p (bool) true for json. */
+#define CLI_OPT_OUTPUT(p, a, h)                                                \
+	CLI_O_FN(0, "output", a, cli_opt_output, p, h)
+/* -o options (repeatable; joined with commas into *p, a malloc'ed char *
+ * the caller frees). */
+#define CLI_OPT_OPTIONS(p, h)                                                  \
+	CLI_O_FN('o', NULL, "options", cli_opt_optlist, p, h)
+/* qemu's --object and --image-opts: refused. */
+#define CLI_OPT_OBJECT CLI_O_REFUSE(0, "object", "object", NULL)
+#define CLI_OPT_IMAGE_OPTS CLI_O_REFUSE(0, "image-opts", NULL, NULL)
+
+struct cli_parser {
+	const char *cmd;             /* errors: "cowpool: <cmd>: ..." */
+	const struct cli_opt *opts;  /* the table */
+	bool in_order;  /* the first positional ends the options */
+	bool no_help;   /* no built-in -h, --help */
+	const char *usage; /* if set: "usage: cowpool <usage>" after errors */
+	/* --help: NULL prints cli_help_opts(cmd, opts); else this is called
+	 * (with ctx, for the caller's use) and the parse still returns
+	 * CLI_PARSE_HELP. */
+	void (*help)(const struct cli_parser *p);
+	void *ctx;
+	int npos;       /* out: the positional arguments */
+	char **pos;
+	const char *token; /* for fn: the argument that named the option */
+};
+#define CLI_PARSE_HELP 1
+/* Parse argv[1..argc) (argv[0] is the command's name).  0; CLI_PARSE_HELP
+ * after printing --help (exit 0); -1 with the error printed.  The
+ * positionals are moved to argv[1..]: p->pos, p->npos. */
+int cli_parse(struct cli_parser *p, int argc, char **argv);
+/* The option lines of --help: "  -f fmt          text". */
+void cli_opt_help(FILE *f, const struct cli_opt *opts);
+/* The fns of the shared options. */
+int cli_opt_fmt(struct cli_parser *p, const struct cli_opt *o,
+		const char *arg);
+int cli_opt_cache(struct cli_parser *p, const struct cli_opt *o,
+		  const char *arg);
+int cli_opt_aio(struct cli_parser *p, const struct cli_opt *o,
+		const char *arg);
+int cli_opt_output(struct cli_parser *p, const struct cli_opt *o,
+		   const char *arg);
+int cli_opt_size(struct cli_parser *p, const struct cli_opt *o,
+		 const char *arg);
+int cli_opt_optlist(struct cli_parser *p, const struct cli_opt *o,
+		    const char *arg);
+int cli_opt_refuse(struct cli_parser *p, const struct cli_opt *o,
+		   const char *arg);
 
 /* --- json.c: QEMU-compatible JSON output ---------------------------------- *
  * qemu-img builds its JSON from a QDict and prints the members in hash
@@ -207,28 +350,23 @@ const char *cli_jstr(const cp_json *obj, const char *key);
 uint64_t cli_ju64(const cp_json *obj, const char *key);
 bool cli_jbool(const cp_json *obj, const char *key);
 
-/* A verb's subcommands: fn gets argv[0] = the subcommand name. */
+/* A verb's subcommands.  One that calls an API method names it: its
+ * options, positional arguments, --async, the checks of their values and
+ * the usage line come from the method's api/methods.def entry, and
+ * cli_verb_dispatch() runs it (cli_api_run()).  fn (argv[0] = the
+ * subcommand name) replaces that when set. */
+struct cli_call;
 struct cli_subcmd {
 	const char *name;
+	const char *method;  /* "volume.create", or NULL (fn does all) */
 	int (*fn)(const struct cli_subcmd *sub, int argc, char **argv);
-	const char *usage;  /* "create --type file --path DIR ..." */
-	const char *help;   /* options, one per line; may be NULL */
-	bool task;          /* starts a task: takes --async */
+	const char *usage;   /* NULL: generated from the method */
+	const char *help;    /* prose, one line each; may be NULL */
+	/* Checks across options the table cannot say, before the values
+	 * are converted: 0, or an exit status with the error printed. */
+	int (*check)(const struct cli_subcmd *sub, const struct cli_call *k);
+	cli_printer_fn print; /* NULL: generic */
 };
-/* An option of a subcommand: a flag (flag set), a value (*val), or a
- * repeatable value (list, NULL-terminated, list_max entries). */
-struct cli_opt {
-	const char *name;
-	const char **val;
-	bool *flag;
-	const char **list;
-	size_t list_max;
-};
-#define CLI_VAL(n, p) {.name = (n), .val = (p)}
-#define CLI_FLAG(n, p) {.name = (n), .flag = (p)}
-#define CLI_LIST(n, arr)                                                       \
-	{.name = (n), .list = (arr), .list_max = CP_ARRAY_SIZE(arr)}
-#define CLI_OPT_END {.name = NULL}
 struct cli_args {
 	bool json, async;  /* --output=json, --async */
 	int npos;          /* positional arguments */
@@ -246,21 +384,33 @@ int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
 		      int argc, char **argv);
 int cli_sub_usage(const struct cli_subcmd *sub, const char *verb);
 /* Print a usage error; return CLI_EXIT_USAGE. */
-int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
-		int c);
 int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
 		    const char *what);
-/* Start params (an open object) with {keys[i]: pos[i]...}; the caller adds
- * members, closes the object and frees w. */
-void cli_params_pos(struct cp_jsonw *w, const struct cli_args *a,
-		    const char *const *keys);
-/* cli_run / cli_run_task with exactly the positional params. */
-int cli_run_pos(const char *method, const struct cli_args *a,
-		const char *const *keys, cli_printer_fn print);
-int cli_run_task_pos(const char *method, const struct cli_args *a,
-		     const char *const *keys);
 /* 0 if s is a UUID, else -EINVAL with "invalid <what> '<s>'" printed. */
 int cli_parse_uuid(const char *what, const char *s);
+
+/* A method subcommand's arguments: parsed with the options of the
+ * method's table entry, checked, and converted to its params. */
+struct cli_call {
+	const struct cp_api_method *api;
+	struct cli_args a;
+	const char *val[CP_API_MAX_PARAMS];  /* as given; NULL: absent */
+	bool flag[CP_API_MAX_PARAMS];        /* BOOL and flag_value options */
+	const char *list[CP_API_MAX_PARAMS][65]; /* STRV options */
+	struct cp_jsonw params;              /* the params object */
+};
+/* 0 (k->params built: free it with cp_jsonw_free), -1 after --help
+ * (exit 0), or an exit status with the error printed. */
+int cli_api_parse(const char *verb, const struct cli_subcmd *sub, int argc,
+		  char **argv, struct cli_call *k);
+/* Parse, call the method (cli_run / cli_run_task), print. */
+int cli_api_run(const char *verb, const struct cli_subcmd *sub, int argc,
+		char **argv);
+/* For check hooks: a param's value as given (NULL: absent), by its API
+ * name; whether its flag was given; its list (STRV). */
+const char *cli_call_val(const struct cli_call *k, const char *name);
+bool cli_call_flag(const struct cli_call *k, const char *name);
+const char *const *cli_call_list(const struct cli_call *k, const char *name);
 
 int cli_cmd_domain(int argc, char **argv);
 int cli_cmd_image(int argc, char **argv);

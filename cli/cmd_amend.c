@@ -3,7 +3,6 @@
  * lazy_refcounts.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,71 +84,38 @@ static int amend_parse_opts(struct cp_amend_opts *ao, const char *file,
 
 int cli_cmd_amend(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_FORCE, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"force", no_argument, NULL, OPT_FORCE},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	struct cp_amend_opts ao;
 	struct cli_progress prog;
 	char *optstr = NULL;
 	bool json = false, quiet = false, progress = false;
-	int c, ret = 1;
+	int ret = 1;
 	cp_image *img = NULL;
 
 	cp_open_opts_init(&opts);
 	cp_amend_opts_init(&ao);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:t:o:pqi:", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			free(optstr);
-			return cli_help("amend");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				goto out;
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				goto out;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				goto out;
-			break;
-		case 'o':
-			if (cli_optlist_append(&optstr, optarg) < 0) {
-				cli_error("out of memory");
-				goto out;
-			}
-			break;
-		case 'p':
-			progress = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case OPT_FORCE:
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				goto out;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			cli_error("amend: %s is not supported",
-				  argv[optind - 1]);
-			goto out;
-		default:
-			free(optstr);
-			return cli_bad_option("amend", argv, c);
-		}
+	const struct cli_opt table[] = {
+	    CLI_OPT_OPTIONS(&optstr,
+			    "compat=0.10|1.1 and/or lazy_refcounts=on|off\n"
+			    "(other options are refused; -o help lists them)"),
+	    CLI_OPT_F(&opts.format, "image format"),
+	    CLI_OPT_T(&opts.cache, "cache mode (default writeback)"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_PROGRESS(&progress, "show progress"),
+	    CLI_OPT_OUTPUT(&json, "json",
+			   "progress as JSON lines when stdout is not a\n"
+			   "terminal"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_O_NOP(0, "force", CLI_H_NOP),
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "amend", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr) {
+		free(optstr);
+		return pr == CLI_PARSE_HELP ? 0 : 1;
 	}
 	if (optstr && cli_create_opts_want_help(optstr)) {
 		amend_help();
@@ -160,11 +126,11 @@ int cli_cmd_amend(int argc, char **argv)
 		cli_error("amend: must specify options (-o)");
 		goto out;
 	}
-	if (optind != argc - 1) {
+	if (p.npos != 1) {
 		cli_error("amend: expecting one image file name");
 		goto out;
 	}
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	if (amend_parse_opts(&ao, file, optstr) < 0)
 		goto out;
 

@@ -9,7 +9,6 @@
 #include "cli.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -127,104 +126,114 @@ static double cpu_seconds(void)
 	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-enum { OPT_PATTERN = 256, OPT_FLUSH, OPT_NO_DRAIN, OPT_RANDOM, OPT_OUTPUT };
+static int bench_opt_count(struct cli_parser *p, const struct cli_opt *o,
+			   const char *arg)
+{
+	uint64_t *count = o->dst;
+	if (cli_parse_size("count", arg, count) < 0 || !*count) {
+		if (!*count)
+			cli_error("%s: invalid request count '%s'", p->cmd,
+				  arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int bench_opt_depth(struct cli_parser *p, const struct cli_opt *o,
+			   const char *arg)
+{
+	uint64_t *depth = o->dst;
+	if (cli_parse_size("depth", arg, depth) < 0)
+		return -EINVAL;
+	if (*depth < 1 || *depth > 4096) {
+		cli_error("%s: invalid queue depth '%s' (1..4096)", p->cmd,
+			  arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int bench_opt_bufsize(struct cli_parser *p, const struct cli_opt *o,
+			     const char *arg)
+{
+	uint64_t *bufsize = o->dst;
+	if (cli_parse_size("buffer size", arg, bufsize) < 0)
+		return -EINVAL;
+	if (!*bufsize || *bufsize > (64u << 20)) {
+		cli_error("%s: invalid buffer size '%s'", p->cmd, arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int bench_opt_pattern(struct cli_parser *p, const struct cli_opt *o,
+			     const char *arg)
+{
+	uint64_t v;
+	if (cli_parse_size("pattern", arg, &v) < 0 || v > 255) {
+		cli_error("%s: invalid pattern byte '%s'", p->cmd, arg);
+		return -EINVAL;
+	}
+	*(int *)o->dst = (int)v;
+	return 0;
+}
 
 int cli_cmd_bench(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "pattern", required_argument, NULL, OPT_PATTERN },
-		{ "flush-interval", required_argument, NULL, OPT_FLUSH },
-		{ "no-drain", no_argument, NULL, OPT_NO_DRAIN },
-		{ "random", no_argument, NULL, OPT_RANDOM },
-		{ "output", required_argument, NULL, OPT_OUTPUT },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct cp_open_opts opts;
 	cp_open_opts_init(&opts);
 	opts.readonly = true;
 	uint64_t count = 75000, depth = 64, bufsize = 4096, step = 0, offset = 0;
-	uint64_t flush_interval = 0, v;
+	uint64_t flush_interval = 0;
 	int pattern = 0xa5;
 	bool write = false, quiet = false, json = false, random = false;
 	bool native = false, cache_set = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "hc:d:f:i:no:qs:S:t:Uw", lopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("bench");
-		case 'c':
-			if (cli_parse_size("count", optarg, &count) < 0 || !count)
-				return count ? 1 : cli_error("bench: invalid request count '%s'", optarg);
-			break;
-		case 'd':
-			if (cli_parse_size("depth", optarg, &depth) < 0)
-				return 1;
-			if (depth < 1 || depth > 4096)
-				return cli_error("bench: invalid queue depth '%s' (1..4096)", optarg);
-			break;
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'n':
-			native = true;
-			break;
-		case 'o':
-			if (cli_parse_size("offset", optarg, &offset) < 0)
-				return 1;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 's':
-			if (cli_parse_size("buffer size", optarg, &bufsize) < 0)
-				return 1;
-			if (!bufsize || bufsize > (64u << 20))
-				return cli_error("bench: invalid buffer size '%s'", optarg);
-			break;
-		case 'S':
-			if (cli_parse_size("step size", optarg, &step) < 0)
-				return 1;
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			cache_set = true;
-			break;
-		case 'U':
-			break;
-		case 'w':
-			write = true;
-			opts.readonly = false;
-			break;
-		case OPT_PATTERN:
-			if (cli_parse_size("pattern", optarg, &v) < 0 || v > 255)
-				return cli_error("bench: invalid pattern byte '%s'", optarg);
-			pattern = (int)v;
-			break;
-		case OPT_FLUSH:
-			if (cli_parse_size("flush interval", optarg, &flush_interval) < 0)
-				return 1;
-			break;
-		case OPT_NO_DRAIN:
-			break; /* flushes always wait for the batch (see manual) */
-		case OPT_RANDOM:
-			random = true;
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		default:
-			return cli_bad_option("bench", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_O_FN('c', NULL, "count", bench_opt_count, &count,
+		     "number of requests (default 75000)"),
+	    CLI_O_FN('d', NULL, "depth", bench_opt_depth, &depth,
+		     "requests in flight (default 64)"),
+	    CLI_OPT_F(&opts.format, "image format"),
+	    CLI_O_FN('i', NULL, "aio", cli_opt_aio, &opts.aio,
+		     "io_uring (default), native or threads"),
+	    CLI_O_FLAG('n', NULL, &native,
+		       "native AIO (implies -t none unless -t is given)"),
+	    CLI_O_SIZE('o', NULL, "offset", "offset", &offset,
+		       "first offset (default 0)"),
+	    CLI_O_FN('s', NULL, "size", bench_opt_bufsize, &bufsize,
+		     "request size (default 4k)"),
+	    CLI_O_SIZE('S', NULL, "step", "step size", &step,
+		       "offset step (default: the request size)"),
+	    {.short_name = 't',
+	     .arg = "cache",
+	     .fn = cli_opt_cache,
+	     .dst = &opts.cache,
+	     .seen = &cache_set,
+	     .help = "cache mode (default writeback)"},
+	    CLI_O_FLAG('w', NULL, &write, "write instead of read"),
+	    CLI_O_FN(0, "pattern", "byte", bench_opt_pattern, &pattern,
+		     "byte written by -w (default 0xa5)"),
+	    CLI_O_SIZE(0, "flush-interval", "n", "flush interval",
+		       &flush_interval,
+		       "flush after every n requests (with -w)"),
+	    CLI_O_NOP(0, "no-drain",
+		      "accepted; flushes always wait for the batch"),
+	    CLI_O_FLAG(0, "random", &random,
+		       "random offsets (request-size aligned)"),
+	    CLI_OPT_OUTPUT(&json, "json",
+			   "one JSON object: ops, seconds, iops, mbps,\n"
+			   "p50_us, p99_us, cpu_seconds"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPT_U,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "bench", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (write)
+		opts.readonly = false;
+	if (p.npos != 1)
 		return cli_error("bench: expecting one image file name");
 	if (native) {
 		opts.aio = CP_AIO_NATIVE;
@@ -235,7 +244,7 @@ int cli_cmd_bench(int argc, char **argv)
 		return cli_error("bench: --flush-interval is only available in write tests");
 	if (!step)
 		step = bufsize;
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	cp_image *img;
 	if (cli_open(file, &opts, &img) < 0)
 		return 1;

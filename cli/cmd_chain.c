@@ -6,7 +6,6 @@
  * host file's disk usage.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,50 +113,26 @@ static void chain_print_human(const chain_layers *v)
 
 int cli_cmd_chain(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256 };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	bool json = false;
-	int c;
 
 	cp_open_opts_init(&opts);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:T:i:U", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("chain");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'U':
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		default:
-			return cli_bad_option("chain", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&opts.format, "format of the top image"),
+	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
+	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_U,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "chain", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("chain: expecting one image file name");
 
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	cp_image *top;
 	opts.readonly = true;
 	if (cli_open(file, &opts, &top) < 0)

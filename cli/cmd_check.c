@@ -4,7 +4,6 @@
  * 2 corruptions found, 3 only leaks found, 63 the format cannot be checked.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -100,73 +99,52 @@ static void check_print_json(const struct cp_check_result *r, const char *file,
 	cli_json_free(o);
 }
 
+static int check_opt_repair(struct cli_parser *p, const struct cli_opt *o,
+			    const char *arg)
+{
+	unsigned *repair = o->dst;
+	if (!strcmp(arg, "leaks"))
+		*repair = CP_CHECK_REPAIR_LEAKS;
+	else if (!strcmp(arg, "all"))
+		*repair = CP_CHECK_REPAIR_ALL;
+	else {
+		cli_error("%s: invalid -r value '%s' (expected leaks or all)",
+			  p->cmd, arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int cli_cmd_check(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"repair", required_argument, NULL, 'r'},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	bool json = false, quiet = false;
 	unsigned repair = 0;
-	int c;
 
 	cp_open_opts_init(&opts);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:r:T:i:qU", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("check");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 'r':
-			if (!strcmp(optarg, "leaks"))
-				repair = CP_CHECK_REPAIR_LEAKS;
-			else if (!strcmp(optarg, "all"))
-				repair = CP_CHECK_REPAIR_ALL;
-			else
-				return cli_error("check: invalid -r value "
-						 "'%s' (expected leaks or all)",
-						 optarg);
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'U':
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			return cli_error("check: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("check", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&opts.format,
+		      "image format (qcow2, raw; probed if omitted)"),
+	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
+	    CLI_O_FN('r', "repair", "leaks|all", check_opt_repair, &repair,
+		     "repair leaked clusters only, or all errors"),
+	    CLI_OPT_SRC_T(&opts.cache, "cache mode (none, writeback, "
+				       "writethrough,\ndirectsync, unsafe)"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPT_U,
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "check", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("check: expecting one image file name");
 
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	cp_image *img;
 	opts.readonly = !repair;
 	opts.for_check = true;

@@ -5,7 +5,6 @@
  * is cp_image_commit()'s; this file finds the base named by -b and prints.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,74 +39,42 @@ static cp_image *commit_find_base(cp_image *top, const char *name)
 
 int cli_cmd_commit(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	struct cp_commit_opts co;
 	struct cli_progress prog;
 	const char *base_name = NULL;
 	bool json = false, quiet = false, progress = false, drop = false;
-	int c;
 
 	cp_open_opts_init(&opts);
 	cp_commit_opts_init(&co);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:t:b:dpr:qi:", longopts,
-				NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("commit");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'b':
-			base_name = optarg;
-			break;
-		case 'd':
-			drop = true;
-			break;
-		case 'p':
-			progress = true;
-			break;
-		case 'r':
-			if (cli_parse_size("rate limit", optarg,
-					   &co.rate_limit) < 0)
-				return 1;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			return cli_error("commit: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("commit", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&opts.format, "image format"),
+	    CLI_OPT_T(&opts.cache, "cache mode (default writeback)"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_O_VAL('b', NULL, "base", &base_name,
+		      "commit into this layer of the backing chain\n"
+		      "(default: the backing file); implies -d"),
+	    CLI_O_FLAG('d', NULL, &drop,
+		       "do not empty the image after committing"),
+	    CLI_O_SIZE('r', NULL, "rate_limit", "rate limit", &co.rate_limit,
+		       "bytes per second (k, M, G... suffixes)"),
+	    CLI_OPT_PROGRESS(&progress, "show progress"),
+	    CLI_OPT_OUTPUT(&json, "json",
+			   "progress as JSON lines when stdout is not a\n"
+			   "terminal; no \"Image committed.\" line"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "commit", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("commit: expecting one image file name");
 
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	cp_image *top;
 	/* The top is only written when it is emptied; the engine reopens
 	 * what it writes read-write. */

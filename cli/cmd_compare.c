@@ -7,7 +7,6 @@
  * arguments).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -198,67 +197,37 @@ static int compare_images(struct compare_side *a, struct compare_side *b,
 
 int cli_cmd_compare(int argc, char **argv)
 {
-	enum { OPT_OBJECT = 256, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts o1, o2;
 	bool strict = false, quiet = false;
-	int c;
 
 	cp_open_opts_init(&o1);
 	o1.readonly = true;
-	opterr = 0;
 	enum cp_fmt f2 = CP_FMT_AUTO;
-	while ((c = getopt_long(argc, argv, ":hf:F:T:i:pqsU", longopts,
-				NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("compare");
-		case 'f':
-			if (cli_parse_fmt(optarg, &o1.format) < 0)
-				return 1;
-			break;
-		case 'F':
-			if (cli_parse_fmt(optarg, &f2) < 0)
-				return 1;
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &o1.cache) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &o1.aio) < 0)
-				return 1;
-			break;
-		case 'p':
-		case 'U':
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 's':
-			strict = true;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			return cli_error("compare: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("compare", argv, c);
-		}
-	}
-	if (optind != argc - 2)
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&o1.format, "format of the first image"),
+	    CLI_OPT_FMT('F', "fmt", &f2, "format of the second image"),
+	    CLI_O_FLAG('s', NULL, &strict,
+		       "strict: fail on different size or allocation"),
+	    CLI_OPT_SRC_T(&o1.cache, "cache mode for both images"),
+	    CLI_OPT_AIO(&o1.aio),
+	    CLI_O_NOP('p', NULL, "accepted (no progress output)"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPT_U,
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "compare", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 2)
 		return cli_error("compare: expecting two image file names");
 
 	o2 = o1;
 	o2.format = f2;
-	struct compare_side a = {.file = argv[optind]};
-	struct compare_side b = {.file = argv[optind + 1]};
+	struct compare_side a = {.file = p.pos[0]};
+	struct compare_side b = {.file = p.pos[1]};
 	int ret = COMPARE_ERR_OPEN;
 
 	if (cli_open(a.file, &o1, &a.img) < 0)

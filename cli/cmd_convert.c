@@ -7,7 +7,6 @@
  * and with -B a copy of the source's top layer only.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,29 +16,38 @@
 
 #define CONVERT_MAX_SPARSE (16u << 20)
 
+static int convert_opt_sparse(struct cli_parser *p, const struct cli_opt *o,
+			      const char *arg)
+{
+	uint64_t *sparse = o->dst;
+	if (cp_parse_size(arg, sparse) < 0 || *sparse % 512 ||
+	    *sparse > CONVERT_MAX_SPARSE) {
+		cli_error("%s: invalid sparse size '%s': valid sizes are "
+			  "multiples of 512 up to 16 MiB, 0 disables sparse "
+			  "detection",
+			  p->cmd, arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int convert_opt_parallel(struct cli_parser *p, const struct cli_opt *o,
+				const char *arg)
+{
+	char *end;
+	long m = strtol(arg, &end, 10);
+	if (end == arg || *end || m < 1 || m > 16) {
+		cli_error("%s: invalid -m '%s': the number of parallel "
+			  "workers must be between 1 and 16",
+			  p->cmd, arg);
+		return -EINVAL;
+	}
+	*(unsigned *)o->dst = (unsigned)m;
+	return 0;
+}
+
 int cli_cmd_convert(int argc, char **argv)
 {
-	enum {
-		OPT_OBJECT = 256,
-		OPT_IOPTS,
-		OPT_TIOPTS,
-		OPT_TZERO,
-		OPT_BITMAPS,
-		OPT_SALVAGE,
-		OPT_OUTPUT
-	};
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"target-is-zero", no_argument, NULL, OPT_TZERO},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {"target-image-opts", no_argument, NULL, OPT_TIOPTS},
-	    {"bitmaps", no_argument, NULL, OPT_BITMAPS},
-	    {"salvage", no_argument, NULL, OPT_SALVAGE},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts so, to;
 	struct cp_convert_opts co;
 	struct cli_progress prog;
@@ -49,7 +57,7 @@ int cli_cmd_convert(int argc, char **argv)
 	char *optstr = NULL;
 	bool quiet = false, no_create = false, target_is_zero = false;
 	bool progress = false, json = false;
-	int c, ret = 1;
+	int ret = 1;
 	struct cli_create_args ca;
 	bool ca_init = false;
 	cp_image *src = NULL, *dst = NULL;
@@ -59,132 +67,74 @@ int cli_cmd_convert(int argc, char **argv)
 	cp_convert_opts_init(&co);
 	so.readonly = true;
 	to.cache = CP_CACHE_UNSAFE; /* qemu-img convert's default */
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:O:B:F:o:t:T:i:S:m:l:r:UCcpqnW",
-				longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			free(optstr);
-			return cli_help("convert");
-		case 'f':
-			if (cli_parse_fmt(optarg, &so.format) < 0)
-				goto out;
-			break;
-		case 'O':
-			if (cli_parse_fmt(optarg, &out_fmt) < 0)
-				goto out;
-			break;
-		case 'B':
-			backing = optarg;
-			break;
-		case 'F':
-			backing_fmt = optarg;
-			break;
-		case 'o':
-			if (cli_optlist_append(&optstr, optarg) < 0) {
-				cli_error("out of memory");
-				goto out;
-			}
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &to.cache) < 0)
-				goto out;
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &so.cache) < 0)
-				goto out;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &so.aio) < 0)
-				goto out;
-			to.aio = so.aio;
-			break;
-		case 'S':
-			if (cp_parse_size(optarg, &co.sparse_size) < 0 ||
-			    co.sparse_size % 512 ||
-			    co.sparse_size > CONVERT_MAX_SPARSE) {
-				cli_error("convert: invalid sparse size '%s': "
-					  "valid sizes are multiples of 512 up "
-					  "to 16 MiB, 0 disables sparse "
-					  "detection",
-					  optarg);
-				goto out;
-			}
-			break;
-		case 'm': {
-			char *end;
-			long m = strtol(optarg, &end, 10);
-			if (end == optarg || *end || m < 1 || m > 16) {
-				cli_error("convert: invalid -m '%s': the "
-					  "number of parallel workers must be "
-					  "between 1 and 16",
-					  optarg);
-				goto out;
-			}
-			co.parallel = (unsigned)m;
-			break;
-		}
-		case 'W':
-			co.out_of_order = true;
-			break;
-		case 'c':
-			co.compress = true;
-			break;
-		case 'U':
-		case 'C':
-			break;
-		case 'p':
-			progress = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'n':
-			no_create = true;
-			break;
-		case OPT_TZERO:
-			target_is_zero = true;
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				goto out;
-			break;
-		case 'l':
-			cli_error("convert: -l (internal snapshots) is not "
-				  "supported");
-			goto out;
-		case 'r':
-			cli_error("convert: -r (rate limit) is not supported");
-			goto out;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-		case OPT_TIOPTS:
-		case OPT_BITMAPS:
-		case OPT_SALVAGE:
-			cli_error("convert: %s is not supported",
-				  argv[optind - 1]);
-			goto out;
-		default:
-			free(optstr);
-			return cli_bad_option("convert", argv, c);
-		}
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&so.format, "source format"),
+	    CLI_OPT_FMT('O', "output_fmt", &out_fmt,
+			"target format (raw default, qcow2)"),
+	    CLI_OPT_OPTIONS(&optstr,
+			    "target create options (see create -o help)"),
+	    CLI_O_VAL('B', NULL, "backing", &backing,
+		      "target backing file; only data allocated in the\n"
+		      "source's top layer is copied"),
+	    CLI_O_VAL('F', NULL, "backing_fmt", &backing_fmt,
+		      "format of the target backing file"),
+	    CLI_O_FLAG('n', NULL, &no_create,
+		       "do not create the target (it must exist)"),
+	    CLI_O_FLAG(0, "target-is-zero", &target_is_zero,
+		       "with -n: the target already reads as zeroes"),
+	    CLI_O_FN('S', NULL, "size", convert_opt_sparse, &co.sparse_size,
+		     "zero detection unit (default 4k; units of\n"
+		     "max(size, target cluster) reading as zeroes\n"
+		     "are left unwritten; 0 = fully allocate)"),
+	    CLI_OPT_T(&to.cache, "target cache mode (default unsafe)"),
+	    CLI_OPT_SRC_T(&so.cache, "source cache mode (default writeback)"),
+	    CLI_OPT_AIO(&so.aio), /* for the target too */
+	    CLI_O_FLAG('c', NULL, &co.compress,
+		       "compress the target (qcow2; -o compression_type=\n"
+		       "zlib|zstd chooses the method)"),
+	    CLI_O_FN('m', NULL, "num", convert_opt_parallel, &co.parallel,
+		     "parallel workers, 1 to 16 (default 8)"),
+	    CLI_O_FLAG('W', NULL, &co.out_of_order,
+		       "allow out-of-order writes"),
+	    CLI_OPT_PROGRESS(&progress, "show progress"),
+	    CLI_OPT_OUTPUT(&json, "json",
+			   "progress as JSON lines when stdout is not a\n"
+			   "terminal"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_O_NOP('C', NULL, CLI_H_NOP),
+	    CLI_OPT_U,
+	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
+	    CLI_O_REFUSE('r', NULL, "rate_limit", "-r (rate limit)"),
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_O_REFUSE(0, "target-image-opts", NULL, NULL),
+	    CLI_O_REFUSE(0, "bitmaps", NULL, NULL),
+	    CLI_O_REFUSE(0, "salvage", NULL, NULL),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "convert", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr) {
+		free(optstr);
+		return pr == CLI_PARSE_HELP ? 0 : 1;
 	}
+	to.aio = so.aio;
 
 	if (optstr && cli_create_opts_want_help(optstr)) {
 		cli_create_opts_help(out_fmt);
 		free(optstr);
 		return 0;
 	}
-	if (argc - optind > 2) {
+	if (p.npos > 2) {
 		cli_error("convert: only one source image is supported");
 		goto out;
 	}
-	if (argc - optind != 2) {
+	if (p.npos != 2) {
 		cli_error("convert: expecting a source and a target file name");
 		goto out;
 	}
-	src_file = argv[optind];
-	dst_file = argv[optind + 1];
+	src_file = p.pos[0];
+	dst_file = p.pos[1];
 	if (target_is_zero && !no_create) {
 		cli_error("convert: --target-is-zero requires -n");
 		goto out;

@@ -2,7 +2,6 @@
  * convert shares.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,53 +285,33 @@ int cli_create_image(const char *path, struct cli_create_args *ca, bool quiet)
 
 int cli_cmd_create(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"object", required_argument, NULL, 256},
-	    {NULL, 0, NULL, 0},
-	};
 	const char *fmt = "qcow2", *backing = NULL, *backing_fmt = NULL;
 	char *optstr = NULL;
 	bool quiet = false, unsafe = false;
-	int c, ret = 1;
+	int ret = 1;
 	struct cli_create_args ca;
 	enum cp_fmt f;
 
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:b:F:uo:q", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			free(optstr);
-			return cli_help("create");
-		case 'f':
-			fmt = optarg;
-			break;
-		case 'b':
-			backing = optarg;
-			break;
-		case 'F':
-			backing_fmt = optarg;
-			break;
-		case 'u':
-			unsafe = true;
-			break;
-		case 'o':
-			if (cli_optlist_append(&optstr, optarg) < 0) {
-				cli_error("out of memory");
-				goto out_free;
-			}
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 256:
-			cli_error("create: --object is not supported");
-			goto out_free;
-		default:
-			free(optstr);
-			return cli_bad_option("create", argv, c);
-		}
+	/* -f is checked after the loop, as qemu-img does. */
+	const struct cli_opt table[] = {
+	    CLI_O_VAL('f', NULL, "fmt", &fmt, "qcow2 (default) or raw"),
+	    CLI_O_VAL('b', NULL, "backing", &backing,
+		      "backing file (needs -F)"),
+	    CLI_O_VAL('F', NULL, "backing_fmt", &backing_fmt,
+		      "backing file format"),
+	    CLI_OPT_OPTIONS(&optstr, "comma separated key=value list; -o "
+				     "help lists\nthem"),
+	    CLI_O_FLAG('u', NULL, &unsafe,
+		       "do not open the backing file (size required)"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_O_REFUSE(0, "object", "object", "--object"),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "create", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr) {
+		free(optstr);
+		return pr == CLI_PARSE_HELP ? 0 : 1;
 	}
 
 	if (cli_parse_fmt(fmt, &f) < 0)
@@ -342,11 +321,12 @@ int cli_cmd_create(int argc, char **argv)
 		free(optstr);
 		return 0;
 	}
-	if (optind >= argc) {
+	if (!p.npos) {
 		cli_error("create: expecting image file name");
 		goto out_free;
 	}
-	const char *path = argv[optind++];
+	const char *path = p.pos[0];
+	int k = 1;
 
 	cli_create_args_init(&ca, f);
 	ca.unsafe = unsafe;
@@ -356,15 +336,15 @@ int cli_cmd_create(int argc, char **argv)
 		ca.opts.backing_file = backing;
 	if (backing_fmt)
 		ca.opts.backing_format = backing_fmt;
-	if (optind < argc) {
+	if (k < p.npos) {
 		uint64_t size;
-		if (cli_parse_size("image size", argv[optind++], &size) < 0)
+		if (cli_parse_size("image size", p.pos[k++], &size) < 0)
 			goto out;
 		ca.opts.virtual_size = size;
 		ca.size_set = true;
 	}
-	if (optind < argc) {
-		cli_error("create: unexpected argument '%s'", argv[optind]);
+	if (k < p.npos) {
+		cli_error("create: unexpected argument '%s'", p.pos[k]);
 		goto out;
 	}
 

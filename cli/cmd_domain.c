@@ -1,5 +1,6 @@
-/* cli/cmd_domain.c - `cowpool domain`: storage domains through cowpoold,
- * and `domain inspect`, a read-only look at a domain without a daemon.
+/* cli/cmd_domain.c - `cowpool domain`: storage domains through cowpoold
+ * (options from api/methods.def), and `domain inspect`, a read-only look
+ * at a domain without a daemon.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -12,57 +13,19 @@
 
 #define V "domain"
 
-static int size_param(struct cp_jsonw *w, const char *key, const char *what,
-		      const char *s)
+/* The checks of the old builder, in its order and words (exit 2). */
+static int dom_create_check(const struct cli_subcmd *sub,
+			    const struct cli_call *k)
 {
-	uint64_t v;
-	if (!s)
-		return 0;
-	if (cli_parse_size(what, s, &v) < 0)
-		return -EINVAL;
-	cp_jsonw_u64(w, key, v);
-	return 0;
-}
-
-static int uint_param(struct cp_jsonw *w, const char *key, const char *what,
-		      const char *s)
-{
-	char *end;
-	if (!s)
-		return 0;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-') {
-		cli_error("invalid %s '%s': expected a number", what, s);
-		return -EINVAL;
-	}
-	cp_jsonw_u64(w, key, v);
-	return 0;
-}
-
-static int dom_create(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	const char *type = NULL, *path = NULL, *name = NULL, *uuid = NULL,
-		   *pool = NULL, *io = NULL, *chunk = NULL, *maxvol = NULL,
-		   *extent = NULL;
-	const char *devices[65] = {0};
-	bool master = false;
-	const struct cli_opt opts[] = {
-	    CLI_VAL("type", &type), CLI_VAL("path", &path),
-	    CLI_LIST("device", devices),
-	    CLI_VAL("name", &name), CLI_VAL("uuid", &uuid), CLI_VAL("pool", &pool),
-	    CLI_FLAG("master", &master), CLI_VAL("io-timeout", &io),
-	    CLI_VAL("chunk-size", &chunk), CLI_VAL("max-volumes", &maxvol),
-	    CLI_VAL("extent-size", &extent), CLI_OPT_END,
-	};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, opts, &a, 0, 0);
-	if (r)
-		return r < 0 ? 0 : r;
+	const char *type = cli_call_val(k, "type");
+	const char *path = cli_call_val(k, "path");
+	const char *uuid = cli_call_val(k, "uuid");
+	const char *pool = cli_call_val(k, "pool");
+	const char *const *devices = cli_call_list(k, "devices");
 	if (!type || (strcmp(type, "file") && strcmp(type, "block")))
 		return cli_usage_error(V, sub, "--type file or --type block "
 				       "is required");
-	if (!name)
+	if (!cli_call_val(k, "name"))
 		return cli_usage_error(V, sub, "--name is required");
 	bool file = !strcmp(type, "file");
 	if (file && (!path || devices[0]))
@@ -74,37 +37,7 @@ static int dom_create(const struct cli_subcmd *sub, int argc, char **argv)
 	if ((uuid && cli_parse_uuid("domain UUID", uuid) < 0) ||
 	    (pool && cli_parse_uuid("pool UUID", pool) < 0))
 		return CLI_EXIT_USAGE;
-
-	struct cp_jsonw w;
-	cp_jsonw_init(&w);
-	cp_jsonw_obj_begin(&w, NULL);
-	cp_jsonw_str(&w, "type", type);
-	if (file) {
-		cp_jsonw_str(&w, "path", path);
-	} else {
-		cp_jsonw_arr_begin(&w, "devices");
-		for (size_t i = 0; devices[i]; i++)
-			cp_jsonw_str(&w, NULL, devices[i]);
-		cp_jsonw_arr_end(&w);
-	}
-	cp_jsonw_str(&w, "name", name);
-	if (uuid)
-		cp_jsonw_str(&w, "uuid", uuid);
-	if (pool)
-		cp_jsonw_str(&w, "pool", pool);
-	if (master)
-		cp_jsonw_bool(&w, "master", true);
-	if (uint_param(&w, "io_timeout", "io timeout", io) < 0 ||
-	    size_param(&w, "chunk_size", "chunk size", chunk) < 0 ||
-	    uint_param(&w, "max_volumes", "max volumes", maxvol) < 0 ||
-	    size_param(&w, "extent_size", "extent size", extent) < 0) {
-		cp_jsonw_free(&w);
-		return CLI_EXIT_USAGE;
-	}
-	cp_jsonw_obj_end(&w);
-	r = cli_run("domain.create", &w, a.json, NULL);
-	cp_jsonw_free(&w);
-	return r;
+	return 0;
 }
 
 static void print_domain_list(const cp_json *res)
@@ -125,35 +58,6 @@ static void print_domain_list(const cp_json *res)
 		       cli_jstr(d, "type"),
 		       cli_jbool(d, "master") ? "yes" : "no", status, fr, to);
 	}
-}
-
-static int dom_list(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 0, 0);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run("domain.list", NULL, a.json, print_domain_list);
-}
-
-static int dom_info(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", NULL};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 1, 1);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run_pos("domain.info", &a, keys, NULL);
-}
-
-static int dom_extend(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", "device", NULL};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 2, 2);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run_pos("domain.extend", &a, keys, NULL);
 }
 
 /* ---- inspect: no daemon --------------------------------------------------- */
@@ -344,23 +248,23 @@ static int dom_inspect(const struct cli_subcmd *sub, int argc, char **argv)
 }
 
 static const struct cli_subcmd dom_subs[] = {
-    {"create", dom_create,
-     "create --type file --path DIR --name NAME [--uuid U] [--pool P] "
-     "[--master] [--io-timeout N] [--chunk-size S]\n"
-     "  cowpool [--socket PATH] domain create --type block --device DEV "
-     "[--device DEV...] --name NAME [--max-volumes N] [--extent-size S] "
-     "[--uuid U] [--pool P] [--master] [--io-timeout N] [--chunk-size S]",
-     NULL, false},
-    {"list", dom_list, "list [--output=json]", NULL, false},
-    {"info", dom_info, "info DOMAIN [--output=json]", NULL, false},
-    {"extend", dom_extend, "extend DOMAIN DEVICE", NULL, false},
-    {"inspect", dom_inspect,
-     "inspect (--path ROOT | --lvm-device DEV [--lvm-device DEV...] "
-     "[--lvm-system-dir DIR]) DOMAIN [--output=json]",
-     "Reads the domain directly (no cowpoold, no leases, nothing written)\n"
-     "and lists its record, images and volume records.  Exit status 1 if\n"
-     "any record is bad.\n", false},
-    {NULL, NULL, NULL, NULL, false},
+    {.name = "create", .method = "domain.create", .check = dom_create_check,
+     .usage = "create --type file --path DIR --name NAME [--uuid U] "
+	      "[--pool P] [--master] [--io-timeout N] [--chunk-size S]\n"
+	      "  cowpool [--socket PATH] domain create --type block --device "
+	      "DEV [--device DEV...] --name NAME [--max-volumes N] "
+	      "[--extent-size S] [--uuid U] [--pool P] [--master] "
+	      "[--io-timeout N] [--chunk-size S]"},
+    {.name = "list", .method = "domain.list", .print = print_domain_list},
+    {.name = "info", .method = "domain.info"},
+    {.name = "extend", .method = "domain.extend"},
+    {.name = "inspect", .fn = dom_inspect,
+     .usage = "inspect (--path ROOT | --lvm-device DEV [--lvm-device DEV...] "
+	      "[--lvm-system-dir DIR]) DOMAIN [--output=json]",
+     .help = "Reads the domain directly (no cowpoold, no leases, nothing "
+	     "written)\nand lists its record, images and volume records.  "
+	     "Exit status 1 if\nany record is bad.\n"},
+    {.name = NULL},
 };
 
 int cli_cmd_domain(int argc, char **argv)

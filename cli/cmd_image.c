@@ -1,5 +1,5 @@
 /* cli/cmd_image.c - `cowpool image`: images (volume chains) through
- * cowpoold. */
+ * cowpoold.  The options come from api/methods.def. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,81 +36,15 @@ static void print_image_info(const cp_json *res)
 		       cli_jstr(cp_json_at(bad, i), "errno"));
 }
 
-static int img_list(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", NULL};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 1, 1);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run_pos("image.list", &a, keys, NULL);
-}
-
-static int img_info(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", "image", NULL};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 2, 2);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run_pos("image.info", &a, keys, print_image_info);
-}
-
-static int img_delete(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", "image", NULL};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 2, 2);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run_task_pos("image.delete", &a, keys);
-}
-
-static int img_copy(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", "image", "target_domain",
-					   NULL};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 3, 3);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run_task_pos("image.copy", &a, keys);
-}
-
-static int img_snapshot(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	static const char *const keys[] = {"domain", "image", NULL};
-	const char *desc = NULL, *vol = NULL;
-	const struct cli_opt opts[] = {
-	    CLI_VAL("desc", &desc), CLI_VAL("volume", &vol), CLI_OPT_END,
-	};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, opts, &a, 2, 2);
-	if (r)
-		return r < 0 ? 0 : r;
-	struct cp_jsonw w;
-	cli_params_pos(&w, &a, keys);
-	if (desc)
-		cp_jsonw_str(&w, "description", desc);
-	if (vol)
-		cp_jsonw_str(&w, "volume", vol);
-	cp_jsonw_obj_end(&w);
-	r = cli_run_task("image.snapshot", &w, a.json, a.async, NULL);
-	cp_jsonw_free(&w);
-	return r;
-}
-
 static const struct cli_subcmd img_subs[] = {
-    {"list", img_list, "list DOMAIN [--output=json]", NULL, false},
-    {"info", img_info, "info DOMAIN IMAGE [--output=json]",
-     "The image's volumes in chain order, base first.\n", false},
-    {"delete", img_delete, "delete DOMAIN IMAGE [--async]", NULL, true},
-    {"copy", img_copy, "copy DOMAIN IMAGE TARGET_DOMAIN [--async]", NULL,
-     true},
-    {"snapshot", img_snapshot,
-     "snapshot DOMAIN IMAGE [--desc TEXT] [--volume UUID] [--async]",
-     "A new leaf volume on top of the image's current leaf.\n", true},
-    {NULL, NULL, NULL, NULL, false},
+    {.name = "list", .method = "image.list"},
+    {.name = "info", .method = "image.info", .print = print_image_info,
+     .help = "The image's volumes in chain order, base first.\n"},
+    {.name = "delete", .method = "image.delete"},
+    {.name = "copy", .method = "image.copy"},
+    {.name = "snapshot", .method = "image.snapshot",
+     .help = "A new leaf volume on top of the image's current leaf.\n"},
+    {.name = NULL},
 };
 
 int cli_cmd_image(int argc, char **argv)

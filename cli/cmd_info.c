@@ -1,6 +1,5 @@
 /* cli/cmd_info.c - `cowpool info`: qemu-img info, human and JSON. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -134,65 +133,35 @@ static int info_collect(const char *path, enum cp_fmt fmt,
 
 int cli_cmd_info(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_CHAIN, OPT_OBJECT, OPT_IMAGE_OPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"backing-chain", no_argument, NULL, OPT_CHAIN},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IMAGE_OPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	bool json = false, chain = false;
 	enum cp_fmt fmt = CP_FMT_AUTO;
-	int c;
 
 	cp_open_opts_init(&opts);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:Ui:T:", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("info");
-		case 'f':
-			if (cli_parse_fmt(optarg, &fmt) < 0)
-				return 1;
-			break;
-		case 'U':
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		case OPT_CHAIN:
-			chain = true;
-			break;
-		case OPT_OBJECT:
-		case OPT_IMAGE_OPTS:
-			return cli_error("info: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("info", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&fmt, "image format"),
+	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
+	    CLI_O_FLAG(0, "backing-chain", &chain,
+		       "show every layer of the backing chain"),
+	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_U,
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "info", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("info: expecting one image file name");
 
 	info_layers layers = {0};
 	char path[4096];
 	int ret = 1;
 
-	snprintf(path, sizeof(path), "%s", argv[optind]);
+	snprintf(path, sizeof(path), "%s", p.pos[0]);
 	for (;;) {
 		struct info_layer l;
 		/* Refuse loops, as qemu-img does. */

@@ -8,7 +8,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -106,18 +105,32 @@ static int io_parse_pattern(const char *s, uint8_t *out)
 	return 0;
 }
 
-static int io_offlen(const char *cmd, int argc, char **argv, uint64_t *off,
-		     uint64_t *len)
+static int io_opt_pattern(struct cli_parser *p, const struct cli_opt *o,
+			  const char *arg)
 {
-	if (optind != argc - 2) {
-		cli_error("%s: expecting an offset and a length", cmd);
+	return io_parse_pattern(arg, o->dst);
+}
+
+/* Parse the options of a command (argv[0] its name).  0 or -EINVAL. */
+static int io_opts(int argc, char **argv, const struct cli_opt *opts,
+		   struct cli_parser *p)
+{
+	*p = (struct cli_parser){.cmd = argv[0], .opts = opts, .no_help = true};
+	return cli_parse(p, argc, argv) ? -EINVAL : 0;
+}
+
+/* The positionals of a command: an offset and a length. */
+static int io_offlen(const struct cli_parser *p, uint64_t *off, uint64_t *len)
+{
+	if (p->npos != 2) {
+		cli_error("%s: expecting an offset and a length", p->cmd);
 		return -EINVAL;
 	}
-	if (io_parse_num("offset", argv[optind], off) < 0 ||
-	    io_parse_num("length", argv[optind + 1], len) < 0)
+	if (io_parse_num("offset", p->pos[0], off) < 0 ||
+	    io_parse_num("length", p->pos[1], len) < 0)
 		return -EINVAL;
 	if (*len > SIZE_MAX / 2) {
-		cli_error("%s: length %" PRIu64 " is too large", cmd, *len);
+		cli_error("%s: length %" PRIu64 " is too large", p->cmd, *len);
 		return -EINVAL;
 	}
 	return 0;
@@ -178,28 +191,19 @@ static int io_cmd_read(struct io_ctx *io, int argc, char **argv)
 	bool verify = false, verbose = false, quiet = false;
 	uint8_t pattern = 0;
 	uint64_t off, len;
-	int c;
 
-	optind = 0;
-	while ((c = getopt(argc, argv, ":P:qv")) != -1) {
-		switch (c) {
-		case 'P':
-			if (io_parse_pattern(optarg, &pattern) < 0)
-				return -EINVAL;
-			verify = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'v':
-			verbose = true;
-			break;
-		default:
-			cli_bad_option(argv[0], argv, c);
-			return -EINVAL;
-		}
-	}
-	if (io_offlen(argv[0], argc, argv, &off, &len) < 0)
+	const struct cli_opt opts[] = {
+	    {.short_name = 'P',
+	     .arg = "pattern",
+	     .fn = io_opt_pattern,
+	     .dst = &pattern,
+	     .seen = &verify},
+	    CLI_O_FLAG('q', NULL, &quiet, NULL),
+	    CLI_O_FLAG('v', NULL, &verbose, NULL),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p;
+	if (io_opts(argc, argv, opts, &p) < 0 || io_offlen(&p, &off, &len) < 0)
 		return -EINVAL;
 
 	uint8_t *buf = cp_bdev_alloc_buf(len ? len : 1);
@@ -242,30 +246,21 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 	bool zero = false, unmap = false, quiet = false, have_pattern = false;
 	uint8_t pattern = 0xcd;
 	uint64_t off, len;
-	int c;
 
-	optind = 0;
-	while ((c = getopt(argc, argv, ":P:quz")) != -1) {
-		switch (c) {
-		case 'P':
-			if (io_parse_pattern(optarg, &pattern) < 0)
-				return -EINVAL;
-			have_pattern = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'u':
-			unmap = true;
-			break;
-		case 'z':
-			zero = true;
-			break;
-		default:
-			cli_bad_option(argv[0], argv, c);
-			return -EINVAL;
-		}
-	}
+	const struct cli_opt opts[] = {
+	    {.short_name = 'P',
+	     .arg = "pattern",
+	     .fn = io_opt_pattern,
+	     .dst = &pattern,
+	     .seen = &have_pattern},
+	    CLI_O_FLAG('q', NULL, &quiet, NULL),
+	    CLI_O_FLAG('u', NULL, &unmap, NULL),
+	    CLI_O_FLAG('z', NULL, &zero, NULL),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p;
+	if (io_opts(argc, argv, opts, &p) < 0)
+		return -EINVAL;
 	if (zero && have_pattern) {
 		cli_error("%s: -z and -P cannot be specified at the same time",
 			  argv[0]);
@@ -279,7 +274,7 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 		cli_error("%s: -z is not supported", argv[0]);
 		return -EINVAL;
 	}
-	if (io_offlen(argv[0], argc, argv, &off, &len) < 0)
+	if (io_offlen(&p, &off, &len) < 0)
 		return -EINVAL;
 
 	struct timespec t0;
@@ -313,17 +308,11 @@ static int io_cmd_discard(struct io_ctx *io, int argc, char **argv)
 {
 	bool quiet = false;
 	uint64_t off, len;
-	int c;
 
-	optind = 0;
-	while ((c = getopt(argc, argv, ":q")) != -1) {
-		if (c != 'q') {
-			cli_bad_option(argv[0], argv, c);
-			return -EINVAL;
-		}
-		quiet = true;
-	}
-	if (io_offlen(argv[0], argc, argv, &off, &len) < 0)
+	const struct cli_opt opts[] = {CLI_O_FLAG('q', NULL, &quiet, NULL),
+				       CLI_OPT_END};
+	struct cli_parser p;
+	if (io_opts(argc, argv, opts, &p) < 0 || io_offlen(&p, &off, &len) < 0)
 		return -EINVAL;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -454,65 +443,58 @@ out:
 
 CP_VECTOR(io_cmd_list, const char *);
 
+static int io_opt_cmd(struct cli_parser *p, const struct cli_opt *o,
+		      const char *arg)
+{
+	if (io_cmd_list_append(o->dst, arg) < 0) {
+		cli_error("out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* -n: the same as -t none (a later -t wins, and -n after -t). */
+static int io_opt_nocache(struct cli_parser *p, const struct cli_opt *o,
+			  const char *arg)
+{
+	*(enum cp_cache *)o->dst = CP_CACHE_NONE;
+	return 0;
+}
+
 int cli_cmd_io(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"cmd", required_argument, NULL, 'c'},
-	    {"format", required_argument, NULL, 'f'},
-	    {"read-only", no_argument, NULL, 'r'},
-	    {"nocache", no_argument, NULL, 'n'},
-	    {"cache", required_argument, NULL, 't'},
-	    {"aio", required_argument, NULL, 'i'},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	io_cmd_list cmds = {0};
-	int c, ret = 1;
+	int ret = 1;
 
 	cp_open_opts_init(&opts);
-	opterr = 0;
-	/* '+': stop at the file name, so that nothing after it is taken
-	 * for an option. */
-	while ((c = getopt_long(argc, argv, "+:hc:f:rnt:i:U", longopts,
-				NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			free(cmds.ptr);
-			return cli_help("io");
-		case 'c':
-			if (io_cmd_list_append(&cmds, optarg) < 0) {
-				cli_error("out of memory");
-				goto out;
-			}
-			break;
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				goto out;
-			break;
-		case 'r':
-			opts.readonly = true;
-			break;
-		case 'n':
-			opts.cache = CP_CACHE_NONE;
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				goto out;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				goto out;
-			break;
-		case 'U':
-			break;
-		default:
-			free(cmds.ptr);
-			return cli_bad_option("io", argv, c);
-		}
+	const struct cli_opt table[] = {
+	    CLI_O_FN('c', "cmd", "command", io_opt_cmd, &cmds,
+		     "run command (repeatable); commands:\n"
+		     "  read [-P pattern] [-q] [-v] off len\n"
+		     "  write [-P pattern | -z [-u]] [-q] off len\n"
+		     "  aio_read, aio_write: same flags as read/write\n"
+		     "  aio_flush, flush, discard off len, map"),
+	    CLI_O_FN('f', "format", "fmt", cli_opt_fmt, &opts.format,
+		     "image format"),
+	    CLI_O_FLAG('r', "read-only", &opts.readonly, "open read-only"),
+	    CLI_O_FN('t', "cache", "cache", cli_opt_cache, &opts.cache,
+		     "cache mode (default writeback)"),
+	    CLI_O_FN('n', "nocache", NULL, io_opt_nocache, &opts.cache,
+		     "same as -t none"),
+	    CLI_O_FN('i', "aio", "aio", cli_opt_aio, &opts.aio, CLI_H_AIO),
+	    CLI_OPT_U,
+	    CLI_OPT_END,
+	};
+	/* in_order: stop at the file name, so that nothing after it is
+	 * taken for an option. */
+	struct cli_parser p = {.cmd = "io", .opts = table, .in_order = true};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr) {
+		free(cmds.ptr);
+		return pr == CLI_PARSE_HELP ? 0 : 1;
 	}
-	if (optind != argc - 1) {
+	if (p.npos != 1) {
 		cli_error("io: expecting one image file name");
 		goto out;
 	}
@@ -521,7 +503,7 @@ int cli_cmd_io(int argc, char **argv)
 		goto out;
 	}
 
-	struct io_ctx io = {.file = argv[optind]};
+	struct io_ctx io = {.file = p.pos[0]};
 	if (cli_open(io.file, &opts, &io.img) < 0)
 		goto out;
 	ret = 0;

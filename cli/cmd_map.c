@@ -4,7 +4,6 @@
  * qemu-img 7.2's img_map() so the output is identical.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,69 +106,39 @@ static int map_get(cp_image *img, int layers, uint64_t offset, uint64_t len,
 
 int cli_cmd_map(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_START, OPT_MAXLEN, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"start-offset", required_argument, NULL, OPT_START},
-	    {"max-length", required_argument, NULL, OPT_MAXLEN},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	bool json = false, have_max = false;
 	uint64_t start = 0, max_len = 0;
-	int c;
 
 	cp_open_opts_init(&opts);
 	opts.readonly = true;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:Ui:T:", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("map");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 'U':
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		case OPT_START:
-			if (cli_parse_size("start offset", optarg, &start) < 0)
-				return 1;
-			break;
-		case OPT_MAXLEN:
-			if (cli_parse_size("max length", optarg, &max_len) < 0)
-				return 1;
-			have_max = true;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			return cli_error("map: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("map", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&opts.format, "image format"),
+	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
+	    CLI_O_SIZE(0, "start-offset", "offset", "start offset", &start,
+		       "first byte to map"),
+	    {.name = "max-length",
+	     .arg = "len",
+	     .fn = cli_opt_size,
+	     .dst = &max_len,
+	     .what = "max length",
+	     .seen = &have_max,
+	     .help = "bytes to map"},
+	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_U,
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "map", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("map: expecting one image file name");
 
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	cp_image *img;
 	if (cli_open(file, &opts, &img) < 0)
 		return 1;

@@ -5,7 +5,6 @@
  * format defaults to raw.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,92 +87,58 @@ out:
 
 int cli_cmd_measure(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_SIZE, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"size", required_argument, NULL, OPT_SIZE},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	struct cp_measure_opts mo;
 	enum cp_fmt out_fmt = CP_FMT_RAW; /* qemu-img's default */
 	char *optstr = NULL;
 	bool json = false, size_set = false;
 	uint64_t size = 0;
-	int c, ret = 1;
+	int ret = 1;
 	cp_image *img = NULL;
 
 	cp_open_opts_init(&opts);
 	opts.readonly = true;
 	cp_measure_opts_init(&mo);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:O:o:l:UT:i:", longopts,
-				NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			free(optstr);
-			return cli_help("measure");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				goto out;
-			break;
-		case 'O':
-			if (cli_parse_fmt(optarg, &out_fmt) < 0)
-				goto out;
-			break;
-		case 'o':
-			if (cli_optlist_append(&optstr, optarg) < 0) {
-				cli_error("out of memory");
-				goto out;
-			}
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				goto out;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				goto out;
-			break;
-		case 'U':
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				goto out;
-			break;
-		case OPT_SIZE:
-			if (cli_parse_size("image size", optarg, &size) < 0)
-				goto out;
-			size_set = true;
-			break;
-		case 'l':
-			cli_error("measure: -l (internal snapshots) is not "
-				  "supported");
-			goto out;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			cli_error("measure: %s is not supported",
-				  argv[optind - 1]);
-			goto out;
-		default:
-			free(optstr);
-			return cli_bad_option("measure", argv, c);
-		}
+	const struct cli_opt table[] = {
+	    CLI_OPT_FMT('O', "output_fmt", &out_fmt,
+			"format of the new image: raw (default) or qcow2"),
+	    CLI_OPT_OPTIONS(&optstr,
+			    "cluster_size, refcount_bits, extended_l2,\n"
+			    "preallocation, compat (and the other create\n"
+			    "options, which do not change the result)"),
+	    {.name = "size",
+	     .arg = "N",
+	     .fn = cli_opt_size,
+	     .dst = &size,
+	     .what = "image size",
+	     .seen = &size_set,
+	     .help = "measure a new empty image of N bytes"},
+	    CLI_OPT_F(&opts.format, "format of filename"),
+	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
+	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_U,
+	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "measure", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr) {
+		free(optstr);
+		return pr == CLI_PARSE_HELP ? 0 : 1;
 	}
 	if (optstr && cli_create_opts_want_help(optstr)) {
 		cli_create_opts_help(out_fmt);
 		free(optstr);
 		return 0;
 	}
-	if (argc - optind > 1) {
+	if (p.npos > 1) {
 		cli_error("measure: at most one filename argument is allowed");
 		goto out;
 	}
-	const char *file = optind < argc ? argv[optind] : NULL;
+	const char *file = p.npos ? p.pos[0] : NULL;
 	if (file && size_set) {
 		cli_error("measure: --size N cannot be used together with a "
 			  "filename");

@@ -158,7 +158,14 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 			cli_help("nbd");
 			return 1;
 		default:
-			cli_bad_option("nbd", argv, c);
+			if (c == ':')
+				cli_error("nbd: option '%s' requires an argument",
+					  argv[optind - 1]);
+			else if (optopt)
+				cli_error("nbd: invalid option -- '%c'", optopt);
+			else
+				cli_error("nbd: unrecognized option '%s'",
+					  argv[optind - 1]);
 			return -EINVAL;
 		}
 	}

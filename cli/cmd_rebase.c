@@ -5,7 +5,6 @@
  * header.  The work is cp_image_rebase()'s.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,15 +12,6 @@
 
 int cli_cmd_rebase(int argc, char **argv)
 {
-	enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"output", required_argument, NULL, OPT_OUTPUT},
-	    {"force-share", no_argument, NULL, 'U'},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	struct cp_rebase_opts ro;
 	struct cli_progress prog;
@@ -29,64 +19,40 @@ int cli_cmd_rebase(int argc, char **argv)
 	enum cp_fmt bfmt;
 	const char *backing = NULL, *backing_fmt = NULL;
 	bool json = false, quiet = false, progress = false;
-	int c;
 
 	cp_open_opts_init(&opts);
 	cp_rebase_opts_init(&ro);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:t:T:pub:F:qUi:", longopts,
-				NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("rebase");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case 'T':
-			if (cli_parse_cache(optarg, &src_cache) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case 'p':
-			progress = true;
-			break;
-		case 'u':
-			ro.unsafe = true;
-			break;
-		case 'b':
-			backing = optarg;
-			break;
-		case 'F':
-			backing_fmt = optarg;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'U':
-			break;
-		case OPT_OUTPUT:
-			if (cli_parse_output(optarg, &json) < 0)
-				return 1;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			return cli_error("rebase: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("rebase", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	const struct cli_opt table[] = {
+	    CLI_O_VAL('b', NULL, "backing", &backing,
+		      "new backing file (\"\" = none); relative to the\n"
+		      "image's directory"),
+	    CLI_O_VAL('F', NULL, "backing_fmt", &backing_fmt,
+		      "its format; required with a non-empty -b"),
+	    CLI_O_FLAG('u', NULL, &ro.unsafe,
+		       "unsafe: only rewrite the header (the old backing\n"
+		       "file is not opened; -b may be omitted = none)"),
+	    CLI_OPT_F(&opts.format, "image format"),
+	    CLI_OPT_T(&opts.cache, "cache mode (default writeback)"),
+	    CLI_OPT_SRC_T(&src_cache,
+			  "accepted and checked; backing files use -t"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_PROGRESS(&progress, "show progress"),
+	    CLI_OPT_OUTPUT(&json, "json",
+			   "progress as JSON lines when stdout is not a\n"
+			   "terminal"),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPT_U,
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "rebase", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("rebase: expecting one image file name");
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 
 	if (!backing && !ro.unsafe)
 		return cli_error("rebase: must specify backing file (-b) or use "

@@ -1,81 +1,58 @@
 /* cli/cmd_resize.c - `cowpool resize`: qemu-img resize. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 
+static int resize_opt_prealloc(struct cli_parser *p, const struct cli_opt *o,
+			       const char *arg)
+{
+	if (cp_prealloc_parse(arg, o->dst) < 0) {
+		cli_error("%s: invalid preallocation '%s' (expected off, "
+			  "metadata, falloc or full)",
+			  p->cmd, arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int cli_cmd_resize(int argc, char **argv)
 {
-	enum { OPT_PREALLOC = 256, OPT_SHRINK, OPT_OBJECT, OPT_IOPTS };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"preallocation", required_argument, NULL, OPT_PREALLOC},
-	    {"shrink", no_argument, NULL, OPT_SHRINK},
-	    {"object", required_argument, NULL, OPT_OBJECT},
-	    {"image-opts", no_argument, NULL, OPT_IOPTS},
-	    {NULL, 0, NULL, 0},
-	};
 	struct cp_open_opts opts;
 	enum cp_prealloc prealloc = CP_PREALLOC_OFF;
 	bool quiet = false, shrink = false;
-	int c;
 
+	cp_open_opts_init(&opts);
+	const struct cli_opt table[] = {
+	    CLI_OPT_F(&opts.format, "image format"),
+	    CLI_O_FN(0, "preallocation", "off|metadata|falloc|full",
+		     resize_opt_prealloc, &prealloc, "for the new area"),
+	    CLI_O_FLAG(0, "shrink", &shrink, "allow shrinking"),
+	    CLI_OPT_T(&opts.cache, "cache mode"),
+	    CLI_OPT_AIO(&opts.aio),
+	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPT_OBJECT,
+	    CLI_OPT_IMAGE_OPTS,
+	    CLI_OPT_END,
+	};
 	for (int k = 1; k < argc; k++) {
 		if (!strcmp(argv[k], "-h") || !strcmp(argv[k], "--help"))
-			return cli_help("resize");
+			return cli_help_opts("resize", table);
 	}
 	if (argc < 3)
 		return cli_error("resize: expecting an image file name and a "
 				 "size");
-	/* Take the size off argv before getopt so that "-1G" is not read as
-	 * an option (qemu-img does the same). */
+	/* Take the size off argv before parsing so that "-1G" is not read
+	 * as an option (qemu-img does the same). */
 	const char *size_arg = argv[--argc];
 
-	cp_open_opts_init(&opts);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:qt:i:", longopts, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("resize");
-		case 'f':
-			if (cli_parse_fmt(optarg, &opts.format) < 0)
-				return 1;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 't':
-			if (cli_parse_cache(optarg, &opts.cache) < 0)
-				return 1;
-			break;
-		case 'i':
-			if (cli_parse_aio(optarg, &opts.aio) < 0)
-				return 1;
-			break;
-		case OPT_PREALLOC:
-			if (cp_prealloc_parse(optarg, &prealloc) < 0)
-				return cli_error(
-				    "resize: invalid preallocation "
-				    "'%s' (expected off, metadata, "
-				    "falloc or full)",
-				    optarg);
-			break;
-		case OPT_SHRINK:
-			shrink = true;
-			break;
-		case OPT_OBJECT:
-		case OPT_IOPTS:
-			return cli_error("resize: %s is not supported",
-					 argv[optind - 1]);
-		default:
-			return cli_bad_option("resize", argv, c);
-		}
-	}
-	if (optind != argc - 1)
+	struct cli_parser p = {.cmd = "resize", .opts = table};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != 1)
 		return cli_error("resize: expecting an image file name and a "
 				 "size");
 
@@ -88,7 +65,7 @@ int cli_cmd_resize(int argc, char **argv)
 	if (cli_parse_size("size", size_arg, &n) < 0)
 		return 1;
 
-	const char *file = argv[optind];
+	const char *file = p.pos[0];
 	cp_image *img;
 	if (cli_open(file, &opts, &img) < 0)
 		return 1;

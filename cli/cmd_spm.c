@@ -22,53 +22,16 @@ static void print_spm_status(const cp_json *res)
 		printf("%s: no SPM (lease version %" PRIu64 ")\n", role, lver);
 }
 
-static int spm_start(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 0, 0);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run("spm.start", NULL, a.json, print_spm_status);
-}
-
-static int spm_stop(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	bool force = false;
-	const struct cli_opt opts[] = {CLI_FLAG("force", &force), CLI_OPT_END};
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, opts, &a, 0, 0);
-	if (r)
-		return r < 0 ? 0 : r;
-	struct cp_jsonw w;
-	cp_jsonw_init(&w);
-	cp_jsonw_obj_begin(&w, NULL);
-	if (force)
-		cp_jsonw_bool(&w, "force", true);
-	cp_jsonw_obj_end(&w);
-	r = cli_run("spm.stop", &w, a.json, print_spm_status);
-	cp_jsonw_free(&w);
-	return r;
-}
-
-static int spm_status(const struct cli_subcmd *sub, int argc, char **argv)
-{
-	struct cli_args a;
-	int r = cli_sub_parse(V, sub, argc, argv, NULL, &a, 0, 0);
-	if (r)
-		return r < 0 ? 0 : r;
-	return cli_run("spm.status", NULL, a.json, print_spm_status);
-}
-
 static const struct cli_subcmd spm_subs[] = {
-    {"start", spm_start, "start",
-     "Acquire the SPM lease (recovers unfinished tasks first).\n", false},
-    {"stop", spm_stop, "stop [--force]",
-     "Release the SPM role; refused while tasks run unless --force.\n",
-     false},
-    {"status", spm_status, "status [--output=json]",
-     "SPM (this host), Contending (another host or starting) or Free.\n",
-     false},
-    {NULL, NULL, NULL, NULL, false},
+    {.name = "start", .method = "spm.start", .print = print_spm_status,
+     .help = "Acquire the SPM lease (recovers unfinished tasks first).\n"},
+    {.name = "stop", .method = "spm.stop", .print = print_spm_status,
+     .help = "Release the SPM role; refused while tasks run unless "
+	     "--force.\n"},
+    {.name = "status", .method = "spm.status", .print = print_spm_status,
+     .help = "SPM (this host), Contending (another host or starting) or "
+	     "Free.\n"},
+    {.name = NULL},
 };
 
 int cli_cmd_spm(int argc, char **argv)

@@ -4,7 +4,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,7 +14,9 @@ struct cli_cmd {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 	const char *synopsis;
-	const char *help; /* flags, one per line */
+	/* After the option lines of --help (which come from the command's
+	 * table, see opt.c): positionals, exit status, remarks. */
+	const char *notes;
 };
 
 /* clang-format off */
@@ -23,83 +24,28 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "amend", cli_cmd_amend,
 	  "amend [-p] [-q] [-f fmt] [-t cache] [--output=ofmt] -o options "
 	  "filename",
-	  "  -o options      compat=0.10|1.1 and/or lazy_refcounts=on|off\n"
-	  "                  (other options are refused; -o help lists them)\n"
-	  "  -f fmt          image format\n"
-	  "  -t cache        cache mode (default writeback)\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -p              show progress\n"
-	  "  --output=json   progress as JSON lines when stdout is not a\n"
-	  "                  terminal\n"
-	  "  -q              quiet\n"
-	  "  --force         accepted for compatibility (no effect)\n" },
+	  "" },
 	{ "bench", cli_cmd_bench,
 	  "bench [-c count] [-d depth] [-f fmt] [--flush-interval=n] [-i aio] "
 	  "[-n] [--no-drain] [-o offset] [--pattern=byte] [-q] [-s size] "
 	  "[-S step] [-t cache] [-U] [-w] [--random] [--output=ofmt] filename",
-	  "  -c count        number of requests (default 75000)\n"
-	  "  -d depth        requests in flight (default 64)\n"
-	  "  -f fmt          image format\n"
-	  "  -i aio          io_uring (default), native or threads\n"
-	  "  -n              native AIO (implies -t none unless -t is given)\n"
-	  "  -o offset       first offset (default 0)\n"
-	  "  -s size         request size (default 4k)\n"
-	  "  -S step         offset step (default: the request size)\n"
-	  "  -t cache        cache mode (default writeback)\n"
-	  "  -w              write instead of read\n"
-	  "  --pattern=byte  byte written by -w (default 0xa5)\n"
-	  "  --flush-interval=n  flush after every n requests (with -w)\n"
-	  "  --no-drain      accepted; flushes always wait for the batch\n"
-	  "  --random        random offsets (request-size aligned)\n"
-	  "  --output=json   one JSON object: ops, seconds, iops, mbps,\n"
-	  "                  p50_us, p99_us, cpu_seconds\n"
-	  "  -q              quiet\n" },
+	  "" },
 	{ "chain", cli_cmd_chain,
 	  "chain [-f fmt] [--output=ofmt] [-U] filename",
-	  "  -f fmt          format of the top image\n"
-	  "  --output=ofmt   human (default) or json\n"
-	  "  -T src_cache    cache mode\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n"
 	  "Lists every layer of the backing chain, top first, with the bytes\n"
 	  "it allocates (data and zero clusters) and its disk usage.\n" },
 	{ "check", cli_cmd_check,
 	  "check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] "
 	  "[-T src_cache] [-U] filename",
-	  "  -f fmt          image format (qcow2, raw; probed if omitted)\n"
-	  "  --output=ofmt   human (default) or json\n"
-	  "  -r leaks|all    repair leaked clusters only, or all errors\n"
-	  "  -T src_cache    cache mode (none, writeback, writethrough,\n"
-	  "                  directsync, unsafe)\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -q              quiet\n"
-	  "  -U              accepted for compatibility (no effect)\n"
 	  "Exit status: 0 clean, 1 check failed, 2 corruptions, 3 leaks,\n"
 	  "63 format cannot be checked.\n" },
 	{ "commit", cli_cmd_commit,
 	  "commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] "
 	  "[-p] [--output=ofmt] filename",
-	  "  -f fmt          image format\n"
-	  "  -t cache        cache mode (default writeback)\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -b base         commit into this layer of the backing chain\n"
-	  "                  (default: the backing file); implies -d\n"
-	  "  -d              do not empty the image after committing\n"
-	  "  -r rate_limit   bytes per second (k, M, G... suffixes)\n"
-	  "  -p              show progress\n"
-	  "  --output=json   progress as JSON lines when stdout is not a\n"
-	  "                  terminal; no \"Image committed.\" line\n"
-	  "  -q              quiet\n" },
+	  "" },
 	{ "compare", cli_cmd_compare,
 	  "compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
 	  "filename1 filename2",
-	  "  -f fmt          format of the first image\n"
-	  "  -F fmt          format of the second image\n"
-	  "  -s              strict: fail on different size or allocation\n"
-	  "  -T src_cache    cache mode for both images\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -p              accepted (no progress output)\n"
-	  "  -q              quiet\n"
 	  "Exit status: 0 identical, 1 different, 2 cannot open, 3 cannot\n"
 	  "map, 4 cannot read.\n" },
 	{ "convert", cli_cmd_convert,
@@ -107,94 +53,34 @@ static const struct cli_cmd cli_cmds[] = {
 	  "[-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
 	  "[-S sparse_size] [-m num] [-W] [-c] [--output=ofmt] filename "
 	  "output_filename",
-	  "  -f fmt          source format\n"
-	  "  -O output_fmt   target format (raw default, qcow2)\n"
-	  "  -o options      target create options (see create -o help)\n"
-	  "  -B backing      target backing file; only data allocated in the\n"
-	  "                  source's top layer is copied\n"
-	  "  -F backing_fmt  format of the target backing file\n"
-	  "  -n              do not create the target (it must exist)\n"
-	  "  --target-is-zero  with -n: the target already reads as zeroes\n"
-	  "  -S size         zero detection unit (default 4k; units of\n"
-	  "                  max(size, target cluster) reading as zeroes\n"
-	  "                  are left unwritten; 0 = fully allocate)\n"
-	  "  -t cache        target cache mode (default unsafe)\n"
-	  "  -T src_cache    source cache mode (default writeback)\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -c              compress the target (qcow2; -o compression_type=\n"
-	  "                  zlib|zstd chooses the method)\n"
-	  "  -m num          parallel workers, 1 to 16 (default 8)\n"
-	  "  -W              allow out-of-order writes\n"
-	  "  -p              show progress\n"
-	  "  --output=json   progress as JSON lines when stdout is not a\n"
-	  "                  terminal\n"
-	  "  -q              quiet\n"
-	  "  -C, -U          accepted for compatibility (no effect)\n" },
+	  "" },
 	{ "create", cli_cmd_create,
 	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
 	  "[-o options] filename [size]",
-	  "  -f fmt          qcow2 (default) or raw\n"
-	  "  -b backing      backing file (needs -F)\n"
-	  "  -F backing_fmt  backing file format\n"
-	  "  -o options      comma separated key=value list; -o help lists\n"
-	  "                  them\n"
-	  "  -u              do not open the backing file (size required)\n"
-	  "  -q              quiet\n"
 	  "  size            bytes, or with a k, M, G, T, P, E suffix\n" },
 	{ "domain", cli_cmd_domain,
 	  "domain create|list|info|extend|inspect ... (cowpoold)",
 	  "" },
 	{ "info", cli_cmd_info,
 	  "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
-	  "  -f fmt          image format\n"
-	  "  --output=ofmt   human (default) or json\n"
-	  "  --backing-chain show every layer of the backing chain\n"
-	  "  -T src_cache    cache mode\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "" },
 	{ "image", cli_cmd_image,
 	  "image list|info|delete|copy|snapshot ... (cowpoold)",
 	  "" },
 	{ "io", cli_cmd_io,
 	  "io [-f fmt] [-t cache] [-n] [-i aio] [-r] [-U] -c 'command' "
 	  "[-c 'command' ...] filename",
-	  "  -c command      run command (repeatable); commands:\n"
-	  "                    read [-P pattern] [-q] [-v] off len\n"
-	  "                    write [-P pattern | -z [-u]] [-q] off len\n"
-	  "                    aio_read, aio_write: same flags as read/write\n"
-	  "                    aio_flush, flush, discard off len, map\n"
-	  "  -f fmt          image format\n"
-	  "  -r              open read-only\n"
-	  "  -t cache        cache mode (default writeback)\n"
-	  "  -n              same as -t none\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n"
 	  "Offsets and lengths take k, M, G... suffixes; a pattern is a byte\n"
 	  "value such as 0xab or 171.  The exit status is 1 if any command\n"
 	  "failed.\n" },
 	{ "map", cli_cmd_map,
 	  "map [-f fmt] [--start-offset=offset] [--max-length=len] "
 	  "[--output=ofmt] [-U] filename",
-	  "  -f fmt          image format\n"
-	  "  --output=ofmt   human (default) or json\n"
-	  "  --start-offset=offset  first byte to map\n"
-	  "  --max-length=len       bytes to map\n"
-	  "  -T src_cache    cache mode\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "" },
 	{ "measure", cli_cmd_measure,
 	  "measure [--output=ofmt] [-O output_fmt] [-o options] "
 	  "[--size N | [-f fmt] filename]",
-	  "  -O output_fmt   format of the new image: raw (default) or qcow2\n"
-	  "  -o options      cluster_size, refcount_bits, extended_l2,\n"
-	  "                  preallocation, compat (and the other create\n"
-	  "                  options, which do not change the result)\n"
-	  "  --size N        measure a new empty image of N bytes\n"
-	  "  -f fmt          format of filename\n"
-	  "  --output=ofmt   human (default) or json\n"
-	  "  -T src_cache    cache mode\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "" },
 	{ "nbd", cli_cmd_nbd,
 	  "nbd [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] "
 	  "[-r] [-e SHARED] [-t] [--fork] [--pid-file F] [--cache MODE] "
@@ -230,35 +116,14 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",
-	  "  -b backing      new backing file (\"\" = none); relative to the\n"
-	  "                  image's directory\n"
-	  "  -F backing_fmt  its format; required with a non-empty -b\n"
-	  "  -u              unsafe: only rewrite the header (the old backing\n"
-	  "                  file is not opened; -b may be omitted = none)\n"
-	  "  -f fmt          image format\n"
-	  "  -t cache        cache mode (default writeback)\n"
-	  "  -T src_cache    accepted and checked; backing files use -t\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -p              show progress\n"
-	  "  --output=json   progress as JSON lines when stdout is not a\n"
-	  "                  terminal\n"
-	  "  -q              quiet\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "" },
 	{ "rpc", cli_cmd_rpc,
 	  "rpc METHOD [PARAMS-JSON] | rpc --raw (cowpoold)",
 	  "  METHOD PARAMS   call one method of cowpoold's API (docs/api.md)\n"
-	  "                  and print the result as JSON\n"
-	  "  --raw           send standard input to the socket as it is and\n"
-	  "                  print every answer line\n" },
+	  "                  and print the result as JSON\n" },
 	{ "resize", cli_cmd_resize,
 	  "resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] "
 	  "filename [+ | -]size",
-	  "  -f fmt          image format\n"
-	  "  --preallocation=off|metadata|falloc|full  for the new area\n"
-	  "  --shrink        allow shrinking\n"
-	  "  -t cache        cache mode\n"
-	  "  -i aio          io_uring, native or threads\n"
-	  "  -q              quiet\n"
 	  "  size            absolute, or +N / -N relative\n" },
 	{ "spm", cli_cmd_spm,
 	  "spm start|stop|status (cowpoold)",
@@ -308,10 +173,17 @@ static void cli_usage(void)
 
 int cli_help(const char *cmd)
 {
+	return cli_help_opts(cmd, NULL);
+}
+
+int cli_help_opts(const char *cmd, const struct cli_opt *opts)
+{
 	const struct cli_cmd *c = cli_find_cmd(cmd);
 	if (!c)
 		return 0;
-	printf("usage: cowpool %s\n\n%s", c->synopsis, c->help);
+	printf("usage: cowpool %s\n\n", c->synopsis);
+	cli_opt_help(stdout, opts);
+	fputs(c->notes, stdout);
 	return 0;
 }
 
@@ -388,22 +260,6 @@ void cli_error_image(const char *file, int err)
 		cli_error("%s", msg);
 	else
 		cli_error("%s: %s", file, msg);
-}
-
-int cli_bad_option(const char *cmd, char **argv, int c)
-{
-	const char *arg = argv[optind - 1];
-	if (c == ':') {
-		if (optopt)
-			return cli_error(
-			    "%s: option '-%c' requires an argument", cmd,
-			    optopt);
-		return cli_error("%s: option '%s' requires an argument", cmd,
-				 arg);
-	}
-	if (optopt)
-		return cli_error("%s: invalid option -- '%c'", cmd, optopt);
-	return cli_error("%s: unrecognized option '%s'", cmd, arg);
 }
 
 int cli_parse_fmt(const char *s, enum cp_fmt *out)

@@ -5,7 +5,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,21 +65,6 @@ void cli_rpc_close(struct cli_rpc *c)
 	c->buf = NULL;
 }
 
-static int rpc_send_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Read one line (without '\n') into c->buf; *len its length.  0, or -EPIPE
  * at EOF, -errno. */
 static int rpc_read_line(struct cli_rpc *c, size_t *len)
@@ -135,9 +119,9 @@ int cli_rpc_call(struct cli_rpc *c, const char *method,
 		cp_jsonw_free(&w);
 		return cli_error("out of memory");
 	}
-	int r = rpc_send_all(c->fd, w.buf, w.len);
+	int r = cp_send_all(c->fd, w.buf, w.len);
 	if (!r)
-		r = rpc_send_all(c->fd, "\n", 1);
+		r = cp_send_all(c->fd, "\n", 1);
 	cp_jsonw_free(&w);
 	size_t len = 0;
 	if (!r)
@@ -392,6 +376,111 @@ out:
 
 /* ---- verbs ---------------------------------------------------------------- */
 
+static const struct cp_api_method *sub_api(const struct cli_subcmd *sub)
+{
+	return sub->method ? cp_api_lookup(sub->method) : NULL;
+}
+
+static bool sub_is_task(const struct cli_subcmd *sub)
+{
+	const struct cp_api_method *m = sub_api(sub);
+	return m && (m->flags & CP_API_TASK);
+}
+
+/* "DOMAIN", "TARGET_DOMAIN": a positional argument's name. */
+static void upper(char *out, size_t len, const char *s)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < len; i++)
+		out[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+	out[i] = 0;
+}
+
+static const char *metavar(const struct cp_api_param *p, char *buf,
+			   size_t len)
+{
+	if (p->metavar)
+		return p->metavar;
+	switch (p->type) {
+	case CP_API_SIZE:
+		return "SIZE";
+	case CP_API_UUID:
+		return "UUID";
+	case CP_API_U64:
+	case CP_API_NUM:
+		return "N";
+	case CP_API_ENUM:
+		buf[0] = 0;
+		for (size_t i = 0; p->choices[i]; i++)
+			snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+				 i ? "|" : "", p->choices[i]);
+		return buf;
+	default:
+		return "TEXT";
+	}
+}
+
+/* The usage line after "cowpool VERB ": the subcommand's own, else the
+ * method's positional arguments and options. */
+static void print_usage(FILE *f, const struct cli_subcmd *sub)
+{
+	const struct cp_api_method *m = sub_api(sub);
+	char buf[128];
+	if (sub->usage || !m) {
+		fputs(sub->usage ? sub->usage : sub->name, f);
+		return;
+	}
+	fputs(sub->name, f);
+	for (int pos = 1; pos <= CP_API_MAX_PARAMS; pos++) {
+		for (size_t i = 0; i < m->nparams; i++) {
+			if (m->params[i].pos != pos)
+				continue;
+			upper(buf, sizeof(buf), m->params[i].name);
+			fprintf(f, " %s", buf);
+		}
+	}
+	for (size_t i = 0; i < m->nparams; i++) {
+		const struct cp_api_param *p = &m->params[i];
+		if (p->pos || !p->opt)
+			continue;
+		bool flag = p->type == CP_API_BOOL || p->flag_value;
+		fprintf(f, " %s--%s", p->required ? "" : "[", p->opt);
+		if (!flag)
+			fprintf(f, " %s%s", metavar(p, buf, sizeof(buf)),
+				p->type == CP_API_STRV ? "..." : "");
+		if (!p->required)
+			fputc(']', f);
+	}
+	fputs(sub_is_task(sub) ? " [--async] [--output=json]"
+			       : " [--output=json]", f);
+}
+
+/* The options with their doc lines (from the method's table entry). */
+static void print_options(const struct cli_subcmd *sub)
+{
+	const struct cp_api_method *m = sub_api(sub);
+	char buf[128], opt[160];
+	bool first = true;
+	for (size_t i = 0; m && i < m->nparams; i++) {
+		const struct cp_api_param *p = &m->params[i];
+		if (p->pos || !p->opt || !p->doc)
+			continue;
+		if (first)
+			printf("options:\n");
+		first = false;
+		if (p->type == CP_API_BOOL || p->flag_value)
+			snprintf(opt, sizeof(opt), "--%s", p->opt);
+		else
+			snprintf(opt, sizeof(opt), "--%s %s", p->opt,
+				 metavar(p, buf, sizeof(buf)));
+		if (p->flag_value)
+			printf("  %-24s %s = %s; %s\n", opt, p->name,
+			       p->flag_value, p->doc);
+		else
+			printf("  %-24s %s\n", opt, p->doc);
+	}
+}
+
 int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
 		      int argc, char **argv)
 {
@@ -403,15 +492,18 @@ int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
 	    !strcmp(argv[1], "help")) {
 		printf("usage:\n");
-		for (size_t i = 0; subs[i].name; i++)
-			printf("  cowpool [--socket PATH] %s %s\n", verb,
-			       subs[i].usage);
+		for (size_t i = 0; subs[i].name; i++) {
+			printf("  cowpool [--socket PATH] %s ", verb);
+			print_usage(stdout, &subs[i]);
+			putchar('\n');
+		}
 		return 0;
 	}
 	for (size_t i = 0; subs[i].name; i++) {
 		if (!strcmp(subs[i].name, argv[1])) {
-			optind = 1;
-			return subs[i].fn(&subs[i], argc - 1, argv + 1);
+			if (subs[i].fn)
+				return subs[i].fn(&subs[i], argc - 1, argv + 1);
+			return cli_api_run(verb, &subs[i], argc - 1, argv + 1);
 		}
 	}
 	cli_error("%s: unknown subcommand '%s'; try 'cowpool %s --help'", verb,
@@ -421,25 +513,22 @@ int cli_verb_dispatch(const char *verb, const struct cli_subcmd *subs,
 
 int cli_sub_usage(const struct cli_subcmd *sub, const char *verb)
 {
-	printf("usage: cowpool [--socket PATH] %s %s\n", verb, sub->usage);
+	printf("usage: cowpool [--socket PATH] %s ", verb);
+	print_usage(stdout, sub);
+	putchar('\n');
 	if (sub->help)
 		fputs(sub->help, stdout);
+	print_options(sub);
 	return 0;
-}
-
-int cli_sub_bad(const char *verb, const struct cli_subcmd *sub, char **argv,
-		int c)
-{
-	cli_bad_option(sub->name, argv, c);
-	fprintf(stderr, "usage: cowpool %s %s\n", verb, sub->usage);
-	return CLI_EXIT_USAGE;
 }
 
 int cli_usage_error(const char *verb, const struct cli_subcmd *sub,
 		    const char *what)
 {
 	cli_error("%s %s: %s", verb, sub->name, what);
-	fprintf(stderr, "usage: cowpool %s %s\n", verb, sub->usage);
+	fprintf(stderr, "usage: cowpool %s ", verb);
+	print_usage(stderr, sub);
+	fputc('\n', stderr);
 	return CLI_EXIT_USAGE;
 }
 
@@ -457,30 +546,20 @@ int cli_parse_uuid(const char *what, const char *s)
  * line until the daemon closes the connection. */
 int cli_cmd_rpc(int argc, char **argv)
 {
-	enum { OPT_RAW = 256 };
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"raw", no_argument, NULL, OPT_RAW},
-	    {NULL, 0, NULL, 0},
-	};
 	bool raw = false;
-	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help("rpc");
-		case OPT_RAW:
-			raw = true;
-			break;
-		default:
-			cli_bad_option("rpc", argv, c);
-			return CLI_EXIT_USAGE;
-		}
-	}
+	const struct cli_opt table[] = {
+	    CLI_O_FLAG(0, "raw", &raw,
+		       "send standard input to the socket as it is and\n"
+		       "print every answer line"),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "rpc", .opts = table, .in_order = true};
+	int pr = cli_parse(&p, argc, argv);
+	if (pr)
+		return pr == CLI_PARSE_HELP ? 0 : CLI_EXIT_USAGE;
 	struct cli_rpc rpc;
 	if (raw) {
-		if (optind != argc) {
+		if (p.npos) {
 			cli_error("rpc --raw: reads the requests from standard "
 				  "input; no arguments");
 			return CLI_EXIT_USAGE;
@@ -491,7 +570,7 @@ int cli_cmd_rpc(int argc, char **argv)
 		char buf[65536];
 		ssize_t n;
 		while ((n = read(STDIN_FILENO, buf, sizeof(buf))) > 0) {
-			if (rpc_send_all(rpc.fd, buf, (size_t)n) < 0)
+			if (cp_send_all(rpc.fd, buf, (size_t)n) < 0)
 				break; /* the daemon closed: print what came */
 		}
 		shutdown(rpc.fd, SHUT_WR);
@@ -500,83 +579,75 @@ int cli_cmd_rpc(int argc, char **argv)
 		cli_rpc_close(&rpc);
 		return 0;
 	}
-	if (optind != argc - 1 && optind != argc - 2) {
+	if (p.npos != 1 && p.npos != 2) {
 		cli_error("rpc: expecting METHOD [PARAMS-JSON]");
 		return CLI_EXIT_USAGE;
 	}
-	struct cp_jsonw p;
-	cp_jsonw_init(&p);
-	if (optind == argc - 2) {
+	struct cp_jsonw w;
+	cp_jsonw_init(&w);
+	if (p.npos == 2) {
 		cp_json *pj;
-		if (cp_json_parse(argv[optind + 1], strlen(argv[optind + 1]),
+		if (cp_json_parse(p.pos[1], strlen(p.pos[1]),
 				  NULL, &pj) < 0) {
 			cli_error("rpc: PARAMS is not JSON: %s",
 				  cp_last_error());
 			return CLI_EXIT_USAGE;
 		}
-		cp_jsonw_value(&p, NULL, pj);
+		cp_jsonw_value(&w, NULL, pj);
 		cp_json_free(pj);
 	}
-	int r = cli_run(argv[optind], &p, true, NULL);
-	cp_jsonw_free(&p);
+	int r = cli_run(p.pos[0], &w, true, NULL);
+	cp_jsonw_free(&w);
 	return r;
+}
+
+struct cli_sub_ctx {
+	const char *verb;
+	const struct cli_subcmd *sub;
+};
+
+static void cli_sub_help(const struct cli_parser *p)
+{
+	const struct cli_sub_ctx *c = p->ctx;
+	cli_sub_usage(c->sub, c->verb);
 }
 
 int cli_sub_parse(const char *verb, const struct cli_subcmd *sub, int argc,
 		  char **argv, const struct cli_opt *opts, struct cli_args *a,
 		  int min_pos, int max_pos)
 {
-	struct option longopts[40];
-	size_t n = 0, nopts = 0;
-	enum { OPT_OUTPUT = 1000, OPT_ASYNC, OPT_BASE };
-	longopts[n++] = (struct option){"help", no_argument, NULL, 'h'};
-	longopts[n++] = (struct option){"output", required_argument, NULL,
-					OPT_OUTPUT};
-	if (sub->task)
-		longopts[n++] = (struct option){"async", no_argument, NULL,
-						OPT_ASYNC};
-	for (; opts && opts[nopts].name && n < CP_ARRAY_SIZE(longopts) - 1;
-	     nopts++)
-		longopts[n++] = (struct option){
-		    opts[nopts].name,
-		    opts[nopts].flag ? no_argument : required_argument, NULL,
-		    OPT_BASE + (int)nopts};
-	longopts[n] = (struct option){NULL, 0, NULL, 0};
-
+	struct cli_opt table[40];
+	size_t n = 0;
 	memset(a, 0, sizeof(*a));
-	opterr = 0;
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		if (c == 'h') {
-			cli_sub_usage(sub, verb);
-			return -1;
-		} else if (c == OPT_OUTPUT) {
-			if (cli_parse_output(optarg, &a->json) < 0)
-				return CLI_EXIT_USAGE;
-		} else if (c == OPT_ASYNC) {
-			a->async = true;
-		} else if (c >= OPT_BASE && c < OPT_BASE + (int)nopts) {
-			const struct cli_opt *o = &opts[c - OPT_BASE];
-			if (o->flag) {
-				*o->flag = true;
-			} else if (o->list) {
-				size_t k = 0;
-				while (o->list[k])
-					k++;
-				if (k + 1 >= o->list_max)
-					return cli_usage_error(
-					    verb, sub, "too many values");
-				o->list[k] = optarg;
-			} else {
-				*o->val = optarg;
-			}
-		} else {
-			return cli_sub_bad(verb, sub, argv, c);
-		}
+	table[n++] = (struct cli_opt)CLI_O_FN(0, "output", "ofmt",
+					      cli_opt_output, &a->json, NULL);
+	if (sub_is_task(sub))
+		table[n++] = (struct cli_opt)CLI_O_FLAG(0, "async", &a->async,
+							NULL);
+	for (size_t i = 0; opts && opts[i].name && n < CP_ARRAY_SIZE(table) - 1;
+	     i++)
+		table[n++] = opts[i];
+	table[n] = (struct cli_opt)CLI_OPT_END;
+	char usage[1024];
+	FILE *uf = fmemopen(usage, sizeof(usage), "w");
+	if (uf) {
+		fprintf(uf, "%s ", verb);
+		print_usage(uf, sub);
+		fclose(uf);
+	} else {
+		snprintf(usage, sizeof(usage), "%s %s", verb, sub->name);
 	}
-	a->npos = argc - optind;
-	a->pos = argv + optind;
+	struct cli_sub_ctx ctx = {verb, sub};
+	struct cli_parser p = {.cmd = sub->name,
+			       .opts = table,
+			       .usage = usage,
+			       .help = cli_sub_help,
+			       .ctx = &ctx};
+	int r = cli_parse(&p, argc, argv);
+	if (r)
+		return r == CLI_PARSE_HELP ? -1 : CLI_EXIT_USAGE;
+	a->npos = p.npos;
+	a->pos = p.pos;
 	if (a->npos < min_pos || a->npos > max_pos)
 		return cli_usage_error(verb, sub,
 				       a->npos < min_pos ? "missing arguments"
@@ -584,33 +655,191 @@ int cli_sub_parse(const char *verb, const struct cli_subcmd *sub, int argc,
 	return 0;
 }
 
-void cli_params_pos(struct cp_jsonw *w, const struct cli_args *a,
-		    const char *const *keys)
+/* ---- method subcommands: options from api/methods.def ---------------------- */
+
+static int call_index(const struct cli_call *k, const char *name)
 {
-	cp_jsonw_init(w);
-	cp_jsonw_obj_begin(w, NULL);
-	for (int i = 0; i < a->npos && keys[i]; i++)
-		cp_jsonw_str(w, keys[i], a->pos[i]);
+	const struct cp_api_param *p = cp_api_param(k->api, name);
+	return p ? (int)(p - k->api->params) : -1;
 }
 
-int cli_run_pos(const char *method, const struct cli_args *a,
-		const char *const *keys, cli_printer_fn print)
+const char *cli_call_val(const struct cli_call *k, const char *name)
 {
-	struct cp_jsonw w;
-	cli_params_pos(&w, a, keys);
-	cp_jsonw_obj_end(&w);
-	int r = cli_run(method, &w, a->json, print);
-	cp_jsonw_free(&w);
-	return r;
+	int i = call_index(k, name);
+	return i < 0 ? NULL : k->val[i];
 }
 
-int cli_run_task_pos(const char *method, const struct cli_args *a,
-		     const char *const *keys)
+bool cli_call_flag(const struct cli_call *k, const char *name)
 {
-	struct cp_jsonw w;
-	cli_params_pos(&w, a, keys);
-	cp_jsonw_obj_end(&w);
-	int r = cli_run_task(method, &w, a->json, a->async, NULL);
-	cp_jsonw_free(&w);
+	int i = call_index(k, name);
+	return i >= 0 && k->flag[i];
+}
+
+const char *const *cli_call_list(const struct cli_call *k, const char *name)
+{
+	int i = call_index(k, name);
+	return i < 0 ? NULL : k->list[i];
+}
+
+/* "initial-size" -> "initial size": how errors name an option's value. */
+static void what_of(char *out, size_t len, const char *s)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < len; i++)
+		out[i] = s[i] == '-' || s[i] == '_' ? ' ' : s[i];
+	out[i] = 0;
+}
+
+/* One given value into the params object; an exit status on error. */
+static int call_param(const char *verb, const struct cli_subcmd *sub,
+		      struct cli_call *k, size_t i)
+{
+	const struct cp_api_param *p = &k->api->params[i];
+	struct cp_jsonw *w = &k->params;
+	const char *s = k->val[i];
+	char what[64], *end;
+	what_of(what, sizeof(what), p->opt ? p->opt : p->name);
+	if (p->type == CP_API_BOOL) {
+		if (k->flag[i])
+			cp_jsonw_bool(w, p->name, true);
+		return 0;
+	}
+	if (p->flag_value) {
+		if (k->flag[i])
+			cp_jsonw_str(w, p->name, p->flag_value);
+		return 0;
+	}
+	if (p->type == CP_API_STRV) {
+		if (!k->list[i][0])
+			return 0;
+		cp_jsonw_arr_begin(w, p->name);
+		for (size_t j = 0; k->list[i][j]; j++)
+			cp_jsonw_str(w, NULL, k->list[i][j]);
+		cp_jsonw_arr_end(w);
+		return 0;
+	}
+	if (!s) {
+		if (!p->required)
+			return 0;
+		char msg[96];
+		snprintf(msg, sizeof(msg), "--%s is required", p->opt);
+		return cli_usage_error(verb, sub, msg);
+	}
+	switch (p->type) {
+	case CP_API_SIZE: {
+		uint64_t v;
+		if (cli_parse_size(what, s, &v) < 0)
+			return CLI_EXIT_USAGE;
+		cp_jsonw_u64(w, p->name, v);
+		return 0;
+	}
+	case CP_API_U64: {
+		errno = 0;
+		unsigned long long v = strtoull(s, &end, 10);
+		if (errno || end == s || *end || s[0] == '-') {
+			cli_error("invalid %s '%s': expected a number", what, s);
+			return CLI_EXIT_USAGE;
+		}
+		cp_jsonw_u64(w, p->name, v);
+		return 0;
+	}
+	case CP_API_NUM: {
+		double v = strtod(s, &end);
+		if (end == s || *end || v < 0) {
+			char unit[32] = "a number";
+			if (p->metavar)
+				for (size_t j = 0; p->metavar[j] && j < 31; j++)
+					unit[j] = (char)(p->metavar[j] | 0x20),
+					unit[j + 1] = 0;
+			cli_error("invalid %s '%s': expected %s", what, s, unit);
+			return CLI_EXIT_USAGE;
+		}
+		cp_jsonw_double(w, p->name, v);
+		return 0;
+	}
+	case CP_API_ENUM: {
+		char msg[160], list[128] = "";
+		for (size_t j = 0; p->choices[j]; j++) {
+			if (!strcmp(s, p->choices[j])) {
+				cp_jsonw_str(w, p->name, s);
+				return 0;
+			}
+			snprintf(list + strlen(list), sizeof(list) - strlen(list),
+				 "%s%s", !j ? "" : p->choices[j + 1] ? ", " : " or ",
+				 p->choices[j]);
+		}
+		snprintf(msg, sizeof(msg), "--%s must be %s", p->opt, list);
+		return cli_usage_error(verb, sub, msg);
+	}
+	default: /* STR, UUID: the daemon checks them */
+		cp_jsonw_str(w, p->name, s);
+		return 0;
+	}
+}
+
+int cli_api_parse(const char *verb, const struct cli_subcmd *sub, int argc,
+		  char **argv, struct cli_call *k)
+{
+	struct cli_opt opts[CP_API_MAX_PARAMS + 1];
+	size_t n = 0;
+	int min_pos = 0, max_pos = 0;
+	memset(k, 0, sizeof(*k));
+	k->api = sub_api(sub);
+	if (!k->api)
+		return cli_error("%s %s: unknown method %s (api/methods.def)",
+				 verb, sub->name, sub->method);
+	for (size_t i = 0; i < k->api->nparams; i++) {
+		const struct cp_api_param *p = &k->api->params[i];
+		if (p->pos) {
+			max_pos = CP_MAX(max_pos, p->pos);
+			if (p->required)
+				min_pos = CP_MAX(min_pos, p->pos);
+		} else if (!p->opt) {
+			continue;
+		} else if (p->type == CP_API_BOOL || p->flag_value) {
+			opts[n++] = (struct cli_opt)CLI_FLAG(p->opt, &k->flag[i]);
+		} else if (p->type == CP_API_STRV) {
+			opts[n++] = (struct cli_opt)CLI_LIST(p->opt, k->list[i]);
+		} else {
+			opts[n++] = (struct cli_opt)CLI_VAL(p->opt, &k->val[i]);
+		}
+	}
+	opts[n] = (struct cli_opt)CLI_OPT_END;
+	int r = cli_sub_parse(verb, sub, argc, argv, opts, &k->a, min_pos,
+			      max_pos);
+	if (r)
+		return r;
+	for (size_t i = 0; i < k->api->nparams; i++) {
+		int pos = k->api->params[i].pos;
+		if (pos && pos <= k->a.npos)
+			k->val[i] = k->a.pos[pos - 1];
+	}
+	if (sub->check && (r = sub->check(sub, k)))
+		return r;
+	cp_jsonw_init(&k->params);
+	cp_jsonw_obj_begin(&k->params, NULL);
+	for (size_t i = 0; i < k->api->nparams; i++) {
+		if ((r = call_param(verb, sub, k, i))) {
+			cp_jsonw_free(&k->params);
+			return r;
+		}
+	}
+	cp_jsonw_obj_end(&k->params);
+	return 0;
+}
+
+int cli_api_run(const char *verb, const struct cli_subcmd *sub, int argc,
+		char **argv)
+{
+	struct cli_call k;
+	int r = cli_api_parse(verb, sub, argc, argv, &k);
+	if (r)
+		return r < 0 ? 0 : r;
+	if (k.api->flags & CP_API_TASK)
+		r = cli_run_task(k.api->name, &k.params, k.a.json, k.a.async,
+				 sub->print);
+	else
+		r = cli_run(k.api->name, &k.params, k.a.json, sub->print);
+	cp_jsonw_free(&k.params);
 	return r;
 }

@@ -29,6 +29,7 @@
 #include "common.h"
 #include "json.h"
 #include "jsonw.h"
+#include "api.h"
 #include "spm.h"
 
 /* ---- log.c: one sink, stderr with timestamps ------------------------------ */
@@ -79,43 +80,117 @@ struct dmn_config {
 int dmn_config_load(struct dmn_config *cfg, int argc, char **argv);
 void dmn_config_free(struct dmn_config *cfg);
 
-/* ---- tasks.c: the daemon's tasks ------------------------------------------ */
+/* ---- records.c: records as JSON (leaf: uses no other daemon file) ------- */
 
-/* What a worker runs: one of the long structural calls with its
- * parameters copied out of the request. */
-enum dmn_job_type {
-	DMN_JOB_VOL_CREATE,
-	DMN_JOB_VOL_DELETE,
-	DMN_JOB_VOL_MERGE,
-	DMN_JOB_IMG_DELETE,
-	DMN_JOB_IMG_COPY,
-	DMN_JOB_TEMPLATE_CREATE,
-	DMN_JOB_TEMPLATE_CLONE,
-};
+/* "EPERM" for 1 (positive errno); "E<n>" when unknown. */
+const char *dmn_errno_name(int e);
+const char *dmn_domain_type_name(enum cp_domain_type t); /* "file" */
+void dmn_json_domain_md(struct cp_jsonw *w, const char *key,
+			const struct cp_domain_md *md);
+/* The record's members plus stats, readable, joined, renewal... */
+void dmn_json_domain_status(struct cp_jsonw *w,
+			    const struct cp_domain_status *s);
+/* sz may be NULL (no sizes). */
+void dmn_json_volmeta(struct cp_jsonw *w, const char *key,
+		      const struct cp_volmeta *m, const struct cp_vol_size *sz);
+void dmn_json_spm_status(struct cp_jsonw *w, const struct cp_spm_status *s);
+/* Journal record -> JSON object members (no braces). */
+void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t);
+
+/* ---- params.c: a call and its params, checked against api/methods.def --- */
 
 #define DMN_UUID_BUF (CP_UUID_STR_LEN + 1)
 
-struct dmn_job {
-	enum dmn_job_type type;
-	const char *method;            /* "volume.create": the method table's
-					* string (static) */
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	char parent[DMN_UUID_BUF], parent_img[DMN_UUID_BUF];
-	char dst_dom[DMN_UUID_BUF];
-	char tmpl_img[DMN_UUID_BUF], tmpl_vol[DMN_UUID_BUF];
-	bool has_desc;
-	char desc[CP_VOLMETA_DESC_MAX + 1];
-	enum cp_vol_format format;
-	enum cp_vol_alloc allocation;
-	uint64_t capacity, initial_size;
-	bool full;                     /* clone mode */
+/* One checked param. */
+struct dmn_arg {
+	bool given;
+	union {
+		const char *s;         /* STR (borrowed from the request) */
+		uint64_t u;            /* SIZE, U64 */
+		bool b;
+		double n;
+		int e;                 /* ENUM: index into choices */
+		const char **strv;     /* STRV: NULL-terminated (freed by
+					* dmn_params_free) */
+	} v;
+	char uuid[DMN_UUID_BUF];       /* UUID, lower-cased; "" when absent */
+};
+
+/* One call being answered. */
+struct dmn_call {
+	struct dmn *d;
+	const char *method;            /* the request's; the table's once
+					* found */
+	const struct cp_api_method *api; /* its table entry (NULL: unknown) */
+	const cp_json *params;         /* an object (empty when absent) */
+	struct cp_jsonw *res;          /* the handler writes one value */
+	/* JSON-RPC level error (set with dmn_call_error, returned as
+	 * DMN_RPC_ERROR by handlers) */
+	int rpc_code;
+	char rpc_msg[512];
+	char rpc_param[64];            /* the param named, for error.data */
+	struct dmn_arg args[CP_API_MAX_PARAMS]; /* api->params order */
+};
+#define DMN_RPC_ERROR 1
+
+/* JSON-RPC 2.0 codes */
+#define DMN_EPARSE -32700
+#define DMN_EINVALID_REQUEST -32600
+#define DMN_ENO_METHOD -32601
+#define DMN_EINVALID_PARAMS -32602
+#define DMN_EINTERNAL -32603
+#define DMN_EAPP_BASE 1000             /* + errno */
+
+int dmn_call_error(struct dmn_call *c, int code, const char *param,
+		   const char *fmt, ...) CP_PRINTF(4, 5);
+/* Check c->params against c->api into c->args: 0, DMN_RPC_ERROR
+ * (-32602 set) or -ENOMEM.  dmn_params_free() afterwards in any case. */
+int dmn_params_parse(struct dmn_call *c);
+void dmn_params_free(struct dmn_call *c);
+/* A param's value, by its table name; the absent value when not given
+ * (NULL, "", 0, false, dflt, 0 = the first choice).  Asking for a name
+ * the table does not give the method, or with another type, aborts. */
+bool dmn_arg_given(const struct dmn_call *c, const char *name);
+const char *dmn_arg_str(const struct dmn_call *c, const char *name);
+const char *dmn_arg_uuid(const struct dmn_call *c, const char *name);
+uint64_t dmn_arg_u64(const struct dmn_call *c, const char *name); /* SIZE too */
+bool dmn_arg_bool(const struct dmn_call *c, const char *name);
+double dmn_arg_num(const struct dmn_call *c, const char *name, double dflt);
+int dmn_arg_enum(const struct dmn_call *c, const char *name);
+const char **dmn_arg_strv(const struct dmn_call *c, const char *name);
+
+/* ---- tasks.c: the daemon's tasks ------------------------------------------ */
+
+/* What a running job sees. */
+struct dmn_run {
+	cp_pool *pool;
+	const char *task_uuid;         /* for the library's journal */
+	cp_task_progress_fn progress;  /* with opaque: updates the task */
+	void *opaque;
+};
+
+/* How a task method's work runs (methods.c: its handler passes it to
+ * start_job() with an argument struct of the method's own). */
+struct dmn_job_ops {
+	size_t args_size;
+	/* Worker thread: the library call.  Writes the members of the task's
+	 * result object to result ({} when it writes none).  0 or -errno
+	 * with cp_last_error() set. */
+	int (*run)(const struct dmn_run *x, const void *args,
+		   struct cp_jsonw *result);
+	/* The start answer's members after "task" and "domain": the UUIDs
+	 * the work will create or touch. */
+	void (*started)(struct cp_jsonw *w, const void *args);
 };
 
 enum dmn_task_state { DMN_TASK_RUNNING, DMN_TASK_DONE, DMN_TASK_FAILED };
 
 struct dmn_task {
 	char uuid[DMN_UUID_BUF];
-	struct dmn_job job;
+	const struct cp_api_method *api;  /* the method that started it */
+	const struct dmn_job_ops *ops;
+	char dom[DMN_UUID_BUF];        /* the domain it works on */
+	void *args;                    /* ops->args_size bytes, owned */
 	enum dmn_task_state state;
 	uint64_t done, total;          /* progress, bytes */
 	int error;                     /* -errno when FAILED */
@@ -140,10 +215,13 @@ struct dmn_tasks {
 
 void dmn_tasks_init(struct dmn_tasks *t);
 void dmn_tasks_destroy(struct dmn_tasks *t);
-/* Add a RUNNING task with job and start its worker (detached).  task_uuid
- * was generated by the caller.  0 or -errno (the task is not added). */
+/* Add a RUNNING task and start its worker (detached), which runs
+ * ops->run with a copy of args.  task_uuid was generated by the caller.
+ * 0 or -errno (the task is not added). */
 int dmn_task_start(struct dmn *d, const char *task_uuid,
-		   const struct dmn_job *job);
+		   const struct cp_api_method *api,
+		   const struct dmn_job_ops *ops, const char *dom,
+		   const void *args);
 /* Write the task's status object (see docs/api.md, task.get).  jt (may be
  * NULL) is the journal's record of the same task.  Locks the table. */
 void dmn_task_write(struct dmn *d, struct cp_jsonw *w, const char *key,
@@ -161,47 +239,21 @@ int dmn_task_uuids(struct dmn *d, struct cp_uuid_str **out, size_t *n);
 /* Shutdown: wake waiters, then wait until no worker runs. */
 void dmn_tasks_stop(struct dmn *d);
 
-/* Journal record -> JSON object members (no braces). */
-void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t);
+/* ---- methods.c: the handlers and the dispatch table ---------------------- */
 
-/* ---- methods.c: the API ---------------------------------------------------- */
-
-/* One call being answered. */
-struct dmn_call {
-	struct dmn *d;
-	const char *method;
-	const cp_json *params;         /* an object (empty when absent) */
-	struct cp_jsonw *res;          /* the handler writes one value */
-	/* JSON-RPC level error (set with dmn_call_error, returned as
-	 * DMN_RPC_ERROR by handlers) */
-	int rpc_code;
-	char rpc_msg[512];
-	char rpc_param[64];            /* the param named, for error.data */
-};
-#define DMN_RPC_ERROR 1
-
-/* JSON-RPC 2.0 codes */
-#define DMN_EPARSE -32700
-#define DMN_EINVALID_REQUEST -32600
-#define DMN_ENO_METHOD -32601
-#define DMN_EINVALID_PARAMS -32602
-#define DMN_EINTERNAL -32603
-#define DMN_EAPP_BASE 1000             /* + errno */
-
-int dmn_call_error(struct dmn_call *c, int code, const char *param,
-		   const char *fmt, ...) CP_PRINTF(4, 5);
-
-/* Run a method: 0 (result written to c->res), DMN_RPC_ERROR, or -errno
+/* Run a method: check its params (and, for a CP_API_SPM method that is no
+ * task, the SPM role), then its handler m_<id> (in the connection's
+ * thread).  0 (result written to c->res), DMN_RPC_ERROR, or -errno
  * (application error; message in cp_last_error() of this thread). */
 int dmn_method_call(struct dmn_call *c);
 
-/* Records -> JSON objects. */
-void dmn_json_domain_md(struct cp_jsonw *w, const char *key,
-			const struct cp_domain_md *md);
-void dmn_json_volmeta(struct cp_jsonw *w, const char *key,
-		      const struct cp_volmeta *m, const struct cp_vol_size *sz);
-/* "EPERM" for 1 (positive errno); "E<n>" when unknown. */
-const char *dmn_errno_name(int e);
+/* ---- monitor.c: the join and monitor threads ------------------------------ */
+
+void *dmn_join_thread(void *d);    /* cp_pool_join() once */
+void *dmn_monitor_thread(void *d); /* until d->stopping or wake_fd */
+/* Tell the monitor to look for the lease fd again (after spm.start,
+ * volume.prepare --rw). */
+void dmn_monitor_kick(struct dmn *d);
 
 /* ---- server.c: the unix socket and JSON-RPC framing ----------------------- */
 
@@ -258,8 +310,5 @@ struct dmn {
 
 	struct dmn_tasks tasks;
 };
-
-/* Tell the monitor to look for the lease fd again (main.c). */
-void dmn_monitor_kick(struct dmn *d);
 
 #endif

@@ -1,5 +1,4 @@
-/* daemon/main.c - cowpoold: start-up, the join and monitor threads, signals
- * and shutdown.
+/* daemon/main.c - cowpoold: start-up, signals and shutdown.
  *
  * Start-up: configuration (config.c), the socket bound (so a second
  * daemon fails early), cp_pool_open(), then the threads: join
@@ -25,119 +24,6 @@
 #include <unistd.h>
 
 #include "cowpoold.h"
-
-/* ---- join thread ---------------------------------------------------------- */
-
-static void *join_thread(void *arg)
-{
-	struct dmn *d = arg;
-	cp_clear_error();
-	int r = cp_pool_join(d->pool);
-	pthread_mutex_lock(&d->lock);
-	d->join_state = r < 0 ? DMN_JOIN_FAILED : DMN_JOIN_DONE;
-	d->join_error = r;
-	snprintf(d->join_message, sizeof(d->join_message), "%s",
-		 r < 0 ? (cp_last_error()[0] ? cp_last_error() : strerror(-r))
-		       : "");
-	pthread_mutex_unlock(&d->lock);
-	if (r < 0)
-		dmn_err("joining the lockspaces failed: %s", d->join_message);
-	else
-		dmn_info("lockspaces joined");
-	return NULL;
-}
-
-/* ---- monitor thread ------------------------------------------------------- */
-
-static void monitor_once(struct dmn *d)
-{
-	cp_clear_error();
-	int r = cp_pool_monitor(d->pool);
-	if (r < 0)
-		dmn_warn("domain monitor: %s", cp_last_error());
-	struct cp_domain_status *st;
-	size_t n;
-	if (cp_pool_domains(d->pool, &st, &n) == 0) {
-		for (size_t i = 0; i < n; i++)
-			if (st[i].last_error)
-				dmn_warn("domain %s (%s): %s", st[i].md.dom_uuid,
-					 st[i].md.name, st[i].message);
-		free(st);
-	}
-}
-
-/* Lease loss: the sanlock daemon connection hung up, so no lease of this
- * process is held any more.  cp_spm_check() drops the SPM role. */
-static void monitor_lease_lost(struct dmn *d)
-{
-	cp_clear_error();
-	int r = cp_spm_check(d->pool);
-	dmn_err("lost the connection to the sanlock daemon: no lease is held "
-		"any more%s%s", r == -ESTALE ? "; SPM role dropped: " : "",
-		r == -ESTALE ? cp_last_error() : "");
-}
-
-void dmn_monitor_kick(struct dmn *d)
-{
-	ssize_t w = write(d->kick_fd[1], "k", 1);
-	(void)w; /* a full pipe already holds a kick */
-}
-
-static void *monitor_thread(void *arg)
-{
-	struct dmn *d = arg;
-	int lease_fd = -1;
-	bool lease_lost = false;
-	struct timespec next;
-	clock_gettime(CLOCK_MONOTONIC, &next);
-
-	for (;;) {
-		if (lease_fd < 0 && !lease_lost && d->cfg.sanlock) {
-			int fd = cp_pool_lease_fd(d->pool);
-			if (fd >= 0)
-				lease_fd = fd;
-		}
-		struct timespec now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		int64_t ms = (next.tv_sec - now.tv_sec) * 1000 +
-			     (next.tv_nsec - now.tv_nsec) / 1000000;
-		if (ms < 0)
-			ms = 0;
-		struct pollfd pfd[3] = {
-		    {.fd = d->wake_fd[0], .events = POLLIN},
-		    {.fd = d->kick_fd[0], .events = POLLIN},
-		    {.fd = lease_fd, .events = POLLRDHUP},
-		};
-		int n = poll(pfd, lease_fd >= 0 ? 3 : 2, (int)ms);
-		if (n < 0 && errno != EINTR) {
-			dmn_err("monitor: poll: %s", strerror(errno));
-			break;
-		}
-		if (atomic_load(&d->stopping) || (n > 0 && pfd[0].revents))
-			break;
-		if (n > 0 && pfd[1].revents) {
-			char buf[64];
-			ssize_t k = read(d->kick_fd[0], buf, sizeof(buf));
-			(void)k;
-			/* look it up again (a new client after a loss) */
-			lease_fd = -1;
-			lease_lost = false;
-		}
-		if (lease_fd >= 0 && n > 0 && pfd[2].revents) {
-			monitor_lease_lost(d);
-			lease_fd = -1;
-			lease_lost = true;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > next.tv_sec ||
-		    (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec)) {
-			monitor_once(d);
-			clock_gettime(CLOCK_MONOTONIC, &next);
-			next.tv_sec += d->cfg.monitor_interval;
-		}
-	}
-	return NULL;
-}
 
 /* ---- signals -------------------------------------------------------------- */
 
@@ -268,11 +154,11 @@ int main(int argc, char **argv)
 	}
 	if (d->cfg.sanlock) {
 		d->join_state = DMN_JOIN_RUNNING;
-		if (dmn_start_thread(&d->join_thread, join_thread, d,
+		if (dmn_start_thread(&d->join_thread, dmn_join_thread, d,
 				     "join") == 0)
 			d->join_started = true;
 	}
-	if (dmn_start_thread(&d->monitor_thread, monitor_thread, d,
+	if (dmn_start_thread(&d->monitor_thread, dmn_monitor_thread, d,
 			     "monitor") == 0)
 		d->monitor_started = true;
 	if (dmn_server_start(d) < 0) {

@@ -1,5 +1,14 @@
-/* daemon/methods.c - the JSON-RPC methods: parameter checking, calls into
- * spm.h, results as JSON.  docs/api.md is the reference for every method.
+/* daemon/methods.c - the handlers of the JSON-RPC methods and the
+ * dispatch table that binds them to api/methods.def.
+ *
+ * A call's params are checked against the table (params.c) before its
+ * handler runs; the handler reads them with dmn_arg_*(), checks what the
+ * table cannot say (one param needs another...), calls spm.h and writes
+ * the result.  A task method's handler fills its own argument struct and
+ * calls start_job() with its struct dmn_job_ops (run in a worker thread,
+ * writer of the start answer), which sits beside it.  The handler of the
+ * api/methods.def entry `id` is m_<id>; the dispatch table is expanded
+ * from methods.def.  docs/api.md is the reference for every method.
  *
  * Handlers run in the connection's thread.  They return 0 with one value
  * written to c->res, DMN_RPC_ERROR with c->rpc_* set (bad params), or
@@ -9,335 +18,34 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cowpoold.h"
 
-int dmn_call_error(struct dmn_call *c, int code, const char *param,
-		   const char *fmt, ...)
-{
-	va_list ap;
-	c->rpc_code = code;
-	va_start(ap, fmt);
-	vsnprintf(c->rpc_msg, sizeof(c->rpc_msg), fmt, ap);
-	va_end(ap);
-	snprintf(c->rpc_param, sizeof(c->rpc_param), "%s", param ? param : "");
-	return DMN_RPC_ERROR;
-}
+/* ---- helpers -------------------------------------------------------------- */
 
-const char *dmn_errno_name(int e)
-{
-	static _Thread_local char buf[16];
-	const char *n = strerrorname_np(e);
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-/* ---- parameters ----------------------------------------------------------- */
-
-enum dmn_ptype {
-	P_STR,   /* out: const char ** (borrowed from the request) */
-	P_UUID,  /* out: char[DMN_UUID_BUF], lower-cased; "" when absent */
-	P_SIZE,  /* out: uint64_t *; integer or "1G" */
-	P_U64,   /* out: uint64_t *; integer <= max (when max) */
-	P_BOOL,  /* out: bool * */
-	P_NUM,   /* out: double * */
-	P_ENUM,  /* out: int * index into choices (NULL-terminated) */
-	P_STRV,  /* out: const char *** NULL-terminated, caller frees */
-};
-
-struct dmn_param {
-	const char *name;
-	enum dmn_ptype type;
-	bool required;
-	void *out;
-	bool *given;                   /* may be NULL */
-	const char *const *choices;    /* P_ENUM */
-	uint64_t max;                  /* P_U64: 0 = UINT64_MAX */
-};
-
-static int param_type_error(struct dmn_call *c, const char *name,
-			    const char *want, const cp_json *v)
-{
-	return dmn_call_error(c, DMN_EINVALID_PARAMS, name,
-			      "invalid params: '%s' must be %s, not %s", name,
-			      want, cp_json_type_name(cp_json_type(v)));
-}
-
-static int param_one(struct dmn_call *c, const struct dmn_param *p,
-		     const cp_json *v)
-{
-	const char *s;
-	switch (p->type) {
-	case P_STR:
-		s = cp_json_string(v, NULL);
-		if (!s)
-			return param_type_error(c, p->name, "a string", v);
-		*(const char **)p->out = s;
-		return 0;
-	case P_UUID: {
-		s = cp_json_string(v, NULL);
-		if (!s)
-			return param_type_error(c, p->name,
-						"a UUID string", v);
-		if (!cp_uuid_valid(s))
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, p->name,
-			    "invalid params: '%s': bad UUID '%.80s' (expected "
-			    "8-4-4-4-12 hex digits)", p->name, s);
-		char *out = p->out;
-		for (size_t i = 0; i <= CP_UUID_STR_LEN; i++)
-			out[i] = (char)(s[i] >= 'A' && s[i] <= 'F'
-					    ? s[i] - 'A' + 'a' : s[i]);
-		return 0;
-	}
-	case P_SIZE: {
-		uint64_t *out = p->out;
-		s = NULL;
-		if (cp_json_type(v) == CP_JSON_NUMBER) {
-			if (cp_json_u64(v, out) < 0 || *out > INT64_MAX)
-				goto bad_size;
-			return 0;
-		}
-		s = cp_json_string(v, NULL);
-		if (!s)
-			return param_type_error(
-			    c, p->name, "a size (an integer, or a string "
-			    "such as \"10G\")", v);
-		if (cp_parse_size(s, out) < 0 || *out > INT64_MAX)
-			goto bad_size;
-		return 0;
-	bad_size:
-		return dmn_call_error(
-		    c, DMN_EINVALID_PARAMS, p->name,
-		    "invalid params: '%s': invalid size %s%.40s%s (expected "
-		    "bytes below 2^63 as an integer, or a string with a k, M, "
-		    "G, T, P or E suffix)", p->name,
-		    s ? "'" : "", s ? s : cp_json_number_text(v), s ? "'" : "");
-	}
-	case P_U64: {
-		uint64_t *out = p->out, max = p->max ? p->max : UINT64_MAX;
-		if (cp_json_type(v) != CP_JSON_NUMBER)
-			return param_type_error(c, p->name, "an integer", v);
-		if (cp_json_u64(v, out) < 0 || *out > max)
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, p->name,
-			    "invalid params: '%s': %s is not an integer in "
-			    "0..%" PRIu64, p->name, cp_json_number_text(v),
-			    max);
-		return 0;
-	}
-	case P_BOOL:
-		if (cp_json_bool(v, p->out) < 0)
-			return param_type_error(c, p->name, "a boolean", v);
-		return 0;
-	case P_NUM:
-		if (cp_json_double(v, p->out) < 0)
-			return param_type_error(c, p->name, "a number", v);
-		return 0;
-	case P_ENUM: {
-		char list[256] = "";
-		s = cp_json_string(v, NULL);
-		for (size_t i = 0; p->choices[i]; i++) {
-			if (s && !strcmp(s, p->choices[i])) {
-				*(int *)p->out = (int)i;
-				return 0;
-			}
-			snprintf(list + strlen(list), sizeof(list) - strlen(list),
-				 "%s\"%s\"", i ? ", " : "", p->choices[i]);
-		}
-		if (!s)
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, p->name,
-			    "invalid params: '%s' must be one of %s, not %s",
-			    p->name, list, cp_json_type_name(cp_json_type(v)));
-		return dmn_call_error(c, DMN_EINVALID_PARAMS, p->name,
-				      "invalid params: '%s' must be one of %s, "
-				      "not '%.80s'", p->name, list, s);
-	}
-	case P_STRV: {
-		if (cp_json_type(v) != CP_JSON_ARRAY)
-			return param_type_error(c, p->name,
-						"an array of strings", v);
-		size_t n = cp_json_count(v);
-		const char **arr = calloc(n + 1, sizeof(*arr));
-		if (!arr)
-			return -ENOMEM;
-		for (size_t i = 0; i < n; i++) {
-			arr[i] = cp_json_string(cp_json_at(v, i), NULL);
-			if (!arr[i]) {
-				free(arr);
-				return dmn_call_error(
-				    c, DMN_EINVALID_PARAMS, p->name,
-				    "invalid params: '%s' must be an array of "
-				    "strings (element %zu is %s)", p->name, i,
-				    cp_json_type_name(
-					cp_json_type(cp_json_at(v, i))));
-			}
-		}
-		*(const char ***)p->out = arr;
-		return 0;
-	}
-	}
-	return -EINVAL;
-}
-
-/* Check c->params against spec: unknown names, missing required ones,
- * types and values.  On error nothing allocated is left behind except
- * what earlier P_STRV entries stored (free them: they are NULL-init). */
-static int params_parse(struct dmn_call *c, const struct dmn_param *spec,
-			size_t n)
-{
-	const cp_json *params = c->params;
-	for (size_t i = 0; i < cp_json_count(params); i++) {
-		const char *k = cp_json_key_at(params, i);
-		bool known = false;
-		for (size_t j = 0; j < n && !known; j++)
-			known = !strcmp(k, spec[j].name);
-		if (!known) {
-			char list[400] = "";
-			for (size_t j = 0; j < n; j++)
-				snprintf(list + strlen(list),
-					 sizeof(list) - strlen(list), "%s%s",
-					 j ? ", " : "", spec[j].name);
-			return dmn_call_error(
-			    c, DMN_EINVALID_PARAMS, k,
-			    "invalid params: unknown param '%.64s' (%s takes "
-			    "%s)", k, c->method, n ? list : "no params");
-		}
-	}
-	for (size_t j = 0; j < n; j++) {
-		const struct dmn_param *p = &spec[j];
-		const cp_json *v = cp_json_get(params, p->name);
-		if (p->given)
-			*p->given = v != NULL;
-		if (!v) {
-			if (p->required)
-				return dmn_call_error(
-				    c, DMN_EINVALID_PARAMS, p->name,
-				    "invalid params: '%s' is missing",
-				    p->name);
-			continue;
-		}
-		int r = param_one(c, p, v);
-		if (r)
-			return r;
-	}
-	return 0;
-}
-
-#define PARAMS(c, ...)                                                         \
-	({                                                                     \
-		const struct dmn_param spec_[] = {__VA_ARGS__};                \
-		params_parse(c, spec_, CP_ARRAY_SIZE(spec_));                  \
-	})
-#define NO_PARAMS(c) params_parse(c, NULL, 0)
-
-/* Shorthands for spec entries. */
-#define REQ(n, t, o) {.name = (n), .type = (t), .required = true, .out = (o)}
-#define OPT(n, t, o) {.name = (n), .type = (t), .out = (o)}
-#define OPTG(n, t, o, g) {.name = (n), .type = (t), .out = (o), .given = (g)}
-#define ENUM(n, ch, o) {.name = (n), .type = P_ENUM, .out = (o), .choices = (ch)}
-
-static const char *const fmt_names[] = {"cow", "raw", NULL};
-static const char *const alloc_names[] = {"sparse", "preallocated", NULL};
-
-static enum cp_vol_format fmt_of(int i)
+static enum cp_vol_format fmt_of(int i) /* "format": cow, raw */
 {
 	return i == 1 ? CP_VOL_FORMAT_RAW : CP_VOL_FORMAT_COW;
 }
 
-static enum cp_vol_alloc alloc_of(int i)
+static enum cp_vol_alloc alloc_of(int i) /* "allocation": sparse, prealloc */
 {
 	return i == 1 ? CP_VOL_ALLOC_PREALLOCATED : CP_VOL_ALLOC_SPARSE;
 }
 
-/* ---- records as JSON ------------------------------------------------------ */
-
-static const char *type_name(enum cp_domain_type t)
+static void uuid_arg(const struct dmn_call *c, const char *name,
+		     char out[DMN_UUID_BUF])
 {
-	return t == CP_DOMAIN_TYPE_BLOCK ? "block" : "file";
+	memcpy(out, dmn_arg_uuid(c, name), DMN_UUID_BUF);
 }
 
-static void md_members(struct cp_jsonw *w, const struct cp_domain_md *md)
+static const char *opt_str(const char *s)
 {
-	cp_jsonw_str(w, "uuid", md->dom_uuid);
-	cp_jsonw_str(w, "pool", md->pool_uuid);
-	cp_jsonw_str(w, "name", md->name);
-	cp_jsonw_str(w, "type", type_name(md->type));
-	cp_jsonw_u64(w, "version", md->dom_version);
-	cp_jsonw_bool(w, "master", md->master);
-	cp_jsonw_u64(w, "generation", md->generation);
-	cp_jsonw_u64(w, "chunk_size", md->chunk_size);
-	cp_jsonw_u64(w, "io_timeout", md->io_timeout);
-	cp_jsonw_u64(w, "max_volumes", md->max_volumes);
+	return s[0] ? s : NULL;
 }
-
-void dmn_json_domain_md(struct cp_jsonw *w, const char *key,
-			const struct cp_domain_md *md)
-{
-	cp_jsonw_obj_begin(w, key);
-	md_members(w, md);
-	cp_jsonw_obj_end(w);
-}
-
-static void json_domain_status(struct cp_jsonw *w,
-			       const struct cp_domain_status *s)
-{
-	cp_jsonw_obj_begin(w, NULL);
-	md_members(w, &s->md);
-	cp_jsonw_obj_begin(w, "stats");
-	cp_jsonw_u64(w, "total", s->stats.total);
-	cp_jsonw_u64(w, "free", s->stats.free);
-	cp_jsonw_obj_end(w);
-	cp_jsonw_bool(w, "readable", s->readable);
-	cp_jsonw_bool(w, "joined", s->joined);
-	cp_jsonw_str(w, "renewal", cp_host_state_name(s->renewal));
-	if (s->last_error)
-		cp_jsonw_str(w, "last_error", dmn_errno_name(-s->last_error));
-	else
-		cp_jsonw_null(w, "last_error");
-	cp_jsonw_str_or_null(w, "message", s->message);
-	cp_jsonw_i64(w, "checked", s->checked);
-	cp_jsonw_obj_end(w);
-}
-
-void dmn_json_volmeta(struct cp_jsonw *w, const char *key,
-		      const struct cp_volmeta *m, const struct cp_vol_size *sz)
-{
-	static const char *const roles[] = {"?", "leaf", "internal", "shared"};
-	cp_jsonw_obj_begin(w, key);
-	cp_jsonw_str(w, "uuid", m->vol_uuid);
-	cp_jsonw_str(w, "image", m->img_uuid);
-	cp_jsonw_str(w, "domain", m->dom_uuid);
-	cp_jsonw_str_or_null(w, "parent", m->parent_uuid);
-	cp_jsonw_str(w, "format",
-		     m->format == CP_VOL_FORMAT_RAW ? "raw" : "cow");
-	cp_jsonw_str(w, "allocation",
-		     m->allocation == CP_VOL_ALLOC_PREALLOCATED
-			 ? "preallocated" : "sparse");
-	cp_jsonw_str(w, "role",
-		     (unsigned)m->role < CP_ARRAY_SIZE(roles) ? roles[m->role]
-							      : "?");
-	cp_jsonw_str(w, "legality",
-		     m->legality == CP_VOL_ILLEGAL ? "illegal" : "legal");
-	cp_jsonw_u64(w, "capacity", m->capacity);
-	cp_jsonw_u64(w, "generation", m->generation);
-	cp_jsonw_i64(w, "ctime", m->ctime);
-	cp_jsonw_str(w, "description", m->description);
-	if (sz) {
-		cp_jsonw_u64(w, "apparent_size", sz->apparent);
-		cp_jsonw_u64(w, "allocated_size", sz->allocated);
-	}
-	cp_jsonw_obj_end(w);
-}
-
-/* ---- helpers -------------------------------------------------------------- */
 
 static int get_sd(struct dmn_call *c, const char *dom, cp_sd **sd)
 {
@@ -363,6 +71,7 @@ static int write_volume(struct dmn_call *c, struct cp_jsonw *w, cp_sd *sd,
 /* cp_spm_check() with the reason named: -EPERM says who the SPM is. */
 static int spm_check(struct dmn_call *c)
 {
+	cp_clear_error();
 	int r = cp_spm_check(c->d->pool);
 	if (r != -EPERM || cp_last_error()[0])
 		return r;
@@ -384,9 +93,6 @@ static int spm_check(struct dmn_call *c)
 
 static int m_host_info(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	struct dmn *d = c->d;
 	struct cp_jsonw *w = c->res;
 	const char *pool = d->cfg.pool;
@@ -413,50 +119,36 @@ static int m_host_info(struct dmn_call *c)
 
 static int m_domain_create(struct dmn_call *c)
 {
-	static const char *const types[] = {"file", "block", NULL};
-	int type = -1;
-	const char *path = NULL, *name = NULL, **devices = NULL;
-	char uuid[DMN_UUID_BUF] = "", pool[DMN_UUID_BUF] = "";
-	bool master = false;
-	uint64_t io_timeout = 0, chunk = 0, maxvol = 0, extent = 0;
-	int r = PARAMS(c, {.name = "type", .type = P_ENUM, .required = true,
-			   .out = &type, .choices = types},
-		       OPT("path", P_STR, &path), OPT("devices", P_STRV, &devices),
-		       REQ("name", P_STR, &name), OPT("uuid", P_UUID, uuid),
-		       OPT("pool", P_UUID, pool), OPT("master", P_BOOL, &master),
-		       {.name = "io_timeout", .type = P_U64, .out = &io_timeout,
-			.max = 255},
-		       OPT("chunk_size", P_SIZE, &chunk),
-		       {.name = "max_volumes", .type = P_U64, .out = &maxvol,
-			.max = UINT32_MAX},
-		       OPT("extent_size", P_SIZE, &extent));
-	if (r)
-		goto out;
-	if (type == 0 && !path) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
-				   "invalid params: 'path' is missing (a file "
-				   "domain needs the directory to create it "
-				   "in)");
-		goto out;
-	}
-	if (type == 1 && (!devices || !devices[0])) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
-				   "invalid params: 'devices' is missing or "
-				   "empty (a block domain needs devices)");
-		goto out;
-	}
-	if (type == 0 && devices) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
-				   "invalid params: 'devices' is for block "
-				   "domains only");
-		goto out;
-	}
-	if (type == 1 && path) {
-		r = dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
-				   "invalid params: 'path' is for file "
-				   "domains only");
-		goto out;
-	}
+	int type = dmn_arg_enum(c, "type"); /* file, block */
+	const char *path = dmn_arg_str(c, "path");
+	const char *name = dmn_arg_str(c, "name");
+	const char **devices = dmn_arg_strv(c, "devices");
+	char uuid[DMN_UUID_BUF], pool[DMN_UUID_BUF];
+	bool master = dmn_arg_bool(c, "master");
+	uint64_t io_timeout = dmn_arg_u64(c, "io_timeout");
+	uint64_t chunk = dmn_arg_u64(c, "chunk_size");
+	uint64_t maxvol = dmn_arg_u64(c, "max_volumes");
+	uint64_t extent = dmn_arg_u64(c, "extent_size");
+	int r;
+	uuid_arg(c, "uuid", uuid);
+	uuid_arg(c, "pool", pool);
+	if (type == 0 && !path)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
+				      "invalid params: 'path' is missing (a "
+				      "file domain needs the directory to "
+				      "create it in)");
+	if (type == 1 && (!devices || !devices[0]))
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
+				      "invalid params: 'devices' is missing or "
+				      "empty (a block domain needs devices)");
+	if (type == 0 && devices)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "devices",
+				      "invalid params: 'devices' is for block "
+				      "domains only");
+	if (type == 1 && path)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "path",
+				      "invalid params: 'path' is for file "
+				      "domains only");
 	struct cp_sd_create_opts o;
 	struct cp_lvm_opts lvm;
 	cp_sd_create_opts_init(&o);
@@ -469,14 +161,14 @@ static int m_domain_create(struct dmn_call *c)
 	o.loc.root = path;
 	o.loc.lvm = type == 1 ? &lvm : NULL;
 	o.devices = devices;
-	o.dom_uuid = uuid[0] ? uuid : NULL;
+	o.dom_uuid = opt_str(uuid);
 	o.pool_uuid = pool[0] ? pool : c->d->cfg.pool;
 	cp_sd *cur_master;
 	if (!o.pool_uuid && master &&
 	    cp_pool_master(c->d->pool, &cur_master) < 0) {
 		/* The first master domain starts a new pool. */
 		if ((r = cp_uuid_generate(pool)) < 0)
-			goto out;
+			return r;
 		o.pool_uuid = pool;
 	}
 	cp_clear_error();
@@ -493,29 +185,23 @@ static int m_domain_create(struct dmn_call *c)
 	struct cp_domain_md md;
 	r = cp_pool_domain_create(c->d->pool, &o, &md);
 	if (r < 0)
-		goto out;
+		return r;
 	dmn_info("domain %s (%s) created: %s %s", md.dom_uuid, md.name,
-		 type_name(md.type), type == 1 ? devices[0] : path);
+		 dmn_domain_type_name(md.type), type == 1 ? devices[0] : path);
 	dmn_json_domain_md(c->res, NULL, &md);
-	r = 0;
-out:
-	free(devices);
-	return r;
+	return 0;
 }
 
 static int m_domain_list(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	struct cp_domain_status *st;
 	size_t n;
-	r = cp_pool_domains(c->d->pool, &st, &n);
+	int r = cp_pool_domains(c->d->pool, &st, &n);
 	if (r < 0)
 		return r;
 	cp_jsonw_arr_begin(c->res, NULL);
 	for (size_t i = 0; i < n; i++)
-		json_domain_status(c->res, &st[i]);
+		dmn_json_domain_status(c->res, &st[i]);
 	cp_jsonw_arr_end(c->res);
 	free(st);
 	return 0;
@@ -523,20 +209,17 @@ static int m_domain_list(struct dmn_call *c)
 
 static int m_domain_info(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom));
-	if (r)
-		return r;
+	const char *dom = dmn_arg_uuid(c, "domain");
 	struct cp_domain_status *st;
 	size_t n;
-	r = cp_pool_domains(c->d->pool, &st, &n);
+	int r = cp_pool_domains(c->d->pool, &st, &n);
 	if (r < 0)
 		return r;
 	r = cp_error(-ENOENT, "domain %s: not found in the pool of host "
 		     "%" PRIu64, dom, c->d->cfg.host_id);
 	for (size_t i = 0; i < n; i++) {
 		if (!strcmp(st[i].md.dom_uuid, dom)) {
-			json_domain_status(c->res, &st[i]);
+			dmn_json_domain_status(c->res, &st[i]);
 			cp_clear_error();
 			r = 0;
 			break;
@@ -546,16 +229,13 @@ static int m_domain_info(struct dmn_call *c)
 	return r;
 }
 
-static int m_domain_extend(struct dmn_call *c)
+static int m_domain_extend(struct dmn_call *c) /* SPM checked */
 {
-	char dom[DMN_UUID_BUF];
-	const char *device;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom),
-		       REQ("device", P_STR, &device));
-	if (r)
-		return r;
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *device = dmn_arg_str(c, "device");
 	cp_sd *sd;
-	if ((r = spm_check(c)) < 0 || (r = get_sd(c, dom, &sd)) < 0)
+	int r;
+	if ((r = get_sd(c, dom, &sd)) < 0)
 		return r;
 	r = cp_sd_extend(sd, device);
 	if (r < 0)
@@ -572,36 +252,20 @@ static int m_domain_extend(struct dmn_call *c)
 	return 0;
 }
 
-static void json_spm_status(struct cp_jsonw *w, const struct cp_spm_status *s)
-{
-	cp_jsonw_obj_begin(w, NULL);
-	cp_jsonw_str(w, "role", cp_spm_role_name(s->role));
-	cp_jsonw_u64(w, "host_id", s->host_id);
-	cp_jsonw_u64(w, "lver", s->lver);
-	cp_jsonw_bool(w, "self", s->self);
-	cp_jsonw_obj_end(w);
-}
-
 static int m_spm_status(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	struct cp_spm_status s;
-	r = cp_spm_status(c->d->pool, &s);
+	int r = cp_spm_status(c->d->pool, &s);
 	if (r < 0)
 		return r;
-	json_spm_status(c->res, &s);
+	dmn_json_spm_status(c->res, &s);
 	return 0;
 }
 
 static int m_spm_start(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
 	dmn_info("spm start requested");
-	r = cp_spm_start(c->d->pool);
+	int r = cp_spm_start(c->d->pool);
 	if (r < 0) {
 		dmn_warn("spm start failed: %s", cp_last_error());
 		return r;
@@ -612,17 +276,14 @@ static int m_spm_start(struct dmn_call *c)
 		return r;
 	dmn_info("this host is the SPM (lease version %" PRIu64 ")", s.lver);
 	dmn_monitor_kick(c->d);
-	json_spm_status(c->res, &s);
+	dmn_json_spm_status(c->res, &s);
 	return 0;
 }
 
 static int m_spm_stop(struct dmn_call *c)
 {
-	bool force = false;
-	int r = PARAMS(c, OPT("force", P_BOOL, &force));
-	if (r)
-		return r;
-	r = cp_spm_stop(c->d->pool, force);
+	bool force = dmn_arg_bool(c, "force");
+	int r = cp_spm_stop(c->d->pool, force);
 	if (r < 0)
 		return r;
 	dmn_info("spm stopped%s", force ? " (forced)" : "");
@@ -630,28 +291,32 @@ static int m_spm_stop(struct dmn_call *c)
 	r = cp_spm_status(c->d->pool, &s);
 	if (r < 0)
 		return r;
-	json_spm_status(c->res, &s);
+	dmn_json_spm_status(c->res, &s);
 	return 0;
 }
 
 /* ---- images and volumes (reads and short calls) --------------------------- */
 
+/* An array of UUIDs. */
+static void write_uuids(struct cp_jsonw *w, const struct cp_uuid_str *u,
+			size_t n)
+{
+	cp_jsonw_arr_begin(w, NULL);
+	for (size_t i = 0; i < n; i++)
+		cp_jsonw_str(w, NULL, u[i].s);
+	cp_jsonw_arr_end(w);
+}
+
 static int m_image_list(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom));
-	if (r)
-		return r;
 	cp_sd *sd;
 	struct cp_uuid_str *u;
 	size_t n;
-	if ((r = get_sd(c, dom, &sd)) < 0 ||
+	int r;
+	if ((r = get_sd(c, dmn_arg_uuid(c, "domain"), &sd)) < 0 ||
 	    (r = cp_sd_list_images(sd, &u, &n)) < 0)
 		return r;
-	cp_jsonw_arr_begin(c->res, NULL);
-	for (size_t i = 0; i < n; i++)
-		cp_jsonw_str(c->res, NULL, u[i].s);
-	cp_jsonw_arr_end(c->res);
+	write_uuids(c->res, u, n);
 	free(u);
 	return 0;
 }
@@ -734,11 +399,9 @@ static int image_chain(cp_sd *sd, const char *img, struct cp_volmeta **out,
 
 static int m_image_info(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom),
-		       REQ("image", P_UUID, img));
-	if (r)
-		return r;
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	int r;
 	cp_sd *sd;
 	if ((r = get_sd(c, dom, &sd)) < 0)
 		return r;
@@ -789,47 +452,35 @@ static int m_image_info(struct dmn_call *c)
 
 static int m_volume_info(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol));
-	if (r)
-		return r;
 	cp_sd *sd;
-	if ((r = get_sd(c, dom, &sd)) < 0)
+	int r = get_sd(c, dmn_arg_uuid(c, "domain"), &sd);
+	if (r < 0)
 		return r;
-	return write_volume(c, c->res, sd, img, vol);
+	return write_volume(c, c->res, sd, dmn_arg_uuid(c, "image"),
+			    dmn_arg_uuid(c, "volume"));
 }
 
 static int m_volume_list(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom),
-		       REQ("image", P_UUID, img));
-	if (r)
-		return r;
 	cp_sd *sd;
 	struct cp_uuid_str *u;
 	size_t n;
-	if ((r = get_sd(c, dom, &sd)) < 0 ||
-	    (r = cp_sd_list_volumes(sd, img, &u, &n)) < 0)
+	int r;
+	if ((r = get_sd(c, dmn_arg_uuid(c, "domain"), &sd)) < 0 ||
+	    (r = cp_sd_list_volumes(sd, dmn_arg_uuid(c, "image"), &u, &n)) < 0)
 		return r;
-	cp_jsonw_arr_begin(c->res, NULL);
-	for (size_t i = 0; i < n; i++)
-		cp_jsonw_str(c->res, NULL, u[i].s);
-	cp_jsonw_arr_end(c->res);
+	write_uuids(c->res, u, n);
 	free(u);
 	return 0;
 }
 
 static int m_volume_extend(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	uint64_t size = 0, new_size = 0;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol), REQ("size", P_SIZE, &size));
-	if (r)
-		return r;
-	r = cp_vol_extend(c->d->pool, dom, img, vol, size, &new_size);
+	uint64_t new_size = 0;
+	int r = cp_vol_extend(c->d->pool, dmn_arg_uuid(c, "domain"),
+			      dmn_arg_uuid(c, "image"),
+			      dmn_arg_uuid(c, "volume"),
+			      dmn_arg_u64(c, "size"), &new_size);
 	if (r < 0)
 		return r;
 	cp_jsonw_obj_begin(c->res, NULL);
@@ -840,13 +491,11 @@ static int m_volume_extend(struct dmn_call *c)
 
 static int m_volume_prepare(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	bool rw = false;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol), OPT("rw", P_BOOL, &rw));
-	if (r)
-		return r;
-	r = cp_vol_prepare(c->d->pool, dom, img, vol, rw);
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	const char *vol = dmn_arg_uuid(c, "volume");
+	bool rw = dmn_arg_bool(c, "rw");
+	int r = cp_vol_prepare(c->d->pool, dom, img, vol, rw);
 	if (r < 0)
 		return r;
 	dmn_info("volume %s/%s/%s prepared %s", dom, img, vol,
@@ -869,12 +518,10 @@ static int m_volume_prepare(struct dmn_call *c)
 
 static int m_volume_teardown(struct dmn_call *c)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol));
-	if (r)
-		return r;
-	r = cp_vol_teardown(c->d->pool, dom, img, vol);
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	const char *vol = dmn_arg_uuid(c, "volume");
+	int r = cp_vol_teardown(c->d->pool, dom, img, vol);
 	if (r < 0)
 		return r;
 	dmn_info("volume %s/%s/%s torn down", dom, img, vol);
@@ -883,22 +530,35 @@ static int m_volume_teardown(struct dmn_call *c)
 	return 0;
 }
 
-static int m_volume_set_description(struct dmn_call *c)
+/* "description" (optional or required) into desc; *has set when given. */
+static int desc_arg(struct dmn_call *c, char desc[CP_VOLMETA_DESC_MAX + 1],
+		    bool *has)
 {
-	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
-	uint64_t gen = 0;
-	const char *desc;
-	int r = PARAMS(c, REQ("domain", P_UUID, dom), REQ("image", P_UUID, img),
-		       REQ("volume", P_UUID, vol),
-		       REQ("generation", P_U64, &gen),
-		       REQ("description", P_STR, &desc));
-	if (r)
-		return r;
-	if (strlen(desc) > CP_VOLMETA_DESC_MAX)
+	const char *s = dmn_arg_str(c, "description");
+	*has = s != NULL;
+	desc[0] = 0;
+	if (!s)
+		return 0;
+	if (strlen(s) > CP_VOLMETA_DESC_MAX)
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "description",
 				      "invalid params: 'description' is longer "
 				      "than %d bytes", CP_VOLMETA_DESC_MAX);
-	r = cp_vol_set_description(c->d->pool, dom, img, vol, gen, desc);
+	memcpy(desc, s, strlen(s) + 1);
+	return 0;
+}
+
+static int m_volume_set_description(struct dmn_call *c)
+{
+	const char *dom = dmn_arg_uuid(c, "domain");
+	const char *img = dmn_arg_uuid(c, "image");
+	const char *vol = dmn_arg_uuid(c, "volume");
+	char desc[CP_VOLMETA_DESC_MAX + 1];
+	bool has;
+	int r = desc_arg(c, desc, &has);
+	if (r)
+		return r;
+	r = cp_vol_set_description(c->d->pool, dom, img, vol,
+				   dmn_arg_u64(c, "generation"), desc);
 	if (r < 0)
 		return r;
 	cp_sd *sd;
@@ -907,72 +567,32 @@ static int m_volume_set_description(struct dmn_call *c)
 	return write_volume(c, c->res, sd, img, vol);
 }
 
-/* ---- structural calls: tasks ---------------------------------------------- */
-
-static int copy_desc(struct dmn_call *c, struct dmn_job *job,
-		     const char *desc)
-{
-	if (!desc)
-		return 0;
-	if (strlen(desc) > CP_VOLMETA_DESC_MAX)
-		return dmn_call_error(c, DMN_EINVALID_PARAMS, "description",
-				      "invalid params: 'description' is longer "
-				      "than %d bytes", CP_VOLMETA_DESC_MAX);
-	job->has_desc = true;
-	snprintf(job->desc, sizeof(job->desc), "%s", desc);
-	return 0;
-}
+/* ---- structural calls: tasks ---------------------------------------------- *
+ * Each task method: its argument struct, its dmn_job_ops (run in the
+ * worker, the start answer's members) and its handler. */
 
 /* Check the SPM role, start the job as a task and answer {"task": uuid,
- * ...the job's new UUIDs}. */
-static int start_job(struct dmn_call *c, struct dmn_job *job)
+ * "domain": dom, ...ops->started()}. */
+static int start_job(struct dmn_call *c, const struct dmn_job_ops *ops,
+		     const char *dom, const void *args)
 {
 	char task[DMN_UUID_BUF];
-	cp_clear_error();
+	if (!(c->api->flags & CP_API_TASK))
+		return cp_error(-EINVAL, "internal error: %s starts a task "
+				"but is no CP_API_TASK method", c->method);
 	int r = spm_check(c);
 	if (r < 0)
 		return r;
 	if ((r = cp_uuid_generate(task)) < 0)
 		return r;
-	job->method = c->method;
-	r = dmn_task_start(c->d, task, job);
+	r = dmn_task_start(c->d, task, c->api, ops, dom, args);
 	if (r < 0)
 		return r;
 	struct cp_jsonw *w = c->res;
 	cp_jsonw_obj_begin(w, NULL);
 	cp_jsonw_str(w, "task", task);
-	cp_jsonw_str(w, "domain", job->dom);
-	switch (job->type) {
-	case DMN_JOB_VOL_CREATE:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "volume", job->vol);
-		cp_jsonw_str_or_null(w, "parent", job->parent);
-		break;
-	case DMN_JOB_VOL_DELETE:
-	case DMN_JOB_VOL_MERGE:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "volume", job->vol);
-		break;
-	case DMN_JOB_IMG_DELETE:
-		cp_jsonw_str(w, "image", job->img);
-		break;
-	case DMN_JOB_IMG_COPY:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "target_domain", job->dst_dom);
-		break;
-	case DMN_JOB_TEMPLATE_CREATE:
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str_or_null(w, "volume", job->vol);
-		cp_jsonw_str(w, "template_image", job->tmpl_img);
-		cp_jsonw_str(w, "template_volume", job->tmpl_vol);
-		break;
-	case DMN_JOB_TEMPLATE_CLONE:
-		cp_jsonw_str(w, "template_image", job->tmpl_img);
-		cp_jsonw_str(w, "template_volume", job->tmpl_vol);
-		cp_jsonw_str(w, "image", job->img);
-		cp_jsonw_str(w, "volume", job->vol);
-		break;
-	}
+	cp_jsonw_str(w, "domain", dom);
+	ops->started(w, args);
 	cp_jsonw_obj_end(w);
 	dmn_info("task %s started: %s", task, c->method);
 	return 0;
@@ -983,89 +603,83 @@ static int gen_if_empty(char *uuid)
 	return uuid[0] ? 0 : cp_uuid_generate(uuid);
 }
 
+/* volume.create, image.snapshot */
+struct vol_create_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
+	char parent[DMN_UUID_BUF], parent_img[DMN_UUID_BUF];
+	enum cp_vol_format format;
+	enum cp_vol_alloc allocation;
+	uint64_t capacity, initial_size;   /* 0: the parent's */
+	bool has_desc;
+	char desc[CP_VOLMETA_DESC_MAX + 1];
+};
+
+static int vol_create_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct vol_create_args *a = args;
+	struct cp_vol_create_opts o;
+	struct cp_volmeta m;
+	cp_vol_create_opts_init(&o);
+	o.img_uuid = a->img;
+	o.vol_uuid = a->vol;
+	o.parent_uuid = opt_str(a->parent);
+	o.parent_img_uuid = opt_str(a->parent_img);
+	o.format = a->format;
+	o.allocation = a->allocation;
+	o.capacity = a->capacity;
+	o.initial_size = a->initial_size;
+	o.description = a->has_desc ? a->desc : NULL;
+	o.task_uuid = x->task_uuid;
+	int r = cp_vol_create(x->pool, a->dom, &o, &m);
+	if (r == 0)
+		dmn_json_volmeta(result, "volume", &m, NULL);
+	return r;
+}
+
+static void vol_create_started(struct cp_jsonw *w, const void *args)
+{
+	const struct vol_create_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "volume", a->vol);
+	cp_jsonw_str_or_null(w, "parent", a->parent);
+}
+
+static const struct dmn_job_ops vol_create_job = {
+    sizeof(struct vol_create_args), vol_create_run, vol_create_started};
+
 static int m_volume_create(struct dmn_call *c)
 {
-	struct dmn_job job = {.type = DMN_JOB_VOL_CREATE};
-	int fmt = 0, alloc = 0;
-	const char *desc = NULL;
-	bool cap_given = false;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       OPT("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       OPT("parent", P_UUID, job.parent),
-		       OPT("parent_image", P_UUID, job.parent_img),
-		       ENUM("format", fmt_names, &fmt),
-		       ENUM("allocation", alloc_names, &alloc),
-		       OPTG("capacity", P_SIZE, &job.capacity, &cap_given),
-		       OPT("initial_size", P_SIZE, &job.initial_size),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct vol_create_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	uuid_arg(c, "parent", a.parent);
+	uuid_arg(c, "parent_image", a.parent_img);
+	a.format = fmt_of(dmn_arg_enum(c, "format"));
+	a.allocation = alloc_of(dmn_arg_enum(c, "allocation"));
+	a.capacity = dmn_arg_u64(c, "capacity");
+	a.initial_size = dmn_arg_u64(c, "initial_size");
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
-	if (!cap_given && !job.parent[0])
+	if (!dmn_arg_given(c, "capacity") && !a.parent[0])
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "capacity",
 				      "invalid params: 'capacity' is missing "
 				      "(only a snapshot, with 'parent', may "
 				      "leave it out)");
-	if (job.parent_img[0] && !job.parent[0])
+	if (a.parent_img[0] && !a.parent[0])
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "parent_image",
 				      "invalid params: 'parent_image' needs "
 				      "'parent'");
-	if (job.parent[0] && !job.img[0] && !job.parent_img[0])
+	if (a.parent[0] && !a.img[0] && !a.parent_img[0])
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "image",
 				      "invalid params: 'image' is missing (a "
 				      "snapshot names the image of its "
 				      "parent)");
-	job.format = fmt_of(fmt);
-	job.allocation = alloc_of(alloc);
-	if ((r = gen_if_empty(job.img)) < 0 || (r = gen_if_empty(job.vol)) < 0)
+	if ((r = gen_if_empty(a.img)) < 0 || (r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, &job);
-}
-
-static int vol_job(struct dmn_call *c, enum dmn_job_type type)
-{
-	struct dmn_job job = {.type = type};
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       REQ("volume", P_UUID, job.vol));
-	if (r)
-		return r;
-	return start_job(c, &job);
-}
-
-static int m_volume_delete(struct dmn_call *c)
-{
-	return vol_job(c, DMN_JOB_VOL_DELETE);
-}
-
-static int m_volume_merge(struct dmn_call *c)
-{
-	return vol_job(c, DMN_JOB_VOL_MERGE);
-}
-
-static int m_image_delete(struct dmn_call *c)
-{
-	struct dmn_job job = {.type = DMN_JOB_IMG_DELETE};
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img));
-	if (r)
-		return r;
-	return start_job(c, &job);
-}
-
-static int m_image_copy(struct dmn_call *c)
-{
-	struct dmn_job job = {.type = DMN_JOB_IMG_COPY};
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       REQ("target_domain", P_UUID, job.dst_dom));
-	if (r)
-		return r;
-	if (!strcmp(job.dom, job.dst_dom))
-		return dmn_call_error(c, DMN_EINVALID_PARAMS, "target_domain",
-				      "invalid params: 'target_domain' is the "
-				      "source domain");
-	return start_job(c, &job);
+	return start_job(c, &vol_create_job, a.dom, &a);
 }
 
 /* The image's leaf volume (the one with role LEAF). */
@@ -1107,71 +721,251 @@ static int image_leaf(struct dmn_call *c, const char *dom, const char *img,
 
 static int m_image_snapshot(struct dmn_call *c)
 {
-	struct dmn_job job = {.type = DMN_JOB_VOL_CREATE};
-	const char *desc = NULL;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct vol_create_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
 	struct cp_volmeta leaf;
 	if ((r = spm_check(c)) < 0 ||
-	    (r = image_leaf(c, job.dom, job.img, &leaf)) < 0)
+	    (r = image_leaf(c, a.dom, a.img, &leaf)) < 0)
 		return r;
-	memcpy(job.parent, leaf.vol_uuid, sizeof(job.parent));
-	job.format = CP_VOL_FORMAT_COW;
-	job.allocation = CP_VOL_ALLOC_SPARSE;
-	job.capacity = 0; /* the parent's */
-	if ((r = gen_if_empty(job.vol)) < 0)
+	memcpy(a.parent, leaf.vol_uuid, sizeof(a.parent));
+	a.format = CP_VOL_FORMAT_COW;
+	a.allocation = CP_VOL_ALLOC_SPARSE;
+	a.capacity = 0; /* the parent's */
+	if ((r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, &job);
+	return start_job(c, &vol_create_job, a.dom, &a);
 }
+
+/* volume.delete, volume.merge */
+struct vol_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
+};
+
+static int vol_delete_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct vol_args *a = args;
+	return cp_vol_delete(x->pool, a->dom, a->img, a->vol, x->task_uuid);
+}
+
+static int vol_merge_run(const struct dmn_run *x, const void *args,
+			 struct cp_jsonw *result)
+{
+	const struct vol_args *a = args;
+	return cp_vol_merge(x->pool, a->dom, a->img, a->vol, x->task_uuid,
+			    x->progress, x->opaque);
+}
+
+static void vol_started(struct cp_jsonw *w, const void *args)
+{
+	const struct vol_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "volume", a->vol);
+}
+
+static const struct dmn_job_ops vol_delete_job = {
+    sizeof(struct vol_args), vol_delete_run, vol_started};
+static const struct dmn_job_ops vol_merge_job = {
+    sizeof(struct vol_args), vol_merge_run, vol_started};
+
+/* {domain, image, volume} */
+static int vol_job(struct dmn_call *c, const struct dmn_job_ops *ops)
+{
+	struct vol_args a;
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	return start_job(c, ops, a.dom, &a);
+}
+
+static int m_volume_delete(struct dmn_call *c)
+{
+	return vol_job(c, &vol_delete_job);
+}
+
+static int m_volume_merge(struct dmn_call *c)
+{
+	return vol_job(c, &vol_merge_job);
+}
+
+/* image.delete, image.copy */
+struct img_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], dst_dom[DMN_UUID_BUF];
+};
+
+static int img_delete_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct img_args *a = args;
+	return cp_img_delete(x->pool, a->dom, a->img, x->task_uuid);
+}
+
+static void img_delete_started(struct cp_jsonw *w, const void *args)
+{
+	cp_jsonw_str(w, "image", ((const struct img_args *)args)->img);
+}
+
+static const struct dmn_job_ops img_delete_job = {
+    sizeof(struct img_args), img_delete_run, img_delete_started};
+
+static int m_image_delete(struct dmn_call *c)
+{
+	struct img_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	return start_job(c, &img_delete_job, a.dom, &a);
+}
+
+static int img_copy_run(const struct dmn_run *x, const void *args,
+			struct cp_jsonw *result)
+{
+	const struct img_args *a = args;
+	return cp_img_copy(x->pool, a->dom, a->img, a->dst_dom, x->task_uuid,
+			   x->progress, x->opaque);
+}
+
+static void img_copy_started(struct cp_jsonw *w, const void *args)
+{
+	const struct img_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "target_domain", a->dst_dom);
+}
+
+static const struct dmn_job_ops img_copy_job = {
+    sizeof(struct img_args), img_copy_run, img_copy_started};
+
+static int m_image_copy(struct dmn_call *c)
+{
+	struct img_args a;
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "target_domain", a.dst_dom);
+	if (!strcmp(a.dom, a.dst_dom))
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "target_domain",
+				      "invalid params: 'target_domain' is the "
+				      "source domain");
+	return start_job(c, &img_copy_job, a.dom, &a);
+}
+
+/* template.create, template.clone */
+struct tmpl_args {
+	char dom[DMN_UUID_BUF], img[DMN_UUID_BUF], vol[DMN_UUID_BUF];
+	char tmpl_img[DMN_UUID_BUF], tmpl_vol[DMN_UUID_BUF];
+	bool full;                     /* clone mode */
+	enum cp_vol_format format;
+	enum cp_vol_alloc allocation;
+	bool has_desc;
+	char desc[CP_VOLMETA_DESC_MAX + 1];
+};
+
+static int tmpl_create_run(const struct dmn_run *x, const void *args,
+			   struct cp_jsonw *result)
+{
+	const struct tmpl_args *a = args;
+	struct cp_template_opts o;
+	struct cp_volmeta m;
+	cp_template_opts_init(&o);
+	o.img_uuid = a->img;
+	o.vol_uuid = opt_str(a->vol);
+	o.tmpl_img_uuid = a->tmpl_img;
+	o.tmpl_vol_uuid = a->tmpl_vol;
+	o.format = a->format;
+	o.description = a->has_desc ? a->desc : NULL;
+	o.task_uuid = x->task_uuid;
+	int r = cp_template_create(x->pool, a->dom, &o, x->progress,
+				   x->opaque, &m);
+	if (r == 0)
+		dmn_json_volmeta(result, "volume", &m, NULL);
+	return r;
+}
+
+static void tmpl_create_started(struct cp_jsonw *w, const void *args)
+{
+	const struct tmpl_args *a = args;
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str_or_null(w, "volume", a->vol);
+	cp_jsonw_str(w, "template_image", a->tmpl_img);
+	cp_jsonw_str(w, "template_volume", a->tmpl_vol);
+}
+
+static const struct dmn_job_ops tmpl_create_job = {
+    sizeof(struct tmpl_args), tmpl_create_run, tmpl_create_started};
 
 static int m_template_create(struct dmn_call *c)
 {
-	struct dmn_job job = {.type = DMN_JOB_TEMPLATE_CREATE};
-	const char *desc = NULL;
-	int fmt = 0;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       OPT("template_image", P_UUID, job.tmpl_img),
-		       OPT("template_volume", P_UUID, job.tmpl_vol),
-		       ENUM("format", fmt_names, &fmt),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct tmpl_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	uuid_arg(c, "template_image", a.tmpl_img);
+	uuid_arg(c, "template_volume", a.tmpl_vol);
+	a.format = fmt_of(dmn_arg_enum(c, "format"));
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
-	job.format = fmt_of(fmt);
-	if ((r = gen_if_empty(job.tmpl_img)) < 0 ||
-	    (r = gen_if_empty(job.tmpl_vol)) < 0)
+	if ((r = gen_if_empty(a.tmpl_img)) < 0 ||
+	    (r = gen_if_empty(a.tmpl_vol)) < 0)
 		return r;
-	return start_job(c, &job);
+	return start_job(c, &tmpl_create_job, a.dom, &a);
 }
+
+static int tmpl_clone_run(const struct dmn_run *x, const void *args,
+			  struct cp_jsonw *result)
+{
+	const struct tmpl_args *a = args;
+	struct cp_clone_opts o;
+	struct cp_volmeta m;
+	cp_clone_opts_init(&o);
+	o.tmpl_img_uuid = a->tmpl_img;
+	o.tmpl_vol_uuid = a->tmpl_vol;
+	o.img_uuid = a->img;
+	o.vol_uuid = a->vol;
+	o.full = a->full;
+	o.format = a->format;
+	o.allocation = a->allocation;
+	o.description = a->has_desc ? a->desc : NULL;
+	o.task_uuid = x->task_uuid;
+	int r = cp_template_clone(x->pool, a->dom, &o, x->progress, x->opaque,
+				  &m);
+	if (r == 0)
+		dmn_json_volmeta(result, "volume", &m, NULL);
+	return r;
+}
+
+static void tmpl_clone_started(struct cp_jsonw *w, const void *args)
+{
+	const struct tmpl_args *a = args;
+	cp_jsonw_str(w, "template_image", a->tmpl_img);
+	cp_jsonw_str(w, "template_volume", a->tmpl_vol);
+	cp_jsonw_str(w, "image", a->img);
+	cp_jsonw_str(w, "volume", a->vol);
+}
+
+static const struct dmn_job_ops tmpl_clone_job = {
+    sizeof(struct tmpl_args), tmpl_clone_run, tmpl_clone_started};
 
 static int m_template_clone(struct dmn_call *c)
 {
-	static const char *const modes[] = {"thin", "full", NULL};
-	struct dmn_job job = {.type = DMN_JOB_TEMPLATE_CLONE};
-	const char *desc = NULL;
-	int mode = 0, fmt = 0, alloc = 0;
-	int r = PARAMS(c, REQ("domain", P_UUID, job.dom),
-		       REQ("template_image", P_UUID, job.tmpl_img),
-		       REQ("template_volume", P_UUID, job.tmpl_vol),
-		       OPT("image", P_UUID, job.img),
-		       OPT("volume", P_UUID, job.vol),
-		       ENUM("mode", modes, &mode),
-		       ENUM("format", fmt_names, &fmt),
-		       ENUM("allocation", alloc_names, &alloc),
-		       OPT("description", P_STR, &desc));
-	if (r || (r = copy_desc(c, &job, desc)))
+	struct tmpl_args a = {0};
+	uuid_arg(c, "domain", a.dom);
+	uuid_arg(c, "template_image", a.tmpl_img);
+	uuid_arg(c, "template_volume", a.tmpl_vol);
+	uuid_arg(c, "image", a.img);
+	uuid_arg(c, "volume", a.vol);
+	a.full = dmn_arg_enum(c, "mode") == 1; /* thin, full */
+	a.format = fmt_of(dmn_arg_enum(c, "format"));
+	a.allocation = alloc_of(dmn_arg_enum(c, "allocation"));
+	int r = desc_arg(c, a.desc, &a.has_desc);
+	if (r)
 		return r;
-	job.full = mode == 1;
-	job.format = fmt_of(fmt);
-	job.allocation = alloc_of(alloc);
-	if ((r = gen_if_empty(job.img)) < 0 || (r = gen_if_empty(job.vol)) < 0)
+	if ((r = gen_if_empty(a.img)) < 0 || (r = gen_if_empty(a.vol)) < 0)
 		return r;
-	return start_job(c, &job);
+	return start_job(c, &tmpl_clone_job, a.dom, &a);
 }
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -1198,9 +992,7 @@ static void journal_list(struct dmn_call *c, struct cp_task **jt, size_t *n)
 
 static int m_task_list(struct dmn_call *c)
 {
-	int r = NO_PARAMS(c);
-	if (r)
-		return r;
+	int r;
 	struct cp_task *jt;
 	size_t njt;
 	struct cp_uuid_str *u;
@@ -1242,29 +1034,19 @@ static int task_get(struct dmn_call *c, const char *uuid)
 
 static int m_task_get(struct dmn_call *c)
 {
-	char task[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("task", P_UUID, task));
-	if (r)
-		return r;
-	return task_get(c, task);
+	return task_get(c, dmn_arg_uuid(c, "task"));
 }
 
 static int m_task_wait(struct dmn_call *c)
 {
-	char task[DMN_UUID_BUF];
-	double timeout = -1;
-	bool given = false;
-	int r = PARAMS(c, REQ("task", P_UUID, task),
-		       OPTG("timeout", P_NUM, &timeout, &given));
-	if (r)
-		return r;
+	const char *task = dmn_arg_uuid(c, "task");
+	bool given = dmn_arg_given(c, "timeout");
+	double timeout = dmn_arg_num(c, "timeout", -1);
 	if (given && (timeout < 0 || timeout > 1e9))
 		return dmn_call_error(c, DMN_EINVALID_PARAMS, "timeout",
 				      "invalid params: 'timeout' must be "
 				      "seconds >= 0");
-	if (!given)
-		timeout = -1;
-	r = dmn_task_wait(c->d, task, timeout);
+	int r = dmn_task_wait(c->d, task, timeout);
 	if (r == -ESHUTDOWN)
 		return cp_error(r, "task %s: cowpoold is shutting down", task);
 	if (r < 0 && r != -ETIMEDOUT && r != -ENOENT)
@@ -1275,14 +1057,11 @@ static int m_task_wait(struct dmn_call *c)
 
 static int m_task_clear(struct dmn_call *c)
 {
-	char task[DMN_UUID_BUF];
-	int r = PARAMS(c, REQ("task", P_UUID, task));
-	if (r)
-		return r;
+	const char *task = dmn_arg_uuid(c, "task");
 	bool running, ours = dmn_task_known(c->d, task, &running);
 	if (ours && running)
 		return cp_error(-EBUSY, "task %s is still running", task);
-	r = cp_task_clear(c->d->pool, task);
+	int r = cp_task_clear(c->d->pool, task);
 	if (r < 0 && !(r == -ENOENT && ours))
 		return r;
 	cp_clear_error();
@@ -1295,53 +1074,30 @@ static int m_task_clear(struct dmn_call *c)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
-struct dmn_method {
-	const char *name;
-	int (*fn)(struct dmn_call *c);
-};
-
-static const struct dmn_method dmn_methods[] = {
-    {"host.info", m_host_info},
-    {"domain.create", m_domain_create},
-    {"domain.list", m_domain_list},
-    {"domain.info", m_domain_info},
-    {"domain.extend", m_domain_extend},
-    {"spm.start", m_spm_start},
-    {"spm.stop", m_spm_stop},
-    {"spm.status", m_spm_status},
-    {"image.list", m_image_list},
-    {"image.info", m_image_info},
-    {"image.delete", m_image_delete},
-    {"image.copy", m_image_copy},
-    {"image.snapshot", m_image_snapshot},
-    {"volume.create", m_volume_create},
-    {"volume.info", m_volume_info},
-    {"volume.list", m_volume_list},
-    {"volume.delete", m_volume_delete},
-    {"volume.merge", m_volume_merge},
-    {"volume.extend", m_volume_extend},
-    {"volume.prepare", m_volume_prepare},
-    {"volume.teardown", m_volume_teardown},
-    {"volume.set_description", m_volume_set_description},
-    {"template.create", m_template_create},
-    {"template.clone", m_template_clone},
-    {"task.list", m_task_list},
-    {"task.get", m_task_get},
-    {"task.wait", m_task_wait},
-    {"task.clear", m_task_clear},
+/* Every api/methods.def entry's handler is m_<id> (a method without one
+ * does not compile). */
+static int (*const dmn_handlers[CP_API_N])(struct dmn_call *c) = {
+#define CP_API_METHOD(id, ...) [CP_API_##id] = m_##id,
+#include "methods.def"
+#undef CP_API_METHOD
 };
 
 int dmn_method_call(struct dmn_call *c)
 {
-	for (size_t i = 0; i < CP_ARRAY_SIZE(dmn_methods); i++) {
-		if (!strcmp(dmn_methods[i].name, c->method)) {
-			/* The table's string outlives the request (tasks keep
-			 * it). */
-			c->method = dmn_methods[i].name;
-			dmn_debug("call %s", c->method);
-			return dmn_methods[i].fn(c);
-		}
-	}
-	return dmn_call_error(c, DMN_ENO_METHOD, NULL,
-			      "method not found: '%.100s'", c->method);
+	const struct cp_api_method *m = cp_api_lookup(c->method);
+	if (!m)
+		return dmn_call_error(c, DMN_ENO_METHOD, NULL,
+				      "method not found: '%.100s'", c->method);
+	/* The table's string outlives the request. */
+	c->api = m;
+	c->method = m->name;
+	dmn_debug("call %s", c->method);
+	int r = dmn_params_parse(c);
+	/* Tasks check the SPM role when they start (start_job). */
+	if (!r && (m->flags & (CP_API_SPM | CP_API_TASK)) == CP_API_SPM)
+		r = spm_check(c);
+	if (!r)
+		r = dmn_handlers[m - cp_api_methods](c);
+	dmn_params_free(c);
+	return r;
 }

@@ -236,21 +236,6 @@ void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
 
 /* ---- connections ---------------------------------------------------------- */
 
-static int conn_send(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Answer one line; false when the answer could not be sent. */
 static bool conn_request(struct dmn_conn *c, struct cp_jsonw *out,
 			 const char *line, size_t len)
@@ -269,8 +254,8 @@ static bool conn_request(struct dmn_conn *c, struct cp_jsonw *out,
 	}
 	if (!out->len)
 		return true; /* notification(s) */
-	if (conn_send(c->fd, out->buf, out->len) < 0 ||
-	    conn_send(c->fd, "\n", 1) < 0)
+	if (cp_send_all(c->fd, out->buf, out->len) < 0 ||
+	    cp_send_all(c->fd, "\n", 1) < 0)
 		return false;
 	return true;
 }
@@ -329,8 +314,8 @@ static void *conn_thread(void *arg)
 			rpc_error(&out, NULL, DMN_EINVALID_REQUEST, msg, NULL,
 				  NULL, 0);
 			dmn_warn("connection %u: %s; closing it", c->id, msg);
-			if (conn_send(c->fd, out.buf, out.len) == 0)
-				conn_send(c->fd, "\n", 1);
+			if (cp_send_all(c->fd, out.buf, out.len) == 0)
+				cp_send_all(c->fd, "\n", 1);
 			break;
 		}
 	}

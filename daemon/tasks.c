@@ -30,13 +30,19 @@ void dmn_tasks_init(struct dmn_tasks *t)
 	pthread_condattr_destroy(&ca);
 }
 
+static void task_free(struct dmn_task *k)
+{
+	free(k->result);
+	free(k->args);
+	free(k);
+}
+
 void dmn_tasks_destroy(struct dmn_tasks *t)
 {
 	while (t->head) {
 		struct dmn_task *k = t->head;
 		t->head = k->next;
-		free(k->result);
-		free(k);
+		task_free(k);
 	}
 	pthread_cond_destroy(&t->cond);
 	pthread_mutex_destroy(&t->lock);
@@ -68,101 +74,27 @@ static void task_progress(void *opaque, uint64_t done, uint64_t total)
 	pthread_mutex_unlock(&t->lock);
 }
 
-static const char *opt_str(const char *s)
-{
-	return s[0] ? s : NULL;
-}
-
 /* Run the job; the result (JSON text) into *result. */
-static int task_run(struct task_ctx *x, const struct dmn_job *j,
-		    char **result)
+static int task_run(struct task_ctx *x, char **result)
 {
-	cp_pool *p = x->d->pool;
-	const char *tid = x->task->uuid;
-	struct cp_volmeta m;
-	bool have_m = false;
-	int r;
-
-	switch (j->type) {
-	case DMN_JOB_VOL_CREATE: {
-		struct cp_vol_create_opts o;
-		cp_vol_create_opts_init(&o);
-		o.img_uuid = j->img;
-		o.vol_uuid = j->vol;
-		o.parent_uuid = opt_str(j->parent);
-		o.parent_img_uuid = opt_str(j->parent_img);
-		o.format = j->format;
-		o.allocation = j->allocation;
-		o.capacity = j->capacity;
-		o.initial_size = j->initial_size;
-		o.description = j->has_desc ? j->desc : NULL;
-		o.task_uuid = tid;
-		r = cp_vol_create(p, j->dom, &o, &m);
-		have_m = true;
-		break;
-	}
-	case DMN_JOB_VOL_DELETE:
-		r = cp_vol_delete(p, j->dom, j->img, j->vol, tid);
-		break;
-	case DMN_JOB_VOL_MERGE:
-		r = cp_vol_merge(p, j->dom, j->img, j->vol, tid, task_progress,
-				 x);
-		break;
-	case DMN_JOB_IMG_DELETE:
-		r = cp_img_delete(p, j->dom, j->img, tid);
-		break;
-	case DMN_JOB_IMG_COPY:
-		r = cp_img_copy(p, j->dom, j->img, j->dst_dom, tid,
-				task_progress, x);
-		break;
-	case DMN_JOB_TEMPLATE_CREATE: {
-		struct cp_template_opts o;
-		cp_template_opts_init(&o);
-		o.img_uuid = j->img;
-		o.vol_uuid = opt_str(j->vol);
-		o.tmpl_img_uuid = j->tmpl_img;
-		o.tmpl_vol_uuid = j->tmpl_vol;
-		o.format = j->format;
-		o.description = j->has_desc ? j->desc : NULL;
-		o.task_uuid = tid;
-		r = cp_template_create(p, j->dom, &o, task_progress, x, &m);
-		have_m = true;
-		break;
-	}
-	case DMN_JOB_TEMPLATE_CLONE: {
-		struct cp_clone_opts o;
-		cp_clone_opts_init(&o);
-		o.tmpl_img_uuid = j->tmpl_img;
-		o.tmpl_vol_uuid = j->tmpl_vol;
-		o.img_uuid = j->img;
-		o.vol_uuid = j->vol;
-		o.full = j->full;
-		o.format = j->format;
-		o.allocation = j->allocation;
-		o.description = j->has_desc ? j->desc : NULL;
-		o.task_uuid = tid;
-		r = cp_template_clone(p, j->dom, &o, task_progress, x, &m);
-		have_m = true;
-		break;
-	}
-	default:
-		r = cp_error(-EINVAL, "unknown job type %d", (int)j->type);
-	}
-	if (r < 0)
-		return r;
-
+	struct dmn_task *k = x->task;
+	struct dmn_run run = {
+	    .pool = x->d->pool,
+	    .task_uuid = k->uuid,
+	    .progress = task_progress,
+	    .opaque = x,
+	};
 	struct cp_jsonw w;
 	cp_jsonw_init(&w);
 	cp_jsonw_obj_begin(&w, NULL);
-	if (have_m)
-		dmn_json_volmeta(&w, "volume", &m, NULL);
+	int r = k->ops->run(&run, k->args, &w);
 	cp_jsonw_obj_end(&w);
-	if (cp_jsonw_error(&w) == 0) {
+	if (r == 0 && cp_jsonw_error(&w) == 0) {
 		*result = w.buf; /* ownership moves */
 		w.buf = NULL;
 	}
 	cp_jsonw_free(&w);
-	return 0;
+	return r;
 }
 
 static void *task_worker(void *arg)
@@ -173,7 +105,7 @@ static void *task_worker(void *arg)
 	char *result = NULL;
 
 	cp_clear_error();
-	int r = task_run(x, &k->job, &result);
+	int r = task_run(x, &result);
 	const char *msg = cp_last_error();
 
 	pthread_mutex_lock(&d->tasks.lock);
@@ -194,26 +126,33 @@ static void *task_worker(void *arg)
 	pthread_mutex_unlock(&d->tasks.lock);
 
 	if (r < 0)
-		dmn_warn("task %s (%s) failed: %s", k->uuid, k->job.method,
+		dmn_warn("task %s (%s) failed: %s", k->uuid, k->api->name,
 			 k->message);
 	else
-		dmn_info("task %s (%s) done", k->uuid, k->job.method);
+		dmn_info("task %s (%s) done", k->uuid, k->api->name);
 	free(x);
 	return NULL;
 }
 
 int dmn_task_start(struct dmn *d, const char *task_uuid,
-		   const struct dmn_job *job)
+		   const struct cp_api_method *api,
+		   const struct dmn_job_ops *ops, const char *dom,
+		   const void *args)
 {
 	struct dmn_task *k = calloc(1, sizeof(*k));
 	struct task_ctx *x = calloc(1, sizeof(*x));
-	if (!k || !x) {
+	void *a = malloc(ops->args_size);
+	if (!k || !x || !a) {
 		free(k);
 		free(x);
+		free(a);
 		return cp_error(-ENOMEM, "out of memory");
 	}
 	snprintf(k->uuid, sizeof(k->uuid), "%s", task_uuid);
-	k->job = *job;
+	k->api = api;
+	k->ops = ops;
+	snprintf(k->dom, sizeof(k->dom), "%s", dom);
+	k->args = memcpy(a, args, ops->args_size);
 	k->state = DMN_TASK_RUNNING;
 	k->ctime = k->mtime = time(NULL);
 	x->d = d;
@@ -222,7 +161,7 @@ int dmn_task_start(struct dmn *d, const char *task_uuid,
 	pthread_mutex_lock(&d->tasks.lock);
 	if (d->tasks.stopping) {
 		pthread_mutex_unlock(&d->tasks.lock);
-		free(k);
+		task_free(k);
 		free(x);
 		return cp_error(-ESHUTDOWN, "cowpoold is shutting down");
 	}
@@ -239,27 +178,13 @@ int dmn_task_start(struct dmn *d, const char *task_uuid,
 		d->tasks.head = k->next;
 		d->tasks.running--;
 		pthread_mutex_unlock(&d->tasks.lock);
-		free(k);
+		task_free(k);
 		free(x);
 		return cp_error(-r, "cannot start a worker thread: %s",
 				strerror(r));
 	}
 	pthread_mutex_unlock(&d->tasks.lock);
 	return 0;
-}
-
-static const char *job_type_name(enum dmn_job_type t)
-{
-	static const enum cp_task_type types[] = {
-	    [DMN_JOB_VOL_CREATE] = CP_TASK_CREATE_VOLUME,
-	    [DMN_JOB_VOL_DELETE] = CP_TASK_DELETE_VOLUME,
-	    [DMN_JOB_VOL_MERGE] = CP_TASK_MERGE,
-	    [DMN_JOB_IMG_DELETE] = CP_TASK_DELETE_IMAGE,
-	    [DMN_JOB_IMG_COPY] = CP_TASK_COPY_IMAGE,
-	    [DMN_JOB_TEMPLATE_CREATE] = CP_TASK_TEMPLATE,
-	    [DMN_JOB_TEMPLATE_CLONE] = CP_TASK_CLONE,
-	};
-	return cp_task_type_name(types[t]);
 }
 
 /* finished: a task that ended reports 100% even without byte counts. */
@@ -286,24 +211,6 @@ static void write_error(struct cp_jsonw *w, int err, const char *msg)
 	cp_jsonw_obj_end(w);
 }
 
-void dmn_json_journal_task(struct cp_jsonw *w, const struct cp_task *t)
-{
-	cp_jsonw_str(w, "type", cp_task_type_name(t->type));
-	cp_jsonw_str(w, "state", cp_task_state_name(t->state));
-	cp_jsonw_u64(w, "step", t->step);
-	cp_jsonw_u64(w, "seq", t->seq);
-	cp_jsonw_u64(w, "spm_lver", t->spm_lver);
-	cp_jsonw_i64(w, "ctime", t->ctime);
-	cp_jsonw_i64(w, "mtime", t->mtime);
-	cp_jsonw_str_or_null(w, "domain", t->dom_uuid);
-	cp_jsonw_str_or_null(w, "image", t->img_uuid);
-	cp_jsonw_str_or_null(w, "volume", t->vol_uuid);
-	cp_jsonw_str_or_null(w, "parent", t->parent_uuid);
-	cp_jsonw_str_or_null(w, "source_image", t->src_img_uuid);
-	cp_jsonw_str_or_null(w, "source_volume", t->src_vol_uuid);
-	cp_jsonw_str_or_null(w, "target_domain", t->dst_dom_uuid);
-}
-
 void dmn_task_write(struct dmn *d, struct cp_jsonw *w, const char *key,
 		    const char *task_uuid, const struct cp_task *jt)
 {
@@ -313,10 +220,10 @@ void dmn_task_write(struct dmn *d, struct cp_jsonw *w, const char *key,
 	cp_jsonw_obj_begin(w, key);
 	cp_jsonw_str(w, "task", task_uuid);
 	if (k) {
-		cp_jsonw_str(w, "method", k->job.method);
-		cp_jsonw_str(w, "type", job_type_name(k->job.type));
+		cp_jsonw_str(w, "method", k->api->name);
+		cp_jsonw_str(w, "type", cp_task_type_name(k->api->task_type));
 		cp_jsonw_str(w, "state", states[k->state]);
-		cp_jsonw_str(w, "domain", k->job.dom);
+		cp_jsonw_str(w, "domain", k->dom);
 		write_progress(w, k->done, k->total,
 			       k->state == DMN_TASK_DONE);
 		cp_jsonw_i64(w, "ctime", k->ctime);
@@ -425,8 +332,7 @@ int dmn_task_remove(struct dmn *d, const char *task_uuid)
 			break;
 		}
 		*pp = k->next;
-		free(k->result);
-		free(k);
+		task_free(k);
 		r = 0;
 		break;
 	}

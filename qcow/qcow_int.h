@@ -26,7 +26,7 @@
  *
  * With lazy_refcounts, rule 2 is relaxed: refcount blocks are written only
  * at close, the image carries the dirty bit meanwhile, and the next
- * read-write open rebuilds the refcounts (qc_check_repair) before use.
+ * read-write open rebuilds the refcounts (qc_check(), repair all) before use.
  */
 #ifndef CP_QCOW_INT_H
 #define CP_QCOW_INT_H

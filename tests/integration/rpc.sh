@@ -303,6 +303,21 @@ run_capture c14 "$COWPOOL" --socket
 expect_eq "cli --socket without value: exit" 2 "$RC"
 run_capture c15 cpl rpc task.list '{'
 expect_eq "cli rpc bad params JSON: exit" 2 "$RC"
+# The daemon verbs' options come from api/methods.def: usage, checks.
+run_capture c16 cpl volume create --help
+expect_eq "cli subcommand help: exit" 0 "$RC"
+expect_match "cli help: options from the table" \
+	"^usage: cowpool \\[--socket PATH\\] volume create DOMAIN .*\\[--initial-size SIZE\\]" c16.out
+expect_match "cli help: doc lines from the table" "^  --prealloc +allocation = preallocated" c16.out
+run_capture c17 cpl template create "$ZERO" "$ZERO" --format qcow2
+expect_eq "cli enum checked from the table: exit" 2 "$RC"
+expect_match "cli enum: message" "template create: --format must be cow or raw" c17.err
+run_capture c18 cpl task wait "$ZERO" --timeout soon
+expect_eq "cli number option: exit" 2 "$RC"
+expect_match "cli number option: message" "invalid timeout 'soon': expected seconds" c18.err
+run_capture c19 cpl domain create --type file --path "$TMP/root" --name x --io-timeout 1x
+expect_eq "cli integer option: exit" 2 "$RC"
+expect_match "cli integer option: message" "invalid io timeout '1x': expected a number" c19.err
 
 # domain inspect: no daemon involved
 run_capture i1 "$COWPOOL" domain inspect --path "$TMP/root" "$ZERO"

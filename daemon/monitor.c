@@ -1,0 +1,126 @@
+/* daemon/monitor.c - the join thread (cp_pool_join() once at start-up)
+ * and the monitor thread (cp_pool_monitor() every monitor_interval
+ * seconds, and lease loss seen at once on the sanlock client fd).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cowpoold.h"
+
+/* ---- join thread ---------------------------------------------------------- */
+
+void *dmn_join_thread(void *arg)
+{
+	struct dmn *d = arg;
+	cp_clear_error();
+	int r = cp_pool_join(d->pool);
+	pthread_mutex_lock(&d->lock);
+	d->join_state = r < 0 ? DMN_JOIN_FAILED : DMN_JOIN_DONE;
+	d->join_error = r;
+	snprintf(d->join_message, sizeof(d->join_message), "%s",
+		 r < 0 ? (cp_last_error()[0] ? cp_last_error() : strerror(-r))
+		       : "");
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		dmn_err("joining the lockspaces failed: %s", d->join_message);
+	else
+		dmn_info("lockspaces joined");
+	return NULL;
+}
+
+/* ---- monitor thread ------------------------------------------------------- */
+
+static void monitor_once(struct dmn *d)
+{
+	cp_clear_error();
+	int r = cp_pool_monitor(d->pool);
+	if (r < 0)
+		dmn_warn("domain monitor: %s", cp_last_error());
+	struct cp_domain_status *st;
+	size_t n;
+	if (cp_pool_domains(d->pool, &st, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (st[i].last_error)
+				dmn_warn("domain %s (%s): %s", st[i].md.dom_uuid,
+					 st[i].md.name, st[i].message);
+		free(st);
+	}
+}
+
+/* Lease loss: the sanlock daemon connection hung up, so no lease of this
+ * process is held any more.  cp_spm_check() drops the SPM role. */
+static void monitor_lease_lost(struct dmn *d)
+{
+	cp_clear_error();
+	int r = cp_spm_check(d->pool);
+	dmn_err("lost the connection to the sanlock daemon: no lease is held "
+		"any more%s%s", r == -ESTALE ? "; SPM role dropped: " : "",
+		r == -ESTALE ? cp_last_error() : "");
+}
+
+void dmn_monitor_kick(struct dmn *d)
+{
+	ssize_t w = write(d->kick_fd[1], "k", 1);
+	(void)w; /* a full pipe already holds a kick */
+}
+
+void *dmn_monitor_thread(void *arg)
+{
+	struct dmn *d = arg;
+	int lease_fd = -1;
+	bool lease_lost = false;
+	struct timespec next;
+	clock_gettime(CLOCK_MONOTONIC, &next);
+
+	for (;;) {
+		if (lease_fd < 0 && !lease_lost && d->cfg.sanlock) {
+			int fd = cp_pool_lease_fd(d->pool);
+			if (fd >= 0)
+				lease_fd = fd;
+		}
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		int64_t ms = (next.tv_sec - now.tv_sec) * 1000 +
+			     (next.tv_nsec - now.tv_nsec) / 1000000;
+		if (ms < 0)
+			ms = 0;
+		struct pollfd pfd[3] = {
+		    {.fd = d->wake_fd[0], .events = POLLIN},
+		    {.fd = d->kick_fd[0], .events = POLLIN},
+		    {.fd = lease_fd, .events = POLLRDHUP},
+		};
+		int n = poll(pfd, lease_fd >= 0 ? 3 : 2, (int)ms);
+		if (n < 0 && errno != EINTR) {
+			dmn_err("monitor: poll: %s", strerror(errno));
+			break;
+		}
+		if (atomic_load(&d->stopping) || (n > 0 && pfd[0].revents))
+			break;
+		if (n > 0 && pfd[1].revents) {
+			char buf[64];
+			ssize_t k = read(d->kick_fd[0], buf, sizeof(buf));
+			(void)k;
+			/* look it up again (a new client after a loss) */
+			lease_fd = -1;
+			lease_lost = false;
+		}
+		if (lease_fd >= 0 && n > 0 && pfd[2].revents) {
+			monitor_lease_lost(d);
+			lease_fd = -1;
+			lease_lost = true;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > next.tv_sec ||
+		    (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec)) {
+			monitor_once(d);
+			clock_gettime(CLOCK_MONOTONIC, &next);
+			next.tv_sec += d->cfg.monitor_interval;
+		}
+	}
+	return NULL;
+}
