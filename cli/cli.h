@@ -300,6 +300,7 @@ int cli_cmd_measure(int argc, char **argv);
 int cli_cmd_amend(int argc, char **argv);
 int cli_cmd_chain(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
+int cli_cmd_nbd(int argc, char **argv);
 
 /* --- rpc.c: client of cowpoold (docs/api.md) ----------------------------- *
  * The daemon verbs (domain, image, volume, template, spm, task, rpc) talk

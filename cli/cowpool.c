@@ -81,6 +81,38 @@ static const struct cli_cmd cli_cmds[] = {
 	  "measure [--output=ofmt] [-O output_fmt] [-o options] "
 	  "[--size N | [-f fmt] filename]",
 	  "" },
+	{ "nbd", cli_cmd_nbd,
+	  "nbd [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] "
+	  "[-r] [-e SHARED] [-t] [--fork] [--pid-file F] [--cache MODE] "
+	  "[--aio MODE] [--discard ignore|unmap] [--detect-zeroes "
+	  "off|on|unmap] [-A] [--handshake-limit N] [--tls-creds DIR | "
+	  "--tls-psk FILE] IMAGE",
+	  "  -f fmt          image format (probed if omitted)\n"
+	  "  -k SOCKET       listen on this unix socket\n"
+	  "  -b ADDR         TCP address (default 127.0.0.1; plain TCP only\n"
+	  "                  on loopback addresses)\n"
+	  "  -p PORT         TCP port (default 10809)\n"
+	  "  -x NAME         export name (default \"\")\n"
+	  "  -D DESC         export description\n"
+	  "  -r              read-only export\n"
+	  "  -e SHARED       concurrent clients (default 1, 0 = unlimited)\n"
+	  "  -t              persistent: do not exit after the last client\n"
+	  "  --fork          return once the socket accepts connections\n"
+	  "  --pid-file F    write the server's pid to F\n"
+	  "  --cache MODE    none, writeback (default), writethrough,\n"
+	  "                  directsync, unsafe; -n = --cache=none\n"
+	  "  --aio MODE      io_uring, native or threads\n"
+	  "  --discard M     ignore (default) or unmap\n"
+	  "  --detect-zeroes M  off (default), on or unmap\n"
+	  "  -A              offer the qemu:allocation-depth context\n"
+	  "  -v              accepted for compatibility (no effect)\n"
+	  "  --handshake-limit N  drop clients still negotiating after N\n"
+	  "                  seconds (default 10, 0 = never)\n"
+	  "  --tls-creds DIR TLS with DIR/server-cert.pem and server-key.pem;\n"
+	  "                  with DIR/ca-cert.pem, clients must show a\n"
+	  "                  certificate it signed\n"
+	  "  --tls-psk FILE  TLS with pre-shared keys (identity:hexkey lines)\n"
+	  "TLS is mandatory when configured.  Plain TCP only on loopback.\n" },
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",
