@@ -6,8 +6,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -38,142 +38,149 @@ struct nbd_args {
 	const char *image;
 };
 
-enum {
-	OPT_FORK = 256, OPT_PID_FILE, OPT_CACHE, OPT_AIO, OPT_DISCARD,
-	OPT_DETECT_ZEROES, OPT_TLS_CREDS, OPT_TLS_PSK, OPT_HANDSHAKE,
-};
+static int nbd_opt_shared(struct cli_parser *p, const struct cli_opt *o,
+			  const char *arg)
+{
+	char *end;
+	long *shared = o->dst;
+	(void)p;
+	errno = 0;
+	*shared = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || *shared < 0) {
+		cli_error("nbd: invalid --shared value '%s'", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
 
+/* -n: qemu-nbd's old spelling of --cache=none */
+static int nbd_opt_nocache(struct cli_parser *p, const struct cli_opt *o,
+			   const char *arg)
+{
+	(void)p;
+	(void)arg;
+	*(enum cp_cache *)o->dst = CP_CACHE_NONE;
+	return 0;
+}
+
+static int nbd_opt_discard(struct cli_parser *p, const struct cli_opt *o,
+			   const char *arg)
+{
+	bool *unmap = o->dst;
+	(void)p;
+	if (!strcmp(arg, "ignore") || !strcmp(arg, "off")) {
+		*unmap = false;
+	} else if (!strcmp(arg, "unmap") || !strcmp(arg, "on")) {
+		*unmap = true;
+	} else {
+		cli_error("nbd: invalid discard option '%s' (ignore or unmap)",
+			  arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int nbd_opt_detect_zeroes(struct cli_parser *p, const struct cli_opt *o,
+				 const char *arg)
+{
+	enum cp_nbd_detect_zeroes *dz = o->dst;
+	(void)p;
+	if (!strcmp(arg, "off")) {
+		*dz = CP_NBD_DETECT_ZEROES_OFF;
+	} else if (!strcmp(arg, "on")) {
+		*dz = CP_NBD_DETECT_ZEROES_ON;
+	} else if (!strcmp(arg, "unmap")) {
+		*dz = CP_NBD_DETECT_ZEROES_UNMAP;
+	} else {
+		cli_error("nbd: invalid detect-zeroes option '%s' (off, on or "
+			  "unmap)", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int nbd_opt_seconds(struct cli_parser *p, const struct cli_opt *o,
+			   const char *arg)
+{
+	char *end;
+	unsigned *ms = o->dst;
+	(void)p;
+	errno = 0;
+	unsigned long v = strtoul(arg, &end, 10);
+	if (errno || *end || end == arg || *arg == '-' || v > UINT_MAX / 1000) {
+		cli_error("nbd: invalid --handshake-limit '%s'", arg);
+		return -EINVAL;
+	}
+	*ms = (unsigned)v * 1000u;
+	return 0;
+}
+
+/* qemu-nbd 7.2's options; the help lines are printed by --help. */
 static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 {
-	static const struct option lopts[] = {
-		{ "format", required_argument, NULL, 'f' },
-		{ "socket", required_argument, NULL, 'k' },
-		{ "bind", required_argument, NULL, 'b' },
-		{ "port", required_argument, NULL, 'p' },
-		{ "export-name", required_argument, NULL, 'x' },
-		{ "description", required_argument, NULL, 'D' },
-		{ "read-only", no_argument, NULL, 'r' },
-		{ "shared", required_argument, NULL, 'e' },
-		{ "persistent", no_argument, NULL, 't' },
-		{ "nocache", no_argument, NULL, 'n' },
-		{ "allocation-depth", no_argument, NULL, 'A' },
-		{ "fork", no_argument, NULL, OPT_FORK },
-		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
-		{ "cache", required_argument, NULL, OPT_CACHE },
-		{ "aio", required_argument, NULL, OPT_AIO },
-		{ "discard", required_argument, NULL, OPT_DISCARD },
-		{ "detect-zeroes", required_argument, NULL, OPT_DETECT_ZEROES },
-		{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
-		{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
-		{ "handshake-limit", required_argument, NULL, OPT_HANDSHAKE },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	char *end;
-	int c;
-
 	memset(a, 0, sizeof(*a));
 	a->name = "";
 	a->shared = 1;
 	a->cache = CP_CACHE_WRITEBACK;
 	a->handshake_ms = 10000;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:k:b:p:x:D:re:tnAvh", lopts,
-				NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			if (cli_parse_fmt(optarg, &a->fmt) < 0)
-				return -EINVAL;
-			break;
-		case 'k': a->socket = optarg; break;
-		case 'b': a->bind = optarg; break;
-		case 'p': a->port = optarg; break;
-		case 'x': a->name = optarg; break;
-		case 'D': a->desc = optarg; break;
-		case 'r': a->readonly = true; break;
-		case 't': a->persistent = true; break;
-		case 'n': a->cache = CP_CACHE_NONE; break;
-		case 'A': a->alloc_depth = true; break;
-		case 'v': break; /* qemu-nbd's -v: accepted, no effect */
-		case 'e':
-			errno = 0;
-			a->shared = strtol(optarg, &end, 10);
-			if (errno || *end || end == optarg || a->shared < 0) {
-				cli_error("nbd: invalid --shared value '%s'",
-					  optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_FORK: a->fork = true; break;
-		case OPT_PID_FILE: a->pid_file = optarg; break;
-		case OPT_CACHE:
-			if (cli_parse_cache(optarg, &a->cache) < 0)
-				return -EINVAL;
-			break;
-		case OPT_AIO:
-			if (cli_parse_aio(optarg, &a->aio) < 0)
-				return -EINVAL;
-			a->aio_set = true;
-			break;
-		case OPT_DISCARD:
-			if (!strcmp(optarg, "ignore") || !strcmp(optarg, "off"))
-				a->unmap = false;
-			else if (!strcmp(optarg, "unmap") ||
-				 !strcmp(optarg, "on"))
-				a->unmap = true;
-			else {
-				cli_error("nbd: invalid discard option '%s' "
-					  "(ignore or unmap)", optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_DETECT_ZEROES:
-			if (!strcmp(optarg, "off"))
-				a->dz = CP_NBD_DETECT_ZEROES_OFF;
-			else if (!strcmp(optarg, "on"))
-				a->dz = CP_NBD_DETECT_ZEROES_ON;
-			else if (!strcmp(optarg, "unmap"))
-				a->dz = CP_NBD_DETECT_ZEROES_UNMAP;
-			else {
-				cli_error("nbd: invalid detect-zeroes option "
-					  "'%s' (off, on or unmap)", optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_TLS_CREDS: a->tls_creds = optarg; break;
-		case OPT_TLS_PSK: a->tls_psk = optarg; break;
-		case OPT_HANDSHAKE:
-			errno = 0;
-			a->handshake_ms = (unsigned)strtoul(optarg, &end, 10) *
-					  1000u;
-			if (errno || *end || end == optarg) {
-				cli_error("nbd: invalid --handshake-limit '%s'",
-					  optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'h':
-			cli_help("nbd");
-			return 1;
-		default:
-			if (c == ':')
-				cli_error("nbd: option '%s' requires an argument",
-					  argv[optind - 1]);
-			else if (optopt)
-				cli_error("nbd: invalid option -- '%c'", optopt);
-			else
-				cli_error("nbd: unrecognized option '%s'",
-					  argv[optind - 1]);
-			return -EINVAL;
-		}
-	}
-	if (optind != argc - 1) {
+	const struct cli_opt table[] = {
+	    CLI_O_FN('f', "format", "fmt", cli_opt_fmt, &a->fmt,
+		     "image format (probed if omitted)"),
+	    CLI_O_VAL('k', "socket", "SOCKET", &a->socket,
+		      "listen on this unix socket"),
+	    CLI_O_VAL('b', "bind", "ADDR", &a->bind,
+		      "TCP address (default 127.0.0.1; plain TCP only\n"
+		      "on loopback addresses)"),
+	    CLI_O_VAL('p', "port", "PORT", &a->port,
+		      "TCP port (default 10809)"),
+	    CLI_O_VAL('x', "export-name", "NAME", &a->name,
+		      "export name (default \"\")"),
+	    CLI_O_VAL('D', "description", "DESC", &a->desc,
+		      "export description"),
+	    CLI_O_FLAG('r', "read-only", &a->readonly, "read-only export"),
+	    CLI_O_FN('e', "shared", "SHARED", nbd_opt_shared, &a->shared,
+		     "concurrent clients (default 1, 0 = unlimited)"),
+	    CLI_O_FLAG('t', "persistent", &a->persistent,
+		       "persistent: do not exit after the last client"),
+	    CLI_O_FN('n', "nocache", NULL, nbd_opt_nocache, &a->cache,
+		     "same as --cache=none"),
+	    CLI_O_FLAG('A', "allocation-depth", &a->alloc_depth,
+		       "offer the qemu:allocation-depth context"),
+	    CLI_O_NOP('v', "verbose", CLI_H_NOP),
+	    CLI_O_FLAG(0, "fork", &a->fork,
+		       "return once the socket accepts connections"),
+	    CLI_O_VAL(0, "pid-file", "F", &a->pid_file,
+		      "write the server's pid to F"),
+	    CLI_O_FN(0, "cache", "MODE", cli_opt_cache, &a->cache,
+		     "none, writeback (default), writethrough,\n"
+		     "directsync, unsafe"),
+	    {.name = "aio", .arg = "MODE", .fn = cli_opt_aio, .dst = &a->aio,
+	     .seen = &a->aio_set, .help = CLI_H_AIO},
+	    CLI_O_FN(0, "discard", "M", nbd_opt_discard, &a->unmap,
+		     "ignore (default) or unmap"),
+	    CLI_O_FN(0, "detect-zeroes", "M", nbd_opt_detect_zeroes, &a->dz,
+		     "off (default), on or unmap"),
+	    CLI_O_FN(0, "handshake-limit", "N", nbd_opt_seconds,
+		     &a->handshake_ms,
+		     "drop clients still negotiating after N\n"
+		     "seconds (default 10, 0 = never)"),
+	    CLI_O_VAL(0, "tls-creds", "DIR", &a->tls_creds,
+		      "TLS with DIR/server-cert.pem and server-key.pem;\n"
+		      "with DIR/ca-cert.pem, clients must show a\n"
+		      "certificate it signed"),
+	    CLI_O_VAL(0, "tls-psk", "FILE", &a->tls_psk,
+		      "TLS with pre-shared keys (identity:hexkey lines)"),
+	    CLI_OPT_END,
+	};
+	struct cli_parser p = {.cmd = "nbd", .opts = table};
+	int r = cli_parse(&p, argc, argv);
+	if (r)
+		return r == CLI_PARSE_HELP ? 1 : -EINVAL;
+	if (p.npos != 1) {
 		cli_error("nbd: expected one image file name");
 		return -EINVAL;
 	}
-	a->image = argv[optind];
+	a->image = p.pos[0];
 	if (a->socket && (a->bind || a->port)) {
 		cli_error("nbd: -k cannot be combined with -b or -p");
 		return -EINVAL;
