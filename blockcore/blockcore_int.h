@@ -174,6 +174,19 @@ int bc_linear_discard(cp_bdev *dev, uint64_t offset, uint64_t len);
 int bc_linear_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 			   unsigned flags);
 
+/* ---- lock.c: QEMU-compatible image locks --------------------------------
+ * The state lives in struct cp_bdev (zeroed at allocation = holds nothing,
+ * shares all).  The bytes go on bc_lock_target(): the device's fd, or for a
+ * linear device the PV of its first extent at that extent's offset. */
+
+struct bc_lock {
+	unsigned perm, unshared;             /* what the device holds / denies */
+	unsigned locked_perm, locked_unshared; /* bytes actually locked */
+};
+
+/* lv.c: fd and byte base where a linear device's lock bytes go. */
+void bc_linear_lock_target(cp_bdev *dev, int *fd, uint64_t *base);
+
 /* ---- bdev.c: the device -------------------------------------------------- */
 
 struct bc_range {
@@ -242,6 +255,7 @@ struct cp_bdev {
 #endif
 	struct bc_ram *ram;
 	struct bc_linear *linear; /* lv.c: linear (LV) device, else NULL */
+	struct bc_lock lock;	  /* lock.c */
 };
 
 /* Allocate a device named name with queue_depth request slots (fd = -1,

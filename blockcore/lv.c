@@ -747,3 +747,12 @@ bool cp_bdev_is_linear(const cp_bdev *dev)
 {
 	return dev && dev->linear;
 }
+
+void bc_linear_lock_target(cp_bdev *dev, int *fd, uint64_t *base)
+{
+	/* LV offset 0 keeps its PV and offset across remaps (grow only) */
+	struct bc_lin_map *m = bc_lin_map_get(dev->linear);
+	*fd = m->segs[0].pv->fd;
+	*base = m->segs[0].pv_off;
+	bc_lin_map_put(m);
+}
