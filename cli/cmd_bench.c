@@ -197,6 +197,7 @@ int cli_cmd_bench(int argc, char **argv)
 			cache_set = true;
 			break;
 		case 'U':
+			opts.force_share = true;
 			break;
 		case 'w':
 			write = true;

@@ -145,6 +145,7 @@ int cli_cmd_chain(int argc, char **argv)
 				return 1;
 			break;
 		case 'U':
+			opts.force_share = true;
 			break;
 		case OPT_OUTPUT:
 			if (cli_parse_output(optarg, &json) < 0)

@@ -150,6 +150,7 @@ int cli_cmd_check(int argc, char **argv)
 			quiet = true;
 			break;
 		case 'U':
+			opts.force_share = true;
 			break;
 		case OPT_OUTPUT:
 			if (cli_parse_output(optarg, &json) < 0)

@@ -235,8 +235,10 @@ int cli_cmd_compare(int argc, char **argv)
 			if (cli_parse_aio(optarg, &o1.aio) < 0)
 				return 1;
 			break;
-		case 'p':
 		case 'U':
+			o1.force_share = o2.force_share = true;
+			break;
+		case 'p':
 			break;
 		case 'q':
 			quiet = true;

@@ -131,6 +131,8 @@ int cli_cmd_convert(int argc, char **argv)
 			co.compress = true;
 			break;
 		case 'U':
+			so.force_share = true;
+			break;
 		case 'C':
 			break;
 		case 'p':

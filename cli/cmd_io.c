@@ -506,6 +506,7 @@ int cli_cmd_io(int argc, char **argv)
 				goto out;
 			break;
 		case 'U':
+			opts.force_share = true;
 			break;
 		default:
 			free(cmds.ptr);

@@ -136,6 +136,7 @@ int cli_cmd_map(int argc, char **argv)
 				return 1;
 			break;
 		case 'U':
+			opts.force_share = true;
 			break;
 		case 'i':
 			if (cli_parse_aio(optarg, &opts.aio) < 0)

@@ -140,6 +140,7 @@ int cli_cmd_measure(int argc, char **argv)
 				goto out;
 			break;
 		case 'U':
+			opts.force_share = true;
 			break;
 		case OPT_OUTPUT:
 			if (cli_parse_output(optarg, &json) < 0)

@@ -60,7 +60,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --output=ofmt   human (default) or json\n"
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n"
+	  "  -U              force share: read layers another process writes\n"
 	  "Lists every layer of the backing chain, top first, with the bytes\n"
 	  "it allocates (data and zero clusters) and its disk usage.\n" },
 	{ "check", cli_cmd_check,
@@ -73,7 +73,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "                  directsync, unsafe)\n"
 	  "  -i aio          io_uring, native or threads\n"
 	  "  -q              quiet\n"
-	  "  -U              accepted for compatibility (no effect)\n"
+	  "  -U              force share: read layers another process writes\n"
 	  "Exit status: 0 clean, 1 check failed, 2 corruptions, 3 leaks,\n"
 	  "63 format cannot be checked.\n" },
 	{ "commit", cli_cmd_commit,
@@ -129,7 +129,8 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --output=json   progress as JSON lines when stdout is not a\n"
 	  "                  terminal\n"
 	  "  -q              quiet\n"
-	  "  -C, -U          accepted for compatibility (no effect)\n" },
+	  "  -U              force share: read a source another process writes\n"
+	  "  -C              accepted for compatibility (no effect)\n" },
 	{ "create", cli_cmd_create,
 	  "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
 	  "[-o options] filename [size]",
@@ -151,7 +152,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --backing-chain show every layer of the backing chain\n"
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "  -U              force share: read layers another process writes\n" },
 	{ "image", cli_cmd_image,
 	  "image list|info|delete|copy|snapshot ... (cowpoold)",
 	  "" },
@@ -168,7 +169,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  -t cache        cache mode (default writeback)\n"
 	  "  -n              same as -t none\n"
 	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n"
+	  "  -U              force share: read layers another process writes\n"
 	  "Offsets and lengths take k, M, G... suffixes; a pattern is a byte\n"
 	  "value such as 0xab or 171.  The exit status is 1 if any command\n"
 	  "failed.\n" },
@@ -181,7 +182,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --max-length=len       bytes to map\n"
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "  -U              force share: read layers another process writes\n" },
 	{ "measure", cli_cmd_measure,
 	  "measure [--output=ofmt] [-O output_fmt] [-o options] "
 	  "[--size N | [-f fmt] filename]",
@@ -194,7 +195,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --output=ofmt   human (default) or json\n"
 	  "  -T src_cache    cache mode\n"
 	  "  -i aio          io_uring, native or threads\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "  -U              force share: read layers another process writes\n" },
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",
@@ -211,7 +212,7 @@ static const struct cli_cmd cli_cmds[] = {
 	  "  --output=json   progress as JSON lines when stdout is not a\n"
 	  "                  terminal\n"
 	  "  -q              quiet\n"
-	  "  -U              accepted for compatibility (no effect)\n" },
+	  "  -U              force share: read layers another process writes\n" },
 	{ "rpc", cli_cmd_rpc,
 	  "rpc METHOD [PARAMS-JSON] | rpc --raw (cowpoold)",
 	  "  METHOD PARAMS   call one method of cowpoold's API (docs/api.md)\n"
