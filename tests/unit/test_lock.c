@@ -331,7 +331,34 @@ static void test_chain_policy(void **state)
 	expect_bytes(base, RW_PERM, RW_SHARED);
 	assert_int_equal(cp_image_reopen(cp_image_backing(a), false), 0);
 	expect_bytes(base, RO_PERM, RW_SHARED);
+
+	/* a safe rebase opens the new backing file (here the current one)
+	 * a second time in this process: two read-only opens coexist */
+	struct cp_rebase_opts rbo;
+	cp_rebase_opts_init(&rbo);
+	rbo.backing = "base.qcow2";
+	rbo.backing_format = "qcow2";
+	assert_int_equal(cp_image_rebase(a, &rbo), 0);
+	expect_bytes(top, RW_PERM, RW_SHARED);
+	expect_bytes(base, RO_PERM, RW_SHARED);
+
+	/* commit needs the base writable: refused while another open reads
+	 * it, and the chain keeps working; allowed once the reader is gone */
+	oo.readonly = true;
+	assert_int_equal(cp_image_open(base, &oo, &b), 0);
+	struct cp_commit_opts cmo;
+	cp_commit_opts_init(&cmo);
+	cmo.keep_top = true;
+	assert_int_equal(cp_image_commit(a, &cmo), -EBUSY);
+	assert_non_null(strstr(cp_last_error(), "base.qcow2: Failed to get \"write\" lock"));
+	expect_bytes(base, RO_PERM, RW_SHARED);
+	char buf[512];
+	assert_int_equal(cp_image_pread(a, buf, sizeof(buf), 0), 0);
+	assert_int_equal(cp_image_close(b), 0);
+	assert_int_equal(cp_image_commit(a, &cmo), 0);
 	assert_int_equal(cp_image_close(a), 0);
+	expect_bytes(top, 0, CP_PERM_ALL);
+	expect_bytes(base, 0, CP_PERM_ALL);
 }
 
 int main(void)
