@@ -176,7 +176,7 @@ int bc_linear_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 
 /* ---- lock.c: QEMU-compatible image locks --------------------------------
  * The state lives in struct cp_bdev (zeroed at allocation = holds nothing,
- * shares all).  The bytes go on bc_lock_target(): the device's fd, or for a
+ * shares all).  The bytes go on the device's own fd, or for a
  * linear device the PV of its first extent at that extent's offset. */
 
 struct bc_lock {
