@@ -161,6 +161,9 @@ struct bc_backend {
 			   enum cp_prealloc mode);
 	int (*block_status)(cp_bdev *dev, uint64_t offset, uint64_t len,
 			    uint64_t *pnum);
+	/* Where the image lock bytes go (lock.c): the fd and the offset of
+	 * byte 0; false if the medium takes no locks (RAM). */
+	bool (*lock_target)(cp_bdev *dev, int *fd, uint64_t *base);
 };
 
 #if BC_HAVE_IO_URING
@@ -203,6 +206,20 @@ struct bc_ram;
  * follow the fixed-size rules of file.c). */
 
 struct bc_linear;
+
+/* ---- lock.c: QEMU-compatible image locks --------------------------------
+ * The state lives in struct cp_bdev (zeroed at allocation = holds nothing,
+ * shares all).  Where the bytes go is the backend's lock_target: the
+ * device's own fd, or for a linear device the PV of its first extent at
+ * that extent's offset; RAM devices lock nothing. */
+
+struct bc_lock {
+	unsigned perm, unshared;             /* what the device holds / denies */
+	unsigned locked_perm, locked_unshared; /* bytes actually locked */
+};
+
+/* The fd backends' lock_target: the device's own fd from byte 0. */
+bool bc_fd_lock_target(cp_bdev *dev, int *fd, uint64_t *base);
 
 /* ---- bdev.c: the device -------------------------------------------------- */
 
@@ -272,6 +289,7 @@ struct cp_bdev {
 #endif
 	struct bc_ram *ram;	  /* ram.c: RAM device, else NULL */
 	struct bc_linear *linear; /* lv.c: linear (LV) device, else NULL */
+	struct bc_lock lock;	  /* lock.c */
 };
 
 /* Allocate a device named name with queue_depth request slots (fd = -1,

@@ -601,6 +601,8 @@ out:
 	return r;
 }
 
+static bool bc_linear_lock_target(cp_bdev *dev, int *fd, uint64_t *base);
+
 /* Writes are counted (fault point) on the PV devices. */
 static const struct bc_backend bc_linear_backend = {
     .aio = CP_AIO_THREADS, /* not used: dev->aio is the PVs' */
@@ -615,6 +617,7 @@ static const struct bc_backend bc_linear_backend = {
     .truncate = bc_fixed_truncate,
     .preallocate = bc_fixed_preallocate,
     .block_status = bc_all_data_block_status,
+    .lock_target = bc_linear_lock_target,
 };
 
 /* ---- open, remap --------------------------------------------------------- */
@@ -754,4 +757,14 @@ out:
 bool cp_bdev_is_linear(const cp_bdev *dev)
 {
 	return dev && dev->linear;
+}
+
+static bool bc_linear_lock_target(cp_bdev *dev, int *fd, uint64_t *base)
+{
+	/* LV offset 0 keeps its PV and offset across remaps (grow only) */
+	struct bc_lin_map *m = bc_lin_map_get(dev->linear);
+	*fd = m->segs[0].pv->fd;
+	*base = m->segs[0].pv_off;
+	bc_lin_map_put(m);
+	return *fd >= 0;
 }

@@ -71,4 +71,5 @@ const struct bc_backend bc_threads_backend = {
     .truncate = bc_fd_truncate,
     .preallocate = bc_fd_preallocate,
     .block_status = bc_fd_block_status,
+    .lock_target = bc_fd_lock_target,
 };

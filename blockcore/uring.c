@@ -182,6 +182,7 @@ const struct bc_backend bc_uring_backend = {
     .truncate = bc_fd_truncate,
     .preallocate = bc_fd_preallocate,
     .block_status = bc_fd_block_status,
+    .lock_target = bc_fd_lock_target,
 };
 
 #endif

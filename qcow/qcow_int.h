@@ -449,4 +449,15 @@ struct cp_image {
 int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 		     bool no_backing, cp_image **out);
 
+/* ------------------------------------------------------------------------
+ * perm.c - the locks of each layer (QEMU's permissions)
+ */
+/* Lock dev for img as a writable or read-only layer (img->opts.force_share
+ * applies to read-only ones); -EBUSY on a conflict (blockcore's message). */
+int qc_image_lock(cp_image *img, cp_bdev *dev, bool writable);
+/* Drop img's locks on img->dev (a device the caller keeps open). */
+void qc_image_unlock(cp_image *img);
+/* Lock a file about to be created or overwritten by cp_image_create(). */
+int qc_create_lock(cp_bdev *dev);
+
 #endif
