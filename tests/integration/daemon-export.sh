@@ -14,6 +14,8 @@
 #     force the client is disconnected; re-export works
 #   - volume.delete, image.delete, volume.merge, image.snapshot and
 #     volume.teardown refused while exported (EBUSY naming the export)
+#   - a domain monitoring hiccup (the domain record moved away until the
+#     monitor reports it) leaves the export and its client serving
 #   - a read-only export refuses writes (qemu-io fails, data unchanged)
 #   - daemon stop with a connected client: the client is disconnected, the
 #     daemon exits 0 and logs the export's end; host 2 then exports the
@@ -22,7 +24,8 @@
 # Environment (meson): COWPOOL, COWPOOLD, MH_HELPER, MEMLOCK_SHIM.  Root
 # with sanlock, qemu-img, qemu-io, nbdinfo and python3; skips (77)
 # otherwise.  Polls only for a client's connection to end on the server
-# side (bounded, 10 s) and for the lockspace joins (sanlock's timing).
+# side (bounded, 10 s), for the monitor's view of the domain (15 s) and
+# for the lockspace joins (sanlock's timing).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
 . "$here/../sanlock/harness.sh"
@@ -202,7 +205,7 @@ run_capture cmp2 qemu-img compare -f raw -F raw "$URI" ref.raw
 expect_eq "qemu-img compare sees a difference" 1 "$RC"
 qemu-io -f raw -c 'write -P 0xab 100k 4k' ref.raw >/dev/null
 
-WRITTEN=$(((1 << 20) * 2 + (64 << 10)))
+WRITTEN=$(((1 << 20) * 2 + (64 << 10)))  # before the hiccup's write
 expect_eq "export.list: bytes written" "$WRITTEN" "$(field bytes_written)"
 br=$(field bytes_read) ops=$(field ops)
 if [ "$br" -ge $((3 << 20)) ] && [ "$ops" -ge 4 ]; then ok; else
@@ -214,6 +217,34 @@ expect_eq "held client connected" connected "$HOLD_LINE"
 expect_eq "export.list: one client connected" 1 "$(field clients)"
 cpw 1 export list
 case $OUT in *"$V"*rw*" 1 "*"$URI"*) ok ;; *) fail "export list (human): $OUT" ;; esac
+
+# ---- a domain monitoring hiccup: the record unreadable for a while -------------------
+# domain_error N WANT: poll host N's domain.info until last_error is (WANT
+# = set) or is not (WANT = clear) reported; the monitor runs every second,
+# bounded at 15 s
+domain_error()
+{
+	local i e=
+	for i in $(seq 1 150); do
+		cpj "$1" domain info "$D"
+		e=$(jq_ .last_error)
+		if [ "$2" = set ]; then [ "$e" != null ] && [ -n "$e" ] && return 0
+		else [ "$e" = null ] && return 0; fi
+		sleep 0.1
+	done
+	echo "last_error: $e" >&2
+	return 1
+}
+mv "$ROOT/$D/dom_md/metadata" "$ROOT/$D/dom_md/metadata.away"
+domain_error 1 set || fail "the monitor did not see the missing record"
+run_capture hic qemu-io -f raw -c 'read -P 0xab 0 1M' -c 'write -P 0xab 0 4k' "$URI"
+if [ "$RC" -eq 0 ] && ! grep -q "verification failed" hic.out; then ok; else
+	fail "I/O through the export while the domain record is unreadable: $(cat hic.out hic.err)"
+fi
+expect_eq "export.list during the hiccup" "$V" "$(field name)"
+mv "$ROOT/$D/dom_md/metadata.away" "$ROOT/$D/dom_md/metadata"
+domain_error 1 clear || fail "the domain did not recover"
+expect_eq "the held client survived the hiccup" 1 "$(field clients)"
 
 # ---- again, names ---------------------------------------------------------------
 must 1 volume export "$D" "$I" "$V" --rw
