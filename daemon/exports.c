@@ -129,8 +129,10 @@ fail:
 }
 
 /* Close the chain and, for a writable export, tear the volume down (the
- * lease released).  The server no longer uses the image. */
-static void export_end(struct dmn *d, struct dmn_export *e)
+ * lease released; after a lease loss only forgotten by the pool, which
+ * fails to release it: logged, not an error).  The server no longer uses
+ * the image. */
+static void export_end(struct dmn *d, struct dmn_export *e, bool lost)
 {
 	cp_clear_error();
 	int r = cp_sd_close_image(&e->chain);
@@ -141,7 +143,8 @@ static void export_end(struct dmn *d, struct dmn_export *e)
 		cp_clear_error();
 		r = cp_vol_teardown(d->pool, e->dom, e->img, e->vol);
 		if (r < 0)
-			dmn_err("export %s: releasing the lease of volume %s: "
+			dmn_log(lost ? DMN_LOG_INFO : DMN_LOG_ERROR,
+				"export %s: releasing the lease of volume %s: "
 				"%s", e->name, e->vol, cp_last_error());
 	}
 }
@@ -179,7 +182,7 @@ void dmn_exports_stop(struct dmn *d)
 		pthread_mutex_unlock(&x->lock);
 		if (!e)
 			break;
-		export_end(d, e);
+		export_end(d, e, false);
 		dmn_info("export %s (volume %s/%s/%s) ended", e->name, e->dom,
 			 e->img, e->vol);
 		free(e);
@@ -436,7 +439,7 @@ out:
 /* Remove e from the server (force: disconnect its clients), wait until
  * the server let go of it, close and tear down, free.  Under x->op. */
 static int export_remove(struct dmn *d, struct dmn_export *e, bool force,
-			 unsigned *clients)
+			 bool lost, unsigned *clients)
 {
 	struct dmn_exports *x = d->exports;
 	int n;
@@ -454,7 +457,7 @@ static int export_remove(struct dmn *d, struct dmn_export *e, bool force,
 		return r;
 	wait_released(x, e);
 	list_unlink(x, e);
-	export_end(d, e);
+	export_end(d, e, lost);
 	return 0;
 }
 
@@ -482,7 +485,7 @@ int dmn_export_remove(struct dmn *d, const char *dom, const char *img,
 				    "on this host", dom, img, vol);
 		goto out;
 	}
-	if ((r = export_remove(d, e, force, &clients)) < 0)
+	if ((r = export_remove(d, e, force, false, &clients)) < 0)
 		goto out;
 	dmn_info("export %s (volume %s/%s/%s) removed%s", e->name, e->dom,
 		 e->img, e->vol,
@@ -505,12 +508,9 @@ int dmn_export_list(struct dmn *d, struct cp_jsonw *w)
 {
 	struct dmn_exports *x = d->exports;
 	int n;
-	/* op: the server is not destroyed meanwhile. */
-	pthread_mutex_lock(&x->op);
-	if (x->stopped) {
-		pthread_mutex_unlock(&x->op);
-		return not_running();
-	}
+	/* Not under op (an export acquiring a lease would hold it up): the
+	 * server lives until dmn_exports_stop(), which runs after every API
+	 * connection has ended. */
 	struct cp_nbd_export_stats *st = all_stats(x, &n);
 	cp_jsonw_arr_begin(w, NULL);
 	pthread_mutex_lock(&x->lock);
@@ -523,7 +523,6 @@ int dmn_export_list(struct dmn *d, struct cp_jsonw *w)
 	pthread_mutex_unlock(&x->lock);
 	cp_jsonw_arr_end(w);
 	free(st);
-	pthread_mutex_unlock(&x->op);
 	return 0;
 }
 
@@ -566,7 +565,7 @@ void dmn_exports_lease_lost(struct dmn *d)
 			break;
 		unsigned clients;
 		/* force: nothing can be busy */
-		if (export_remove(d, e, true, &clients) < 0) {
+		if (export_remove(d, e, true, true, &clients) < 0) {
 			dmn_err("export %s: %s", e->name, cp_last_error());
 			break;
 		}

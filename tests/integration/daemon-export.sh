@@ -20,6 +20,8 @@
 #   - daemon stop with a connected client: the client is disconnected, the
 #     daemon exits 0 and logs the export's end; host 2 then exports the
 #     volume writable
+#   - lease loss (host 2's sanlock daemon killed): its writable export
+#     ends at once, the client disconnected
 #
 # Environment (meson): COWPOOL, COWPOOLD, MH_HELPER, MEMLOCK_SHIM.  Root
 # with sanlock, qemu-img, qemu-io, nbdinfo and python3; skips (77)
@@ -326,6 +328,21 @@ must 2 volume export "$D" "$I" "$V" --rw
 expect_eq "host 2 exports writable after host 1 stopped" true "$(jq_ .rw)"
 run_capture cmp5 qemu-img compare -f raw -F raw "$(jq_ .uri)" ref.raw
 expect_eq "data after the stop" 0 "$RC"
+
+# ---- lease loss: host 2's sanlock daemon dies --------------------------------------------
+# the writable export ends at once (its lease is gone): the held client
+# is disconnected by the server
+hold "$(nbdsock 2)" "$V"
+expect_eq "client of host 2's rw export" connected "$HOLD_LINE"
+sl_kill 2
+read -r -t 60 HOLD_LINE <&6
+expect_eq "lease loss disconnects the writable export's client" "disconnected by server" "$HOLD_LINE"
+hold_end
+cpj 2 export list
+expect_eq "lease loss: the writable export is gone" "" "$(jq_ '[].name')"
+if grep -q "export $V (volume $V) ended: its volume lease is lost" "$SL_DIR/cowpoold-2.log"; then ok; else
+	fail "lease loss not logged: $(tail -n 5 "$SL_DIR/cowpoold-2.log")"
+fi
 stop 2
 expect_eq "cowpoold 2 exits 0" 0 "$ST"
 cp_finish
