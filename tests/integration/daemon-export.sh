@@ -161,6 +161,19 @@ start 1 || abort "cowpoold 1 did not start"
 must 1 domain create --type file --path "$ROOT" --name exp --master --io-timeout 1 ||
 	abort "domain create"
 D=$(jq_ .uuid)
+# a second daemon on host 1's NBD socket is refused (its API socket is free)
+"$COWPOOLD" --host-id 3 --sanlock no --socket "$SL_DIR/other.sock" \
+	--nbd-socket "$(nbdsock 1)" >other.out 2>&1 </dev/null
+expect_eq "a daemon on a live NBD socket: exit" 1 "$?"
+if grep -q "another server is listening on the NBD socket $(nbdsock 1)" other.out; then ok; else
+	fail "a daemon on a live NBD socket: $(cat other.out)"
+fi
+# params the table cannot check
+cpw 1 rpc volume.unexport '{"domain": "'"$D"'"}'
+case $RC:$ERR in 1:*"'domain', 'image' and 'volume' (or 'name') are required"*) ok ;;
+*) fail "unexport without image/volume: exit $RC: $ERR $OUT" ;; esac
+cpw 1 rpc export.list
+expect_eq "export.list with no export" "[]" "$(tr -d ' \n' <<<"$OUT")"
 start 2 || abort "cowpoold 2 did not start"
 for n in 1 2; do
 	for i in $(seq 1 300); do  # bounded by sanlock's join (< 30 s)
