@@ -418,6 +418,7 @@ const char *const *cli_call_list(const struct cli_call *k, const char *name);
 int cli_cmd_domain(int argc, char **argv);
 int cli_cmd_image(int argc, char **argv);
 int cli_cmd_volume(int argc, char **argv);
+int cli_cmd_export(int argc, char **argv);
 int cli_cmd_template(int argc, char **argv);
 int cli_cmd_spm(int argc, char **argv);
 int cli_cmd_task(int argc, char **argv);

@@ -61,6 +61,9 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "domain", cli_cmd_domain,
 	  "domain create|list|info|extend|inspect ... (cowpoold)",
 	  "" },
+	{ "export", cli_cmd_export,
+	  "export list (cowpoold)",
+	  "" },
 	{ "info", cli_cmd_info,
 	  "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
 	  "" },
@@ -110,8 +113,8 @@ static const struct cli_cmd cli_cmds[] = {
 	  "template create|clone ... (cowpoold)",
 	  "" },
 	{ "volume", cli_cmd_volume,
-	  "volume create|info|list|delete|merge|extend|prepare|teardown ... "
-	  "(cowpoold)",
+	  "volume create|info|list|delete|merge|extend|prepare|teardown|"
+	  "export|unexport ... (cowpoold)",
 	  "" },
 };
 /* clang-format on */

@@ -26,6 +26,8 @@ static const char dmn_usage[] =
     "  --socket PATH            API socket (default\n"
     "                           $COWPOOL_RUN_DIR/cowpoold.sock or\n"
     "                           /run/cowpool/cowpoold.sock)\n"
+    "  --nbd-socket PATH        NBD exports' socket (default nbd.sock in\n"
+    "                           the API socket's directory)\n"
     "  --file-root DIR          directory holding file domains (repeatable)\n"
     "  --lvm-device DEV         device LVM may see for block domains\n"
     "                           (repeatable)\n"
@@ -101,6 +103,11 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 			goto bad;
 		free(cfg->socket);
 		cfg->socket = cfg_strdup(value);
+	} else if (!strcmp(key, "nbd_socket")) {
+		if (!*value)
+			goto bad;
+		free(cfg->nbd_socket);
+		cfg->nbd_socket = cfg_strdup(value);
 	} else if (!strcmp(key, "file_root") || !strcmp(key, "lvm_device")) {
 		char **list = key[0] == 'f' ? cfg->file_roots : cfg->lvm_devices;
 		size_t n = 0;
@@ -223,6 +230,7 @@ static void cfg_defaults(struct dmn_config *cfg)
 void dmn_config_free(struct dmn_config *cfg)
 {
 	free(cfg->socket);
+	free(cfg->nbd_socket);
 	cfg_list_clear(cfg->file_roots);
 	cfg_list_clear(cfg->lvm_devices);
 	free(cfg->lvm_system_dir);
@@ -235,7 +243,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 	enum {
 		OPT_HOST_ID = 256, OPT_SOCKET, OPT_FILE_ROOT, OPT_LVM_DEVICE,
 		OPT_LVM_SYSDIR, OPT_POOL, OPT_MONITOR, OPT_FOREGROUND,
-		OPT_LOG_LEVEL, OPT_READY_FD, OPT_SANLOCK,
+		OPT_LOG_LEVEL, OPT_READY_FD, OPT_SANLOCK, OPT_NBD_SOCKET,
 	};
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -250,6 +258,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 	    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	    {"ready-fd", required_argument, NULL, OPT_READY_FD},
 	    {"sanlock", required_argument, NULL, OPT_SANLOCK},
+	    {"nbd-socket", required_argument, NULL, OPT_NBD_SOCKET},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -299,6 +308,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		case OPT_MONITOR: key = "monitor_interval"; break;
 		case OPT_LOG_LEVEL: key = "log_level"; break;
 		case OPT_SANLOCK: key = "sanlock"; break;
+		case OPT_NBD_SOCKET: key = "nbd_socket"; break;
 		case ':':
 			fprintf(stderr, "cowpoold: option '%s' requires an "
 				"argument\n", argv[optind - 1]);
@@ -350,6 +360,15 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		snprintf(buf, sizeof(buf), "%s/cowpoold.sock",
 			 run && *run ? run : "/run/cowpool");
 		cfg->socket = cfg_strdup(buf);
+	}
+	if (!cfg->nbd_socket) {
+		/* nbd.sock beside the API socket */
+		const char *slash = strrchr(cfg->socket, '/');
+		size_t dir = slash ? (size_t)(slash - cfg->socket) + 1 : 0;
+		char buf[4096];
+		snprintf(buf, sizeof(buf), "%.*snbd.sock", (int)dir,
+			 cfg->socket);
+		cfg->nbd_socket = cfg_strdup(buf);
 	}
 	return 0;
 }

@@ -1,13 +1,15 @@
 /* daemon/main.c - cowpoold: start-up, signals and shutdown.
  *
  * Start-up: configuration (config.c), the socket bound (so a second
- * daemon fails early), cp_pool_open(), then the threads: join
+ * daemon fails early), cp_pool_open(), the NBD server (exports.c), then
+ * the threads: join
  * (cp_pool_join once; the API answers meanwhile), monitor, accept.  Then
  * "ready\n" goes to --ready-fd.
  *
  * Shutdown (first SIGTERM/SIGINT): stop accepting, end connections, let
- * running tasks finish, cp_pool_close() (releases the leases, leaves the
- * lockspaces), remove the socket, exit 0.  A second signal exits at once
+ * running tasks finish, end the NBD exports (clients disconnected, images
+ * closed, volume leases released), cp_pool_close() (releases the leases,
+ * leaves the lockspaces), remove the socket, exit 0.  A second signal exits at once
  * (status 1): sanlock releases this process's leases when it dies and the
  * next SPM recovers the journaled tasks.
  */
@@ -152,6 +154,14 @@ int main(int argc, char **argv)
 		unlink(d->cfg.socket);
 		return 1;
 	}
+	cp_clear_error();
+	if (dmn_exports_start(d) < 0) {
+		dmn_err("%s", cp_last_error());
+		cp_pool_close(d->pool);
+		close(d->listen_fd);
+		unlink(d->cfg.socket);
+		return 1;
+	}
 	if (d->cfg.sanlock) {
 		d->join_state = DMN_JOIN_RUNNING;
 		if (dmn_start_thread(&d->join_thread, dmn_join_thread, d,
@@ -195,6 +205,7 @@ int main(int argc, char **argv)
 			dmn_info("waiting for the lockspace join to end");
 		pthread_join(d->join_thread, NULL);
 	}
+	dmn_exports_stop(d); /* clients, images, leases: before the pool */
 	cp_pool_close(d->pool);
 	dmn_tasks_destroy(&d->tasks);
 	dmn_info("stopped");

@@ -947,17 +947,20 @@ static void batch_flush(struct nbd_conn *c, struct batch *b)
 {
 	struct nbd_export *e = c->exp;
 
+	/* Counted before the replies go out: a client that has its answer
+	 * sees it in the stats (cp_nbd_server_list_exports). */
+	for (int i = 0; i < b->nslots; i++) {
+		struct nbd_slot *sl = b->slots[i];
+		account(e, b->ret[i], sl->type == NBD_CMD_READ ? sl->len : 0,
+			sl->type == NBD_CMD_WRITE ? sl->len : 0);
+	}
 	if (b->niov) {
 		pthread_mutex_lock(&c->send_lock);
 		conn_writev_locked(c, b->iov, b->niov);
 		pthread_mutex_unlock(&c->send_lock);
 	}
-	for (int i = 0; i < b->nslots; i++) {
-		struct nbd_slot *sl = b->slots[i];
-		account(e, b->ret[i], sl->type == NBD_CMD_READ ? sl->len : 0,
-			sl->type == NBD_CMD_WRITE ? sl->len : 0);
-		slot_put(c, sl);
-	}
+	for (int i = 0; i < b->nslots; i++)
+		slot_put(c, b->slots[i]);
 	b->nslots = b->niov = 0;
 }
 
@@ -1041,6 +1044,8 @@ static void *sender_thread(void *arg)
 			if (batch_add(c, &b, sl, ret))
 				continue;
 			batch_flush(c, &b); /* keep replies in order */
+			account(e, ret, sl->type == NBD_CMD_READ ? sl->len : 0,
+				sl->type == NBD_CMD_WRITE ? sl->len : 0);
 			pthread_mutex_lock(&c->send_lock);
 			if (ret < 0)
 				reply_error_locked(c, sl->cookie, ret,
@@ -1052,8 +1057,6 @@ static void *sender_thread(void *arg)
 			else
 				reply_ok_locked(c, sl->cookie);
 			pthread_mutex_unlock(&c->send_lock);
-			account(e, ret, sl->type == NBD_CMD_READ ? sl->len : 0,
-				sl->type == NBD_CMD_WRITE ? sl->len : 0);
 			slot_put(c, sl);
 		}
 		batch_flush(c, &b);
@@ -1401,8 +1404,8 @@ static int conn_request(struct nbd_conn *c)
 			err = -EINVAL, msg = "bad block status range";
 			goto fail;
 		}
+		account(e, 0, 0, 0); /* before the reply, as the others */
 		r = cmd_block_status(c, flags, cookie, off, len);
-		account(e, 0, 0, 0);
 		return r < 0 && c->dead ? r : 0;
 	default:
 		err = -EINVAL, msg = "unknown command";

@@ -33,10 +33,15 @@
 #      prepare of a template works on every host
 #   6. bad input: unknown UUIDs, domain extend of a file domain, a full VG,
 #      a metadata slot with one corrupted byte on the loop device
+#   7. NBD exports (volume.export): a writable export of a leaf is
+#      exclusive across hosts (the second host's error names the holder;
+#      rw prepare is refused too), handed over by unexport; read-only
+#      exports of the leaf on every host at once; data written through one
+#      host's export read through another's (qemu-io)
 #
 # Usage: multihost.sh [SECTION...].  Step 1 always runs; the sections are
-# the other steps: race (2), takeover (3), recovery (4), leases (5) and
-# input (6), in the order given; no argument runs them all in one pool.
+# the other steps: race (2), takeover (3), recovery (4), leases (5),
+# input (6) and exports (7), in the order given; no argument runs them all in one pool.
 # Meson runs each section as its own test (multihost-race, ...), so that a
 # failure names its feature; a section that needs an SPM finds the one the
 # previous section left, or makes host 1 SPM.  Each section ends with a
@@ -56,7 +61,7 @@
 # logs) after a failure.  Skips (77) unless root with sanlock, lvm2,
 # losetup and qemu-img.  Prints "MEASURE" lines.
 
-MH_SECTIONS=(race takeover recovery leases input)
+MH_SECTIONS=(race takeover recovery leases input exports)
 if [ $# -gt 0 ]; then
 	for s in "$@"; do
 		if [[ " ${MH_SECTIONS[*]} " != *" $s "* ]]; then
@@ -862,6 +867,66 @@ section_input()
 	clear_tasks "$SPM"
 	echo "bad input: $(elapsed "$t0" "$(now)") s"
 }
+
+# ---- 7. NBD exports ---------------------------------------------------------------------
+# host A exports a leaf writable, B and C are refused; the export moves to B
+# by unexport; then every host exports it read-only at once
+section_exports()
+{
+	if ! command -v qemu-io >/dev/null 2>&1; then
+		echo "SKIP: qemu-io is not installed" >&2
+		exit 77
+	fi
+	need_spm
+	C=$SPM A=$((SPM % 3 + 1)) B=$(((SPM + 1) % 3 + 1))
+	t0=$(now)
+	for D in "$FDOM" "$BDOM"; do
+		what="$(dname "$D") domain"
+		I=$(uuid) V=$(uuid)
+		must "$C" volume create "$D" --image "$I" --volume "$V" --size 16M || abort "volume create"
+		must "$A" volume export "$D" "$I" "$V" --rw || abort "volume export"
+		U=$(jq_ .uri)
+		expect_eq "$what: uri on host $A" "nbd+unix:///$V?socket=$(mh_nbd_sock "$A")" "$U"
+		out=$(qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0xa5 15M 1M' "$U" 2>&1)
+		expect_eq "$what: write through host $A's export: exit" 0 "$?"
+		for n in "$B" "$C"; do
+			refused "$what: rw export on host $n while host $A exports" \
+				"*prepare volume $V for writing*held by host $A *" "$n" volume export "$D" "$I" "$V" --rw
+		done
+		refused "$what: rw prepare on host $B while host $A exports" "*held by host $A *" \
+			"$B" volume prepare "$D" "$I" "$V" --rw
+		must "$A" volume unexport "$D" "$I" "$V"
+		must "$B" volume export "$D" "$I" "$V" --rw
+		expect_eq "$what: host $B exports writable after the unexport" true "$(jq_ .rw)"
+		U=$(jq_ .uri)
+		out=$(qemu-io -f raw -c 'read -P 0x5a 0 1M' -c 'read -P 0xa5 15M 1M' -c 'read -P 0 1M 1M' "$U" 2>&1)
+		if [ $? -eq 0 ] && [[ $out != *"verification failed"* ]]; then ok; else
+			fail "$what: host $A's writes read through host $B's export: $out"
+		fi
+		refused "$what: rw export on host $A after the hand-over" "*held by host $B *" \
+			"$A" volume export "$D" "$I" "$V" --rw
+		must "$B" volume unexport --name "$V"
+		for n in "${HOSTS[@]}"; do
+			must "$n" volume export "$D" "$I" "$V"
+			expect_eq "$what: read-only export on host $n" false "$(jq_ .rw)"
+		done
+		for n in "${HOSTS[@]}"; do
+			out=$(qemu-io -f raw -r -c 'read -P 0x5a 0 1M' "$(mh_nbd_uri "$n" "$V")" 2>&1)
+			if [ $? -eq 0 ] && [[ $out != *"verification failed"* ]]; then ok; else
+				fail "$what: read through host $n's read-only export: $out"
+			fi
+		done
+		cpj "$A" export list
+		expect_eq "$what: export.list on host $A" "$V false" "$(jq_ '[].name') $(jq_ '[].rw')"
+		refused "$what: image delete while host $C exports" "*image.delete: *exported read-only*" \
+			"$C" image delete "$D" "$I"
+		for n in "${HOSTS[@]}"; do must "$n" volume unexport "$D" "$I" "$V"; done
+		must "$C" image delete "$D" "$I"
+	done
+	clear_tasks "$SPM"
+	echo "exports: $(elapsed "$t0" "$(now)") s"
+}
+mh_nbd_uri() { echo "nbd+unix:///$2?socket=$(mh_nbd_sock "$1")"; }
 
 # ---- the sections asked for ------------------------------------------------------------
 for s in "${MH_SECTIONS[@]}"; do
