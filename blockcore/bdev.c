@@ -58,6 +58,7 @@ static int bc_parse(const char *s, const char *const *names, size_t n,
 
 int cp_aio_parse(const char *s, enum cp_aio *out)
 {
+	CP_API_ENTER();
 	int r =
 	    bc_parse(s, bc_aio_names, CP_ARRAY_SIZE(bc_aio_names), "aio mode");
 	if (r < 0)
@@ -68,6 +69,7 @@ int cp_aio_parse(const char *s, enum cp_aio *out)
 
 int cp_cache_parse(const char *s, enum cp_cache *out)
 {
+	CP_API_ENTER();
 	int r = bc_parse(s, bc_cache_names, CP_ARRAY_SIZE(bc_cache_names),
 			 "cache mode");
 	if (r < 0)
@@ -78,6 +80,7 @@ int cp_cache_parse(const char *s, enum cp_cache *out)
 
 int cp_prealloc_parse(const char *s, enum cp_prealloc *out)
 {
+	CP_API_ENTER();
 	int r = bc_parse(s, bc_prealloc_names, CP_ARRAY_SIZE(bc_prealloc_names),
 			 "preallocation mode");
 	if (r < 0)
@@ -848,17 +851,20 @@ static int bc_rw_async(cp_bdev *dev, enum bc_op op, const struct iovec *iov,
 int cp_bdev_preadv_async(cp_bdev *dev, const struct iovec *iov, int iovcnt,
 			 uint64_t offset, cp_io_cb cb, void *opaque)
 {
+	CP_API_ENTER();
 	return bc_rw_async(dev, BC_OP_READ, iov, iovcnt, offset, cb, opaque);
 }
 
 int cp_bdev_pwritev_async(cp_bdev *dev, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, cp_io_cb cb, void *opaque)
 {
+	CP_API_ENTER();
 	return bc_rw_async(dev, BC_OP_WRITE, iov, iovcnt, offset, cb, opaque);
 }
 
 int cp_bdev_flush_async(cp_bdev *dev, cp_io_cb cb, void *opaque)
 {
+	CP_API_ENTER();
 	int r;
 	if (!cb)
 		return cp_error(-EINVAL, "%s: fdatasync: invalid arguments",
@@ -970,29 +976,34 @@ static int bc_rw_sync(cp_bdev *dev, enum bc_op op, const struct iovec *iov,
 int cp_bdev_preadv(cp_bdev *dev, const struct iovec *iov, int iovcnt,
 		   uint64_t offset)
 {
+	CP_API_ENTER();
 	return bc_rw_sync(dev, BC_OP_READ, iov, iovcnt, offset);
 }
 
 int cp_bdev_pwritev(cp_bdev *dev, const struct iovec *iov, int iovcnt,
 		    uint64_t offset)
 {
+	CP_API_ENTER();
 	return bc_rw_sync(dev, BC_OP_WRITE, iov, iovcnt, offset);
 }
 
 int cp_bdev_pread(cp_bdev *dev, void *buf, size_t len, uint64_t offset)
 {
+	CP_API_ENTER();
 	struct iovec iov = {buf, len};
 	return bc_rw_sync(dev, BC_OP_READ, &iov, 1, offset);
 }
 
 int cp_bdev_pwrite(cp_bdev *dev, const void *buf, size_t len, uint64_t offset)
 {
+	CP_API_ENTER();
 	struct iovec iov = {(void *)buf, len};
 	return bc_rw_sync(dev, BC_OP_WRITE, &iov, 1, offset);
 }
 
 int cp_bdev_flush(cp_bdev *dev)
 {
+	CP_API_ENTER();
 	return bc_rw_sync(dev, BC_OP_FLUSH, NULL, 0, 0);
 }
 
@@ -1014,6 +1025,7 @@ static int bc_check_range(cp_bdev *dev, const char *what, uint64_t offset,
 
 int cp_bdev_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 {
+	CP_API_ENTER();
 	int r = bc_check_range(dev, "discard", offset, len, true);
 	if (r < 0)
 		return r;
@@ -1024,6 +1036,7 @@ int cp_bdev_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 			 unsigned flags)
 {
+	CP_API_ENTER();
 	int r = bc_check_range(dev, "write zeroes", offset, len, true);
 	if (r < 0)
 		return r;
@@ -1033,6 +1046,7 @@ int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 
 int cp_bdev_truncate(cp_bdev *dev, uint64_t size)
 {
+	CP_API_ENTER();
 	int r = bc_check_range(dev, "truncate", size, 0, true);
 	if (r < 0)
 		return r;
@@ -1043,6 +1057,7 @@ int cp_bdev_truncate(cp_bdev *dev, uint64_t size)
 int cp_bdev_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
 			enum cp_prealloc mode)
 {
+	CP_API_ENTER();
 	int r = bc_check_range(dev, "preallocate", offset, len, true);
 	if (r < 0)
 		return r;
@@ -1055,6 +1070,7 @@ int cp_bdev_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
 int cp_bdev_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
 			 uint64_t *pnum)
 {
+	CP_API_ENTER();
 	int r = bc_check_range(dev, "block status", offset, len, false);
 	if (r < 0)
 		return r;
@@ -1149,6 +1165,7 @@ static int bc_start_backend(cp_bdev *dev, enum cp_aio aio, bool fallback)
 int cp_bdev_open(const char *path, const struct cp_bdev_opts *uopts,
 		 cp_bdev **out)
 {
+	CP_API_ENTER();
 	struct cp_bdev_opts opts;
 	cp_bdev *dev;
 	struct stat st;

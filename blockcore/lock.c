@@ -247,6 +247,7 @@ static int check(cp_bdev *dev, int fd, uint64_t base, unsigned perm,
 
 int cp_bdev_set_perm(cp_bdev *dev, unsigned perm, unsigned shared)
 {
+	CP_API_ENTER();
 	struct bc_lock *lk = &dev->lock;
 	unsigned unshared = ~shared & CP_PERM_ALL;
 	int fd;
@@ -292,6 +293,7 @@ void cp_bdev_get_perm(const cp_bdev *dev, unsigned *perm, unsigned *shared)
 
 int cp_bdev_lock_adopt(cp_bdev *dev, const cp_bdev *from)
 {
+	CP_API_ENTER();
 	struct bc_lock *lk = &dev->lock;
 	int fd;
 	uint64_t base;

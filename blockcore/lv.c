@@ -625,6 +625,7 @@ static const struct bc_backend bc_linear_backend = {
 int cp_bdev_open_linear(const char *name, const struct cp_linear_map *map,
 			const struct cp_bdev_opts *uopts, cp_bdev **out)
 {
+	CP_API_ENTER();
 	struct cp_bdev_opts opts;
 	struct bc_linear *lin;
 	cp_bdev *dev;
@@ -721,6 +722,7 @@ static int bc_lin_check_prefix(cp_bdev *dev, const struct bc_lin_map *old,
 
 int cp_bdev_linear_remap(cp_bdev *dev, const struct cp_linear_map *map)
 {
+	CP_API_ENTER();
 	struct bc_linear *lin = dev->linear;
 	struct bc_lin_map *nm, *old;
 

@@ -421,6 +421,7 @@ static uint8_t *bc_ram_map(uint64_t len)
 
 int cp_bdev_open_ram(const struct cp_ram_opts *uopts, cp_bdev **out)
 {
+	CP_API_ENTER();
 	struct cp_ram_opts opts;
 	char name[32];
 	cp_bdev *dev;
@@ -500,6 +501,7 @@ static struct bc_ram *bc_ram_of(cp_bdev *dev, const char *what)
 
 int cp_ram_cut(cp_bdev *dev)
 {
+	CP_API_ENTER();
 	struct bc_ram *ram = bc_ram_of(dev, "cut");
 	if (!ram)
 		return -EINVAL;
@@ -519,6 +521,7 @@ bool cp_ram_is_cut(cp_bdev *dev)
 
 int cp_ram_restart(cp_bdev *dev)
 {
+	CP_API_ENTER();
 	struct bc_ram *ram = bc_ram_of(dev, "restart");
 	if (!ram)
 		return -EINVAL;
@@ -531,6 +534,7 @@ int cp_ram_restart(cp_bdev *dev)
 
 int cp_ram_set_cut_after(cp_bdev *dev, int64_t writes)
 {
+	CP_API_ENTER();
 	struct bc_ram *ram = bc_ram_of(dev, "set cut");
 	if (!ram)
 		return -EINVAL;
@@ -549,6 +553,7 @@ uint64_t cp_ram_write_count(cp_bdev *dev)
 
 int cp_ram_save(cp_bdev *dev, const char *path)
 {
+	CP_API_ENTER();
 	struct bc_ram *ram = bc_ram_of(dev, "save");
 	if (!ram)
 		return -EINVAL;
@@ -567,6 +572,7 @@ int cp_ram_save(cp_bdev *dev, const char *path)
 
 int cp_ram_load(cp_bdev *dev, const char *path)
 {
+	CP_API_ENTER();
 	struct bc_ram *ram = bc_ram_of(dev, "load");
 	struct stat st;
 	if (!ram)

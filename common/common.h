@@ -2,8 +2,8 @@
  *
  * Error rule (docs/hacking.md): functions return int, >= 0 on success and
  * -errno on failure.  A human-readable message goes to a per-thread "last
- * error" set with cp_error() or cp_error_prefix() and read with
- * cp_last_error().
+ * error", stored with its errno, set with cp_error() or cp_error_prefix()
+ * and read with cp_error_msg(err).
  */
 #ifndef CP_COMMON_H
 #define CP_COMMON_H
@@ -25,16 +25,39 @@
 #define CP_IS_ALIGNED(n, a) (((n) % (a)) == 0)
 #define CP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Record a message for the calling thread and return err (a -errno value)
- * so callers can write `return cp_error(-EINVAL, "...")`.  errno is
- * preserved. */
+/* Errors (docs/hacking.md, Errors).  The calling thread keeps one last
+ * error: the -errno a function failed with and the message it recorded for
+ * that errno, stored together.
+ *
+ * cp_error() records a message for err (a -errno value) and returns err so
+ * callers can write `return cp_error(-EINVAL, "...")`; errno is preserved. */
 int cp_error(int err, const char *fmt, ...) CP_PRINTF(2, 3);
-/* Same, but prefixes the existing message: "prefix: old message". */
+/* Same, but puts "prefix: " in front of the message a callee recorded for
+ * the same err (strerror(-err) when the stored message belongs to another
+ * errno or there is none). */
 int cp_error_prefix(int err, const char *fmt, ...) CP_PRINTF(2, 3);
-/* The calling thread's last message ("" when none). Valid until the next
- * cp_error() on this thread. */
+/* The message for err, the value a call just returned: the stored message
+ * when it was recorded for err, else strerror(-err).  Never NULL; valid until
+ * the next error on this thread.  This is how callers read errors. */
+const char *cp_error_msg(int err);
+/* The errno the stored message belongs to (0 when none). */
+int cp_last_errno(void);
+/* The stored message whatever its errno ("" when none); for tests. */
 const char *cp_last_error(void);
+/* Forget the stored error. */
 void cp_clear_error(void);
+
+/* Every public function of blockcore.h, qcow.h, spm.h and nbd.h that can
+ * fail starts with CP_API_ENTER(): the outermost one on the thread clears
+ * the stored error, so what a caller reads after a failure was recorded
+ * during that call.  Public functions called from inside the libraries do
+ * not clear it (a caller may be about to prefix a message it or a callee
+ * recorded).  GNU C (cleanup attribute): only for .c files. */
+#define CP_API_ENTER()                                                   \
+	unsigned cp_api_depth_                                           \
+	    __attribute__((cleanup(cp_api_leave), unused)) = cp_api_enter()
+unsigned cp_api_enter(void);
+void cp_api_leave(unsigned *depth);
 
 /* Big-endian load/store (QCOW2 is big-endian on disk). */
 static inline uint16_t cp_be16(const void *p)

@@ -7,7 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The calling thread's last error: the -errno a function returned and the
+ * message it recorded for it, kept together so a message is only ever
+ * reported for the errno it was written for (docs/hacking.md, Errors). */
+static _Thread_local int last_errno;
 static _Thread_local char last_error[1024];
+/* How many public entry points (CP_API_ENTER) are active on this thread. */
+static _Thread_local unsigned api_depth;
 
 int cp_error(int err, const char *fmt, ...)
 {
@@ -16,6 +22,7 @@ int cp_error(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
+	last_errno = err;
 	errno = saved;
 	return err;
 }
@@ -28,15 +35,28 @@ int cp_error_prefix(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
-	memcpy(old, last_error, sizeof(old) - 1);
-	old[sizeof(old) - 1] = 0;
-	if (old[0])
-		snprintf(last_error, sizeof(last_error), "%s: %s", prefix, old);
-	else
-		snprintf(last_error, sizeof(last_error), "%s: %s", prefix,
-			 strerror(-err));
+	/* Only a message recorded for this very errno belongs to it: anything
+	 * else is left over from an earlier failure. */
+	const char *m = cp_error_msg(err);
+	size_t n = strnlen(m, sizeof(old) - 1);
+	memcpy(old, m, n);
+	old[n] = 0;
+	snprintf(last_error, sizeof(last_error), "%s: %s", prefix, old);
+	last_errno = err;
 	errno = saved;
 	return err;
+}
+
+const char *cp_error_msg(int err)
+{
+	if (err < 0 && err == last_errno && last_error[0])
+		return last_error;
+	return strerror(err < 0 ? -err : err);
+}
+
+int cp_last_errno(void)
+{
+	return last_errno;
 }
 
 const char *cp_last_error(void)
@@ -46,7 +66,21 @@ const char *cp_last_error(void)
 
 void cp_clear_error(void)
 {
+	last_errno = 0;
 	last_error[0] = 0;
+}
+
+unsigned cp_api_enter(void)
+{
+	if (api_depth++ == 0)
+		cp_clear_error();
+	return api_depth;
+}
+
+void cp_api_leave(unsigned *depth)
+{
+	(void)depth;
+	api_depth--;
 }
 
 bool cp_is_zero(const void *buf, size_t len)

@@ -33,6 +33,7 @@ void cp_nbd_export_opts_init(struct cp_nbd_export_opts *opts)
 CP_EXPORT int cp_nbd_server_create(const struct cp_nbd_server_opts *opts,
 				   cp_nbd_server **out)
 {
+	CP_API_ENTER();
 	cp_nbd_server *s;
 
 	*out = NULL;
@@ -79,6 +80,7 @@ CP_EXPORT int cp_nbd_server_create(const struct cp_nbd_server_opts *opts,
 
 CP_EXPORT int cp_nbd_server_done_fd(const cp_nbd_server *s)
 {
+	CP_API_ENTER();
 	return s->done_fd;
 }
 
@@ -111,6 +113,7 @@ static int server_add_listener(cp_nbd_server *s, int fd, const char *path)
 
 CP_EXPORT int cp_nbd_server_listen_unix(cp_nbd_server *s, const char *path)
 {
+	CP_API_ENTER();
 	struct sockaddr_un sa;
 	struct stat st;
 	int fd, err;
@@ -139,6 +142,7 @@ CP_EXPORT int cp_nbd_server_listen_unix(cp_nbd_server *s, const char *path)
 CP_EXPORT int cp_nbd_server_listen_tcp(cp_nbd_server *s, const char *addr,
 				       const char *port)
 {
+	CP_API_ENTER();
 	struct addrinfo hints, *res, *ai;
 	int fd = -1, err = 0, one = 1;
 	int r;
@@ -236,6 +240,7 @@ void nbd_export_detach(cp_nbd_server *s, struct nbd_export *e)
 CP_EXPORT int cp_nbd_server_add_export(cp_nbd_server *s,
 				       const struct cp_nbd_export_opts *o)
 {
+	CP_API_ENTER();
 	struct nbd_export *e, **pp;
 	int ret = 0;
 
@@ -298,6 +303,7 @@ CP_EXPORT int cp_nbd_server_add_export(cp_nbd_server *s,
 CP_EXPORT int cp_nbd_server_remove_export(cp_nbd_server *s, const char *name,
 					  bool force)
 {
+	CP_API_ENTER();
 	struct nbd_export *e, **pp;
 	struct nbd_conn *c;
 	bool last = false;
@@ -332,6 +338,7 @@ CP_EXPORT int cp_nbd_server_list_exports(cp_nbd_server *s,
 					 struct cp_nbd_export_stats *out,
 					 size_t max)
 {
+	CP_API_ENTER();
 	struct nbd_export *e;
 	int n = 0;
 
@@ -406,6 +413,7 @@ static void server_conn_leave(cp_nbd_server *s)
 
 CP_EXPORT int cp_nbd_server_serve_fd(cp_nbd_server *s, int fd)
 {
+	CP_API_ENTER();
 	if (!server_conn_enter(s)) {
 		close(fd);
 		return cp_error(-EBUSY, "nbd: server full or stopping");
@@ -514,6 +522,7 @@ static void *accept_thread(void *arg)
 
 CP_EXPORT int cp_nbd_server_start(cp_nbd_server *s)
 {
+	CP_API_ENTER();
 	int r;
 
 	if (s->started)

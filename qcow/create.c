@@ -317,6 +317,7 @@ int cp_image_create_dev(cp_bdev *dev, const char *name,
 			const struct cp_create_opts *opts,
 			cp_open_backing_fn open_backing, void *opaque)
 {
+	CP_API_ENTER();
 	struct cp_create_opts o;
 	if (opts)
 		o = *opts;
@@ -327,6 +328,7 @@ int cp_image_create_dev(cp_bdev *dev, const char *name,
 
 int cp_image_create(const char *path, const struct cp_create_opts *opts)
 {
+	CP_API_ENTER();
 	struct cp_create_opts o;
 	if (opts)
 		o = *opts;

@@ -85,6 +85,7 @@ void cp_create_opts_init(struct cp_create_opts *o)
 
 int cp_fmt_parse(const char *s, enum cp_fmt *out)
 {
+	CP_API_ENTER();
 	if (!strcmp(s, "raw"))
 		*out = CP_FMT_RAW;
 	else if (!strcmp(s, "qcow2"))
@@ -315,6 +316,7 @@ static void chain_free(struct chain *ch)
 int cp_image_open_dev(cp_bdev *dev, const char *name,
 		      const struct cp_open_opts *opts, cp_image **out)
 {
+	CP_API_ENTER();
 	struct cp_open_opts o;
 	if (opts)
 		o = *opts;
@@ -330,6 +332,7 @@ int cp_image_open_dev(cp_bdev *dev, const char *name,
 int cp_image_open(const char *path, const struct cp_open_opts *opts,
 		  cp_image **out)
 {
+	CP_API_ENTER();
 	struct cp_open_opts o;
 	if (opts)
 		o = *opts;
@@ -378,6 +381,7 @@ static void async_stop(cp_image *img)
 
 int cp_image_close(cp_image *img)
 {
+	CP_API_ENTER();
 	if (!img)
 		return 0;
 	async_stop(img);
@@ -433,6 +437,7 @@ static int check_range(cp_image *img, uint64_t off, uint64_t len, bool write)
 int cp_image_preadv(cp_image *img, const struct iovec *iov, int iovcnt,
 		    uint64_t offset)
 {
+	CP_API_ENTER();
 	uint64_t len = cp_iov_size(iov, iovcnt);
 	int r = check_range(img, offset, len, false);
 	if (r < 0 || !len)
@@ -446,6 +451,7 @@ int cp_image_preadv(cp_image *img, const struct iovec *iov, int iovcnt,
 int cp_image_pwritev(cp_image *img, const struct iovec *iov, int iovcnt,
 		     uint64_t offset)
 {
+	CP_API_ENTER();
 	uint64_t len = cp_iov_size(iov, iovcnt);
 	int r = check_range(img, offset, len, true);
 	if (r < 0 || !len)
@@ -458,12 +464,14 @@ int cp_image_pwritev(cp_image *img, const struct iovec *iov, int iovcnt,
 
 int cp_image_pread(cp_image *img, void *buf, size_t len, uint64_t offset)
 {
+	CP_API_ENTER();
 	struct iovec v = { buf, len };
 	return cp_image_preadv(img, &v, 1, offset);
 }
 
 int cp_image_pwrite(cp_image *img, const void *buf, size_t len, uint64_t offset)
 {
+	CP_API_ENTER();
 	struct iovec v = { (void *)buf, len };
 	return cp_image_pwritev(img, &v, 1, offset);
 }
@@ -471,6 +479,7 @@ int cp_image_pwrite(cp_image *img, const void *buf, size_t len, uint64_t offset)
 int cp_image_write_zeroes(cp_image *img, uint64_t offset, uint64_t len,
 			  unsigned flags)
 {
+	CP_API_ENTER();
 	int r = check_range(img, offset, len, true);
 	if (r < 0 || !len)
 		return r;
@@ -481,6 +490,7 @@ int cp_image_write_zeroes(cp_image *img, uint64_t offset, uint64_t len,
 
 int cp_image_discard(cp_image *img, uint64_t offset, uint64_t len)
 {
+	CP_API_ENTER();
 	int r = check_range(img, offset, len, true);
 	if (r < 0 || !len)
 		return r;
@@ -496,6 +506,7 @@ int cp_image_discard(cp_image *img, uint64_t offset, uint64_t len)
 
 int cp_image_flush(cp_image *img)
 {
+	CP_API_ENTER();
 	if (cp_image_readonly(img))
 		return 0;
 	if (img->q)
@@ -506,6 +517,7 @@ int cp_image_flush(cp_image *img)
 int cp_image_resize(cp_image *img, uint64_t new_size, bool allow_shrink,
 		    enum cp_prealloc prealloc)
 {
+	CP_API_ENTER();
 	if (cp_image_readonly(img))
 		return cp_error(-EROFS, "%s: image is read-only", img->filename);
 	async_drain(img);
@@ -720,12 +732,14 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 int cp_image_preadv_async(cp_image *img, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, cp_io_cb cb, void *opaque)
 {
+	CP_API_ENTER();
 	return submit_async(img, false, iov, iovcnt, offset, cb, opaque);
 }
 
 int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
 			   uint64_t offset, cp_io_cb cb, void *opaque)
 {
+	CP_API_ENTER();
 	return submit_async(img, true, iov, iovcnt, offset, cb, opaque);
 }
 
@@ -734,6 +748,7 @@ int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
 int cp_image_is_allocated(cp_image *img, uint64_t offset, uint64_t len,
 			  uint64_t *pnum)
 {
+	CP_API_ENTER();
 	if (!img->q) {
 		*pnum = len;
 		return 1;
@@ -780,6 +795,7 @@ static bool meta_prealloc(cp_image *img)
 int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 		 struct cp_extent *ext)
 {
+	CP_API_ENTER();
 	memset(ext, 0, sizeof(*ext));
 	ext->start = offset;
 	ext->offset = CP_NO_OFFSET;
@@ -865,6 +881,7 @@ int cp_image_map(cp_image *img, uint64_t offset, uint64_t len,
 
 int cp_image_get_info(cp_image *img, struct cp_image_info *info)
 {
+	CP_API_ENTER();
 	memset(info, 0, sizeof(*info));
 	info->format = img->format;
 	info->virtual_size = cp_image_size(img);
@@ -912,6 +929,7 @@ int cp_image_get_info(cp_image *img, struct cp_image_info *info)
 int cp_image_check(cp_image *img, unsigned repair, struct cp_check_result *res,
 		   cp_check_report_fn report, void *opaque)
 {
+	CP_API_ENTER();
 	memset(res, 0, sizeof(*res));
 	if (!img->q)
 		return cp_error(-ENOTSUP, "%s: raw images have no metadata to check",
@@ -938,6 +956,7 @@ static int zero_dealloc(struct qcow *q, uint64_t s, uint64_t e)
 int cp_image_write_compressed(cp_image *img, const void *buf, size_t len,
 			      uint64_t offset)
 {
+	CP_API_ENTER();
 	if (!img->q)
 		return cp_error(-EINVAL, "%s: compressed clusters need a qcow2 image",
 				img->filename);
@@ -949,6 +968,7 @@ int cp_image_write_compressed(cp_image *img, const void *buf, size_t len,
 
 long cp_image_compress(cp_image *img, const void *buf, size_t len, void *out)
 {
+	CP_API_ENTER();
 	if (!img->q)
 		return cp_error(-EINVAL, "%s: compressed clusters need a qcow2 image",
 				img->filename);
@@ -961,6 +981,7 @@ long cp_image_compress(cp_image *img, const void *buf, size_t len, void *out)
 int cp_image_store_compressed(cp_image *img, const void *data, size_t dlen,
 			      uint64_t offset)
 {
+	CP_API_ENTER();
 	if (!img->q)
 		return cp_error(-EINVAL, "%s: compressed clusters need a qcow2 image",
 				img->filename);
@@ -972,6 +993,7 @@ int cp_image_store_compressed(cp_image *img, const void *data, size_t dlen,
 
 int cp_image_make_empty(cp_image *img)
 {
+	CP_API_ENTER();
 	if (!img->q)
 		return cp_error(-ENOTSUP, "%s: only qcow2 images can be emptied",
 				img->filename);
@@ -983,6 +1005,7 @@ int cp_image_make_empty(cp_image *img)
 
 int cp_image_reopen(cp_image *img, bool readwrite)
 {
+	CP_API_ENTER();
 	if (readwrite != cp_image_readonly(img))
 		return 0;
 	if (!img->own_dev && readwrite && cp_bdev_readonly(img->dev))
@@ -1070,6 +1093,7 @@ int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 int cp_image_set_backing(cp_image *img, const char *backing,
 			 const char *backing_format, bool reopen)
 {
+	CP_API_ENTER();
 	struct qcow *q = img->q;
 	if (!q)
 		return cp_error(-EINVAL, "%s: raw images have no backing file",
@@ -1134,6 +1158,7 @@ void cp_amend_opts_init(struct cp_amend_opts *o)
 
 int cp_image_amend(cp_image *img, const struct cp_amend_opts *o)
 {
+	CP_API_ENTER();
 	struct qcow *q = img->q;
 	if (!q)
 		return cp_error(-ENOTSUP, "%s: only qcow2 images can be amended",

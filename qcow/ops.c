@@ -323,6 +323,7 @@ static int commit_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 
 int cp_image_commit(cp_image *top, const struct cp_commit_opts *opts)
 {
+	CP_API_ENTER();
 	struct cp_commit_opts o;
 	if (opts)
 		o = *opts;
@@ -439,6 +440,7 @@ static int rebase_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 
 int cp_image_rebase(cp_image *img, const struct cp_rebase_opts *opts)
 {
+	CP_API_ENTER();
 	struct cp_rebase_opts o;
 	if (opts)
 		o = *opts;
@@ -631,6 +633,7 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 
 int cp_image_convert(cp_image *src, cp_image *dst, const struct cp_convert_opts *opts)
 {
+	CP_API_ENTER();
 	struct cp_convert_opts o;
 	if (opts)
 		o = *opts;
@@ -703,6 +706,7 @@ static uint64_t prealloc_size(uint64_t size, uint64_t cs, unsigned order, bool e
 int cp_image_measure(cp_image *src, const struct cp_measure_opts *opts,
 		     struct cp_measure_result *res)
 {
+	CP_API_ENTER();
 	struct cp_measure_opts o;
 	if (opts)
 		o = *opts;

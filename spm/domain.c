@@ -110,6 +110,7 @@ CP_EXPORT bool cp_uuid_valid(const char *s)
 
 CP_EXPORT int cp_uuid_generate(char *out)
 {
+	CP_API_ENTER();
 	uint8_t r[16];
 	size_t got = 0;
 	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -283,6 +284,7 @@ static int volmeta_check(const struct cp_volmeta *m, const char *what, int err)
 
 CP_EXPORT int cp_volmeta_encode(const struct cp_volmeta *m, uint8_t *buf)
 {
+	CP_API_ENTER();
 	size_t dlen = strnlen(m->description, CP_VOLMETA_DESC_MAX + 1);
 	int r = volmeta_check(m, "volume metadata", -EINVAL);
 
@@ -316,6 +318,7 @@ CP_EXPORT int cp_volmeta_encode(const struct cp_volmeta *m, uint8_t *buf)
 CP_EXPORT int cp_volmeta_decode(const uint8_t *buf, const char *what,
 				struct cp_volmeta *out)
 {
+	CP_API_ENTER();
 	struct cp_volmeta m;
 	int r;
 
@@ -382,6 +385,7 @@ _Static_assert(DOM_OFF_RESERVED == DOM_OFF_MAXVOL + 4, "reserved");
 
 CP_EXPORT int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf)
 {
+	CP_API_ENTER();
 	size_t nlen = strnlen(d->name, CP_DOMAIN_NAME_MAX + 1);
 
 	if (!cp_uuid_valid(d->dom_uuid) || !cp_uuid_valid(d->pool_uuid))
@@ -420,6 +424,7 @@ CP_EXPORT int cp_domain_md_encode(const struct cp_domain_md *d, uint8_t *buf)
 CP_EXPORT int cp_domain_md_decode(const uint8_t *buf, const char *what,
 				  struct cp_domain_md *out)
 {
+	CP_API_ENTER();
 	struct cp_domain_md d;
 	uint32_t flags;
 	int r;
@@ -598,6 +603,7 @@ CP_EXPORT int cp_volmeta_path(char *out, size_t outlen, const char *root,
 			      const char *dom_uuid, const char *img_uuid,
 			      const char *vol_uuid)
 {
+	CP_API_ENTER();
 	if (!cp_uuid_valid(dom_uuid) || !cp_uuid_valid(img_uuid) ||
 	    !cp_uuid_valid(vol_uuid))
 		return cp_error(-EINVAL, "volume path: invalid UUID");
@@ -610,6 +616,7 @@ CP_EXPORT int cp_volmeta_path(char *out, size_t outlen, const char *root,
 
 CP_EXPORT int cp_volmeta_write(const char *path, const struct cp_volmeta *m)
 {
+	CP_API_ENTER();
 	uint8_t buf[CP_MD_SECTOR_SIZE];
 	int r = cp_volmeta_encode(m, buf);
 
@@ -620,6 +627,7 @@ CP_EXPORT int cp_volmeta_write(const char *path, const struct cp_volmeta *m)
 
 CP_EXPORT int cp_volmeta_read(const char *path, struct cp_volmeta *m)
 {
+	CP_API_ENTER();
 	uint8_t buf[CP_MD_SECTOR_SIZE];
 	int r = dom_read_sector(path, buf);
 
@@ -631,6 +639,7 @@ CP_EXPORT int cp_volmeta_read(const char *path, struct cp_volmeta *m)
 CP_EXPORT int cp_volmeta_update(const char *path, uint64_t expected_gen,
 				struct cp_volmeta *rec)
 {
+	CP_API_ENTER();
 	struct cp_volmeta cur, next;
 	int r = cp_volmeta_read(path, &cur);
 
@@ -717,6 +726,7 @@ static int dom_create_zeroed(const char *path, uint64_t size)
 CP_EXPORT int cp_domain_create(const struct cp_domain_create_opts *opts,
 			       struct cp_domain_md *out)
 {
+	CP_API_ENTER();
 	struct cp_domain_create_opts o;
 	struct cp_domain_md d;
 	char dir[PATH_MAX - 128], mddir[PATH_MAX - 64], path[PATH_MAX];
@@ -790,6 +800,7 @@ CP_EXPORT int cp_domain_create(const struct cp_domain_create_opts *opts,
 CP_EXPORT int cp_domain_read(const char *root, const char *dom_uuid,
 			     struct cp_domain_md *out)
 {
+	CP_API_ENTER();
 	char dir[PATH_MAX - 128], path[PATH_MAX];
 	uint8_t buf[CP_MD_SECTOR_SIZE];
 	struct cp_domain_md d;
@@ -836,6 +847,7 @@ CP_EXPORT int cp_domain_read(const char *root, const char *dom_uuid,
 CP_EXPORT int cp_domain_image_create(const char *root, const char *dom_uuid,
 				     const char *img_uuid)
 {
+	CP_API_ENTER();
 	char images[PATH_MAX - 128], path[PATH_MAX];
 	int r = dom_check_root(root);
 
@@ -862,6 +874,7 @@ CP_EXPORT int cp_domain_list_volumes(const char *root, const char *dom_uuid,
 				     const char *img_uuid,
 				     struct cp_uuid_str **out, size_t *n)
 {
+	CP_API_ENTER();
 	char path[PATH_MAX];
 	struct cp_uuid_str *v = NULL;
 	size_t cnt = 0, cap = 0;

@@ -365,6 +365,7 @@ static void res_what(char *buf, size_t n, const struct cp_lease_opts *o)
 
 CP_EXPORT int cp_lockspace_format(const struct cp_lockspace_opts *o)
 {
+	CP_API_ENTER();
 	struct sanlk_lockspace ls;
 	char what[1200];
 	int rv = ls_from_opts(o, 0, &ls);
@@ -384,6 +385,7 @@ CP_EXPORT int cp_lockspace_format(const struct cp_lockspace_opts *o)
 CP_EXPORT int cp_lockspace_read_io_timeout(const struct cp_lockspace_opts *o,
 					   uint32_t *io_timeout)
 {
+	CP_API_ENTER();
 	struct sanlk_lockspace ls;
 	char what[1200];
 	uint32_t io = 0;
@@ -457,18 +459,21 @@ static int join(const struct cp_lockspace_opts *o, uint64_t host_id,
 CP_EXPORT int cp_lockspace_join(const struct cp_lockspace_opts *o,
 				uint64_t host_id)
 {
+	CP_API_ENTER();
 	return join(o, host_id, 0);
 }
 
 CP_EXPORT int cp_lockspace_join_start(const struct cp_lockspace_opts *o,
 				      uint64_t host_id)
 {
+	CP_API_ENTER();
 	return join(o, host_id, SANLK_ADD_ASYNC);
 }
 
 CP_EXPORT int cp_lockspace_leave(const struct cp_lockspace_opts *o,
 				 uint64_t host_id)
 {
+	CP_API_ENTER();
 	struct sanlk_lockspace ls;
 	char what[1200];
 	int rv = ls_from_opts(o, host_id, &ls);
@@ -497,6 +502,7 @@ CP_EXPORT int cp_lockspace_leave(const struct cp_lockspace_opts *o,
 CP_EXPORT int cp_lockspace_status(const struct cp_lockspace_opts *o,
 				  uint64_t host_id)
 {
+	CP_API_ENTER();
 	struct sanlk_lockspace ls;
 	char what[1200];
 	int rv = ls_from_opts(o, host_id, &ls);
@@ -568,6 +574,7 @@ static int host_info(const char *lockspace, uint64_t host_id, uint32_t *io)
 
 CP_EXPORT int cp_lockspace_host_state(const char *lockspace, uint64_t host_id)
 {
+	CP_API_ENTER();
 	return host_info(lockspace, host_id, NULL);
 }
 
@@ -708,6 +715,7 @@ static int dblock_released(const char *path, uint64_t off, uint32_t sector_size,
 
 CP_EXPORT int cp_lease_format(const struct cp_lease_opts *o)
 {
+	CP_API_ENTER();
 	struct res1 r;
 	char what[1200];
 	int rv = res_from_opts(o, &r);
@@ -724,6 +732,7 @@ CP_EXPORT int cp_lease_format(const struct cp_lease_opts *o)
 CP_EXPORT int cp_lease_read(const struct cp_lease_opts *o,
 			    struct cp_lease_owner *out)
 {
+	CP_API_ENTER();
 	struct sanlk_host *hss = NULL;
 	struct leader_disk ld;
 	struct res1 r;
@@ -842,6 +851,7 @@ static int client_check_locked(cp_lease_client *c)
 
 CP_EXPORT int cp_lease_client_open(cp_lease_client **out)
 {
+	CP_API_ENTER();
 	cp_lease_client *c;
 	struct sigpipe_guard g;
 	int fd;
@@ -884,6 +894,7 @@ CP_EXPORT void cp_lease_client_close(cp_lease_client *c)
 
 CP_EXPORT int cp_lease_client_fd(const cp_lease_client *c)
 {
+	CP_API_ENTER();
 	return c->fd;
 }
 
@@ -891,6 +902,7 @@ CP_EXPORT int cp_lease_client_fd(const cp_lease_client *c)
  * blocked in a long acquire (wait_dead_owner) must not delay the check. */
 CP_EXPORT int cp_lease_client_check(cp_lease_client *c)
 {
+	CP_API_ENTER();
 	return client_check_locked(c);
 }
 
@@ -963,6 +975,7 @@ CP_EXPORT int cp_lease_acquire(cp_lease_client *c,
 			       const struct cp_lease_acquire_opts *opts,
 			       uint64_t *lver)
 {
+	CP_API_ENTER();
 	struct cp_lease_acquire_opts def;
 	struct sanlk_resource *rp[1];
 	struct sanlk_options so;
@@ -1092,6 +1105,7 @@ CP_EXPORT int cp_lease_acquire(cp_lease_client *c,
 CP_EXPORT int cp_lease_release(cp_lease_client *c,
 			       const struct cp_lease_opts *lease)
 {
+	CP_API_ENTER();
 	struct sanlk_resource *rp[1];
 	struct sigpipe_guard g;
 	struct res1 r;
@@ -1131,6 +1145,7 @@ CP_EXPORT int cp_lease_release(cp_lease_client *c,
 CP_EXPORT int cp_lease_held(cp_lease_client *c,
 			    const struct cp_lease_opts *lease, uint64_t *lver)
 {
+	CP_API_ENTER();
 	struct res1 r;
 	char what[1200];
 	int rv = res_from_opts(lease, &r);
@@ -1167,48 +1182,58 @@ struct cp_lease_client {
 
 CP_EXPORT int cp_lockspace_format(const struct cp_lockspace_opts *o)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lockspace format");
 }
 CP_EXPORT int cp_lockspace_read_io_timeout(const struct cp_lockspace_opts *o,
 					   uint32_t *io_timeout)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lockspace read");
 }
 CP_EXPORT int cp_lockspace_join(const struct cp_lockspace_opts *o,
 				uint64_t host_id)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lockspace join");
 }
 CP_EXPORT int cp_lockspace_join_start(const struct cp_lockspace_opts *o,
 				      uint64_t host_id)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lockspace join");
 }
 CP_EXPORT int cp_lockspace_leave(const struct cp_lockspace_opts *o,
 				 uint64_t host_id)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lockspace leave");
 }
 CP_EXPORT int cp_lockspace_status(const struct cp_lockspace_opts *o,
 				  uint64_t host_id)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lockspace status");
 }
 CP_EXPORT int cp_lockspace_host_state(const char *lockspace, uint64_t host_id)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("host status");
 }
 CP_EXPORT int cp_lease_format(const struct cp_lease_opts *o)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lease format");
 }
 CP_EXPORT int cp_lease_read(const struct cp_lease_opts *o,
 			    struct cp_lease_owner *out)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lease read");
 }
 CP_EXPORT int cp_lease_client_open(cp_lease_client **out)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("sanlock register");
 }
 CP_EXPORT void cp_lease_client_close(cp_lease_client *c)
@@ -1216,10 +1241,12 @@ CP_EXPORT void cp_lease_client_close(cp_lease_client *c)
 }
 CP_EXPORT int cp_lease_client_fd(const cp_lease_client *c)
 {
+	CP_API_ENTER();
 	return -1;
 }
 CP_EXPORT int cp_lease_client_check(cp_lease_client *c)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("sanlock");
 }
 CP_EXPORT int cp_lease_acquire(cp_lease_client *c,
@@ -1227,16 +1254,19 @@ CP_EXPORT int cp_lease_acquire(cp_lease_client *c,
 			       const struct cp_lease_acquire_opts *opts,
 			       uint64_t *lver)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lease acquire");
 }
 CP_EXPORT int cp_lease_release(cp_lease_client *c,
 			       const struct cp_lease_opts *lease)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lease release");
 }
 CP_EXPORT int cp_lease_held(cp_lease_client *c,
 			    const struct cp_lease_opts *lease, uint64_t *lver)
 {
+	CP_API_ENTER();
 	return NOSANLOCK("lease inquire");
 }
 

@@ -767,6 +767,7 @@ int cp_lvm_vg_create(const struct cp_lvm_opts *uo, const char *vg,
 		     const char *const *devices, const char *const *tags,
 		     uint64_t extent_size)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
 	int r = lvm_opts_copy(uo, &o);
@@ -810,6 +811,7 @@ int cp_lvm_vg_create(const struct cp_lvm_opts *uo, const char *vg,
 int cp_lvm_vg_extend(const struct cp_lvm_opts *uo, const char *vg,
 		     const char *device)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	int r = lvm_opts_copy(uo, &o);
 	if (r == 0)
@@ -827,6 +829,7 @@ int cp_lvm_vg_extend(const struct cp_lvm_opts *uo, const char *vg,
 int cp_lvm_vg_change_tags(const struct cp_lvm_opts *uo, const char *vg,
 			  const char *const *add, const char *const *del)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
 	int r = lvm_opts_copy(uo, &o);
@@ -859,6 +862,7 @@ void cp_lvm_vg_info_clear(struct cp_lvm_vg_info *info)
 int cp_lvm_vg_info(const struct cp_lvm_opts *uo, const char *vg,
 		   struct cp_lvm_vg_info *out)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_report rep;
 	memset(out, 0, sizeof(*out));
@@ -907,6 +911,7 @@ int cp_lvm_vg_info(const struct cp_lvm_opts *uo, const char *vg,
 int cp_lvm_vg_list(const struct cp_lvm_opts *uo, const char *tag, char ***out,
 		   size_t *n)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_report rep;
 	char **names = NULL;
@@ -995,6 +1000,7 @@ static int lvm_lv_size(const struct cp_lvm_opts *o, const char *vg,
 int cp_lvm_lv_create(const struct cp_lvm_opts *uo, const char *vg,
 		     const char *lv, uint64_t size, const char *const *tags)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
 	int r = lvm_opts_copy(uo, &o);
@@ -1094,18 +1100,21 @@ static int lvm_lv_resize(const struct cp_lvm_opts *uo, const char *vg,
 int cp_lvm_lv_extend(const struct cp_lvm_opts *opts, const char *vg,
 		     const char *lv, uint64_t size, uint64_t *new_size)
 {
+	CP_API_ENTER();
 	return lvm_lv_resize(opts, vg, lv, size, new_size, true);
 }
 
 int cp_lvm_lv_reduce(const struct cp_lvm_opts *opts, const char *vg,
 		     const char *lv, uint64_t size, uint64_t *new_size)
 {
+	CP_API_ENTER();
 	return lvm_lv_resize(opts, vg, lv, size, new_size, false);
 }
 
 int cp_lvm_lv_remove(const struct cp_lvm_opts *uo, const char *vg,
 		     const char *lv)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	char target[2 * LVM_NAME_MAX + 2], what[300];
 	int r = lvm_opts_copy(uo, &o);
@@ -1125,6 +1134,7 @@ int cp_lvm_lv_change_tags(const struct cp_lvm_opts *uo, const char *vg,
 			  const char *lv, const char *const *add,
 			  const char *const *del)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
 	char target[2 * LVM_NAME_MAX + 2], what[300];
@@ -1167,6 +1177,7 @@ static int lvm_cmp_lv(const void *a, const void *b)
 int cp_lvm_lv_list(const struct cp_lvm_opts *uo, const char *vg,
 		   struct cp_lvm_lv_info **out, size_t *n)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_report rep;
 	*out = NULL;
@@ -1257,6 +1268,7 @@ CP_VECTOR(lvm_pv_vec, struct lvm_pv);
 int cp_lvm_lv_map(const struct cp_lvm_opts *uo, const char *vg, const char *lv,
 		  struct cp_linear_map *out)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_report lvr = {0}, pvr = {0};
 	struct cp_lvm_vg_info vi = {0};
@@ -1414,6 +1426,7 @@ static bool lvm_active_path(const char *vg, const char *lv, char *path,
 int cp_lvm_open_lv(const struct cp_lvm_opts *uo, const char *vg, const char *lv,
 		   const struct cp_bdev_opts *bo, cp_bdev **out)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct cp_linear_map map;
 	char path[2 * LVM_NAME_MAX + 8];
@@ -1440,6 +1453,7 @@ int cp_lvm_open_lv(const struct cp_lvm_opts *uo, const char *vg, const char *lv,
 int cp_lvm_refresh_lv(const struct cp_lvm_opts *uo, const char *vg,
 		      const char *lv, cp_bdev *dev)
 {
+	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct cp_linear_map map;
 	char target[2 * LVM_NAME_MAX + 2];

@@ -236,6 +236,7 @@ static int pool_scan_block(cp_pool *p)
 
 CP_EXPORT int cp_pool_rescan(cp_pool *p)
 {
+	CP_API_ENTER();
 	int r = 0;
 
 	for (char **root = p->file_roots; root && *root; root++) {
@@ -253,6 +254,7 @@ CP_EXPORT int cp_pool_rescan(cp_pool *p)
 
 CP_EXPORT int cp_pool_open(const struct cp_pool_opts *uo, cp_pool **out)
 {
+	CP_API_ENTER();
 	struct cp_pool_opts o;
 	cp_pool *p;
 
@@ -361,6 +363,7 @@ static int pool_join_sd(cp_pool *p, cp_sd *sd)
 
 CP_EXPORT int cp_pool_join(cp_pool *p)
 {
+	CP_API_ENTER();
 	int r = pool_need_sanlock(p), first = 0;
 	size_t n;
 
@@ -382,6 +385,7 @@ CP_EXPORT int cp_pool_join(cp_pool *p)
 
 CP_EXPORT int cp_pool_lease_fd(cp_pool *p)
 {
+	CP_API_ENTER();
 	int fd;
 
 	pthread_mutex_lock(&p->lock);
@@ -392,6 +396,7 @@ CP_EXPORT int cp_pool_lease_fd(cp_pool *p)
 
 CP_EXPORT int cp_pool_domain(cp_pool *p, const char *dom_uuid, cp_sd **out)
 {
+	CP_API_ENTER();
 	struct pool_dom *d;
 
 	if (!dom_uuid || !cp_uuid_valid(dom_uuid))
@@ -410,6 +415,7 @@ CP_EXPORT int cp_pool_domain(cp_pool *p, const char *dom_uuid, cp_sd **out)
 
 CP_EXPORT int cp_pool_master(cp_pool *p, cp_sd **out)
 {
+	CP_API_ENTER();
 	pthread_mutex_lock(&p->lock);
 	for (size_t i = 0; i < p->ndoms; i++) {
 		if (cp_sd_md(p->doms[i].sd)->master) {
@@ -427,6 +433,7 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 				    const struct cp_sd_create_opts *uo,
 				    struct cp_domain_md *out)
 {
+	CP_API_ENTER();
 	struct cp_sd_create_opts o;
 	struct cp_domain_md md;
 	struct cp_sd_loc loc;
@@ -483,6 +490,7 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 
 CP_EXPORT int cp_pool_monitor(cp_pool *p)
 {
+	CP_API_ENTER();
 	size_t n;
 
 	/* domains another host created since the last look */
@@ -538,6 +546,7 @@ CP_EXPORT int cp_pool_monitor(cp_pool *p)
 CP_EXPORT int cp_pool_domains(cp_pool *p, struct cp_domain_status **out,
 			      size_t *n)
 {
+	CP_API_ENTER();
 	struct cp_domain_status *v;
 
 	pthread_mutex_lock(&p->lock);
@@ -604,6 +613,7 @@ static int pool_sdm(cp_pool *p, cp_sd **master, struct cp_lease_opts *l)
 
 CP_EXPORT int cp_spm_status(cp_pool *p, struct cp_spm_status *out)
 {
+	CP_API_ENTER();
 	struct cp_lease_opts l;
 	struct cp_lease_owner own;
 	cp_sd *m;
@@ -638,6 +648,7 @@ CP_EXPORT int cp_spm_status(cp_pool *p, struct cp_spm_status *out)
 
 CP_EXPORT int cp_spm_check(cp_pool *p)
 {
+	CP_API_ENTER();
 	int r = 0;
 
 	pthread_mutex_lock(&p->lock);
@@ -738,6 +749,7 @@ static bool task_unfinished(const struct cp_task *t)
 
 CP_EXPORT int cp_spm_start(cp_pool *p)
 {
+	CP_API_ENTER();
 	struct cp_lease_acquire_opts ao;
 	struct cp_lease_opts l;
 	cp_lease_client *c;
@@ -819,6 +831,7 @@ out:
 
 CP_EXPORT int cp_spm_stop(cp_pool *p, bool force)
 {
+	CP_API_ENTER();
 	struct cp_lease_opts l;
 	cp_sd *m;
 	int r;
@@ -880,6 +893,7 @@ static int pool_with_journal(cp_pool *p, struct task_journal **tj,
 
 CP_EXPORT int cp_task_list(cp_pool *p, struct cp_task **out, size_t *n)
 {
+	CP_API_ENTER();
 	struct task_journal tmp, *tj;
 	bool opened;
 	int r = pool_with_journal(p, &tj, &tmp, &opened);
@@ -895,6 +909,7 @@ CP_EXPORT int cp_task_list(cp_pool *p, struct cp_task **out, size_t *n)
 CP_EXPORT int cp_task_get(cp_pool *p, const char *task_uuid,
 			  struct cp_task *out)
 {
+	CP_API_ENTER();
 	struct cp_task *v;
 	size_t n;
 	int r;
@@ -917,6 +932,7 @@ CP_EXPORT int cp_task_get(cp_pool *p, const char *task_uuid,
 
 CP_EXPORT int cp_task_clear(cp_pool *p, const char *task_uuid)
 {
+	CP_API_ENTER();
 	struct cp_task t;
 	int r = cp_task_get(p, task_uuid, &t);
 
@@ -935,6 +951,7 @@ CP_EXPORT int cp_task_clear(cp_pool *p, const char *task_uuid)
 CP_EXPORT int cp_vol_prepare(cp_pool *p, const char *dom, const char *img,
 			     const char *vol, bool rw)
 {
+	CP_API_ENTER();
 	struct cp_lease_acquire_opts ao;
 	struct cp_lease_opts l;
 	struct cp_volmeta m;
@@ -999,6 +1016,7 @@ CP_EXPORT int cp_vol_prepare(cp_pool *p, const char *dom, const char *img,
 CP_EXPORT int cp_vol_teardown(cp_pool *p, const char *dom, const char *img,
 			      const char *vol)
 {
+	CP_API_ENTER();
 	struct cp_lease_opts l;
 	cp_sd *sd;
 	bool held = false;

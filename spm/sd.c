@@ -58,6 +58,7 @@ static int sd_check_loc(const struct cp_sd_loc *loc)
 CP_EXPORT int cp_sd_create(const struct cp_sd_create_opts *opts,
 			   struct cp_domain_md *out)
 {
+	CP_API_ENTER();
 	struct cp_sd_create_opts o;
 	char uuid[CP_UUID_STR_LEN + 1];
 	int r;
@@ -126,6 +127,7 @@ static void sd_free(cp_sd *sd)
 CP_EXPORT int cp_sd_open(const struct cp_sd_loc *loc, const char *dom_uuid,
 			 cp_sd **out)
 {
+	CP_API_ENTER();
 	cp_sd *sd;
 	int r;
 
@@ -203,6 +205,7 @@ CP_EXPORT const struct cp_domain_md *cp_sd_md(const cp_sd *sd)
 
 CP_EXPORT int cp_sd_refresh(cp_sd *sd)
 {
+	CP_API_ENTER();
 	struct cp_domain_md d;
 	int r = sd->ops->read_md(sd, &d);
 
@@ -220,6 +223,7 @@ CP_EXPORT int cp_sd_refresh(cp_sd *sd)
 CP_EXPORT int cp_sd_md_update(cp_sd *sd, uint64_t expected_gen,
 			      struct cp_domain_md *d)
 {
+	CP_API_ENTER();
 	struct cp_domain_md cur;
 	int r = sd->ops->read_md(sd, &cur);
 
@@ -244,11 +248,13 @@ CP_EXPORT int cp_sd_md_update(cp_sd *sd, uint64_t expected_gen,
 
 CP_EXPORT int cp_sd_stats(cp_sd *sd, struct cp_sd_stats *out)
 {
+	CP_API_ENTER();
 	return sd->ops->stats(sd, out);
 }
 
 CP_EXPORT int cp_sd_extend(cp_sd *sd, const char *device)
 {
+	CP_API_ENTER();
 	if (sd->type != CP_DOMAIN_TYPE_BLOCK)
 		return cp_error(-ENOTSUP,
 				"domain %s is a file domain: only block domains take devices",
@@ -261,6 +267,7 @@ CP_EXPORT int cp_sd_extend(cp_sd *sd, const char *device)
 
 CP_EXPORT int cp_sd_lockspace(cp_sd *sd, struct cp_lockspace_opts *ls)
 {
+	CP_API_ENTER();
 	cp_lockspace_opts_init(ls);
 	ls->name = sd->uuid;
 	ls->path = sd->ids_path;
@@ -274,6 +281,7 @@ static _Thread_local char sd_lease_path[PATH_MAX];
 CP_EXPORT int cp_sd_lease(cp_sd *sd, const char *img_uuid,
 			  const char *vol_uuid, struct cp_lease_opts *lease)
 {
+	CP_API_ENTER();
 	uint64_t off;
 	int r;
 
@@ -333,12 +341,14 @@ static int sd_check_vol(cp_sd *sd, const char *img, const char *vol)
 
 CP_EXPORT int cp_sd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n)
 {
+	CP_API_ENTER();
 	return sd->ops->list_images(sd, out, n);
 }
 
 CP_EXPORT int cp_sd_list_volumes(cp_sd *sd, const char *img_uuid,
 				 struct cp_uuid_str **out, size_t *n)
 {
+	CP_API_ENTER();
 	int r = sd_check_img(sd, img_uuid);
 
 	return r < 0 ? r : sd->ops->list_volumes(sd, img_uuid, out, n);
@@ -347,6 +357,7 @@ CP_EXPORT int cp_sd_list_volumes(cp_sd *sd, const char *img_uuid,
 CP_EXPORT int cp_sd_vol_md(cp_sd *sd, const char *img_uuid,
 			   const char *vol_uuid, struct cp_volmeta *out)
 {
+	CP_API_ENTER();
 	int r = sd_check_vol(sd, img_uuid, vol_uuid);
 
 	return r < 0 ? r : sd->ops->md_read(sd, img_uuid, vol_uuid, out);
@@ -355,6 +366,7 @@ CP_EXPORT int cp_sd_vol_md(cp_sd *sd, const char *img_uuid,
 CP_EXPORT int cp_sd_vol_size(cp_sd *sd, const char *img_uuid,
 			     const char *vol_uuid, struct cp_vol_size *out)
 {
+	CP_API_ENTER();
 	int r = sd_check_vol(sd, img_uuid, vol_uuid);
 
 	return r < 0 ? r : sd->ops->vol_size(sd, img_uuid, vol_uuid, out);
@@ -363,6 +375,7 @@ CP_EXPORT int cp_sd_vol_size(cp_sd *sd, const char *img_uuid,
 CP_EXPORT int cp_sd_vol_path(cp_sd *sd, const char *img_uuid,
 			     const char *vol_uuid, char *out, size_t outlen)
 {
+	CP_API_ENTER();
 	int r = sd_check_vol(sd, img_uuid, vol_uuid);
 
 	return r < 0 ? r : sd->ops->vol_path(sd, img_uuid, vol_uuid, out, outlen);
@@ -424,6 +437,7 @@ CP_EXPORT int cp_sd_open_image(cp_sd *sd, const char *img_uuid,
 			       const char *vol_uuid, bool readwrite,
 			       struct cp_sd_chain *out)
 {
+	CP_API_ENTER();
 	return sd_open_chain(sd, img_uuid, vol_uuid, readwrite, false, out);
 }
 
@@ -474,6 +488,7 @@ int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 
 CP_EXPORT int cp_sd_close_image(struct cp_sd_chain *c)
 {
+	CP_API_ENTER();
 	int r = 0;
 
 	if (c->img)
@@ -539,6 +554,7 @@ static int sd_order_chain(cp_sd *sd, const char *img, struct cp_volmeta *m,
 CP_EXPORT int cp_sd_image_chain(cp_sd *sd, const char *img_uuid,
 				struct cp_volmeta **out, size_t *n)
 {
+	CP_API_ENTER();
 	struct cp_uuid_str *vols = NULL;
 	struct cp_volmeta *m = NULL, *ord = NULL;
 	bool *use = NULL;

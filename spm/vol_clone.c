@@ -210,6 +210,7 @@ CP_EXPORT int cp_template_create(cp_pool *p, const char *dom,
 				 cp_task_progress_fn progress, void *opaque,
 				 struct cp_volmeta *out)
 {
+	CP_API_ENTER();
 	struct cp_template_opts o;
 	struct vol_op_ctx x = {.p = p, .progress = progress, .opaque = opaque,
 			       .args = &o, .out = out};
@@ -270,6 +271,7 @@ CP_EXPORT int cp_template_clone(cp_pool *p, const char *dom,
 				cp_task_progress_fn progress, void *opaque,
 				struct cp_volmeta *out)
 {
+	CP_API_ENTER();
 	struct cp_clone_opts o;
 	struct vol_op_ctx x = {.p = p, .progress = progress, .opaque = opaque,
 			       .args = &o, .out = out};

@@ -208,6 +208,7 @@ CP_EXPORT int cp_img_copy(cp_pool *p, const char *src_dom, const char *img,
 			  const char *dst_dom, const char *task_uuid,
 			  cp_task_progress_fn progress, void *opaque)
 {
+	CP_API_ENTER();
 	struct copy_args a = {.img = img, .dst_dom = dst_dom};
 	struct vol_op_ctx x = {.p = p, .progress = progress, .opaque = opaque,
 			       .args = &a};

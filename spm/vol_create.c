@@ -264,6 +264,7 @@ CP_EXPORT int cp_vol_create(cp_pool *p, const char *dom,
 			    const struct cp_vol_create_opts *uo,
 			    struct cp_volmeta *out)
 {
+	CP_API_ENTER();
 	struct cp_vol_create_opts o;
 	struct create_args a = {.o = &o, .dom = dom};
 	struct vol_op_ctx x = {.p = p, .args = &a, .out = out};

@@ -108,6 +108,7 @@ const struct vol_op vol_delete_op = {
 CP_EXPORT int cp_vol_delete(cp_pool *p, const char *dom, const char *img,
 			    const char *vol, const char *task_uuid)
 {
+	CP_API_ENTER();
 	struct cp_volmeta m;
 	struct delete_args a = {.img = img, .vol = vol, .m = &m};
 	struct vol_op_ctx x = {.p = p, .args = &a};
@@ -196,6 +197,7 @@ const struct vol_op vol_delete_image_op = {
 CP_EXPORT int cp_img_delete(cp_pool *p, const char *dom, const char *img,
 			    const char *task_uuid)
 {
+	CP_API_ENTER();
 	struct delete_image_args a = {.dom = dom, .img = img};
 	struct vol_op_ctx x = {.p = p, .args = &a};
 	int r;

@@ -289,6 +289,7 @@ CP_EXPORT int cp_vol_merge(cp_pool *p, const char *dom, const char *img,
 			   const char *vol, const char *task_uuid,
 			   cp_task_progress_fn progress, void *opaque)
 {
+	CP_API_ENTER();
 	struct cp_volmeta m;
 	struct merge_args a = {.img = img, .vol = vol, .m = &m};
 	struct vol_op_ctx x = {.p = p, .progress = progress, .opaque = opaque,

@@ -413,6 +413,7 @@ int count_children(cp_sd *sd, const char *img, const char *vol,
 CP_EXPORT int cp_vol_extend(cp_pool *p, const char *dom, const char *img,
 			    const char *vol, uint64_t size, uint64_t *new_size)
 {
+	CP_API_ENTER();
 	struct cp_volmeta m;
 	cp_sd *sd;
 	int r;
@@ -439,6 +440,7 @@ CP_EXPORT int cp_vol_set_description(cp_pool *p, const char *dom,
 				     uint64_t expected_gen,
 				     const char *description)
 {
+	CP_API_ENTER();
 	struct cp_volmeta m;
 	cp_sd *sd;
 	int r;
