@@ -275,7 +275,7 @@ int cp_bdev_set_perm(cp_bdev *dev, unsigned perm, unsigned shared)
 	if (r < 0) {
 		/* back to the old set; the message of r stays */
 		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
 		apply(dev, lk, fd, base, lk->perm, lk->unshared, true);
 		return cp_error(r, "%s", msg);
 	}

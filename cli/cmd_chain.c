@@ -147,7 +147,6 @@ int cli_cmd_chain(int argc, char **argv)
 		    .depth = depth,
 		    .virtual_size = cp_image_size(img),
 		};
-		cp_clear_error();
 		int r = chain_measure_layer(img, &l);
 		if (r < 0) {
 			cli_error_image(l.filename, r);

@@ -162,7 +162,6 @@ int cli_cmd_check(int argc, char **argv)
 	}
 
 	struct cp_check_result res = {0};
-	cp_clear_error();
 	int r = cp_image_check(img, repair, &res, check_report, NULL);
 	if (r == 0 && (res.corruptions_fixed || res.leaks_fixed)) {
 		uint64_t cfixed = res.corruptions_fixed;
@@ -194,14 +193,11 @@ int cli_cmd_check(int argc, char **argv)
 			check_print_human(&res);
 	}
 	if (r < 0) {
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
-		if (msg[0] && !strstr(msg, file))
+		const char *msg = cp_error_msg(r);
+		if (!strstr(msg, file))
 			cli_error("%s: check failed: %s", file, msg);
-		else if (msg[0])
-			cli_error("check failed: %s", msg);
 		else
-			cli_error("%s: check failed: %s", file, strerror(-r));
+			cli_error("check failed: %s", msg);
 		ret = CHECK_EXIT_FAILED;
 	} else if (res.check_errors) {
 		cli_error("%s: check failed", file);

@@ -101,7 +101,6 @@ int cli_cmd_commit(int argc, char **argv)
 	cli_progress_init(&prog, progress && !quiet, json);
 	co.progress = cli_progress_update;
 	co.opaque = &prog;
-	cp_clear_error();
 	int r = cp_image_commit(top, &co);
 	cli_progress_end(&prog, r >= 0);
 	if (r < 0) {

@@ -41,7 +41,6 @@ static unsigned compare_status(const struct cp_extent *e)
 static int compare_map(struct compare_side *s, uint64_t offset, uint64_t end,
 		       struct cp_extent *e)
 {
-	cp_clear_error();
 	int r = cp_image_map(s->img, offset, end - offset, e);
 	if (r < 0) {
 		cli_error_image(s->file, r);
@@ -61,7 +60,6 @@ static int compare_map(struct compare_side *s, uint64_t offset, uint64_t end,
 static int compare_read(struct compare_side *s, void *buf, uint64_t offset,
 			size_t len)
 {
-	cp_clear_error();
 	int r = cp_image_pread(s->img, buf, len, offset);
 	if (r < 0) {
 		cli_error_image(s->file, r);

@@ -200,12 +200,11 @@ int cli_cmd_convert(int argc, char **argv)
 	cli_progress_init(&prog, progress && !quiet, json);
 	co.progress = cli_progress_update;
 	co.opaque = &prog;
-	cp_clear_error();
 	int r = cp_image_convert(src, dst, &co);
 	cli_progress_end(&prog, r >= 0);
 	if (r < 0) {
 		/* Name the image the engine's message is about. */
-		cli_error_image(strstr(cp_last_error(), src_file) ? src_file
+		cli_error_image(strstr(cp_error_msg(r), src_file) ? src_file
 								  : dst_file,
 				r);
 		goto out;

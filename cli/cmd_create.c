@@ -253,12 +253,10 @@ int cli_create_image(const char *path, struct cli_create_args *ca, bool quiet)
 			return -EINVAL;
 		create_backing_path(path, o->backing_file, bpath,
 				    sizeof(bpath));
-		cp_clear_error();
 		int r = cp_image_open(bpath, &oo, &bimg);
 		if (r < 0) {
 			cli_error("%s: could not open backing image: %s", path,
-				  cp_last_error()[0] ? cp_last_error()
-						     : strerror(-r));
+				  cp_error_msg(r));
 			return r;
 		}
 		if (!ca->size_set) {
@@ -276,7 +274,6 @@ int cli_create_image(const char *path, struct cli_create_args *ca, bool quiet)
 		create_print_formatting(path, ca);
 		fflush(stdout);
 	}
-	cp_clear_error();
 	int r = cp_image_create(path, o);
 	if (r < 0)
 		cli_error_image(path, r);

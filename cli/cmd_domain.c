@@ -119,11 +119,10 @@ static int dom_inspect(const struct cli_subcmd *sub, int argc, char **argv)
 	loc.root = root;
 	loc.lvm = root ? NULL : &lvm;
 	cp_sd *sd;
-	cp_clear_error();
 	r = cp_sd_open(&loc, dom, &sd);
 	if (r < 0) {
 		cli_error("domain %s: %s", dom,
-			  cp_last_error()[0] ? cp_last_error() : strerror(-r));
+			  cp_error_msg(r));
 		return CLI_EXIT_FAILED;
 	}
 	const struct cp_domain_md *md = cp_sd_md(sd);
@@ -159,11 +158,10 @@ static int dom_inspect(const struct cli_subcmd *sub, int argc, char **argv)
 	struct cp_uuid_str *imgs = NULL;
 	size_t nimg = 0;
 	cp_jsonw_arr_begin(&w, "images");
-	cp_clear_error();
 	r = cp_sd_list_images(sd, &imgs, &nimg);
 	if (r < 0) {
 		cli_error("domain %s: cannot list images: %s", dom,
-			  cp_last_error());
+			  cp_error_msg(r));
 		bad++;
 	}
 	for (size_t i = 0; i < nimg; i++) {
@@ -173,23 +171,19 @@ static int dom_inspect(const struct cli_subcmd *sub, int argc, char **argv)
 		cp_jsonw_str(&w, "uuid", imgs[i].s);
 		if (!a.json)
 			printf("image %s\n", imgs[i].s);
-		cp_clear_error();
 		r = cp_sd_list_volumes(sd, imgs[i].s, &vols, &nvol);
 		if (r < 0) {
 			bad++;
-			cp_jsonw_str(&w, "error", cp_last_error());
+			cp_jsonw_str(&w, "error", cp_error_msg(r));
 			if (!a.json)
-				printf("  BAD: %s\n", cp_last_error());
+				printf("  BAD: %s\n", cp_error_msg(r));
 		}
 		cp_jsonw_arr_begin(&w, "volumes");
 		for (size_t j = 0; j < nvol; j++) {
 			struct cp_volmeta m;
-			cp_clear_error();
 			r = cp_sd_vol_md(sd, imgs[i].s, vols[j].s, &m);
 			if (r < 0) {
-				const char *msg = cp_last_error()[0]
-						      ? cp_last_error()
-						      : strerror(-r);
+				const char *msg = cp_error_msg(r);
 				bad++;
 				cp_jsonw_obj_begin(&w, NULL);
 				cp_jsonw_str(&w, "uuid", vols[j].s);

@@ -123,7 +123,6 @@ static int info_collect(const char *path, enum cp_fmt fmt,
 		return -1;
 	memset(l, 0, sizeof(*l));
 	snprintf(l->filename, sizeof(l->filename), "%s", path);
-	cp_clear_error();
 	int r = cp_image_get_info(img, &l->info);
 	if (r < 0)
 		cli_error_image(path, r);

@@ -176,7 +176,7 @@ static int io_rw(struct io_ctx *io, bool write, bool async, void *buf,
 	while (!w.done)
 		pthread_cond_wait(&w.cond, &w.lock);
 	pthread_mutex_unlock(&w.lock);
-	if (w.ret < 0 && !cp_last_error()[0])
+	if (w.ret < 0 && cp_last_errno() != w.ret)
 		cp_error(w.ret, "%s: %s failed: %s", io->file,
 			 write ? "write" : "read", strerror(-w.ret));
 	return w.ret;
@@ -213,7 +213,6 @@ static int io_cmd_read(struct io_ctx *io, int argc, char **argv)
 	}
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	cp_clear_error();
 	int r = io_rw(io, false, async, buf, len, off);
 	if (r < 0) {
 		cli_error_image(io->file, r);
@@ -279,7 +278,6 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 
 	struct timespec t0;
 	int r;
-	cp_clear_error();
 	if (zero) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		r = cp_image_write_zeroes(io->img, off, len,
@@ -316,7 +314,6 @@ static int io_cmd_discard(struct io_ctx *io, int argc, char **argv)
 		return -EINVAL;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	cp_clear_error();
 	int r = cp_image_discard(io->img, off, len);
 	if (r < 0) {
 		cli_error_image(io->file, r);
@@ -333,7 +330,6 @@ static int io_cmd_flush(struct io_ctx *io, int argc, char **argv)
 		cli_error("%s: takes no arguments", argv[0]);
 		return -EINVAL;
 	}
-	cp_clear_error();
 	int r = cp_image_flush(io->img);
 	if (r < 0)
 		cli_error_image(io->file, r);
@@ -352,7 +348,6 @@ static int io_cmd_map(struct io_ctx *io, int argc, char **argv)
 		uint64_t num = 0, n;
 		int first = -1;
 		while (offset + num < size) {
-			cp_clear_error();
 			int r = cp_image_is_allocated(io->img, offset + num,
 						      size - offset - num, &n);
 			if (r < 0) {

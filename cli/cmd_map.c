@@ -76,7 +76,6 @@ static int map_get(cp_image *img, int layers, uint64_t offset, uint64_t len,
 		   struct map_entry *e)
 {
 	struct cp_extent ext;
-	cp_clear_error();
 	int r = cp_image_map(img, offset, len, &ext);
 	if (r < 0)
 		return r;

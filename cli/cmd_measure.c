@@ -158,7 +158,6 @@ int cli_cmd_measure(int argc, char **argv)
 		goto out;
 
 	struct cp_measure_result res;
-	cp_clear_error();
 	int r = cp_image_measure(img, &mo, &res);
 	if (r < 0) {
 		cli_error_image(file ? file : "measure", r);

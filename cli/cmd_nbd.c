@@ -372,8 +372,7 @@ static int nbd_serve(struct nbd_args *a, int ready_fd)
 		oo.aio = a->aio;
 	r = cp_image_open(a->image, &oo, &img);
 	if (r < 0) {
-		const char *m = cp_last_error();
-		return nbd_fail(ready_fd, "%s", m[0] ? m : strerror(-r));
+		return nbd_fail(ready_fd, "%s", cp_error_msg(r));
 	}
 	cp_nbd_server_opts_init(&so);
 	if (a->tls_creds || a->tls_psk) {
@@ -454,10 +453,10 @@ static int nbd_serve(struct nbd_args *a, int ready_fd)
 fail:
 	{
 		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
 		cp_nbd_server_destroy(srv);
 		cp_image_close(img);
-		return nbd_fail(ready_fd, "%s", msg[0] ? msg : strerror(-r));
+		return nbd_fail(ready_fd, "%s", msg);
 	}
 }
 

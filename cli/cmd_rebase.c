@@ -80,7 +80,6 @@ int cli_cmd_rebase(int argc, char **argv)
 	ro.backing_format = ro.backing ? backing_fmt : NULL;
 	ro.progress = cli_progress_update;
 	ro.opaque = &prog;
-	cp_clear_error();
 	int r = cp_image_rebase(img, &ro);
 	cli_progress_end(&prog, r >= 0);
 	int ret = 0;

@@ -103,7 +103,6 @@ int cli_cmd_resize(int argc, char **argv)
 		goto out;
 	}
 
-	cp_clear_error();
 	int r = cp_image_resize(img, new_size, shrink, prealloc);
 	if (r < 0) {
 		cli_error_image(file, r);

@@ -225,11 +225,7 @@ int cli_error(const char *fmt, ...)
 
 void cli_error_image(const char *file, int err)
 {
-	const char *msg = cp_last_error();
-	if (!msg[0]) {
-		cli_error("%s: %s", file, strerror(-err));
-		return;
-	}
+	const char *msg = cp_error_msg(err);
 	/* The engine names the file in most messages; do not say it twice. */
 	size_t n = strlen(file);
 	const char *p = strstr(msg, file);
@@ -299,7 +295,6 @@ int cli_parse_output(const char *s, bool *json)
 
 int cli_open(const char *path, const struct cp_open_opts *opts, cp_image **out)
 {
-	cp_clear_error();
 	int r = cp_image_open(path, opts, out);
 	if (r < 0)
 		cli_error_image(path, r);
@@ -312,7 +307,6 @@ int cli_close(cp_image *img)
 		return 0;
 	char name[4096];
 	snprintf(name, sizeof(name), "%s", cp_image_filename(img));
-	cp_clear_error();
 	int r = cp_image_close(img);
 	if (r < 0)
 		cli_error_image(name, r);

@@ -137,7 +137,7 @@ int cli_rpc_call(struct cli_rpc *c, const char *method,
 	rpc_consume_line(c, len);
 	if (r < 0)
 		return cli_error("bad answer from cowpoold: %s",
-				 cp_last_error());
+				 cp_error_msg(r));
 	const cp_json *err = cp_json_get(resp, "error");
 	const cp_json *res = cp_json_get(resp, "result");
 	if (err) {
@@ -587,10 +587,10 @@ int cli_cmd_rpc(int argc, char **argv)
 	cp_jsonw_init(&w);
 	if (p.npos == 2) {
 		cp_json *pj;
-		if (cp_json_parse(p.pos[1], strlen(p.pos[1]),
-				  NULL, &pj) < 0) {
+		int jr = cp_json_parse(p.pos[1], strlen(p.pos[1]), NULL, &pj);
+		if (jr < 0) {
 			cli_error("rpc: PARAMS is not JSON: %s",
-				  cp_last_error());
+				  cp_error_msg(jr));
 			return CLI_EXIT_USAGE;
 		}
 		cp_jsonw_value(&w, NULL, pj);

@@ -134,18 +134,16 @@ fail:
  * the image. */
 static void export_end(struct dmn *d, struct dmn_export *e, bool lost)
 {
-	cp_clear_error();
 	int r = cp_sd_close_image(&e->chain);
 	if (r < 0)
 		dmn_err("export %s: closing volume %s: %s", e->name, e->vol,
-			cp_last_error());
+			cp_error_msg(r));
 	if (e->rw) {
-		cp_clear_error();
 		r = cp_vol_teardown(d->pool, e->dom, e->img, e->vol);
 		if (r < 0)
 			dmn_log(lost ? DMN_LOG_INFO : DMN_LOG_ERROR,
 				"export %s: releasing the lease of volume %s: "
-				"%s", e->name, e->vol, cp_last_error());
+				"%s", e->name, e->vol, cp_error_msg(r));
 	}
 }
 
@@ -380,7 +378,6 @@ int dmn_export_add(struct dmn *d, const struct dmn_export_req *q,
 	x->head = e;
 	pthread_mutex_unlock(&x->lock);
 
-	cp_clear_error();
 	r = cp_vol_prepare(d->pool, q->dom, q->img, q->vol, q->rw);
 	if (r < 0)
 		goto unlist;
@@ -417,14 +414,14 @@ int dmn_export_add(struct dmn *d, const struct dmn_export_req *q,
 close:
 	{
 		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
 		cp_sd_close_image(&e->chain);
 		cp_error(r, "%s", msg);
 	}
 teardown:
 	if (q->rw) {
 		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", cp_last_error());
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
 		cp_vol_teardown(d->pool, q->dom, q->img, q->vol);
 		cp_error(r, "%s", msg);
 	}
@@ -447,7 +444,6 @@ static int export_remove(struct dmn *d, struct dmn_export *e, bool force,
 	const struct cp_nbd_export_stats *s = stats_of(st, n, e->name);
 	*clients = s ? s->clients : 0;
 	free(st);
-	cp_clear_error();
 	int r = cp_nbd_server_remove_export(x->srv, e->name, force);
 	if (r == -EBUSY)
 		return cp_error(r, "export %s (volume %s) has %u client(s) "
@@ -565,8 +561,9 @@ void dmn_exports_lease_lost(struct dmn *d)
 			break;
 		unsigned clients;
 		/* force: nothing can be busy */
-		if (export_remove(d, e, true, true, &clients) < 0) {
-			dmn_err("export %s: %s", e->name, cp_last_error());
+		int r = export_remove(d, e, true, true, &clients);
+		if (r < 0) {
+			dmn_err("export %s: %s", e->name, cp_error_msg(r));
 			break;
 		}
 		dmn_err("export %s (volume %s) ended: its volume lease is "

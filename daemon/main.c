@@ -75,11 +75,9 @@ static int dmn_open_pool(struct dmn *d)
 			    : NULL;
 	o.lvm_system_dir = d->cfg.lvm_system_dir;
 	o.use_sanlock = d->cfg.sanlock;
-	cp_clear_error();
 	int r = cp_pool_open(&o, &d->pool);
 	if (r < 0) {
-		dmn_err("cannot open the pool: %s",
-			cp_last_error()[0] ? cp_last_error() : strerror(-r));
+		dmn_err("cannot open the pool: %s", cp_error_msg(r));
 		return r;
 	}
 	struct cp_domain_status *st;

@@ -12,7 +12,7 @@
  *
  * Handlers run in the connection's thread.  They return 0 with one value
  * written to c->res, DMN_RPC_ERROR with c->rpc_* set (bad params), or
- * -errno from the library with its message in cp_last_error().
+ * -errno from the library with its message (cp_error_msg()).
  */
 #include "config.h"
 
@@ -71,9 +71,8 @@ static int write_volume(struct dmn_call *c, struct cp_jsonw *w, cp_sd *sd,
 /* cp_spm_check() with the reason named: -EPERM says who the SPM is. */
 static int spm_check(struct dmn_call *c)
 {
-	cp_clear_error();
 	int r = cp_spm_check(c->d->pool);
-	if (r != -EPERM || cp_last_error()[0])
+	if (r != -EPERM || cp_last_errno() == -EPERM)
 		return r;
 	struct cp_spm_status s;
 	uint64_t host = c->d->cfg.host_id;
@@ -267,7 +266,7 @@ static int m_spm_start(struct dmn_call *c)
 	dmn_info("spm start requested");
 	int r = cp_spm_start(c->d->pool);
 	if (r < 0) {
-		dmn_warn("spm start failed: %s", cp_last_error());
+		dmn_warn("spm start failed: %s", cp_error_msg(r));
 		return r;
 	}
 	struct cp_spm_status s;
@@ -1048,8 +1047,9 @@ static int find_journal(struct cp_task *jt, size_t n, const char *uuid)
  * connected, sanlock off) still reports its own tasks. */
 static void journal_list(struct dmn_call *c, struct cp_task **jt, size_t *n)
 {
-	if (cp_task_list(c->d->pool, jt, n) < 0) {
-		dmn_debug("task journal not readable: %s", cp_last_error());
+	int r = cp_task_list(c->d->pool, jt, n);
+	if (r < 0) {
+		dmn_debug("task journal not readable: %s", cp_error_msg(r));
 		*jt = NULL;
 		*n = 0;
 	}

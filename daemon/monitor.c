@@ -17,14 +17,12 @@
 void *dmn_join_thread(void *arg)
 {
 	struct dmn *d = arg;
-	cp_clear_error();
 	int r = cp_pool_join(d->pool);
 	pthread_mutex_lock(&d->lock);
 	d->join_state = r < 0 ? DMN_JOIN_FAILED : DMN_JOIN_DONE;
 	d->join_error = r;
 	snprintf(d->join_message, sizeof(d->join_message), "%s",
-		 r < 0 ? (cp_last_error()[0] ? cp_last_error() : strerror(-r))
-		       : "");
+		 r < 0 ? cp_error_msg(r) : "");
 	pthread_mutex_unlock(&d->lock);
 	if (r < 0)
 		dmn_err("joining the lockspaces failed: %s", d->join_message);
@@ -37,10 +35,9 @@ void *dmn_join_thread(void *arg)
 
 static void monitor_once(struct dmn *d)
 {
-	cp_clear_error();
 	int r = cp_pool_monitor(d->pool);
 	if (r < 0)
-		dmn_warn("domain monitor: %s", cp_last_error());
+		dmn_warn("domain monitor: %s", cp_error_msg(r));
 	struct cp_domain_status *st;
 	size_t n;
 	if (cp_pool_domains(d->pool, &st, &n) == 0) {
@@ -57,11 +54,10 @@ static void monitor_once(struct dmn *d)
  * exports end (another host may now take their volumes' leases). */
 static void monitor_lease_lost(struct dmn *d)
 {
-	cp_clear_error();
 	int r = cp_spm_check(d->pool);
 	dmn_err("lost the connection to the sanlock daemon: no lease is held "
 		"any more%s%s", r == -ESTALE ? "; SPM role dropped: " : "",
-		r == -ESTALE ? cp_last_error() : "");
+		r == -ESTALE ? cp_error_msg(r) : "");
 	dmn_exports_lease_lost(d);
 }
 

@@ -150,8 +150,7 @@ static void rpc_one(struct dmn *d, const cp_json *req, struct cp_jsonw *out)
 	if (r == 0 && cp_jsonw_error(&res) < 0)
 		r = -ENOMEM;
 	if (r < 0) {
-		const char *e = cp_last_error();
-		snprintf(msg, sizeof(msg), "%s", e[0] ? e : strerror(-r));
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
 		dmn_debug("%s: failed: %s (%s)", method, msg,
 			  dmn_errno_name(-r));
 	} else if (r == DMN_RPC_ERROR) {
@@ -194,7 +193,7 @@ void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
 	cp_clear_error();
 	int r = cp_json_parse(text, len, &jo, &req);
 	if (r < 0) {
-		snprintf(msg, sizeof(msg), "parse error: %s", cp_last_error());
+		snprintf(msg, sizeof(msg), "parse error: %s", cp_error_msg(r));
 		rpc_error(out, NULL, DMN_EPARSE, msg, NULL, NULL, 0);
 		return;
 	}

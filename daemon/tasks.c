@@ -106,7 +106,6 @@ static void *task_worker(void *arg)
 
 	cp_clear_error();
 	int r = task_run(x, &result);
-	const char *msg = cp_last_error();
 
 	pthread_mutex_lock(&d->tasks.lock);
 	k->mtime = time(NULL);
@@ -114,7 +113,7 @@ static void *task_worker(void *arg)
 		k->state = DMN_TASK_FAILED;
 		k->error = r;
 		snprintf(k->message, sizeof(k->message), "%s",
-			 msg[0] ? msg : strerror(-r));
+			 cp_error_msg(r));
 	} else {
 		k->state = DMN_TASK_DONE;
 		k->result = result;

@@ -1182,7 +1182,7 @@ static int cmd_block_status(struct nbd_conn *c, uint16_t flags,
 	if (r == 0 && c->ctx_depth)
 		r = status_depth(e, off, l, &xd);
 	if (r < 0)
-		return reply_error(c, cookie, r, cp_last_error());
+		return reply_error(c, cookie, r, cp_error_msg(r));
 	if (c->ctx_base) {
 		cp_put_be32(xb.buf - 4, NBD_CTX_BASE_ALLOCATION);
 		put_chunk_hdr(h[0], c->ctx_depth ? 0 : NBD_REPLY_FLAG_DONE,
@@ -1311,7 +1311,7 @@ static int conn_request(struct nbd_conn *c)
 			account(e, r, 0, len);
 			if (r < 0)
 				return reply_error(c, cookie, r,
-						   cp_last_error());
+						   cp_error_msg(r));
 			return reply_ok(c, cookie);
 		}
 		if (err) {
@@ -1413,7 +1413,7 @@ static int conn_request(struct nbd_conn *c)
 	}
 	account(e, r, 0, 0);
 	if (r < 0)
-		return reply_error(c, cookie, r, cp_last_error()) < 0 &&
+		return reply_error(c, cookie, r, cp_error_msg(r)) < 0 &&
 		       c->dead ? -EPIPE : 0;
 	return reply_ok(c, cookie) < 0 ? -EPIPE : 0;
 fail:

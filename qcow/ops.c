@@ -94,7 +94,7 @@ static void *runner_main(void *arg)
 		pthread_mutex_lock(&rn->lock);
 		if (r < 0 && !rn->err) {
 			rn->err = r;
-			snprintf(rn->errmsg, sizeof(rn->errmsg), "%s", cp_last_error());
+			snprintf(rn->errmsg, sizeof(rn->errmsg), "%s", cp_error_msg(r));
 			pthread_cond_broadcast(&rn->cond);
 		}
 		if (rn->err || rn->next >= rn->total) {

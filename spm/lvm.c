@@ -631,7 +631,8 @@ static int lvm_report(const struct cp_lvm_opts *o, const char *const *args,
 			  &rep->root);
 	lvm_result_free(&res);
 	if (r < 0)
-		return cp_error_prefix(-EPROTO, "%s: report", what);
+		return cp_error(-EPROTO, "%s: report: %s", what,
+				cp_error_msg(r));
 	const cp_json *rows =
 	    cp_json_get(cp_json_at(cp_json_get(rep->root, "report"), 0), kind);
 	if (!rows || cp_json_type(rows) != CP_JSON_ARRAY) {

@@ -43,7 +43,7 @@
 static int die(const char *what, int r)
 {
 	fprintf(stderr, "mh_helper: %s: %s (%s)\n", what,
-		cp_last_error()[0] ? cp_last_error() : strerror(r < 0 ? -r : r),
+		cp_error_msg(r < 0 ? r : -r),
 		strerror(r < 0 ? -r : r));
 	return 1;
 }
