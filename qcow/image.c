@@ -143,6 +143,39 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 		      const struct cp_open_opts *o, enum cp_fmt fmt, int depth,
 		      struct chain *ch, cp_image **out);
 
+#define IMG_MAX_IOV 64
+
+/* struct qcow's read_backing: io.c reads the backing chain through it. */
+static int img_read_backing(struct qcow *q, const struct iovec *iov, int cnt,
+			    size_t skip, uint64_t off, uint64_t len)
+{
+	cp_image *b = q->img->backing;
+	uint64_t bsize = b ? cp_image_size(b) : 0;
+	uint64_t have = off < bsize ? CP_MIN(len, bsize - off) : 0;
+	if (have) {
+		struct iovec sl[IMG_MAX_IOV];
+		int n = cp_iov_slice(iov, cnt, skip, have, sl, IMG_MAX_IOV);
+		if (n >= 0) {
+			int r = cp_image_preadv(b, sl, n, off);
+			if (r < 0)
+				return r;
+		} else {
+			void *tmp = malloc(have);
+			if (!tmp)
+				return -ENOMEM;
+			int r = cp_image_pread(b, tmp, have, off);
+			if (r >= 0)
+				cp_iov_from_buf(iov, cnt, skip, tmp, have);
+			free(tmp);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (have < len)
+		cp_iov_memset(iov, cnt, skip + have, 0, len - have);
+	return 0;
+}
+
 static int open_backing(cp_image *img, struct chain *ch)
 {
 	struct qcow *q = img->q;
@@ -282,6 +315,7 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 		r = qc_open(img, &q, o);
 		if (r < 0)
 			goto fail;
+		q->read_backing = img_read_backing;
 		if (q->backing_file && !o->no_backing) {
 			r = open_backing(img, ch);
 			if (r < 0) {
@@ -1053,6 +1087,7 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 		int r2 = qc_open(img, &q, &img->opts);
 		if (r2 < 0)
 			return r2;
+		q->read_backing = img_read_backing;
 	} else {
 		img->size = cp_bdev_size(img->dev);
 	}

@@ -21,36 +21,6 @@
 
 /* --- read ---------------------------------------------------------------- */
 
-static int backing_readv(struct qcow *q, const struct iovec *iov, int cnt,
-			 size_t skip, uint64_t off, uint64_t len)
-{
-	cp_image *b = q->img->backing;
-	uint64_t bsize = b ? cp_image_size(b) : 0;
-	uint64_t have = off < bsize ? CP_MIN(len, bsize - off) : 0;
-	if (have) {
-		struct iovec sl[MAX_IOV];
-		int n = cp_iov_slice(iov, cnt, skip, have, sl, MAX_IOV);
-		if (n >= 0) {
-			int r = cp_image_preadv(b, sl, n, off);
-			if (r < 0)
-				return r;
-		} else {
-			void *tmp = malloc(have);
-			if (!tmp)
-				return -ENOMEM;
-			int r = cp_image_pread(b, tmp, have, off);
-			if (r >= 0)
-				cp_iov_from_buf(iov, cnt, skip, tmp, have);
-			free(tmp);
-			if (r < 0)
-				return r;
-		}
-	}
-	if (have < len)
-		cp_iov_memset(iov, cnt, skip + have, 0, len - have);
-	return 0;
-}
-
 static int host_io(struct qcow *q, bool write, const struct iovec *iov,
 		   int cnt, size_t skip, uint64_t host, uint64_t len)
 {
@@ -118,7 +88,7 @@ int qc_readv(struct qcow *q, const struct iovec *iov, int cnt, uint64_t off,
 			cp_iov_memset(iov, cnt, done, 0, m.bytes);
 			break;
 		case QC_UNALLOC:
-			r = backing_readv(q, iov, cnt, done, off + done, m.bytes);
+			r = q->read_backing(q, iov, cnt, done, off + done, m.bytes);
 			break;
 		}
 		if (r < 0)
@@ -144,7 +114,7 @@ static int cow_source_read(struct qcow *q, enum qc_ctype t, uint64_t old_e,
 		memset(buf, 0, len);
 		return 0;
 	case QC_UNALLOC:
-		return backing_readv(q, &v, 1, 0, goff, len);
+		return q->read_backing(q, &v, 1, 0, goff, len);
 	case QC_COMPRESSED:
 		memcpy(buf, dbuf + (goff & (q->cluster_size - 1)), len);
 		return 0;

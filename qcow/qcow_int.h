@@ -157,6 +157,11 @@ struct qcow {
 	cp_bdev *ddev;
 	bool own_mdev;
 	const char *name;
+	/* Read len bytes at off of the backing chain (zeroes past its end)
+	 * into iov from skip on.  image.c, which owns the chain, sets it after
+	 * qc_open(): the format code does not call the generic layer. */
+	int (*read_backing)(struct qcow *q, const struct iovec *iov, int cnt,
+			    size_t skip, uint64_t off, uint64_t len);
 
 	/* header */
 	int version;
