@@ -9,9 +9,10 @@
  * operation, whose next pool_guard() then fails and leaves its task in the
  * journal for the next SPM.
  *
- * The role: cp_spm_start joins the master domain's lockspace, acquires the
- * SDM lease (sanlock bumps its version: the version counts SPM terms),
- * opens the task journal and recovers unfinished tasks before it returns.
+ * The role: cp_spm_start (vol_recover.c) takes it with pool_spm_take(),
+ * which joins the master domain's lockspace, acquires the SDM lease
+ * (sanlock bumps its version: the version counts SPM terms) and opens the
+ * task journal, then recovers unfinished tasks before it returns.
  * Every structural write first calls pool_guard(): the role must still be
  * ours and the sanlock connection alive (cp_lease_client_check, a poll
  * without I/O).  If the daemon connection is gone, sanlock holds no lease
@@ -742,19 +743,16 @@ uint64_t pool_spm_lver(cp_pool *p)
 	return p->lver;
 }
 
-static bool task_unfinished(const struct cp_task *t)
+bool pool_task_unfinished(const struct cp_task *t)
 {
 	return t->state == CP_TASK_RUNNING || t->state == CP_TASK_RECOVERING;
 }
 
-CP_EXPORT int cp_spm_start(cp_pool *p)
+int pool_spm_take(cp_pool *p)
 {
-	CP_API_ENTER();
 	struct cp_lease_acquire_opts ao;
 	struct cp_lease_opts l;
 	cp_lease_client *c;
-	struct cp_task *tasks = NULL;
-	size_t nt = 0;
 	cp_sd *m;
 	uint64_t lver = 0;
 	int r;
@@ -764,7 +762,7 @@ CP_EXPORT int cp_spm_start(cp_pool *p)
 	pthread_mutex_lock(&p->spm_lock);
 	if (cp_spm_check(p) == 0) {
 		pthread_mutex_unlock(&p->spm_lock);
-		return 0;
+		return 1;
 	}
 	if ((r = pool_sdm(p, &m, &l)) < 0)
 		goto out;
@@ -809,22 +807,18 @@ CP_EXPORT int cp_spm_start(cp_pool *p)
 		cp_lease_release(c, &l);
 		goto out;
 	}
-	/* Recovery: finish or undo what the previous SPM left. */
-	if (tj_list(&p->tj, &tasks, &nt, NULL) == 0) {
-		for (size_t i = 0; i < nt; i++) {
-			if (!task_unfinished(&tasks[i]))
-				continue;
-			if (cp_spm_check(p) < 0)
-				break;
-			vol_recover_task(p, &tasks[i]);
-		}
-	}
-	free(tasks);
-	r = cp_spm_check(p);
+	return 0; /* the caller recovers, then pool_spm_taken() */
+out:
+	pthread_mutex_unlock(&p->spm_lock);
+	return r;
+}
+
+int pool_spm_taken(cp_pool *p)
+{
+	int r = cp_spm_check(p);
 	if (r == -EPERM)
 		r = cp_error(-ESTALE, "host %" PRIu64 " lost the SPM lease during "
 			     "recovery", p->host_id);
-out:
 	pthread_mutex_unlock(&p->spm_lock);
 	return r;
 }
@@ -938,7 +932,7 @@ CP_EXPORT int cp_task_clear(cp_pool *p, const char *task_uuid)
 
 	if (r < 0)
 		return r;
-	if (task_unfinished(&t))
+	if (pool_task_unfinished(&t))
 		return cp_error(-EBUSY, "task %s is %s: only finished tasks are "
 				"cleared", task_uuid, cp_task_state_name(t.state));
 	if ((r = pool_guard(p, "task clear")) < 0)

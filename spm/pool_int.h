@@ -51,10 +51,19 @@ void pool_end_structural(struct cp_pool *p);
 int pool_guard(struct cp_pool *p, const char *where);
 struct task_journal *pool_journal(struct cp_pool *p);
 uint64_t pool_spm_lver(struct cp_pool *p);
+/* SPM start, without the recovery (cp_spm_start in vol_recover.c does
+ * that, so pool.c does not call the volume operations): 1 when the role
+ * was already ours; 0 when just taken, with p's spm lock held until
+ * pool_spm_taken(), which checks the role survived the recovery
+ * (-ESTALE if not); -errno on failure, nothing held. */
+int pool_spm_take(struct cp_pool *p);
+int pool_spm_taken(struct cp_pool *p);
+/* A task left RUNNING or RECOVERING by a previous SPM. */
+bool pool_task_unfinished(const struct cp_task *t);
 
 /* ---- vol_recover.c (the volume operations: volume_int.h) ---- */
 
-/* Finish or undo one unfinished task (SPM start). */
+/* Finish or undo one unfinished task (cp_spm_start, in this file). */
 int vol_recover_task(struct cp_pool *p, struct cp_task *t);
 
 #endif

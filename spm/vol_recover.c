@@ -4,9 +4,13 @@
  * finishes it (roll forward) or undoes it (roll back).  The task is marked
  * RECOVERING first, and ends DONE, ABORTED (-ECANCELED, rolled back), or
  * stays in the journal with the reason when recovery fails.
+ *
+ * cp_spm_start() lives here: pool.c takes the role (pool_spm_take), this
+ * file recovers, so the pool does not call back into the operations.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "common.h"
 #include "volume_int.h"
@@ -52,4 +56,26 @@ fail:
 	}
 	t->message[0] = '\0';
 	return task_end(p, t, 0, CP_TASK_DONE);
+}
+
+CP_EXPORT int cp_spm_start(cp_pool *p)
+{
+	CP_API_ENTER();
+	struct cp_task *tasks = NULL;
+	size_t nt = 0;
+	int r = pool_spm_take(p);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	/* Recovery: finish or undo what the previous SPM left. */
+	if (tj_list(pool_journal(p), &tasks, &nt, NULL) == 0) {
+		for (size_t i = 0; i < nt; i++) {
+			if (!pool_task_unfinished(&tasks[i]))
+				continue;
+			if (cp_spm_check(p) < 0)
+				break;
+			vol_recover_task(p, &tasks[i]);
+		}
+	}
+	free(tasks);
+	return pool_spm_taken(p);
 }
