@@ -139,22 +139,6 @@
 #define NBD_RBUF_SIZE (16u << 10)
 
 /* --- server.c: server, exports, accept loop --------------------------------- */
-struct nbd_export {
-	struct nbd_export *next;     /* server's list, under s->lock */
-	char *name;
-	char *description;
-	cp_image *img;
-	uint64_t size;
-	bool readonly, unmap, allocation_depth, multi_conn;
-	enum cp_nbd_detect_zeroes detect_zeroes;
-	cp_nbd_release_fn release;
-	void *opaque;
-	unsigned refs;               /* list + connections, under s->lock */
-	bool removed;
-	unsigned clients;            /* under s->lock */
-	_Atomic uint64_t bytes_read, bytes_written, ops, errors;
-};
-
 struct nbd_conn;
 
 struct cp_nbd_server {
@@ -176,6 +160,26 @@ struct cp_nbd_server {
 	struct nbd_tls *tls;         /* NULL without TLS */
 };
 
+/* --- export.c: the export object, its references and clients ----------- */
+struct nbd_export {
+	struct nbd_export *next;     /* server's list, under s->lock */
+	char *name;
+	char *description;
+	cp_image *img;
+	uint64_t size;
+	bool readonly, unmap, allocation_depth, multi_conn;
+	enum cp_nbd_detect_zeroes detect_zeroes;
+	cp_nbd_release_fn release;
+	void *opaque;
+	unsigned refs;               /* list + connections, under s->lock */
+	bool removed;
+	unsigned clients;            /* under s->lock */
+	_Atomic uint64_t bytes_read, bytes_written, ops, errors;
+};
+
+/* Free e (its release callback gives the image back); the last
+ * reference does it. */
+void nbd_export_free(struct nbd_export *e);
 /* Find an export by name and take a reference (NULL if none or removed).
  * Caller releases with nbd_export_put(). */
 struct nbd_export *nbd_export_get(cp_nbd_server *s, const char *name);

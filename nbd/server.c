@@ -180,63 +180,6 @@ CP_EXPORT int cp_nbd_server_listen_tcp(cp_nbd_server *s, const char *addr,
 
 /* --- exports --------------------------------------------------------------- */
 
-static void export_free(struct nbd_export *e)
-{
-	if (e->release)
-		e->release(e->opaque, e->img);
-	free(e->name);
-	free(e->description);
-	free(e);
-}
-
-struct nbd_export *nbd_export_get(cp_nbd_server *s, const char *name)
-{
-	struct nbd_export *e;
-
-	pthread_mutex_lock(&s->lock);
-	for (e = s->exports; e; e = e->next)
-		if (strcmp(e->name, name) == 0)
-			break;
-	if (e)
-		e->refs++;
-	pthread_mutex_unlock(&s->lock);
-	return e;
-}
-
-void nbd_export_put(cp_nbd_server *s, struct nbd_export *e)
-{
-	bool last;
-
-	pthread_mutex_lock(&s->lock);
-	last = --e->refs == 0;
-	pthread_mutex_unlock(&s->lock);
-	if (last)
-		export_free(e);
-}
-
-int nbd_export_attach(cp_nbd_server *s, struct nbd_export *e,
-		      struct nbd_conn *c)
-{
-	int ret = 0;
-
-	pthread_mutex_lock(&s->lock);
-	if (e->removed) {
-		ret = -ESHUTDOWN;
-	} else {
-		e->clients++;
-		c->exp = e; /* with clients, under the lock: see remove */
-	}
-	pthread_mutex_unlock(&s->lock);
-	return ret;
-}
-
-void nbd_export_detach(cp_nbd_server *s, struct nbd_export *e)
-{
-	pthread_mutex_lock(&s->lock);
-	e->clients--;
-	pthread_mutex_unlock(&s->lock);
-}
-
 CP_EXPORT int cp_nbd_server_add_export(cp_nbd_server *s,
 				       const struct cp_nbd_export_opts *o)
 {
@@ -295,7 +238,7 @@ CP_EXPORT int cp_nbd_server_add_export(cp_nbd_server *s,
 	pthread_mutex_unlock(&s->lock);
 	if (ret < 0) {
 		e->release = NULL; /* the caller keeps the image */
-		export_free(e);
+		nbd_export_free(e);
 	}
 	return ret;
 }
@@ -330,7 +273,7 @@ CP_EXPORT int cp_nbd_server_remove_export(cp_nbd_server *s, const char *name,
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (last)
-		export_free(e);
+		nbd_export_free(e);
 	return ret;
 }
 
