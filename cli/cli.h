@@ -35,15 +35,13 @@
 /* Print "cowpool: <message>\n" to stderr.  Returns 1 (the usual exit
  * status) so callers can write `return cli_error(...)`. */
 int cli_error(const char *fmt, ...) CP_PRINTF(1, 2);
-/* Report an engine failure (err is -errno) on file: prints cp_last_error(),
- * prefixed with "file: " unless the message already names file, or
- * "file: strerror(-err)" when the engine left no message. */
+/* Report an engine failure (err is -errno) on file: prints the engine's
+ * message for err (cp_error_msg), prefixed with "file: " unless the
+ * message already names file ("file: strerror(-err)" without one). */
 void cli_error_image(const char *file, int err);
-struct cli_opt;
-/* Print the help text of a command to stdout; returns 0. */
-int cli_help(const char *cmd);
-/* The same with the option lines of opts (see opt.c) before the notes. */
-int cli_help_opts(const char *cmd, const struct cli_opt *opts);
+/* The synopsis and the notes of a command's --help (opt.c prints them);
+ * -ENOENT if there is no such command. */
+int cli_cmd_help(const char *cmd, const char **synopsis, const char **notes);
 
 /* Parsers that print a one-line error naming the bad value and return
  * -EINVAL, or 0 on success. */
@@ -195,6 +193,10 @@ struct cli_parser {
 int cli_parse(struct cli_parser *p, int argc, char **argv);
 /* The option lines of --help: "  -f fmt          text". */
 void cli_opt_help(FILE *f, const struct cli_opt *opts);
+/* Print the help text of a command to stdout; returns 0. */
+int cli_help(const char *cmd);
+/* The same with the option lines of opts before the notes. */
+int cli_help_opts(const char *cmd, const struct cli_opt *opts);
 /* The fns of the shared options. */
 int cli_opt_fmt(struct cli_parser *p, const struct cli_opt *o,
 		const char *arg);

@@ -149,19 +149,13 @@ static void cli_usage(void)
 	       "Supported formats: qcow2 raw\n");
 }
 
-int cli_help(const char *cmd)
-{
-	return cli_help_opts(cmd, NULL);
-}
-
-int cli_help_opts(const char *cmd, const struct cli_opt *opts)
+int cli_cmd_help(const char *cmd, const char **synopsis, const char **notes)
 {
 	const struct cli_cmd *c = cli_find_cmd(cmd);
 	if (!c)
-		return 0;
-	printf("usage: cowpool %s\n\n", c->synopsis);
-	cli_opt_help(stdout, opts);
-	fputs(c->notes, stdout);
+		return -ENOENT;
+	*synopsis = c->synopsis;
+	*notes = c->notes;
 	return 0;
 }
 

@@ -279,3 +279,19 @@ void cli_opt_help(FILE *f, const struct cli_opt *opts)
 		fputc('\n', f);
 	}
 }
+
+int cli_help(const char *cmd)
+{
+	return cli_help_opts(cmd, NULL);
+}
+
+int cli_help_opts(const char *cmd, const struct cli_opt *opts)
+{
+	const char *synopsis, *notes;
+	if (cli_cmd_help(cmd, &synopsis, &notes) < 0)
+		return 0;
+	printf("usage: cowpool %s\n\n", synopsis);
+	cli_opt_help(stdout, opts);
+	fputs(notes, stdout);
+	return 0;
+}
