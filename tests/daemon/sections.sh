@@ -1,15 +1,13 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# daemon/'s files do not use each other in a circle.  daemon/cowpoold.h
-# has one section per .c file ("/* ---- tasks.c: ..."); a file uses
-# another when it names a dmn_* function or macro declared in the other's
-# section.  Fails when a .c file has no section, when a section declares
-# nothing, or when the use graph has a cycle (tsort finds it); prints the
-# graph.
+# daemon/cowpoold.h has one section per .c file ("/* ---- tasks.c: ...")
+# that declares the file's dmn_* functions.  Fails when a .c file has no
+# section or when a section declares nothing.  (No cycle among the files:
+# the `deps` test, tests/deps.sh.)
 #
-# Usage: deps.sh DAEMON_DIR
+# Usage: sections.sh DAEMON_DIR
 set -u
-dir=${1:?usage: deps.sh DAEMON_DIR}
+dir=${1:?usage: sections.sh DAEMON_DIR}
 hdr=$dir/cowpoold.h
 [ -r "$hdr" ] || { echo "no $hdr"; exit 1; }
 
@@ -41,21 +39,4 @@ for c in "$dir"/*.c; do
 	fi
 done
 
-edges=$(for c in "$dir"/*.c; do
-	f=$(basename "$c")
-	# the file's text without comments and strings is close enough:
-	# names are unique and prefixed
-	for sym in "${!owner[@]}"; do
-		[ "${owner[$sym]}" = "$f" ] && continue
-		grep -qE "\\b$sym\\b" "$c" && echo "$f ${owner[$sym]}"
-	done
-done | sort -u)
-echo "uses (file -> file it calls into):"
-sed 's/^/  /' <<<"$edges"
-[ -n "$edges" ] || { echo "FAIL: no uses found (parsing broken?)"; exit 1; }
-if ! out=$(tsort <<<"$edges" 2>&1 >/dev/null) || [ -n "$out" ]; then
-	echo "FAIL: a cycle:"
-	echo "$out"
-	rc=1
-fi
 exit $rc
