@@ -86,6 +86,9 @@ static void wait_turn(struct runner *rn, uint64_t idx)
 
 static void *runner_main(void *arg)
 {
+	/* The thread works for a public call: the public functions fn calls
+	 * must not clear a message fn recorded before them. */
+	CP_API_ENTER();
 	struct runner *rn = arg;
 	uint8_t *buf = cp_bdev_alloc_buf(rn->chunk);
 	uint8_t *buf2 = cp_bdev_alloc_buf(rn->chunk);
