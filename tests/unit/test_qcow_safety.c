@@ -179,6 +179,9 @@ struct scen {
 	bool extl2, lazy, backing;
 	bool prefill;   /* extl2: one subcluster of every cluster written */
 	bool async;     /* writes through the async API, split handles */
+	unsigned l2slices; /* L2 cache entries (512-byte slices): fewer than
+			    * the disk has, so dirty slices are written
+			    * between flushes */
 	int nops;
 	uint64_t seed;
 };
@@ -203,12 +206,10 @@ static void env_open_opts(struct env *e, struct cp_open_opts *o)
 	cp_open_opts_init(o);
 	o->open_backing = open_base;
 	o->open_backing_opaque = e;
-	if (!e->s->async) {
-		/* small caches: L2 slices are written between flushes */
-		o->l2_cache_size = 2048;
-		o->l2_cache_entry_size = 512;
-		o->refcount_cache_size = 512;
-	}
+	/* small caches: L2 slices are written between flushes */
+	o->l2_cache_size = 512ull * e->s->l2slices;
+	o->l2_cache_entry_size = 512;
+	o->refcount_cache_size = 512;
 }
 
 static int env_open(struct env *e, cp_image **img)
@@ -368,13 +369,13 @@ static int run_ops(struct env *e, struct model *m)
 			r = cp_image_pwrite(img, buf, len, off);
 			continue;
 		}
-		/* a batch of up to 6 writes in flight, distinct clusters */
+		/* a batch of up to 4 writes in flight, distinct clusters */
 		struct waiter w = { PTHREAD_MUTEX_INITIALIZER,
 				    PTHREAD_COND_INITIALIZER, 0, 0 };
-		struct iovec iov[6];
-		uint64_t used[6];
+		struct iovec iov[4];
+		uint64_t used[4];
 		int n = 0;
-		for (int j = 0; j < 6; j++) {
+		for (int j = 0; j < 4; j++) {
 			uint64_t off, len;
 			pick(s, &seed, &off, &len);
 			bool dup = false;
@@ -504,8 +505,9 @@ static void sweep(const struct scen *s)
 static void test_barrier_lazy_backing(void **state)
 {
 	(void)state;
-	struct scen s = { "barrier-lazy-backing", 1 << 20, 65536, 16, false,
-			  true, true, false, false, 20, 31 };
+	/* 4 KiB clusters, 2 MiB: eight L2 slices in a four-entry cache */
+	struct scen s = { "barrier-lazy-backing", 2 << 20, 4096, 16, false,
+			  true, true, false, false, 4, 30, 31 };
 	sweep(&s);
 }
 
@@ -514,8 +516,9 @@ static void test_barrier_lazy_backing(void **state)
 static void test_barrier_extl2_owned(void **state)
 {
 	(void)state;
-	struct scen s = { "barrier-extl2-owned", 1 << 20, 32768, 16, true,
-			  false, true, true, false, 24, 32 };
+	/* 16 KiB clusters, 4 MiB: eight L2 slices in a four-entry cache */
+	struct scen s = { "barrier-extl2-owned", 4 << 20, 16384, 16, true,
+			  false, true, true, false, 4, 30, 32 };
 	sweep(&s);
 }
 
@@ -524,19 +527,21 @@ static void test_barrier_extl2_owned(void **state)
 static void test_async_extl2_owned(void **state)
 {
 	(void)state;
-	struct scen s = { "async-extl2-owned", 1 << 20, 32768, 16, true,
-			  false, true, true, true, 12, 33 };
+	/* the fast path needs 4 unpinned cache entries besides the
+	 * batch's: 9 entries, 12 slices on the disk */
+	struct scen s = { "async-extl2-owned", 6 << 20, 16384, 16, true,
+			  false, true, true, true, 9, 12, 33 };
 	sweep(&s);
 }
 
 static void test_async_fresh(void **state)
 {
 	(void)state;
-	struct scen s = { "async-fresh", 1 << 20, 16384, 16, false,
-			  false, true, false, true, 12, 34 };
+	struct scen s = { "async-fresh", 3 << 20, 4096, 16, false,
+			  false, true, false, true, 9, 12, 34 };
 	sweep(&s);
-	struct scen l = { "async-fresh-lazy", 1 << 20, 16384, 16, false,
-			  true, true, false, true, 12, 35 };
+	struct scen l = { "async-fresh-lazy", 3 << 20, 4096, 16, false,
+			  true, true, false, true, 9, 12, 35 };
 	sweep(&l);
 }
 
