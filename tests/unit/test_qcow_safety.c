@@ -687,6 +687,10 @@ static void test_alloc_refblocks(void **state)
 	alloc_across("alloc-refblocks-512-rc16", 4 << 20, 512, 16, 42);
 	/* 512 per block, 4 KiB clusters */
 	alloc_across("alloc-refblocks-4k-rc64", 16 << 20, 4096, 64, 43);
+	/* 2 MiB clusters: one refcount block covers 512 GiB, so no new
+	 * block is made; the allocator's runs and the 4-entry refcount
+	 * cache of whole 2 MiB blocks are exercised */
+	alloc_across("alloc-2m-rc64", 64 << 20, 2 << 20, 64, 44);
 }
 
 /* --- the corrupt bit ------------------------------------------------------ */
