@@ -4,7 +4,6 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -34,6 +33,7 @@ struct nbd_args {
 	bool unmap;
 	enum cp_nbd_detect_zeroes dz;
 	const char *tls_creds, *tls_psk;
+	bool tls_off;
 	unsigned handshake_ms;
 	const char *image;
 };
@@ -115,6 +115,23 @@ static int nbd_opt_seconds(struct cli_parser *p, const struct cli_opt *o,
 	return 0;
 }
 
+/* --tls=off: serve plain TCP (without it, TCP needs TLS credentials) */
+static int nbd_opt_tls(struct cli_parser *p, const struct cli_opt *o,
+		       const char *arg)
+{
+	bool *off = o->dst;
+	(void)p;
+	if (!strcmp(arg, "off")) {
+		*off = true;
+	} else if (!strcmp(arg, "on")) {
+		*off = false;
+	} else {
+		cli_error("nbd: invalid --tls value '%s' (on or off)", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* qemu-nbd 7.2's options; the help lines are printed by --help. */
 static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 {
@@ -170,6 +187,9 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 		      "certificate it signed"),
 	    CLI_O_VAL(0, "tls-psk", "FILE", &a->tls_psk,
 		      "TLS with pre-shared keys (identity:hexkey lines)"),
+	    CLI_O_FN(0, "tls", "on|off", nbd_opt_tls, &a->tls_off,
+		     "off: serve TCP without TLS (on, the default,\n"
+		     "needs --tls-creds or --tls-psk for TCP)"),
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "nbd", .opts = table};
@@ -195,21 +215,6 @@ static int nbd_parse(int argc, char **argv, struct nbd_args *a)
 	if (!a->socket && !a->port)
 		a->port = "10809";
 	return 0;
-}
-
-/* Plain TCP is served on loopback addresses only (see docs/cowpool.md). */
-static bool is_loopback(const char *addr)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (!strcmp(addr, "localhost"))
-		return true;
-	if (inet_pton(AF_INET, addr, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (inet_pton(AF_INET6, addr, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6);
-	return false;
 }
 
 /* Read a whole small file as a string (caller frees); NULL if missing. */
@@ -470,10 +475,13 @@ int cli_cmd_nbd(int argc, char **argv)
 	r = nbd_parse(argc, argv, &a);
 	if (r)
 		return r < 0 ? CLI_EXIT_USAGE : 0;
-	if (!a.socket && !is_loopback(a.bind) && !a.tls_creds && !a.tls_psk)
-		return cli_error("nbd: plain TCP on '%s' is refused: use "
-				 "--tls-creds or --tls-psk, -k SOCKET, or a "
-				 "loopback address", a.bind);
+	if (!a.socket && !a.tls_creds && !a.tls_psk && !a.tls_off)
+		return cli_error("nbd: plain TCP on '%s' is refused: give "
+				 "--tls-creds or --tls-psk, -k SOCKET, or "
+				 "--tls=off", a.bind);
+	if (a.tls_off && (a.tls_creds || a.tls_psk))
+		return cli_error("nbd: --tls=off cannot be combined with "
+				 "--tls-creds or --tls-psk");
 	if (!a.fork)
 		return nbd_serve(&a, -1);
 

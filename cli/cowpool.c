@@ -89,8 +89,8 @@ static const struct cli_cmd cli_cmds[] = {
 	  "[-r] [-e SHARED] [-t] [--fork] [--pid-file F] [--cache MODE] "
 	  "[--aio MODE] [--discard ignore|unmap] [--detect-zeroes "
 	  "off|on|unmap] [-A] [--handshake-limit N] [--tls-creds DIR | "
-	  "--tls-psk FILE] IMAGE",
-	  "TLS is mandatory when configured.  Plain TCP only on loopback.\n" },
+	  "--tls-psk FILE | --tls=off] IMAGE",
+	  "TLS is mandatory when configured.  TCP without TLS needs --tls=off.\n" },
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",

@@ -28,7 +28,7 @@ u() { echo "nbds+unix://$1@/e?socket=$TMP/psk.sock&tls-psk-file=$TMP/$2"; }
 nbdinfo "$(u alice keys.psk)" >info.txt 2>&1 || fail "nbdinfo over PSK"
 grep -q "with TLS" info.txt && ok || fail "PSK session is not TLS"
 nbdcopy "$(u alice keys.psk)" out.raw || fail "nbdcopy over PSK"
-qemu-img compare -q -f raw out.raw disk.qcow2 && ok || fail "PSK copy differs"
+qemu-img compare -q -U -f raw out.raw disk.qcow2 && ok || fail "PSK copy differs"
 nbdinfo "$(u alice wrong.psk)" >/dev/null 2>&1 && fail "wrong key accepted" || ok
 nbdinfo "$(u bob bob.psk)" >/dev/null 2>&1 && fail "unknown identity accepted" || ok
 nbdinfo "nbd+unix:///e?socket=$TMP/psk.sock" >/dev/null 2>&1 &&
@@ -67,7 +67,7 @@ x="nbds://localhost:$port/e?tls-certificates=$TMP"
 nbdinfo --map "$x/pki" >map.txt 2>&1 || fail "nbdinfo over X.509"
 grep -q "hole,zero" map.txt && ok || fail "map over X.509: $(cat map.txt)"
 nbdcopy "$x/pki" out2.raw || fail "nbdcopy over X.509"
-qemu-img compare -q -f raw out2.raw disk.qcow2 && ok || fail "X.509 copy differs"
+qemu-img compare -q -U -f raw out2.raw disk.qcow2 && ok || fail "X.509 copy differs"
 nbdinfo "$x/nocert" >/dev/null 2>&1 && fail "client without a certificate accepted" || ok
 nbdinfo "nbd://localhost:$port/e" >/dev/null 2>&1 &&
 	fail "plain client served over TCP with TLS configured" || ok

@@ -147,8 +147,22 @@ timeout 30 tail --pid="$pid" -f /dev/null && ok ||
 "$COWPOOL" nbd -k "$TMP/x.sock" --fork no-such.qcow2 2>err.txt &&
 	fail "nbd on a missing image succeeded" || ok
 grep -q "no-such.qcow2" err.txt && ok || fail "error does not name the image"
-# plain TCP only on loopback
-"$COWPOOL" nbd -b 192.0.2.1 -p 10809 base.qcow2 2>/dev/null &&
+# TCP without TLS only when told --tls=off, on loopback too
+"$COWPOOL" nbd -b 192.0.2.1 -p 10809 base.qcow2 2>err.txt &&
 	fail "plain TCP on a non-loopback address accepted" || ok
+grep -q -- "--tls=off" err.txt && ok || fail "TCP refusal does not name --tls=off"
+"$COWPOOL" nbd -b 127.0.0.1 -p 10809 base.qcow2 2>/dev/null &&
+	fail "plain TCP on loopback accepted without --tls=off" || ok
+"$COWPOOL" nbd -b 127.0.0.1 -p 10809 --tls=off --tls-psk x base.qcow2 \
+	2>/dev/null && fail "--tls=off with --tls-psk accepted" || ok
+# with --tls=off, plain TCP on loopback serves (a free port: ask the kernel)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NBD_PIDFILES="$NBD_PIDFILES $TMP/tcp.pid"
+"$COWPOOL" nbd -b 127.0.0.1 -p "$port" --tls=off -t -x tcp --fork \
+	--pid-file "$TMP/tcp.pid" base.qcow2 || fail "nbd --tls=off on TCP"
+expect_eq "plain TCP with --tls=off: size" \
+	"$(qemu-img info -U --output=json base.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" \
+	"$(nbdinfo --size "nbd://127.0.0.1:$port/tcp")"
+nbd_stop tcp
 
 cp_finish
