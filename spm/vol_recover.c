@@ -31,6 +31,17 @@ int vol_recover_task(cp_pool *p, struct cp_task *t)
 
 	if ((r = cp_pool_domain(p, t->dom_uuid, &x.sd)) < 0)
 		goto fail;
+	if (t->state == CP_TASK_FAILED) {
+		/* failed, but its undo was cut short: the caller was told;
+		 * only the volumes need putting back */
+		if (t->type == CP_TASK_COPY_IMAGE &&
+		    (r = cp_pool_domain(p, t->dst_dom_uuid, &x.dst)) < 0)
+			goto fail;
+		t->spm_lver = pool_spm_lver(p);
+		if ((r = vol_op_undo_failed(&x)) < 0)
+			goto fail;
+		return 0;
+	}
 	t->state = CP_TASK_RECOVERING;
 	t->spm_lver = pool_spm_lver(p);
 	if ((r = tj_update(pool_journal(p), t)) < 0)
