@@ -2,8 +2,10 @@
  *
  * Every journaled operation is listed here once; its descriptor's recover
  * finishes it (roll forward) or undoes it (roll back).  The task is marked
- * RECOVERING first, and ends DONE, ABORTED (-ECANCELED, rolled back), or
- * stays in the journal with the reason when recovery fails.
+ * RECOVERING first, and ends DONE, ABORTED (-ECANCELED, rolled back),
+ * FAILED (a roll forward that cannot finish: its restore put the volumes
+ * back in use), or stays in the journal with the reason when recovery
+ * fails.  A FAILED task flagged TF_UNFINISHED gets its undo retried.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -51,6 +53,24 @@ int vol_recover_task(cp_pool *p, struct cp_task *t)
 		return task_end(p, t, -ECANCELED, CP_TASK_ABORTED);
 	if (r == -ESTALE)
 		return r;
+	if (r < 0 && x.op && x.op->restore && cp_spm_check(p) == 0) {
+		/* a roll-forward that cannot finish (e.g. ENOSPC): put the
+		 * volumes back in use and record it FAILED, as a failure of
+		 * the call itself would */
+		char msg[CP_TASK_ERR_MAX + 1];
+		snprintf(msg, sizeof(msg), "recovery: %s", cp_last_error());
+		int u = x.op->restore(&x);
+		if (u == VOL_OP_FINISHED) {
+			t->message[0] = '\0';
+			return task_end(p, t, 0, CP_TASK_DONE);
+		}
+		if (u == -ESTALE)
+			return u;
+		if (u < 0)
+			t->flags |= TF_UNFINISHED;
+		cp_error(r, "%s", msg);
+		return task_end(p, t, r, CP_TASK_FAILED);
+	}
 fail:
 	if (r < 0) {
 		/* keep it for the next try; the message says why */
