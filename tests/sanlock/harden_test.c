@@ -18,7 +18,10 @@
  *   merge     (--root on a small tmpfs) a merge cut by ENOSPC half-way:
  *             the call fails, the task is FAILED at once, the layer is
  *             LEGAL and reads as before, also after a restart of the SPM;
- *             space freed, the same merge succeeds
+ *             then the same merge killed at each of its crash points before
+ *             the failure: the next SPM cannot roll it forward (still no
+ *             space) and leaves the layer LEGAL, the task FAILED; space
+ *             freed, the same merge succeeds
  *   full      (--root on a small tmpfs) the file system filled to the last
  *             block: a create fails and leaves nothing ILLEGAL; a volume
  *             delete and an image delete succeed and free space
@@ -36,6 +39,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -523,6 +527,51 @@ static void merge(void)
 	m = vol_md(p, dom, base.img_uuid, leaf.vol_uuid);
 	CHECK(m.legality == CP_VOL_LEGAL, "leaf LEGAL after the restart");
 
+	/* killed at every crash point of the same merge on the full file
+	 * system: the next SPM's recovery cannot roll it forward (ENOSPC
+	 * again) and must put the layer back in use, FAILED */
+	int points = 0;
+	for (int point = 1;; point++) {
+		int status;
+		pid_t pid;
+
+		OK(cp_uuid_generate(task));
+		OK(cp_spm_stop(p, false));
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			char env[32];
+			cp_pool *c;
+			snprintf(env, sizeof(env), "%d", point);
+			setenv("CP_FAULT_SPM_KILL_AT", env, 1);
+			c = open_pool();
+			if (cp_pool_join(c) < 0 || cp_spm_start(c) < 0)
+				_exit(3);
+			r = cp_vol_merge(c, dom, base.img_uuid, leaf.vol_uuid, task,
+					 NULL, NULL);
+			_exit(r == -ENOSPC ? 0 : 2);
+		}
+		CHECK(pid > 0, "fork");
+		CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+		OK(cp_spm_start(p));
+		CHECK(WIFSIGNALED(status) || (WIFEXITED(status) &&
+					      WEXITSTATUS(status) == 0),
+		      "point %d: child status 0x%x", point, status);
+		enum cp_task_state st = tasks_settled(p, task);
+		CHECK(st == CP_TASK_FAILED || st == 0,
+		      "point %d: task %s", point, cp_task_state_name(st));
+		m = vol_md(p, dom, base.img_uuid, leaf.vol_uuid);
+		CHECK(m.legality == CP_VOL_LEGAL && m.role == CP_VOL_ROLE_LEAF,
+		      "point %d: leaf LEGAL after recovery", point);
+		got = content(p, dom, base.img_uuid, leaf.vol_uuid, size);
+		CHECK(!memcmp(ref, got, size), "point %d: data intact", point);
+		free(got);
+		if (WIFEXITED(status))
+			break;  /* failed with ENOSPC before the next point */
+		points++;
+	}
+	CHECK(points >= 3, "only %d crash points before the copy", points);
+
 	/* space back: the same merge succeeds */
 	CHECK(unlink(filler) == 0, "rm filler");
 	OK(cp_vol_merge(p, dom, base.img_uuid, leaf.vol_uuid, NULL, NULL, NULL));
@@ -536,8 +585,9 @@ static void merge(void)
 	tasks_settled(p, NULL);
 	all_legal(p, dom);
 	cp_pool_close(p);
-	printf("merge: ENOSPC half-way left the layer LEGAL and intact; the "
-	       "retry succeeded\n");
+	printf("merge: ENOSPC half-way left the layer LEGAL and intact (in "
+	       "the call and in recovery after %d crash points); the retry "
+	       "succeeded\n", points);
 }
 
 static void full(void)
