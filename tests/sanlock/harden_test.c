@@ -23,8 +23,9 @@
  *             space) and leaves the layer LEGAL, the task FAILED; space
  *             freed, the same merge succeeds
  *   full      (--root on a small tmpfs) the file system filled to the last
- *             block: a create fails and leaves nothing ILLEGAL; a volume
- *             delete and an image delete succeed and free space
+ *             block: a snapshot, a template, thin and full clones, a copy
+ *             into it and a create fail, each FAILED at once with nothing left ILLEGAL;
+ *             a volume delete and an image delete succeed and free space
  *   journal   1000 create + delete rounds in a row all succeed (finished
  *             tasks' slots are recycled)
  *
@@ -592,21 +593,76 @@ static void merge(void)
 
 static void full(void)
 {
-	char dom[40], filler[PATH_MAX];
-	struct cp_volmeta a, a2, b, m;
+	char dom[40], dom2[40], filler[PATH_MAX];
+	struct cp_volmeta a, a2, b, c, m;
 	struct statvfs v0, v1;
 	cp_pool *p;
 	int r;
 
-	start(&p, dom, NULL);
+	start(&p, dom, dom2);
+	new_volume(p, dom2, NULL, NULL, CP_VOL_FORMAT_COW, 16 * MIB, &c);
+	fill(p, dom2, c.img_uuid, c.vol_uuid, 0, 4 * MIB, 5);
 	new_volume(p, dom, NULL, NULL, CP_VOL_FORMAT_COW, 16 * MIB, &a);
 	fill(p, dom, a.img_uuid, a.vol_uuid, 0, 4 * MIB, 3);
 	new_volume(p, dom, a.img_uuid, a.vol_uuid, CP_VOL_FORMAT_COW, 0, &a2);
 	fill(p, dom, a.img_uuid, a2.vol_uuid, 0, 4 * MIB, 4);
 	new_volume(p, dom, NULL, NULL, CP_VOL_FORMAT_RAW, 4 * MIB, &b);
-	/* a few finished tasks first: the journal holds more than fresh
-	 * slots */
+	struct cp_template_opts to;
+	struct cp_volmeta tm;
+	cp_template_opts_init(&to);
+	to.img_uuid = a.img_uuid;
+	OK(cp_template_create(p, dom, &to, NULL, NULL, &tm));
 	fill_fs(root, 0, filler);
+
+	/* every kind of create fails for want of space, undone at once:
+	 * the task FAILED, every volume LEGAL, the chain as it was */
+	char task[40];
+	struct cp_vol_create_opts sc;
+	cp_vol_create_opts_init(&sc);
+	sc.img_uuid = a.img_uuid;
+	sc.parent_uuid = a2.vol_uuid;
+	sc.task_uuid = task;
+	OK(cp_uuid_generate(task));
+	r = cp_vol_create(p, dom, &sc, &m);
+	CHECK(r == -ENOSPC, "snapshot on a full file system: %d", r);
+	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "snapshot FAILED");
+	m = vol_md(p, dom, a.img_uuid, a2.vol_uuid);
+	CHECK(m.role == CP_VOL_ROLE_LEAF, "the leaf is the leaf again");
+	all_legal(p, dom);
+	to.task_uuid = task;
+	OK(cp_uuid_generate(task));
+	r = cp_template_create(p, dom, &to, NULL, NULL, &m);
+	CHECK(r == -ENOSPC, "template on a full file system: %d", r);
+	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "template FAILED");
+	all_legal(p, dom);
+	for (int full_clone = 0; full_clone < 2; full_clone++) {
+		struct cp_clone_opts cl;
+		cp_clone_opts_init(&cl);
+		cl.tmpl_img_uuid = tm.img_uuid;
+		cl.tmpl_vol_uuid = tm.vol_uuid;
+		cl.full = full_clone;
+		cl.task_uuid = task;
+		OK(cp_uuid_generate(task));
+		r = cp_template_clone(p, dom, &cl, NULL, NULL, &m);
+		CHECK(r == -ENOSPC, "%s clone on a full file system: %d",
+		      full_clone ? "full" : "thin", r);
+		CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "clone FAILED");
+		all_legal(p, dom);
+	}
+
+	/* a copy into the full domain: rolled back, nothing left there */
+	OK(cp_uuid_generate(task));
+	r = cp_img_copy(p, dom2, c.img_uuid, dom, task, NULL, NULL);
+	CHECK(r == -ENOSPC, "copy to a full file system: %d", r);
+	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "copy FAILED");
+	cp_sd *sd;
+	struct cp_uuid_str *vols;
+	size_t nv;
+	OK(cp_pool_domain(p, dom, &sd));
+	OK(cp_sd_list_volumes(sd, c.img_uuid, &vols, &nv));
+	CHECK(nv == 0, "nothing of the copy left (%zu volumes)", nv);
+	free(vols);
+	all_legal(p, dom2);
 
 	/* a create fails for want of space and leaves nothing behind */
 	struct cp_vol_create_opts co;
