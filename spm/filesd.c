@@ -191,6 +191,10 @@ static int fsd_open_dir(cp_sd *sd)
 		struct stat st;
 		snprintf(rel, sizeof(rel), "dom_md/%s", prealloc[i]);
 		fd = sd_openat(sd->dom_fd, sd->dir, rel, O_RDWR, 0);
+		if (fd == -EACCES || fd == -EPERM || fd == -EROFS)
+			/* read-only use (inspection, a read-only export):
+			 * only the link check */
+			fd = sd_openat(sd->dom_fd, sd->dir, rel, O_PATH, 0);
 		if (fd < 0)
 			return cp_error_prefix(fd, "domain %s", sd->uuid);
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
