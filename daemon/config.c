@@ -12,6 +12,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +142,22 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 	} else if (!strcmp(key, "sanlock")) {
 		if (cfg_parse_bool(value, &cfg->sanlock) < 0)
 			goto bad;
+	} else if (!strcmp(key, "disk_owner") || !strcmp(key, "disk_group")) {
+		/* a user / group name or a number: owner and group of the
+		 * files of file domains (spm: cp_pool_opts.disk_uid/gid) */
+		bool grp = key[5] == 'g';
+		struct passwd *pw = NULL;
+		struct group *gr = NULL;
+		if (cfg_parse_uint(value, 1, UINT32_MAX - 1, &u) < 0) {
+			if (grp ? !(gr = getgrnam(value)) : !(pw = getpwnam(value))) {
+				fprintf(stderr, "cowpoold: %s: %s: unknown %s "
+					"'%s'\n", where, key,
+					grp ? "group" : "user", value);
+				return -EINVAL;
+			}
+			u = grp ? gr->gr_gid : pw->pw_uid;
+		}
+		*(grp ? &cfg->disk_gid : &cfg->disk_uid) = (uint32_t)u;
 	} else if (!strcmp(key, "log_level")) {
 		int l = dmn_log_parse_level(value);
 		if (l < 0)

@@ -74,6 +74,8 @@ struct dmn_config {
 	bool sanlock;                  /* default true */
 	enum dmn_log_level log_level;  /* default info */
 	int ready_fd;                  /* -1, or "ready\n" is written there */
+	uint32_t disk_uid, disk_gid;   /* disk_owner, disk_group (0: the
+					* daemon's own) */
 };
 
 /* Parse argv (cowpoold's flags) and the config file they name into cfg.

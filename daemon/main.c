@@ -75,6 +75,8 @@ static int dmn_open_pool(struct dmn *d)
 			    : NULL;
 	o.lvm_system_dir = d->cfg.lvm_system_dir;
 	o.use_sanlock = d->cfg.sanlock;
+	o.disk_uid = d->cfg.disk_uid;
+	o.disk_gid = d->cfg.disk_gid;
 	int r = cp_pool_open(&o, &d->pool);
 	if (r < 0) {
 		dmn_err("cannot open the pool: %s", cp_error_msg(r));

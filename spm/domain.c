@@ -17,7 +17,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 #include "common.h"
 #include "spm.h"
@@ -522,30 +524,148 @@ static int dom_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* Write-new-then-rename: <path>.tmp, fsync, rename, fsync directory. */
-static int dom_atomic_write(const char *path, const uint8_t *buf, size_t len)
+/* ---- confinement and ownership (sd_int.h) --------------------------------- */
+
+int sd_openat(int dirfd, const char *what, const char *rel, int flags,
+	      mode_t mode)
 {
-	char tmp[PATH_MAX], dir[PATH_MAX];
+	struct open_how how;
+	long fd;
+
+	memset(&how, 0, sizeof(how));
+	how.flags = (uint64_t)(flags | O_CLOEXEC);
+	if (flags & O_CREAT)
+		how.mode = mode;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		      RESOLVE_NO_MAGICLINKS;
+	do {
+		fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+	} while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+	if (fd < 0) {
+		int err = -errno;
+		if (err == -ELOOP || err == -EXDEV)
+			return cp_error(-ELOOP, "%s: %s: a symbolic link or a path "
+					"leaving the domain: refused", what, rel);
+		return cp_error(err, "%s: %s: %s", what, rel, strerror(-err));
+	}
+	return (int)fd;
+}
+
+int sd_dom_dirfd(const char *root, const char *uuid)
+{
+	int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC), fd;
+
+	if (rfd < 0)
+		return cp_error(-errno, "domain root %s: %s", root,
+				strerror(errno));
+	fd = sd_openat(rfd, root, uuid, O_PATH | O_DIRECTORY, 0);
+	close(rfd);
+	return fd;
+}
+
+int sd_own(int fd, const char *what, mode_t mode, uint32_t uid, uint32_t gid)
+{
+	if ((uid || gid) &&
+	    fchown(fd, uid ? (uid_t)uid : (uid_t)-1,
+		   gid ? (gid_t)gid : (gid_t)-1) < 0)
+		return cp_error(-errno, "%s: chown %u:%u: %s", what, uid, gid,
+				strerror(errno));
+	if (fchmod(fd, mode) < 0)
+		return cp_error(-errno, "%s: chmod %o: %s", what, (unsigned)mode,
+				strerror(errno));
+	return 0;
+}
+
+/* Overwrite an existing name of exactly len bytes in place (one write). */
+static int dom_write_in_place(int dirfd, const char *name, const uint8_t *buf,
+			      size_t len)
+{
+	struct stat st;
+	int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != len) {
+		close(fd);
+		return -ENOSPC;
+	}
+	ssize_t n = pwrite(fd, buf, len, 0);
+	if (n < 0)
+		r = -errno;
+	else if ((size_t)n != len)
+		r = -EIO;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int sd_atomic_write_at(int dirfd, const char *what, const char *name,
+		       const uint8_t *buf, size_t len, uint32_t uid,
+		       uint32_t gid)
+{
+	char tmp[NAME_MAX + 1];
 	int fd, r;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return cp_error(-ENAMETOOLONG, "%s: path too long", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return cp_error(-errno, "%s: %s", tmp, strerror(errno));
-	r = dom_write_all(fd, buf, len);
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", name) >= (int)sizeof(tmp))
+		return cp_error(-ENAMETOOLONG, "%s/%s: name too long", what, name);
+	if (!uid && !gid) {
+		/* keep the owner of the record it replaces */
+		struct stat st;
+		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && (st.st_uid != geteuid() ||
+					    st.st_gid != getegid())) {
+			uid = st.st_uid;
+			gid = st.st_gid;
+		}
+	}
+	/* a leftover tmp (even a planted link) is replaced, never followed */
+	if (unlinkat(dirfd, tmp, 0) < 0 && errno != ENOENT)
+		return cp_error(-errno, "%s/%s: %s", what, tmp, strerror(errno));
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+			   O_CLOEXEC, SD_FILE_MODE);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = sd_own(fd, what, SD_FILE_MODE, uid, gid);
+	if (r == 0)
+		r = dom_write_all(fd, buf, len);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;
 	if (r < 0) {
-		unlink(tmp);
-		return cp_error(r, "%s: write: %s", path, strerror(-r));
+		unlinkat(dirfd, tmp, 0);
+		goto fail;
 	}
+	if (fsync(dirfd) < 0)
+		return cp_error(-errno, "%s: fsync: %s", what, strerror(errno));
+	return 0;
+fail:
+	if ((r == -ENOSPC || r == -EDQUOT) && len <= 4096 &&
+	    dom_write_in_place(dirfd, name, buf, len) == 0)
+		return 0;
+	return cp_error(r, "%s/%s: write: %s", what, name, strerror(-r));
+}
+
+/* Write-new-then-rename: <path>.tmp, fsync, rename, fsync directory. */
+static int dom_atomic_write(const char *path, const uint8_t *buf, size_t len)
+{
+	char dir[PATH_MAX];
+	const char *base = strrchr(path, '/');
+	int dfd, r;
+
 	dom_dirname(path, dir);
-	return dom_fsync_dir(dir);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return cp_error(-errno, "%s: %s", dir, strerror(errno));
+	r = sd_atomic_write_at(dfd, dir, base ? base + 1 : path, buf, len, 0, 0);
+	close(dfd);
+	return r;
 }
 
 /* Read exactly one sector from path (the file must be exactly that size). */
@@ -700,26 +820,45 @@ static int dom_check_root(const char *root)
 	return 0;
 }
 
-static int dom_mkdir(const char *path)
+static int dom_mkdir(const char *path, uint32_t uid, uint32_t gid)
 {
-	if (mkdir(path, 0755) < 0)
+	int fd, r;
+
+	if (mkdir(path, SD_DIR_MODE) < 0)
 		return cp_error(-errno, "%s: mkdir: %s", path, strerror(errno));
-	return 0;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cp_error(-errno, "%s: %s", path, strerror(errno));
+	r = sd_own(fd, path, SD_DIR_MODE, uid, gid);
+	close(fd);
+	return r;
 }
 
-/* A zero-filled file of size bytes (ftruncate: reads as zeros). */
-static int dom_create_zeroed(const char *path, uint64_t size)
+/* A zero-filled file of size bytes, really allocated (not sparse: the task
+ * journal and the lease areas must be writable on a full file system). */
+static int dom_create_zeroed(const char *path, uint64_t size, uint32_t uid,
+			     uint32_t gid)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		      SD_FILE_MODE);
 	int r = 0;
 
 	if (fd < 0)
 		return cp_error(-errno, "%s: %s", path, strerror(errno));
-	if (ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0)
+	if ((r = sd_own(fd, path, SD_FILE_MODE, uid, gid)) < 0) {
+		close(fd);
+		return r;
+	}
+	if (ftruncate(fd, (off_t)size) < 0)
+		r = -errno;
+	else if ((r = posix_fallocate(fd, 0, (off_t)size)) > 0)
+		r = -r;
+	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	close(fd);
 	if (r < 0)
-		return cp_error(r, "%s: %s", path, strerror(-r));
+		return cp_error(r, "%s: allocate %llu bytes: %s", path,
+				(unsigned long long)size, strerror(-r));
 	return 0;
 }
 
@@ -774,21 +913,28 @@ CP_EXPORT int cp_domain_create(const struct cp_domain_create_opts *opts,
 	    (int)sizeof(dir))
 		return cp_error(-ENAMETOOLONG, "%s: path too long", o.root);
 	snprintf(mddir, sizeof(mddir), "%s/dom_md", dir);
-	if ((r = dom_mkdir(dir)) < 0 || (r = dom_mkdir(mddir)) < 0)
+	if ((r = dom_mkdir(dir, o.disk_uid, o.disk_gid)) < 0 ||
+	    (r = dom_mkdir(mddir, o.disk_uid, o.disk_gid)) < 0)
 		return r;
 	for (size_t i = 0; i < CP_ARRAY_SIZE(dommd_files); i++) {
 		snprintf(path, sizeof(path), "%s/%s", mddir, dommd_files[i].name);
-		if ((r = dom_create_zeroed(path, dommd_files[i].size)) < 0)
+		if ((r = dom_create_zeroed(path, dommd_files[i].size, o.disk_uid,
+					   o.disk_gid)) < 0)
 			return r;
 	}
 	snprintf(path, sizeof(path), "%s/images", dir);
-	if ((r = dom_mkdir(path)) < 0)
+	if ((r = dom_mkdir(path, o.disk_uid, o.disk_gid)) < 0)
 		return r;
 	if ((r = dom_fsync_dir(dir)) < 0)
 		return r;
 	/* The record last: a domain without it is an unfinished create. */
-	snprintf(path, sizeof(path), "%s/metadata", mddir);
-	if ((r = dom_atomic_write(path, buf, sizeof(buf))) < 0)
+	int mdfd = open(mddir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (mdfd < 0)
+		return cp_error(-errno, "%s: %s", mddir, strerror(errno));
+	r = sd_atomic_write_at(mdfd, mddir, "metadata", buf, sizeof(buf),
+			       o.disk_uid, o.disk_gid);
+	close(mdfd);
+	if (r < 0)
 		return r;
 	if ((r = dom_fsync_dir(o.root)) < 0)
 		return r;
@@ -859,7 +1005,7 @@ CP_EXPORT int cp_domain_image_create(const char *root, const char *dom_uuid,
 	    (int)sizeof(images))
 		return cp_error(-ENAMETOOLONG, "%s: path too long", root);
 	snprintf(path, sizeof(path), "%s/%s", images, img_uuid);
-	if ((r = dom_mkdir(path)) < 0)
+	if ((r = dom_mkdir(path, 0, 0)) < 0)
 		return r;
 	return dom_fsync_dir(images);
 }

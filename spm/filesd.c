@@ -36,17 +36,68 @@ static int fsd_path(cp_sd *sd, char *out, size_t len, const char *img,
 	return 0;
 }
 
-static int fsd_fsync_dir(const char *dir)
+/* images/<img> (images/ when img is NULL) beneath the domain directory,
+ * no link followed; O_RDONLY (for listing and fsync). */
+static int fsd_dirfd(cp_sd *sd, const char *img)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = 0;
+	char rel[sizeof("images/") + CP_UUID_STR_LEN];
 
-	if (fd < 0)
-		return cp_error(-errno, "%s: %s", dir, strerror(errno));
+	if (img)
+		snprintf(rel, sizeof(rel), "images/%s", img);
+	else
+		snprintf(rel, sizeof(rel), "images");
+	return sd_openat(sd->dom_fd, sd->dir, rel, O_RDONLY | O_DIRECTORY, 0);
+}
+
+static int fsd_fsync_fd(int fd, const char *what)
+{
 	if (fsync(fd) < 0)
-		r = cp_error(-errno, "%s: fsync: %s", dir, strerror(errno));
-	close(fd);
-	return r;
+		return cp_error(-errno, "%s: fsync: %s", what, strerror(errno));
+	return 0;
+}
+
+/* vol + suffix */
+static void fsd_name(char *out, size_t len, const char *vol,
+		     const char *suffix)
+{
+	snprintf(out, len, "%s%s", vol, suffix);
+}
+
+/* A regular file img/vol+suffix, no link on the way: an O_PATH fd. */
+static int fsd_open_file(cp_sd *sd, const char *img, const char *vol,
+			 const char *suffix, int flags)
+{
+	char rel[2 * CP_UUID_STR_LEN + 32];
+	struct stat st;
+	int fd;
+
+	snprintf(rel, sizeof(rel), "images/%s/%s%s", img, vol, suffix);
+	fd = sd_openat(sd->dom_fd, sd->dir, rel, flags, 0);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return cp_error(-EUCLEAN, "%s/%s: not a regular file", sd->dir,
+				rel);
+	}
+	return fd;
+}
+
+/* Open a device on an fd already resolved beneath the domain. */
+static int fsd_bdev_open_fd(int fd, const char *what, bool rw, cp_bdev **out)
+{
+	char proc[64];
+	struct cp_bdev_opts bo;
+	int r;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	cp_bdev_opts_init(&bo);
+	bo.cache = CP_CACHE_NONE;
+	bo.readonly = !rw;
+	r = cp_bdev_open(proc, &bo, out);
+	if (r < 0)
+		return cp_error_prefix(r, "%s", what);
+	return 0;
 }
 
 static int fsd_create(const struct cp_sd_create_opts *o,
@@ -67,6 +118,8 @@ static int fsd_create(const struct cp_sd_create_opts *o,
 	dc.master = o->master;
 	dc.chunk_size = o->chunk_size;
 	dc.io_timeout = o->io_timeout;
+	dc.disk_uid = o->loc.disk_uid;
+	dc.disk_gid = o->loc.disk_gid;
 	r = cp_domain_create(&dc, &d);
 	if (r < 0)
 		return r;
@@ -98,22 +151,63 @@ static int fsd_read_md(cp_sd *sd, struct cp_domain_md *out)
 	return cp_domain_read(sd->root, sd->uuid, out);
 }
 
+static int fsd_open_dir(cp_sd *sd);
+
+static void fsd_close(cp_sd *sd)
+{
+	if (sd->dom_fd_open)
+		close(sd->dom_fd);
+	sd->dom_fd_open = false;
+}
+
 static int fsd_open(cp_sd *sd)
 {
-	int r = fsd_read_md(sd, &sd->md);
+	int r = fsd_open_dir(sd);
 
 	if (r < 0)
+		fsd_close(sd);
+	return r;
+}
+
+static int fsd_open_dir(cp_sd *sd)
+{
+	static const char *const prealloc[] = {"metadata", "ids", "leases", "inbox",
+					       "outbox", "tasks"};
+	int fd, r;
+
+	fd = sd_dom_dirfd(sd->root, sd->uuid);
+	if (fd < 0)
+		return fd;
+	sd->dom_fd = fd;
+	sd->dom_fd_open = true;
+	r = fsd_read_md(sd, &sd->md);
+	if (r < 0)
 		return r;
+	/* Domains made before the dom_md files were allocated up front:
+	 * allocate them now (fallocate mode 0 never changes data; a file
+	 * system without it, or without space, keeps them as they are). */
+	for (size_t i = 0; i < CP_ARRAY_SIZE(prealloc); i++) {
+		char rel[32];
+		struct stat st;
+		snprintf(rel, sizeof(rel), "dom_md/%s", prealloc[i]);
+		fd = sd_openat(sd->dom_fd, sd->dir, rel, O_RDWR, 0);
+		if (fd == -EACCES || fd == -EPERM || fd == -EROFS)
+			/* read-only use (inspection, a read-only export):
+			 * only the link check */
+			fd = sd_openat(sd->dom_fd, sd->dir, rel, O_PATH, 0);
+		if (fd < 0)
+			return cp_error_prefix(fd, "domain %s", sd->uuid);
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size)
+			(void)fallocate(fd, 0, 0, st.st_size);
+		close(fd);
+	}
 	snprintf(sd->ids_path, sizeof(sd->ids_path), "%s/dom_md/ids", sd->dir);
 	snprintf(sd->leases_path, sizeof(sd->leases_path), "%s/dom_md/leases",
 		 sd->dir);
 	sd->ids_offset = 0;
 	sd->leases_offset = 0;
 	return 0;
-}
-
-static void fsd_close(cp_sd *sd)
-{
 }
 
 static int fsd_write_md(cp_sd *sd, const struct cp_domain_md *d)
@@ -145,24 +239,29 @@ static int uuid_cmp(const void *a, const void *b)
 		      ((const struct cp_uuid_str *)b)->s);
 }
 
-static int fsd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n)
+/* UUID names in directory fd (closed): entries of exactly 36 + strlen(suffix)
+ * characters ending in suffix. */
+static int fsd_list_uuids(int fd, const char *what, const char *suffix,
+			  struct cp_uuid_str **out, size_t *n)
 {
-	char path[PATH_MAX];
 	struct cp_uuid_str *v = NULL;
-	size_t cnt = 0, cap = 0;
+	size_t cnt = 0, cap = 0, sl = strlen(suffix);
 	struct dirent *de;
-	DIR *dp;
-	int r = fsd_path(sd, path, sizeof(path), NULL, NULL, NULL);
+	DIR *dp = fdopendir(fd);
 
-	if (r < 0)
-		return r;
-	dp = opendir(path);
-	if (!dp)
-		return cp_error(-errno, "domain %s: %s: %s", sd->uuid, path,
-				strerror(errno));
+	if (!dp) {
+		int err = -errno;
+		close(fd);
+		return cp_error(err, "%s: %s", what, strerror(-err));
+	}
 	while ((de = readdir(dp))) {
-		if (strlen(de->d_name) != CP_UUID_STR_LEN ||
-		    !cp_uuid_valid(de->d_name))
+		if (strlen(de->d_name) != CP_UUID_STR_LEN + sl ||
+		    strcmp(de->d_name + CP_UUID_STR_LEN, suffix))
+			continue;
+		char u[CP_UUID_STR_LEN + 1];
+		memcpy(u, de->d_name, CP_UUID_STR_LEN);
+		u[CP_UUID_STR_LEN] = '\0';
+		if (!cp_uuid_valid(u))
 			continue;
 		if (cnt == cap) {
 			size_t nc = cap ? cap * 2 : 16;
@@ -175,7 +274,7 @@ static int fsd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n)
 			v = nv;
 			cap = nc;
 		}
-		strcpy(v[cnt++].s, de->d_name);
+		strcpy(v[cnt++].s, u);
 	}
 	closedir(dp);
 	if (cnt)
@@ -185,34 +284,58 @@ static int fsd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n)
 	return 0;
 }
 
+static int fsd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n)
+{
+	int fd = fsd_dirfd(sd, NULL);
+
+	if (fd < 0)
+		return cp_error_prefix(fd, "domain %s", sd->uuid);
+	return fsd_list_uuids(fd, sd->dir, "", out, n);
+}
+
 static int fsd_list_volumes(cp_sd *sd, const char *img,
 			    struct cp_uuid_str **out, size_t *n)
 {
-	char path[PATH_MAX];
-	struct stat st;
+	int fd = fsd_dirfd(sd, img);
 
-	fsd_path(sd, path, sizeof(path), img, NULL, NULL);
-	if (stat(path, &st) < 0 && errno == ENOENT) {
+	if (fd == -ENOENT) {
 		*out = NULL;
 		*n = 0;
 		return 0;  /* no such image: no volumes */
 	}
-	return cp_domain_list_volumes(sd->root, sd->uuid, img, out, n);
+	if (fd < 0)
+		return cp_error_prefix(fd, "domain %s", sd->uuid);
+	return fsd_list_uuids(fd, sd->dir, ".meta", out, n);
 }
 
 static int fsd_md_read(cp_sd *sd, const char *img, const char *vol,
 		       struct cp_volmeta *out)
 {
 	char path[PATH_MAX];
+	uint8_t buf[CP_MD_SECTOR_SIZE];
 	struct stat st;
-	int r = fsd_path(sd, path, sizeof(path), img, vol, ".meta");
+	ssize_t got;
+	int fd, r = fsd_path(sd, path, sizeof(path), img, vol, ".meta");
 
 	if (r < 0)
 		return r;
-	if (stat(path, &st) < 0 && errno == ENOENT)
+	fd = fsd_open_file(sd, img, vol, ".meta", O_RDONLY);
+	if (fd == -ENOENT)
 		return cp_error(-ENOENT, "domain %s: volume %s of image %s not found",
 				sd->uuid, vol, img);
-	r = cp_volmeta_read(path, out);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 || st.st_size != CP_MD_SECTOR_SIZE) {
+		close(fd);
+		return cp_error(-EUCLEAN, "%s: size %lld, expected %d", path,
+				(long long)st.st_size, CP_MD_SECTOR_SIZE);
+	}
+	got = pread(fd, buf, sizeof(buf), 0);
+	close(fd);
+	if (got != (ssize_t)sizeof(buf))
+		return cp_error(got < 0 ? -errno : -EUCLEAN, "%s: short read",
+				path);
+	r = cp_volmeta_decode(buf, path, out);
 	if (r < 0)
 		return r;
 	if (strcasecmp(out->vol_uuid, vol) || strcasecmp(out->img_uuid, img))
@@ -223,167 +346,213 @@ static int fsd_md_read(cp_sd *sd, const char *img, const char *vol,
 
 static int fsd_mkimage(cp_sd *sd, const char *img)
 {
-	char path[PATH_MAX];
-	int r = fsd_path(sd, path, sizeof(path), img, NULL, NULL);
+	int ifd = fsd_dirfd(sd, NULL), fd, r;
 
-	if (r < 0)
+	if (ifd < 0)
+		return ifd;
+	if (mkdirat(ifd, img, SD_DIR_MODE) < 0) {
+		r = errno == EEXIST ? 0 : cp_error(-errno, "%s/images/%s: %s",
+						   sd->dir, img, strerror(errno));
+		close(ifd);
 		return r;
-	if (mkdir(path, 0755) == 0) {
-		char parent[PATH_MAX];
-		fsd_path(sd, parent, sizeof(parent), NULL, NULL, NULL);
-		return fsd_fsync_dir(parent);
 	}
-	if (errno == EEXIST)
-		return 0;
-	return cp_error(-errno, "%s: %s", path, strerror(errno));
+	fd = sd_openat(ifd, sd->dir, img, O_RDONLY | O_DIRECTORY, 0);
+	r = fd;
+	if (fd >= 0) {
+		r = sd_own(fd, img, SD_DIR_MODE, sd->disk_uid, sd->disk_gid);
+		close(fd);
+	}
+	if (r == 0)
+		r = fsd_fsync_fd(ifd, sd->dir);
+	close(ifd);
+	return r;
 }
 
 static int fsd_md_write(cp_sd *sd, const struct cp_volmeta *m)
 {
-	char path[PATH_MAX];
-	int r = fsd_mkimage(sd, m->img_uuid);
+	uint8_t buf[CP_MD_SECTOR_SIZE];
+	char name[CP_UUID_STR_LEN + 8], what[PATH_MAX];
+	int fd, r = fsd_mkimage(sd, m->img_uuid);
 
 	if (r < 0)
 		return r;
-	r = fsd_path(sd, path, sizeof(path), m->img_uuid, m->vol_uuid, ".meta");
-	if (r < 0)
+	if ((r = cp_volmeta_encode(m, buf)) < 0)
 		return r;
-	return cp_volmeta_write(path, m);
+	fsd_path(sd, what, sizeof(what), m->img_uuid, NULL, NULL);
+	fd = fsd_dirfd(sd, m->img_uuid);
+	if (fd < 0)
+		return fd;
+	fsd_name(name, sizeof(name), m->vol_uuid, ".meta");
+	r = sd_atomic_write_at(fd, what, name, buf, sizeof(buf), sd->disk_uid,
+			       sd->disk_gid);
+	close(fd);
+	return r;
 }
 
 static int fsd_unlink(cp_sd *sd, const char *img, const char *vol,
 		      const char *suffix)
 {
-	char path[PATH_MAX];
-	int r = fsd_path(sd, path, sizeof(path), img, vol, suffix);
+	char name[CP_UUID_STR_LEN + 16];
+	int fd = fsd_dirfd(sd, img), r = 0;
 
-	if (r < 0)
-		return r;
-	if (unlink(path) < 0 && errno != ENOENT)
-		return cp_error(-errno, "%s: %s", path, strerror(errno));
-	return 0;
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	fsd_name(name, sizeof(name), vol, suffix);
+	if (unlinkat(fd, name, 0) < 0 && errno != ENOENT)
+		r = cp_error(-errno, "%s/images/%s/%s: %s", sd->dir, img, name,
+			     strerror(errno));
+	close(fd);
+	return r;
+}
+
+/* fsync images/<img> when it exists. */
+static int fsd_sync_image(cp_sd *sd, const char *img)
+{
+	int fd = fsd_dirfd(sd, img), r;
+
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	r = fsd_fsync_fd(fd, img);
+	close(fd);
+	return r;
 }
 
 /* Remove the image directory once it is empty (fsyncing images/). */
 static int fsd_rmdir_image(cp_sd *sd, const char *img)
 {
-	char path[PATH_MAX], parent[PATH_MAX];
+	int ifd = fsd_dirfd(sd, NULL), r = 0;
 
-	fsd_path(sd, path, sizeof(path), img, NULL, NULL);
-	fsd_path(sd, parent, sizeof(parent), NULL, NULL, NULL);
-	if (rmdir(path) == 0)
-		return fsd_fsync_dir(parent);
-	if (errno == ENOENT || errno == ENOTEMPTY || errno == EEXIST)
-		return 0;
-	return cp_error(-errno, "%s: %s", path, strerror(errno));
+	if (ifd < 0)
+		return ifd;
+	if (unlinkat(ifd, img, AT_REMOVEDIR) == 0)
+		r = fsd_fsync_fd(ifd, sd->dir);
+	else if (errno != ENOENT && errno != ENOTEMPTY && errno != EEXIST)
+		r = cp_error(-errno, "%s/images/%s: %s", sd->dir, img,
+			     strerror(errno));
+	close(ifd);
+	return r;
 }
 
 static int fsd_md_remove(cp_sd *sd, const char *img, const char *vol)
 {
-	char dir[PATH_MAX];
 	int r = fsd_unlink(sd, img, vol, ".meta");
 
 	if (r < 0)
 		return r;
 	fsd_unlink(sd, img, vol, ".meta.tmp");
-	fsd_path(sd, dir, sizeof(dir), img, NULL, NULL);
-	if (access(dir, F_OK) == 0 && (r = fsd_fsync_dir(dir)) < 0)
+	if ((r = fsd_sync_image(sd, img)) < 0)
 		return r;
 	return fsd_rmdir_image(sd, img);
 }
 
-static int fsd_create_file(const char *path, uint64_t size, bool prealloc)
+static int fsd_create_file(cp_sd *sd, int dfd, const char *name,
+			   uint64_t size, bool prealloc)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	int r = 0;
+	int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				       O_CLOEXEC, SD_FILE_MODE);
+	int r;
 
 	if (fd < 0)
-		return cp_error(-errno, "%s: %s", path, strerror(errno));
-	if (size && prealloc) {
+		return cp_error(-errno, "%s: %s", name, strerror(errno));
+	r = sd_own(fd, name, SD_FILE_MODE, sd->disk_uid, sd->disk_gid);
+	if (r == 0 && size && prealloc) {
 		r = posix_fallocate(fd, 0, (off_t)size);
 		if (r)
-			r = cp_error(-r, "%s: preallocate %llu bytes: %s", path,
+			r = cp_error(-r, "%s: preallocate %llu bytes: %s", name,
 				     (unsigned long long)size, strerror(r));
-	} else if (size && ftruncate(fd, (off_t)size) < 0) {
-		r = cp_error(-errno, "%s: %s", path, strerror(errno));
+	} else if (r == 0 && size && ftruncate(fd, (off_t)size) < 0) {
+		r = cp_error(-errno, "%s: %s", name, strerror(errno));
 	}
 	if (r == 0 && fsync(fd) < 0)
-		r = cp_error(-errno, "%s: fsync: %s", path, strerror(errno));
+		r = cp_error(-errno, "%s: fsync: %s", name, strerror(errno));
 	close(fd);
 	if (r < 0)
-		unlink(path);
+		unlinkat(dfd, name, 0);
 	return r;
 }
 
 static int fsd_vol_create(cp_sd *sd, const struct sd_vol_spec *s)
 {
-	char path[PATH_MAX], lease[PATH_MAX], dir[PATH_MAX];
-	int r = fsd_mkimage(sd, s->img_uuid);
+	char name[CP_UUID_STR_LEN + 8], lname[CP_UUID_STR_LEN + 8];
+	char lease[PATH_MAX];
+	int dfd, r = fsd_mkimage(sd, s->img_uuid);
 
 	if (r < 0)
 		return r;
-	fsd_path(sd, path, sizeof(path), s->img_uuid, s->vol_uuid, "");
+	dfd = fsd_dirfd(sd, s->img_uuid);
+	if (dfd < 0)
+		return dfd;
+	fsd_name(name, sizeof(name), s->vol_uuid, "");
+	fsd_name(lname, sizeof(lname), s->vol_uuid, ".lease");
 	fsd_path(sd, lease, sizeof(lease), s->img_uuid, s->vol_uuid, ".lease");
-	fsd_path(sd, dir, sizeof(dir), s->img_uuid, NULL, NULL);
 	/* raw: the file has the disk's size, allocated only when the volume
 	 * is preallocated; qcow2 files start empty (size 0) */
-	r = fsd_create_file(path, s->size,
+	r = fsd_create_file(sd, dfd, name, s->size,
 			    s->allocation == CP_VOL_ALLOC_PREALLOCATED);
 	if (r == -EEXIST)
-		return cp_error(-EEXIST, "domain %s: volume %s exists", sd->uuid,
-				s->vol_uuid);
+		r = cp_error(-EEXIST, "domain %s: volume %s exists", sd->uuid,
+			     s->vol_uuid);
 	if (r < 0)
-		return r;
-	unlink(lease);
-	r = fsd_create_file(lease, FILESD_LEASE_SIZE, false);
+		goto out;
+	unlinkat(dfd, lname, 0);
+	/* the lease area is allocated: sanlock must be able to write it on
+	 * a full file system */
+	r = fsd_create_file(sd, dfd, lname, FILESD_LEASE_SIZE, true);
 	if (r == 0)
 		r = sd_format_vol_lease(sd, s->vol_uuid, lease, 0);
 	if (r == 0)
-		r = fsd_fsync_dir(dir);
+		r = fsd_fsync_fd(dfd, lease);
 	if (r < 0) {
-		unlink(path);
-		unlink(lease);
+		unlinkat(dfd, name, 0);
+		unlinkat(dfd, lname, 0);
 	}
+out:
+	close(dfd);
 	return r;
 }
 
 static int fsd_vol_remove(cp_sd *sd, const char *img, const char *vol)
 {
-	char dir[PATH_MAX];
 	int r;
 
 	if ((r = fsd_unlink(sd, img, vol, "")) < 0 ||
-	    (r = fsd_unlink(sd, img, vol, ".lease")) < 0)
-		return r;
-	fsd_path(sd, dir, sizeof(dir), img, NULL, NULL);
-	if (access(dir, F_OK) == 0 && (r = fsd_fsync_dir(dir)) < 0)
+	    (r = fsd_unlink(sd, img, vol, ".lease")) < 0 ||
+	    (r = fsd_sync_image(sd, img)) < 0)
 		return r;
 	return fsd_rmdir_image(sd, img);
 }
 
 static int fsd_vol_exists(cp_sd *sd, const char *img, const char *vol)
 {
-	char path[PATH_MAX];
-	struct stat st;
+	int fd = fsd_open_file(sd, img, vol, "", O_PATH);
 
-	fsd_path(sd, path, sizeof(path), img, vol, "");
-	if (stat(path, &st) == 0)
-		return 1;
-	if (errno == ENOENT)
+	if (fd == -ENOENT)
 		return 0;
-	return cp_error(-errno, "%s: %s", path, strerror(errno));
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 1;
 }
 
 static int fsd_vol_size(cp_sd *sd, const char *img, const char *vol,
 			struct cp_vol_size *out)
 {
-	char path[PATH_MAX];
 	struct stat st;
+	int fd = fsd_open_file(sd, img, vol, "", O_PATH);
 
-	fsd_path(sd, path, sizeof(path), img, vol, "");
-	if (stat(path, &st) < 0)
-		return cp_error(-errno, "domain %s: volume %s: %s", sd->uuid, vol,
-				strerror(errno));
+	if (fd < 0)
+		return cp_error_prefix(fd, "domain %s: volume %s", sd->uuid, vol);
+	if (fstat(fd, &st) < 0) {
+		int err = -errno;
+		close(fd);
+		return cp_error(err, "domain %s: volume %s: %s", sd->uuid, vol,
+				strerror(-err));
+	}
+	close(fd);
 	out->apparent = (uint64_t)st.st_size;
 	out->allocated = (uint64_t)st.st_blocks * 512;
 	return 0;
@@ -412,13 +581,14 @@ static int fsd_vol_open(cp_sd *sd, const char *img, const char *vol, bool rw,
 			cp_bdev **out)
 {
 	char path[PATH_MAX];
-	struct cp_bdev_opts bo;
+	int fd = fsd_open_file(sd, img, vol, "", O_PATH), r;
 
+	if (fd < 0)
+		return fd;
 	fsd_path(sd, path, sizeof(path), img, vol, "");
-	cp_bdev_opts_init(&bo);
-	bo.cache = CP_CACHE_NONE;
-	bo.readonly = !rw;
-	return cp_bdev_open(path, &bo, out);
+	r = fsd_bdev_open_fd(fd, path, rw, out);
+	close(fd);
+	return r;
 }
 
 static int fsd_vol_refresh(cp_sd *sd, const char *img, const char *vol,
@@ -427,28 +597,46 @@ static int fsd_vol_refresh(cp_sd *sd, const char *img, const char *vol,
 	return 0;
 }
 
+/* Paths handed to others (sanlock, local tools, clients) are checked
+ * first: a regular file beneath the domain, no link on the way. */
+static int fsd_checked_path(cp_sd *sd, const char *img, const char *vol,
+			    const char *suffix, char *out, size_t len)
+{
+	int fd, r = fsd_path(sd, out, len, img, vol, suffix);
+
+	if (r < 0)
+		return r;
+	fd = fsd_open_file(sd, img, vol, suffix, O_PATH);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
+}
+
 static int fsd_vol_lease(cp_sd *sd, const char *img, const char *vol,
 			 char *path, size_t len, uint64_t *offset)
 {
 	*offset = 0;
-	return fsd_path(sd, path, len, img, vol, ".lease");
+	return fsd_checked_path(sd, img, vol, ".lease", path, len);
 }
 
 static int fsd_vol_path(cp_sd *sd, const char *img, const char *vol,
 			char *out, size_t len)
 {
-	return fsd_path(sd, out, len, img, vol, "");
+	return fsd_checked_path(sd, img, vol, "", out, len);
 }
 
 static int fsd_tasks_open(cp_sd *sd, cp_bdev **out)
 {
 	char path[PATH_MAX];
-	struct cp_bdev_opts bo;
+	int fd = sd_openat(sd->dom_fd, sd->dir, "dom_md/tasks", O_PATH, 0), r;
 
+	if (fd < 0)
+		return fd;
 	snprintf(path, sizeof(path), "%s/dom_md/tasks", sd->dir);
-	cp_bdev_opts_init(&bo);
-	bo.cache = CP_CACHE_NONE;
-	return cp_bdev_open(path, &bo, out);
+	r = fsd_bdev_open_fd(fd, path, true, out);
+	close(fd);
+	return r;
 }
 
 const struct sd_backend cp_sd_file_backend = {

@@ -54,6 +54,7 @@ struct cp_pool {
 	char *lvm_system_dir;
 	struct cp_lvm_opts lvm;
 	bool use_sanlock;
+	uint32_t disk_uid, disk_gid;
 
 	pthread_mutex_t lock;
 	pthread_mutex_t spm_lock;
@@ -179,6 +180,8 @@ static int pool_scan_file_root(cp_pool *p, const char *root)
 	cp_sd_loc_init(&loc);
 	loc.type = CP_DOMAIN_TYPE_FILE;
 	loc.root = root;
+	loc.disk_uid = p->disk_uid;
+	loc.disk_gid = p->disk_gid;
 	while ((de = readdir(dp))) {
 		char md[PATH_MAX];
 		struct stat st;
@@ -275,6 +278,11 @@ CP_EXPORT int cp_pool_open(const struct cp_pool_opts *uo, cp_pool **out)
 	pthread_mutex_init(&p->spm_lock, NULL);
 	p->host_id = o.host_id;
 	p->use_sanlock = o.use_sanlock;
+	if (uo->size >= offsetof(struct cp_pool_opts, disk_gid) +
+			       sizeof(o.disk_gid)) {
+		p->disk_uid = o.disk_uid;
+		p->disk_gid = o.disk_gid;
+	}
 	if (o.pool_uuid) {
 		strcpy(p->pool_uuid, o.pool_uuid);
 		p->pool_fixed = true;
@@ -430,6 +438,31 @@ CP_EXPORT int cp_pool_master(cp_pool *p, cp_sd **out)
 			p->host_id);
 }
 
+/* A file domain is made only directly in one of the pool's file roots,
+ * named by its absolute canonical path: nothing relative (sanlock would get
+ * relative paths), no "..", no link, nowhere else. */
+static int pool_check_file_root(cp_pool *p, const char *root)
+{
+	char real[PATH_MAX];
+
+	if (!root || root[0] != '/')
+		return cp_error(-EINVAL, "domain create: path '%s' is not absolute",
+				root ? root : "");
+	if (!realpath(root, real))
+		return cp_error(-errno, "domain create: path '%s': %s", root,
+				strerror(errno));
+	if (strcmp(real, root))
+		return cp_error(-EINVAL, "domain create: path '%s' is not canonical "
+				"(it resolves to '%s')", root, real);
+	for (char **f = p->file_roots; f && *f; f++) {
+		char fr[PATH_MAX];
+		if (realpath(*f, fr) && !strcmp(fr, real))
+			return 0;
+	}
+	return cp_error(-EPERM, "domain create: path '%s' is not one of this "
+			"host's file roots", root);
+}
+
 CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 				    const struct cp_sd_create_opts *uo,
 				    struct cp_domain_md *out)
@@ -465,6 +498,13 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 	}
 	if (o.loc.type == CP_DOMAIN_TYPE_BLOCK && !o.loc.lvm)
 		o.loc.lvm = &p->lvm;
+	if (o.loc.type == CP_DOMAIN_TYPE_FILE) {
+		if ((r = pool_check_file_root(p, o.loc.root)) < 0)
+			return r;
+		o.loc.size = sizeof(o.loc);
+		o.loc.disk_uid = p->disk_uid;
+		o.loc.disk_gid = p->disk_gid;
+	}
 	r = cp_sd_create(&o, &md);
 	if (r < 0)
 		return r;
@@ -745,7 +785,8 @@ uint64_t pool_spm_lver(cp_pool *p)
 
 bool pool_task_unfinished(const struct cp_task *t)
 {
-	return t->state == CP_TASK_RUNNING || t->state == CP_TASK_RECOVERING;
+	return t->state == CP_TASK_RUNNING || t->state == CP_TASK_RECOVERING ||
+	       (t->flags & TF_UNFINISHED);
 }
 
 int pool_spm_take(cp_pool *p)
@@ -960,6 +1001,9 @@ CP_EXPORT int cp_vol_prepare(cp_pool *p, const char *dom, const char *img,
 	if (m.legality != CP_VOL_LEGAL)
 		return cp_error(-EUCLEAN, "volume %s is ILLEGAL: it cannot be used",
 				vol);
+	/* hand out nothing whose chain leaves the domain */
+	if ((r = sd_check_chain(sd, img, vol)) < 0)
+		return cp_error_prefix(r, "prepare volume %s", vol);
 	if (!rw)
 		return 0;
 	if (m.role != CP_VOL_ROLE_LEAF)

@@ -10,6 +10,10 @@
 /* ---- task.c ---- */
 
 #define TJ_SLOT_SIZE 4096u
+/* Task flag (all types): the task failed (state FAILED, the caller told)
+ * but undoing what it changed did not finish; the next SPM start does it
+ * and clears the flag.  Its slot is not recycled until then. */
+#define TF_UNFINISHED (1u << 31)
 #define TJ_AREA_SIZE ((uint64_t)CP_TASK_MAX * 2 * TJ_SLOT_SIZE)
 
 struct task_journal {

@@ -181,6 +181,11 @@ CP_EXPORT int cp_sd_open(const struct cp_sd_loc *loc, const char *dom_uuid,
 			sd->lvm.devices = (const char *const *)sd->lvm_devices;
 		}
 	}
+	if (loc->size >= offsetof(struct cp_sd_loc, disk_gid) +
+				 sizeof(loc->disk_gid)) {
+		sd->disk_uid = loc->disk_uid;
+		sd->disk_gid = loc->disk_gid;
+	}
 	r = sd->ops->open(sd);
 	if (r < 0) {
 		sd_free(sd);
@@ -424,6 +429,17 @@ static int sd_open_backing(void *opaque, const char *name, cp_bdev **out)
 	r = sd_parse_backing(name, x->img, img, vol);
 	if (r < 0)
 		return r;
+	/* a backing name must be a volume of this domain (its record there),
+	 * never just a file that happens to exist */
+	struct cp_volmeta bm;
+	r = x->sd->ops->md_read(x->sd, img, vol, &bm);
+	if (r < 0) {
+		char why[256];
+		snprintf(why, sizeof(why), "%s", cp_last_error());
+		return cp_error(r == -ENOENT ? -EUCLEAN : r, "backing file '%s' "
+				"is not a volume of domain %s: %s", name,
+				x->sd->uuid, why);
+	}
 	r = x->sd->ops->vol_open(x->sd, img, vol, x->backing_rw, out);
 	if (r < 0)
 		return r;
@@ -484,6 +500,16 @@ int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 				       vol_uuid);
 	}
 	return 0;
+}
+
+int sd_check_chain(cp_sd *sd, const char *img, const char *vol)
+{
+	struct cp_sd_chain c;
+	int r = cp_sd_open_image(sd, img, vol, false, &c);
+
+	if (r < 0)
+		return r;
+	return cp_sd_close_image(&c);
 }
 
 CP_EXPORT int cp_sd_close_image(struct cp_sd_chain *c)

@@ -18,6 +18,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sys/types.h>
 
 #include "spm.h"
 
@@ -33,6 +34,10 @@ struct cp_sd {
 	/* FILE */
 	char root[PATH_MAX - 256];     /* directory holding <uuid>/ */
 	char dir[PATH_MAX - 192];      /* <root>/<uuid> */
+	uint32_t disk_uid, disk_gid;   /* owner, group of what it makes (0:
+					* the process's) */
+	int dom_fd;                    /* O_PATH fd of dir (dom_fd_open) */
+	bool dom_fd_open;
 
 	/* BLOCK */
 	struct cp_lvm_opts lvm;        /* copied, strings below owned */
@@ -128,7 +133,36 @@ int sd_parse_backing(const char *name, const char *cur_img, char *img,
  * read-write too (the layers stay read-only until reopened: commit). */
 int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 		  bool readwrite, bool backing_rw, struct cp_sd_chain *out);
+/* Open the chain of img/vol read-only and close it: every backing name
+ * resolves to a volume of this domain (a record there, data beneath the
+ * domain, no link), else -EUCLEAN / -ELOOP naming it. */
+int sd_check_chain(cp_sd *sd, const char *img, const char *vol);
 /* domain.c: replace dom_md/metadata of a file domain atomically. */
 int sd_file_write_domain_md(const char *root, const struct cp_domain_md *d);
+
+/* ---- file domains: confinement and ownership (domain.c) ----
+ * Everything inside a file domain is opened beneath the domain directory
+ * without following any symbolic link (openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS): a link planted in a domain fails with -ELOOP
+ * instead of reaching outside it. */
+#define SD_FILE_MODE 0660
+#define SD_DIR_MODE 0750
+/* Open rel beneath dirfd, no symlink followed (-errno, message naming
+ * what/rel). */
+int sd_openat(int dirfd, const char *what, const char *rel, int flags,
+	      mode_t mode);
+/* The domain directory <root>/<uuid> (the last component not a link),
+ * O_PATH. */
+int sd_dom_dirfd(const char *root, const char *uuid);
+/* Give fd mode and owner (uid/gid 0: leave). */
+int sd_own(int fd, const char *what, mode_t mode, uint32_t uid, uint32_t gid);
+/* Replace dirfd/name with buf: name.tmp written, fsync, rename, fsync of
+ * the directory.  When the file system has no space for the new copy and
+ * name exists with len bytes, name is overwritten in place by one write
+ * of len (<= 4096) bytes (atomic as the block domain's sector writes), so
+ * records of a full domain can still change (a delete frees the space). */
+int sd_atomic_write_at(int dirfd, const char *what, const char *name,
+		       const uint8_t *buf, size_t len, uint32_t uid,
+		       uint32_t gid);
 
 #endif

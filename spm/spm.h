@@ -515,6 +515,8 @@ struct cp_domain_create_opts {
 	uint32_t dom_version;   /* default 1 */
 	uint64_t chunk_size;    /* default CP_SD_CHUNK_DEFAULT */
 	uint32_t io_timeout;    /* default 10 */
+	uint32_t disk_uid, disk_gid; /* owner, group of what is made; 0 = the
+				      * process's (files 0660, dirs 0750) */
 };
 void cp_domain_create_opts_init(struct cp_domain_create_opts *opts);
 
@@ -575,6 +577,11 @@ struct cp_sd_loc {
 	const char *root;              /* FILE: directory holding <uuid>/ */
 	const struct cp_lvm_opts *lvm; /* BLOCK: how to run LVM (NULL =
 					* defaults) */
+	/* FILE: owner and group given to every file and directory the
+	 * domain makes (volumes, .meta, .lease, dom_md, images/<img>: mode
+	 * 0660, directories 0750); 0 = the process's own.  LVs are device
+	 * nodes: their owner is udev's business. */
+	uint32_t disk_uid, disk_gid;
 };
 void cp_sd_loc_init(struct cp_sd_loc *loc);
 
@@ -761,6 +768,9 @@ struct cp_pool_opts {
 	const char *lvm_system_dir;     /* LVM_SYSTEM_DIR, NULL = default */
 	bool use_sanlock;               /* default true; false only for
 					 * read-only inspection */
+	uint32_t disk_uid, disk_gid;    /* owner and group of the files of
+					 * file domains (cp_sd_loc); 0 = the
+					 * process's */
 };
 void cp_pool_opts_init(struct cp_pool_opts *o);
 

@@ -346,38 +346,55 @@ static int tj_write_copy(struct task_journal *tj, const struct cp_task *t)
 	return 0;
 }
 
+static bool tj_finished(const struct cp_task *t)
+{
+	return (t->state == CP_TASK_DONE || t->state == CP_TASK_FAILED ||
+		t->state == CP_TASK_ABORTED) &&
+	       !(t->flags & TF_UNFINISHED);
+}
+
 int tj_begin(struct task_journal *tj, struct cp_task *t)
 {
 	uint8_t *area;
 	struct cp_task cur;
-	int r;
+	int r, slot = -1, oldest = -1;
+	int64_t oldest_mtime = 0;
+	uint64_t oldest_seq = 0;
 
 	pthread_mutex_lock(&tj->lock);
 	r = tj_read_area(tj, &area);
 	if (r < 0)
 		goto out;
-	r = -ENOSPC;
 	for (unsigned s = 0; s < CP_TASK_MAX; s++) {
 		int k = tj_read_slot(tj, area, s, &cur);
-		if (k == 0) {
-			t->slot = s;
-			r = 0;
-			break;
-		}
+		if (k == 0 && slot < 0)
+			slot = (int)s;
 		if (k > 0 && !strcmp(cur.task_uuid, t->task_uuid)) {
 			r = cp_error(-EEXIST, "task %s exists", t->task_uuid);
 			break;
 		}
+		/* a finished task's slot is recycled when no slot is empty,
+		 * oldest finished first (damaged slots are never reused: they
+		 * stay for inspection) */
+		if (k > 0 && tj_finished(&cur) &&
+		    (oldest < 0 || cur.mtime < oldest_mtime ||
+		     (cur.mtime == oldest_mtime && cur.seq < oldest_seq))) {
+			oldest = (int)s;
+			oldest_mtime = cur.mtime;
+			oldest_seq = cur.seq;
+		}
 	}
 	cp_bdev_free_buf(area);
-	if (r == -ENOSPC) {
-		r = cp_error(-ENOSPC, "domain %s: the task journal is full (%d "
-			     "tasks): clear finished tasks", tj->dom_uuid,
-			     CP_TASK_MAX);
-		goto out;
-	}
 	if (r < 0)
 		goto out;
+	if (slot < 0)
+		slot = oldest;
+	if (slot < 0) {
+		r = cp_error(-EBUSY, "domain %s: task journal full: %d tasks "
+			     "running", tj->dom_uuid, CP_TASK_MAX);
+		goto out;
+	}
+	t->slot = (unsigned)slot;
 	t->seq = 1;
 	t->ctime = t->mtime = time(NULL);
 	/* Both copies: the other copy must not hold an older task's state

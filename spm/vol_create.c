@@ -218,6 +218,12 @@ static int create_precheck(struct vol_op_ctx *x)
 	    sd->ops->vol_exists(sd, t->img_uuid, t->vol_uuid) > 0)
 		return cp_error(-EEXIST, "domain %s: volume %s exists", dom, t->vol_uuid);
 	if (has_parent) {
+		/* build only on a chain whose every backing name is a volume
+		 * of this domain */
+		if ((r = sd_check_chain(sd, t->src_img_uuid[0] ? t->src_img_uuid
+							    : t->img_uuid,
+					t->parent_uuid)) < 0)
+			return r;
 		if (o->capacity == 0)
 			o->capacity = pm.capacity;
 		if (o->capacity < pm.capacity)

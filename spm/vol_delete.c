@@ -61,6 +61,35 @@ static int delete_run(struct vol_op_ctx *x)
 	return vol_remove_all(p, sd, t->img_uuid, t->vol_uuid);
 }
 
+/* A delete that failed: while the volume's data is there, it is whole
+ * again (LEGAL, its parent INTERNAL again) and the delete can be retried;
+ * once the data is gone, the removal is finished instead. */
+static int delete_restore(struct vol_op_ctx *x)
+{
+	cp_pool *p = x->p;
+	cp_sd *sd = x->sd;
+	struct cp_task *t = x->t;
+	struct cp_volmeta m;
+	int r = sd->ops->vol_exists(sd, t->img_uuid, t->vol_uuid);
+
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		r = vol_remove_all(p, sd, t->img_uuid, t->vol_uuid);
+		return r < 0 ? r : VOL_OP_FINISHED;
+	}
+	if ((r = md_get(sd, t->img_uuid, t->vol_uuid, &m)) < 0)
+		return r == -ENOENT ? 0 : r;
+	if (t->step >= DV_PARENT && t->parent_uuid[0] && !t->src_img_uuid[0] &&
+	    (r = md_set_role(p, sd, t->img_uuid, t->parent_uuid,
+			     CP_VOL_ROLE_INTERNAL, 0, NULL)) < 0)
+		return r;
+	if (m.legality == CP_VOL_LEGAL)
+		return 0;
+	return md_set_role(p, sd, t->img_uuid, t->vol_uuid, 0, CP_VOL_LEGAL,
+			   NULL);
+}
+
 struct delete_args {
 	const char *img, *vol;
 	const struct cp_volmeta *m;
@@ -102,6 +131,7 @@ const struct vol_op vol_delete_op = {
 	.type = CP_TASK_DELETE_VOLUME,
 	.precheck = delete_precheck,
 	.run = delete_run,
+	.restore = delete_restore,
 	.recover = vol_op_recover_forward,
 };
 
@@ -158,6 +188,35 @@ static int delete_image_run(struct vol_op_ctx *x)
 	return r;
 }
 
+/* An image delete that failed: while every volume still has its data, the
+ * image is whole again (every volume LEGAL) and the delete can be retried;
+ * once some data is gone, the volumes left stay ILLEGAL and a retry
+ * finishes the removal. */
+static int delete_image_restore(struct vol_op_ctx *x)
+{
+	cp_pool *p = x->p;
+	cp_sd *sd = x->sd;
+	struct cp_task *t = x->t;
+	struct cp_uuid_str *vols = NULL;
+	size_t nv = 0;
+	int r = cp_sd_list_volumes(sd, t->img_uuid, &vols, &nv);
+
+	for (size_t i = 0; i < nv && r == 0; i++) {
+		int e = sd->ops->vol_exists(sd, t->img_uuid, vols[i].s);
+		if (e <= 0)
+			r = e < 0 ? e : 1;
+	}
+	for (size_t i = 0; i < nv && r == 0; i++) {
+		struct cp_volmeta m;
+		if (md_get(sd, t->img_uuid, vols[i].s, &m) == 0 &&
+		    m.legality != CP_VOL_LEGAL)
+			r = md_set_role(p, sd, t->img_uuid, vols[i].s, 0,
+					CP_VOL_LEGAL, NULL);
+	}
+	free(vols);
+	return r < 0 ? r : 0;
+}
+
 struct delete_image_args {
 	const char *dom, *img;
 };
@@ -191,6 +250,7 @@ const struct vol_op vol_delete_image_op = {
 	.type = CP_TASK_DELETE_IMAGE,
 	.precheck = delete_image_precheck,
 	.run = delete_image_run,
+	.restore = delete_image_restore,
 	.recover = vol_op_recover_forward,
 };
 

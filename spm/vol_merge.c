@@ -230,6 +230,43 @@ static int merge_run(struct vol_op_ctx *x)
 	return mg_reduce(p, sd, t, target);
 }
 
+/* A merge that failed: until the child (or, for a leaf, the parent)
+ * names P, V is still a layer of the chain and its data is intact (what
+ * was copied into P or C is what the chain read through V anyway): V turns
+ * LEGAL again and the merge can be retried.  After that, V is out of the
+ * chain: its removal is finished instead. */
+static int merge_restore(struct vol_op_ctx *x)
+{
+	cp_pool *p = x->p;
+	cp_sd *sd = x->sd;
+	struct cp_task *t = x->t;
+	struct cp_volmeta vm, om;
+	bool out = t->step >= MG_REPOINTED;
+	int r;
+
+	if (!out && t->aux_uuid[0])
+		out = md_get(sd, t->img_uuid, t->aux_uuid, &om) == 0 &&
+		      !strcmp(om.parent_uuid, t->parent_uuid);
+	else if (!out)
+		out = md_get(sd, t->img_uuid, t->parent_uuid, &om) == 0 &&
+		      om.role == CP_VOL_ROLE_LEAF;
+	if (out) {
+		if (t->step < MG_COPIED)
+			t->step = MG_COPIED;  /* the repoint follows a copy */
+		r = merge_run(x);
+		return r < 0 ? r : VOL_OP_FINISHED;
+	}
+	r = md_get(sd, t->img_uuid, t->vol_uuid, &vm);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	if (vm.legality == CP_VOL_LEGAL)
+		return 0;
+	return md_set_role(p, sd, t->img_uuid, t->vol_uuid, 0, CP_VOL_LEGAL,
+			   NULL);
+}
+
 struct merge_args {
 	const char *img, *vol;
 	const struct cp_volmeta *m;
@@ -282,6 +319,7 @@ const struct vol_op vol_merge_op = {
 	.type = CP_TASK_MERGE,
 	.precheck = merge_precheck,
 	.run = merge_run,
+	.restore = merge_restore,
 	.recover = vol_op_recover_forward,
 };
 

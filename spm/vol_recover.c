@@ -2,8 +2,10 @@
  *
  * Every journaled operation is listed here once; its descriptor's recover
  * finishes it (roll forward) or undoes it (roll back).  The task is marked
- * RECOVERING first, and ends DONE, ABORTED (-ECANCELED, rolled back), or
- * stays in the journal with the reason when recovery fails.
+ * RECOVERING first, and ends DONE, ABORTED (-ECANCELED, rolled back),
+ * FAILED (a roll forward that cannot finish: its restore put the volumes
+ * back in use), or stays in the journal with the reason when recovery
+ * fails.  A FAILED task flagged TF_UNFINISHED gets its undo retried.
  *
  * cp_spm_start() lives here: pool.c takes the role (pool_spm_take), this
  * file recovers, so the pool does not call back into the operations.
@@ -35,6 +37,17 @@ int vol_recover_task(cp_pool *p, struct cp_task *t)
 
 	if ((r = cp_pool_domain(p, t->dom_uuid, &x.sd)) < 0)
 		goto fail;
+	if (t->state == CP_TASK_FAILED) {
+		/* failed, but its undo was cut short: the caller was told;
+		 * only the volumes need putting back */
+		if (t->type == CP_TASK_COPY_IMAGE &&
+		    (r = cp_pool_domain(p, t->dst_dom_uuid, &x.dst)) < 0)
+			goto fail;
+		t->spm_lver = pool_spm_lver(p);
+		if ((r = vol_op_undo_failed(&x)) < 0)
+			goto fail;
+		return 0;
+	}
 	t->state = CP_TASK_RECOVERING;
 	t->spm_lver = pool_spm_lver(p);
 	if ((r = tj_update(pool_journal(p), t)) < 0)
@@ -44,6 +57,24 @@ int vol_recover_task(cp_pool *p, struct cp_task *t)
 		return task_end(p, t, -ECANCELED, CP_TASK_ABORTED);
 	if (r == -ESTALE)
 		return r;
+	if (r < 0 && x.op && x.op->restore && cp_spm_check(p) == 0) {
+		/* a roll-forward that cannot finish (e.g. ENOSPC): put the
+		 * volumes back in use and record it FAILED, as a failure of
+		 * the call itself would */
+		char msg[CP_TASK_ERR_MAX + 1];
+		snprintf(msg, sizeof(msg), "recovery: %s", cp_last_error());
+		int u = x.op->restore(&x);
+		if (u == VOL_OP_FINISHED) {
+			t->message[0] = '\0';
+			return task_end(p, t, 0, CP_TASK_DONE);
+		}
+		if (u == -ESTALE)
+			return u;
+		if (u < 0)
+			t->flags |= TF_UNFINISHED;
+		cp_error(r, "%s", msg);
+		return task_end(p, t, r, CP_TASK_FAILED);
+	}
 fail:
 	if (r < 0) {
 		/* keep it for the next try; the message says why */

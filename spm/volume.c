@@ -118,31 +118,62 @@ void task_progress(void *opaque, uint64_t done, uint64_t total)
 		tj_update(pool_journal(x->p), x->t);
 }
 
-/* A task failed with err before its end: undo it now (while still the
- * SPM) and record it FAILED; if the undo fails too, leave it RUNNING for
- * the next SPM's recovery.  Returns err, with its message. */
-static int task_fail_undo(struct vol_op_ctx *x, int err)
+/* A task failed with err before its end: undo what it changed now, while
+ * still the SPM (roll-back operations: rollback; roll-forward ones:
+ * restore, which makes the volumes LEGAL again), and record it FAILED at
+ * once.  If the undo fails too, the task is FAILED with TF_UNFINISHED and
+ * the next SPM start undoes it.  After -ESTALE (the role is gone) nothing
+ * is written: the task stays RUNNING for the next SPM.  Returns err, with
+ * its message. */
+static int task_fail(struct vol_op_ctx *x, int err)
 {
+	const struct vol_op *op = x->op;
 	cp_pool *p = x->p;
 	struct cp_task *t = x->t;
+	int (*undo)(struct vol_op_ctx *) = op->rollback ? op->rollback
+							: op->restore;
 	char msg[256];
+	int u = 0;
 
 	if (err == -ESTALE || cp_spm_check(p) < 0)
 		return err;
 	snprintf(msg, sizeof(msg), "%s", cp_last_error());
-	if (x->op->rollback(x) == 0) {
-		cp_error(err, "%s", msg);
-		return task_end(p, t, err, CP_TASK_FAILED);
+	if (undo)
+		u = undo(x);
+	if (u == -ESTALE || cp_spm_check(p) < 0)
+		return cp_error(err, "%s", msg);
+	if (u == VOL_OP_FINISHED) {
+		t->message[0] = '\0';
+		return task_end(p, t, 0, CP_TASK_DONE);
 	}
-	return cp_error(err, "%s", msg);
+	if (u < 0) {
+		t->flags |= TF_UNFINISHED;
+		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+			 " (undo: %s)", cp_last_error());
+	}
+	cp_error(err, "%s", msg);
+	return task_end(p, t, err, CP_TASK_FAILED);
+}
+
+int vol_op_undo_failed(struct vol_op_ctx *x)
+{
+	const struct vol_op *op = x->op;
+	int (*undo)(struct vol_op_ctx *) =
+	    !op ? NULL : op->rollback ? op->rollback : op->restore;
+	int r = undo ? undo(x) : 0;
+
+	if (r < 0)
+		return r;
+	x->t->flags &= ~TF_UNFINISHED;
+	if (r == VOL_OP_FINISHED)
+		return task_end(x->p, x->t, 0, CP_TASK_DONE);
+	return tj_update(pool_journal(x->p), x->t);
 }
 
 /* ---- the operation skeleton ------------------------------------------------ */
 
-/* Journal the task, run it, and end it (DONE), or undo it (roll-back
- * operations) or record it FAILED (roll-forward ones, which the next SPM
- * finishes).  After -ESTALE nothing is written: the task stays for the
- * next SPM. */
+/* Journal the task, run it, and end it DONE, or FAILED after undoing what
+ * it changed (task_fail). */
 static int vol_op_journal_run(struct vol_op_ctx *x)
 {
 	const struct vol_op *op = x->op;
@@ -152,11 +183,8 @@ static int vol_op_journal_run(struct vol_op_ctx *x)
 	if (r < 0)
 		return r;
 	r = op->run(x);
-	if (r < 0) {
-		if (op->rollback)
-			return task_fail_undo(x, r);
-		return r == -ESTALE ? r : task_end(x->p, t, r, CP_TASK_FAILED);
-	}
+	if (r < 0)
+		return task_fail(x, r);
 	t->message[0] = '\0';
 	r = task_end(x->p, t, 0, CP_TASK_DONE);
 	if (r == 0 && x->out && op->result)

@@ -57,6 +57,8 @@ struct vol_op_ctx {
 /* op->recover returns this when it rolled the task back (the task ends
  * ABORTED with -ECANCELED); 0 when the task is finished (DONE). */
 #define VOL_OP_ROLLED_BACK 1
+/* op->restore finished the task after all. */
+#define VOL_OP_FINISHED 2
 
 struct vol_op {
 	enum cp_task_type type;
@@ -69,6 +71,12 @@ struct vol_op {
 	 * clone, copy: nothing was promised yet).  NULL: the operation rolls
 	 * forward (delete, merge: every step is repeatable). */
 	int (*rollback)(struct vol_op_ctx *x);
+	/* Roll-forward operations: after a run that failed (not cut short:
+	 * -ESTALE leaves the task to the next SPM), put every volume back in
+	 * use: LEGAL again where the data is intact, so the call can be
+	 * retried; VOL_OP_FINISHED when it finished the work instead (the
+	 * task ends DONE).  NULL: nothing to put back. */
+	int (*restore)(struct vol_op_ctx *x);
 	/* Finish or undo an unfinished task at SPM start: < 0 error (the
 	 * task stays for the next try), 0 finished, VOL_OP_ROLLED_BACK. */
 	int (*recover)(struct vol_op_ctx *x);
@@ -81,6 +89,9 @@ struct vol_op {
  * args, out filled by the caller. */
 int vol_op_execute(const struct vol_op *op, struct vol_op_ctx *x,
 		   const char *dom, const char *task_uuid);
+/* A FAILED task whose undo (rollback / restore) did not finish
+ * (TF_UNFINISHED): try again at SPM start. */
+int vol_op_undo_failed(struct vol_op_ctx *x);
 /* Recovery helpers: run again to the end (roll-forward operations); or,
  * unless the volume img/vol is LEGAL already (the task was finished but
  * for the journal; img NULL: never), roll back. */
