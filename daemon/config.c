@@ -44,6 +44,15 @@ static const char dmn_usage[] =
     "  --log-level LEVEL        error, warn, info (default), debug\n"
     "  --log-file PATH          log there instead of stderr (SIGHUP\n"
     "                           reopens it)\n"
+    "  --socket-group GROUP     the socket's group (mode 0660)\n"
+    "  --allowed-uids U,...     users that may call (besides root)\n"
+    "  --allowed-gids G,...     groups whose members may call\n"
+    "  --io-timeout SEC         domain.create's default, 1..255 (10)\n"
+    "  --max-connections N      open connections at most (64)\n"
+    "  --request-timeout SEC    to a connection's first request (10)\n"
+    "  --idle-timeout SEC       between requests, 0: none (600)\n"
+    "  --max-request BYTES      one request line at most (1M)\n"
+    "  --max-answer BYTES       one answer line at most (4M)\n"
     "  --ready-fd N             write \"ready\\n\" to fd N once the socket\n"
     "                           accepts connections, then close it\n"
     "  --foreground             stay in the foreground (the default; the\n"
@@ -411,7 +420,7 @@ static void cfg_defaults(struct dmn_config *cfg)
 	cfg->lim.idle_timeout = 600;
 	cfg->lim.request_timeout = 10;
 	cfg->lim.max_request = DMN_MAX_REQUEST;
-	cfg->lim.max_answer = 16u << 20;
+	cfg->lim.max_answer = 4u << 20;
 	cfg->ready_fd = -1;
 }
 
@@ -434,6 +443,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		OPT_HOST_ID = 256, OPT_SOCKET, OPT_FILE_ROOT, OPT_LVM_DEVICE,
 		OPT_LVM_SYSDIR, OPT_POOL, OPT_MONITOR, OPT_FOREGROUND,
 		OPT_LOG_LEVEL, OPT_READY_FD, OPT_SANLOCK, OPT_LOG_FILE,
+		OPT_KEY, /* --a-key: the key a_key */
 	};
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -449,6 +459,15 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 	    {"ready-fd", required_argument, NULL, OPT_READY_FD},
 	    {"sanlock", required_argument, NULL, OPT_SANLOCK},
 	    {"log-file", required_argument, NULL, OPT_LOG_FILE},
+	    {"socket-group", required_argument, NULL, OPT_KEY},
+	    {"allowed-uids", required_argument, NULL, OPT_KEY},
+	    {"allowed-gids", required_argument, NULL, OPT_KEY},
+	    {"io-timeout", required_argument, NULL, OPT_KEY},
+	    {"max-connections", required_argument, NULL, OPT_KEY},
+	    {"idle-timeout", required_argument, NULL, OPT_KEY},
+	    {"request-timeout", required_argument, NULL, OPT_KEY},
+	    {"max-request", required_argument, NULL, OPT_KEY},
+	    {"max-answer", required_argument, NULL, OPT_KEY},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -499,6 +518,17 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		case OPT_LOG_LEVEL: key = "log_level"; break;
 		case OPT_SANLOCK: key = "sanlock"; break;
 		case OPT_LOG_FILE: key = "log_file"; break;
+		case OPT_KEY: {
+			static char keys[16][32]; /* one per OPT_KEY option */
+			char *k = keys[longidx % 16];
+			snprintf(k, sizeof(keys[0]), "%s",
+				 longopts[longidx].name);
+			for (char *p = k; *p; p++)
+				if (*p == '-')
+					*p = '_';
+			key = k;
+			break;
+		}
 		case ':':
 			fprintf(stderr, "cowpoold: option '%s' requires an "
 				"argument\n", argv[optind - 1]);
@@ -527,7 +557,8 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		if (cfg_load_file(cfg, config_path) < 0)
 			return -EINVAL;
 	}
-	bool roots_reset = false, devs_reset = false;
+	bool roots_reset = false, devs_reset = false, uids_reset = false,
+	     gids_reset = false;
 	for (size_t i = 0; i < nflags; i++) {
 		char where[64];
 		snprintf(where, sizeof(where), "--%s", flags[i].flag);
@@ -538,6 +569,14 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		if (!strcmp(flags[i].key, "lvm_device") && !devs_reset) {
 			cfg_list_clear(cfg->lvm_devices);
 			devs_reset = true;
+		}
+		if (!strcmp(flags[i].key, "allowed_uids") && !uids_reset) {
+			cfg->lim.n_uids = 0;
+			uids_reset = true;
+		}
+		if (!strcmp(flags[i].key, "allowed_gids") && !gids_reset) {
+			cfg->lim.n_gids = 0;
+			gids_reset = true;
 		}
 		if (cfg_set(cfg, flags[i].key, flags[i].value, where) < 0)
 			return -EINVAL;

@@ -49,6 +49,13 @@ struct dmn_conn {
 
 /* Buffers above this are freed after use (and the heap trimmed). */
 #define CONN_KEEP_BUF (64u << 10)
+/* Requests above CONN_KEEP_BUF answered at the same time, at most: the
+ * parse tree and answer of a 1 MiB batch take several MiB, so forty
+ * clients sending one each must not make forty of them at once. */
+#define CONN_BIG_MAX 2
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t big_cond = PTHREAD_COND_INITIALIZER;
+static unsigned big_running;
 
 /* ---- JSON-RPC envelope ---------------------------------------------------- */
 
@@ -319,7 +326,22 @@ static bool conn_request(struct dmn_conn *c, struct cp_jsonw *out,
 		k++;
 	if (k == len)
 		return true;
+	bool big = len > CONN_KEEP_BUF;
+	if (big) {
+		pthread_mutex_lock(&big_lock);
+		while (big_running >= CONN_BIG_MAX)
+			pthread_cond_wait(&big_cond, &big_lock);
+		big_running++;
+		pthread_mutex_unlock(&big_lock);
+	}
 	dmn_rpc_handle(c->d, &c->peer, line, len, max_answer, out);
+	if (big) {
+		/* the answer is built: its size is bounded by max_answer */
+		pthread_mutex_lock(&big_lock);
+		big_running--;
+		pthread_cond_signal(&big_cond);
+		pthread_mutex_unlock(&big_lock);
+	}
 	if (cp_jsonw_error(out) < 0) {
 		cp_jsonw_reset(out);
 		rpc_error(out, NULL, DMN_EINTERNAL, "internal error: out of "
