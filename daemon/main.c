@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #if CP_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -214,7 +215,11 @@ static size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out)
 }
 
 /* After cp_pool_close(): nothing of this host may stay joined (a joined
- * lockspace keeps the file system busy: it cannot be unmounted). */
+ * lockspace keeps the file system busy: it cannot be unmounted).  The
+ * sanlock daemon releases the leases of a closed client asynchronously, so
+ * a leave right after the close may be refused (-EBUSY, "processes of
+ * this host still hold leases"): it is retried for a while. */
+#define DMN_LEAVE_TRIES 200 /* x 50 ms */
 static void dmn_leave_lockspaces(struct dmn *d, const struct dmn_ls *ls,
 				 size_t n)
 {
@@ -224,18 +229,33 @@ static void dmn_leave_lockspaces(struct dmn *d, const struct dmn_ls *ls,
 		o.name = ls[i].name;
 		o.path = ls[i].path;
 		o.offset = ls[i].offset;
-		int st = cp_lockspace_status(&o, d->cfg.host_id);
-		if (st != CP_LOCKSPACE_JOINED && st != CP_LOCKSPACE_BUSY)
-			continue;
-		cp_clear_error();
-		int r = cp_lockspace_leave(&o, d->cfg.host_id);
+		int r = 0;
+		for (int k = 0; k < DMN_LEAVE_TRIES; k++) {
+			int st = cp_lockspace_status(&o, d->cfg.host_id);
+			if (st == CP_LOCKSPACE_NOT_JOINED || st < 0) {
+				r = st < 0 ? st : 0;
+				break;
+			}
+			cp_clear_error();
+			r = st == CP_LOCKSPACE_BUSY
+				? -EBUSY
+				: cp_lockspace_leave(&o, d->cfg.host_id);
+			if (r == 0) {
+				dmn_info("lockspace %s left", ls[i].name);
+				break;
+			}
+			if (r != -EBUSY)
+				break;
+			struct timespec ts = {0, 50 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
 		if (r < 0)
-			dmn_err("lockspace %s still joined after the pool was "
-				"closed; leaving it failed: %s", ls[i].name,
-				cp_last_error());
-		else
-			dmn_info("lockspace %s left", ls[i].name);
+			dmn_err("lockspace %s is still joined after the stop: "
+				"%s", ls[i].name,
+				cp_last_error()[0] ? cp_last_error()
+						   : strerror(-r));
 	}
+	cp_clear_error();
 }
 
 static int dmn_start_thread(pthread_t *t, void *(*fn)(void *), void *arg,

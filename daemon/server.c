@@ -25,6 +25,7 @@
  * request.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <malloc.h>
 #include <poll.h>
@@ -35,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cowpoold.h"
@@ -304,8 +306,8 @@ void dmn_rpc_handle(struct dmn *d, const struct dmn_peer *peer,
 
 /* ---- connections ---------------------------------------------------------- */
 
-/* One error line to a connection being refused (blocking; a fresh
- * socket's buffer takes it). */
+/* One error line to a connection being refused (a fresh socket's buffer
+ * takes it without blocking), then our side's EOF. */
 static void conn_refuse(int fd, int code, const char *msg, int app_errno)
 {
 	struct cp_jsonw w;
@@ -314,6 +316,40 @@ static void conn_refuse(int fd, int code, const char *msg, int app_errno)
 	if (!cp_jsonw_error(&w) && cp_send_all(fd, w.buf, w.len) == 0)
 		cp_send_all(fd, "\n", 1);
 	cp_jsonw_free(&w);
+	shutdown(fd, SHUT_WR);
+}
+
+/* Refused connections linger until the client closes (or LINGER_MS): a
+ * close with the client's request unread would reset the connection
+ * before the client reads the error line.  The accept thread drains them;
+ * when the list is full the oldest is closed at once. */
+#define LINGER_MAX 16
+#define LINGER_MS 2000
+struct lingering {
+	int fd;
+	struct timespec until;
+};
+
+static void linger_add(struct lingering *l, size_t *n, int fd)
+{
+	if (*n == LINGER_MAX) {
+		close(l[0].fd);
+		memmove(l, l + 1, (LINGER_MAX - 1) * sizeof(*l));
+		(*n)--;
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	l[*n].fd = fd;
+	clock_gettime(CLOCK_MONOTONIC, &l[*n].until);
+	l[*n].until.tv_sec += LINGER_MS / 1000;
+	(*n)++;
+}
+
+static int64_t ms_until(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (t->tv_sec - now.tv_sec) * 1000 +
+	       (t->tv_nsec - now.tv_nsec) / 1000000;
 }
 
 /* Answer one line; false when the answer could not be sent. */
@@ -525,7 +561,7 @@ static bool conn_allowed(int fd, const struct dmn_limits *lim,
 /* Check and register a new connection; false when it was refused (and
  * closed). */
 static bool conn_admit(struct dmn *d, int fd, unsigned id,
-		       struct dmn_conn **out)
+		       struct dmn_conn **out, struct lingering *lg, size_t *nlg)
 {
 	struct dmn_limits lim;
 	struct dmn_peer peer = {.conn = id};
@@ -537,7 +573,7 @@ static bool conn_admit(struct dmn *d, int fd, unsigned id,
 			 peer.uid, peer.pid);
 		dmn_warn("connection %u refused: %s", id, msg);
 		conn_refuse(fd, DMN_EAPP_BASE + EACCES, msg, EACCES);
-		close(fd);
+		linger_add(lg, nlg, fd);
 		return false;
 	}
 	struct dmn_conn *c = calloc(1, sizeof(*c));
@@ -558,7 +594,7 @@ static bool conn_admit(struct dmn *d, int fd, unsigned id,
 		dmn_warn("connection %u (uid %u, pid %d) refused: %s", id,
 			 peer.uid, peer.pid, msg);
 		conn_refuse(fd, DMN_EAPP_BASE + EBUSY, msg, EBUSY);
-		close(fd);
+		linger_add(lg, nlg, fd);
 		free(c);
 		return false;
 	}
@@ -579,17 +615,40 @@ static void *accept_thread(void *arg)
 {
 	struct dmn *d = arg;
 	unsigned next_id = 1;
+	struct lingering lg[LINGER_MAX];
+	size_t nlg = 0;
 	for (;;) {
-		struct pollfd pfd[2] = {
+		struct pollfd pfd[2 + LINGER_MAX] = {
 		    {.fd = d->listen_fd, .events = POLLIN},
 		    {.fd = d->wake_fd[0], .events = POLLIN},
 		};
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+		int64_t timeout = -1;
+		for (size_t i = 0; i < nlg; i++) {
+			pfd[2 + i] = (struct pollfd){.fd = lg[i].fd,
+						     .events = POLLIN};
+			int64_t ms = CP_MAX(ms_until(&lg[i].until), 0);
+			timeout = timeout < 0 ? ms : CP_MIN(timeout, ms);
+		}
+		if (poll(pfd, 2 + nlg, (int)timeout) < 0 && errno != EINTR) {
 			dmn_err("poll: %s", strerror(errno));
 			break;
 		}
 		if (atomic_load(&d->stopping) || pfd[1].revents)
 			break;
+		/* drain the refused ones; close at EOF or their time */
+		for (size_t i = nlg; i-- > 0;) {
+			char junk[4096];
+			ssize_t k = 1;
+			if (pfd[2 + i].revents)
+				while ((k = recv(lg[i].fd, junk, sizeof(junk),
+						 0)) > 0)
+					;
+			if (k == 0 || (k < 0 && errno != EAGAIN) ||
+			    ms_until(&lg[i].until) <= 0) {
+				close(lg[i].fd);
+				lg[i] = lg[--nlg];
+			}
+		}
 		if (!pfd[0].revents)
 			continue;
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -619,7 +678,7 @@ static void *accept_thread(void *arg)
 			break;
 		}
 		struct dmn_conn *c;
-		if (!conn_admit(d, fd, next_id++, &c))
+		if (!conn_admit(d, fd, next_id++, &c, lg, &nlg))
 			continue;
 		pthread_t t;
 		pthread_attr_t attr;
@@ -635,6 +694,8 @@ static void *accept_thread(void *arg)
 			free(c);
 		}
 	}
+	for (size_t i = 0; i < nlg; i++)
+		close(lg[i].fd);
 	return NULL;
 }
 

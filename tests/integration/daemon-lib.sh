@@ -51,7 +51,9 @@ dl_kill_all()
 	for p in "${DL_PIDS[@]}"; do
 		kill -KILL "$p" 2>/dev/null
 	done
-	wait 2>/dev/null
+	for p in "${DL_PIDS[@]}"; do
+		wait "$p" 2>/dev/null
+	done
 }
 
 wait_for()
