@@ -5,9 +5,9 @@
 # again), request_timeout (a connection that sends nothing is closed),
 # idle_timeout (one that stops sending is closed), max_request (a longer
 # line is refused), max_answer (a batch whose answer would be larger gets
-# -32001 saying how many calls ran), and memory: after 40 clients sent a
-# 1 MiB batch each at once, the daemon's RSS and open fds are back to
-# their baseline.
+# -32001 saying how many calls ran), and memory: 40 clients sending a
+# 1 MiB batch each at once keep the peak RSS bounded, and afterwards the
+# daemon's RSS and open fds are back to their baseline.
 #
 # Environment: COWPOOL, COWPOOLD (meson).
 here=$(dirname "$0")
@@ -153,9 +153,15 @@ fds_back() { [ "$(nfds "$DPID")" -le "$base_fds" ]; }
 wait_for "fds back to baseline" 300 fds_back ||
 	fail "fds: $(nfds "$DPID") after the spike, $base_fds before"
 rss=$(rss_kb "$DPID")
-echo "RSS: $base_rss kB before the spike, $rss kB after"
+hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$DPID/status")
+echo "RSS: $base_rss kB before the spike, $rss kB after, peak $hwm kB"
 if [ "$rss" -le $((base_rss + 16384)) ]; then ok; else
 	fail "RSS not back after the spike: $rss kB, baseline $base_rss kB"; fi
+# The peak (VmHWM, no sampling): 40 request buffers of 1 MiB plus two
+# big requests' parse trees and answers at a time (~90 MB); answering all
+# forty at once took ~500 MB.
+if [ "$hwm" -le $((base_rss + 196608)) ]; then ok; else
+	fail "peak RSS during the spike: $hwm kB (more than 192 MiB over the baseline)"; fi
 
 dl_stop TERM
 expect_eq "clean stop" 0 "$DSTATUS"
