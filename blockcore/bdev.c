@@ -1,7 +1,8 @@
 /* blockcore/bdev.c - the device: open/close, request life cycle, sync
- * wrappers, the unaligned (bounce / read-modify-write) path and the
+ * wrappers, the unaligned (bounce / read-modify-write) path, and the
  * synchronous range operations (discard, write zeroes, truncate,
- * preallocate, block status).
+ * preallocate, block status): checked here, carried out by the backend
+ * (file.c for the fd backends, ram.c, lv.c).
  *
  * Write serialisation with O_DIRECT (the only mode with a slow path):
  * aligned writes go straight to the backend after bumping dev->fast_writes;
@@ -26,7 +27,6 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <linux/falloc.h>
 #include <linux/fs.h>
 
 #include "cleanup.h"
@@ -159,20 +159,7 @@ bool cp_bdev_readonly(const cp_bdev *dev)
 /* Size without setting a message; -errno on failure. */
 static int64_t bc_size(cp_bdev *dev)
 {
-	if (dev->ram)
-		return (int64_t)bc_ram_size(dev);
-	if (dev->linear)
-		return bc_linear_size(dev);
-	if (dev->is_blockdev) {
-		uint64_t sz;
-		if (ioctl(dev->fd, BLKGETSIZE64, &sz) < 0)
-			return -errno;
-		return (int64_t)sz;
-	}
-	struct stat st;
-	if (fstat(dev->fd, &st) < 0)
-		return -errno;
-	return st.st_size;
+	return dev->backend->size(dev);
 }
 
 uint64_t cp_bdev_size(cp_bdev *dev)
@@ -362,7 +349,6 @@ static void bc_req_copy(struct bc_req *req, size_t pos, void *buf, size_t n,
 	}
 }
 
-
 /* ---- fault injection for crash tests -------------------------------------
  * CP_FAULT_KILL_AFTER_WRITES=N: the process kills itself with SIGKILL just
  * before its (N+1)th write request (write, write-zeroes, discard, truncate)
@@ -396,7 +382,7 @@ static void bc_fault_init(void)
 
 static void bc_fault_point(cp_bdev *dev)
 {
-	if (dev->ram || dev->linear) /* linear: counted on its PVs */
+	if (dev->backend->no_fault_point)
 		return;
 	if (bc_fault_counting)
 		atomic_fetch_add(&bc_fault_count, 1);
@@ -631,7 +617,7 @@ static bool bc_range_overlaps_locked(cp_bdev *dev, struct bc_range rg)
 
 /* Take exclusive ownership of [rg.start, rg.end) against other tracked
  * writes; with rmw also against every aligned fast-path write.  Blocks. */
-static int bc_range_lock(cp_bdev *dev, struct bc_range rg, bool rmw)
+int bc_range_lock(cp_bdev *dev, struct bc_range rg, bool rmw)
 {
 	pthread_mutex_lock(&dev->wlock);
 	if (rmw) {
@@ -650,7 +636,7 @@ static int bc_range_lock(cp_bdev *dev, struct bc_range rg, bool rmw)
 	return r;
 }
 
-static void bc_range_unlock(cp_bdev *dev, struct bc_range rg, bool rmw)
+void bc_range_unlock(cp_bdev *dev, struct bc_range rg, bool rmw)
 {
 	pthread_mutex_lock(&dev->wlock);
 	for (size_t i = 0; i < dev->ranges.len; i++) {
@@ -829,10 +815,6 @@ static int bc_rw_async(cp_bdev *dev, enum bc_op op, const struct iovec *iov,
 	req->opaque = opaque;
 	atomic_fetch_add(&dev->outstanding, 1);
 
-	if (dev->ram) {
-		bc_ram_submit(dev, req);
-		return 0;
-	}
 	if (dev->direct && !bc_req_aligned(req, dev->align)) {
 		req->exec =
 		    op == BC_OP_READ ? bc_slow_read_exec : bc_slow_write_exec;
@@ -890,10 +872,6 @@ int cp_bdev_flush_async(cp_bdev *dev, cp_io_cb cb, void *opaque)
 	req->cb = cb;
 	req->opaque = opaque;
 	atomic_fetch_add(&dev->outstanding, 1);
-	if (dev->ram) {
-		bc_ram_submit(dev, req);
-		return 0;
-	}
 	if (dev->cache == CP_CACHE_UNSAFE || dev->readonly) {
 		req->exec = bc_noop_exec;
 		r = bc_helper_push(dev, req);
@@ -1034,105 +1012,13 @@ static int bc_check_range(cp_bdev *dev, const char *what, uint64_t offset,
 	return 0;
 }
 
-/* Lock the aligned superset against the RMW path (O_DIRECT only). */
-static int bc_range_lock_sync(cp_bdev *dev, uint64_t offset, uint64_t len,
-			      struct bc_range *rg)
-{
-	if (!dev->direct)
-		return 0;
-	rg->start = CP_ALIGN_DOWN(offset, dev->align);
-	rg->end = CP_ALIGN_UP(offset + len, dev->align);
-	return bc_range_lock(dev, *rg, false);
-}
-
-static void bc_range_unlock_sync(cp_bdev *dev, struct bc_range rg)
-{
-	if (dev->direct)
-		bc_range_unlock(dev, rg, false);
-}
-
-/* fallocate() serialised against the RMW path; returns 0 or -errno. */
-static int bc_fallocate(cp_bdev *dev, int mode, uint64_t offset, uint64_t len)
-{
-	struct bc_range rg;
-	int r = bc_range_lock_sync(dev, offset, len, &rg);
-	if (r < 0)
-		return r;
-	if (fallocate(dev->fd, mode, (off_t)offset, (off_t)len) < 0)
-		r = -errno;
-	bc_range_unlock_sync(dev, rg);
-	return r;
-}
-
-static bool bc_unsupported(int r)
-{
-	return r == -EOPNOTSUPP || r == -ENOTSUP || r == -ENOSYS ||
-	       r == -EINVAL || r == -ENOTTY;
-}
-
-/* Write zero buffers over [offset, offset+len) through the normal path. */
-static int bc_write_zero_buffers(cp_bdev *dev, uint64_t offset, uint64_t len)
-{
-	size_t blen = (size_t)CP_MIN((uint64_t)BC_CHUNK, len);
-	CP_CLEANUP_FREE void *buf = cp_bdev_alloc_buf(blen);
-	if (!buf)
-		return cp_error(-ENOMEM, "%s: write zeroes: out of memory",
-				dev->name);
-	memset(buf, 0, blen);
-	uint64_t end = offset + len;
-	for (uint64_t pos = offset; pos < end;) {
-		size_t n = (size_t)CP_MIN((uint64_t)blen, end - pos);
-		/* Keep the bulk aligned so only the edges take the RMW path. */
-		if (dev->direct && !CP_IS_ALIGNED(pos, dev->align))
-			n = (size_t)CP_MIN((uint64_t)n,
-					   CP_ALIGN_UP(pos, dev->align) - pos);
-		int r = cp_bdev_pwrite(dev, buf, n, pos);
-		if (r < 0)
-			return r;
-		pos += n;
-	}
-	return 0;
-}
-
 int cp_bdev_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 {
 	int r = bc_check_range(dev, "discard", offset, len, true);
 	if (r < 0)
 		return r;
 	bc_fault_point(dev);
-	if (dev->ram)
-		return bc_ram_discard(dev, offset, len);
-	if (dev->linear)
-		return bc_linear_discard(dev, offset, len);
-	if (len == 0)
-		return 0;
-	if (dev->is_blockdev) {
-		int64_t size = bc_size(dev);
-		if (size < 0)
-			return cp_error((int)size, "%s: discard: size: %s",
-					dev->name, strerror((int)-size));
-		uint64_t s = CP_ALIGN_UP(offset, dev->lbs);
-		uint64_t e = CP_MIN(CP_ALIGN_DOWN(offset + len, dev->lbs),
-				    (uint64_t)size);
-		if (s >= e)
-			return 0;
-		uint64_t range[2] = {s, e - s};
-		if (ioctl(dev->fd, BLKDISCARD, range) < 0)
-			r = -errno;
-	} else {
-		r = bc_fallocate(dev,
-				 FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				 offset, len);
-	}
-	if (r < 0) {
-		if (bc_unsupported(r))
-			r = -EOPNOTSUPP;
-		return cp_error(r,
-				"%s: discard at offset %" PRIu64
-				" length %" PRIu64 ": %s",
-				dev->name, offset, len, strerror(-r));
-	}
-	return 0;
+	return dev->backend->discard(dev, offset, len);
 }
 
 int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
@@ -1142,50 +1028,7 @@ int cp_bdev_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
 	if (r < 0)
 		return r;
 	bc_fault_point(dev);
-	if (dev->ram)
-		return bc_ram_write_zeroes(dev, offset, len);
-	if (dev->linear)
-		return bc_linear_write_zeroes(dev, offset, len, flags);
-	if (len == 0)
-		return 0;
-	if (dev->is_blockdev) {
-		if (CP_IS_ALIGNED(offset, dev->lbs) &&
-		    CP_IS_ALIGNED(len, dev->lbs)) {
-			uint64_t range[2] = {offset, len};
-			if (ioctl(dev->fd, BLKZEROOUT, range) == 0)
-				return 0;
-			r = -errno;
-			if (!bc_unsupported(r))
-				goto fail;
-		}
-	} else {
-		int64_t size = bc_size(dev);
-		if (size < 0) {
-			r = (int)size;
-			goto fail;
-		}
-		if ((flags & CP_ZERO_MAY_UNMAP) &&
-		    offset + len <= (uint64_t)size) {
-			r = bc_fallocate(
-			    dev, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			    offset, len);
-			if (r == 0)
-				return 0;
-			if (!bc_unsupported(r))
-				goto fail;
-		}
-		r = bc_fallocate(dev, FALLOC_FL_ZERO_RANGE, offset, len);
-		if (r == 0)
-			return 0;
-		if (!bc_unsupported(r))
-			goto fail;
-	}
-	return bc_write_zero_buffers(dev, offset, len);
-
-fail:
-	return cp_error(
-	    r, "%s: write zeroes at offset %" PRIu64 " length %" PRIu64 ": %s",
-	    dev->name, offset, len, strerror(-r));
+	return dev->backend->write_zeroes(dev, offset, len, flags);
 }
 
 int cp_bdev_truncate(cp_bdev *dev, uint64_t size)
@@ -1194,21 +1037,7 @@ int cp_bdev_truncate(cp_bdev *dev, uint64_t size)
 	if (r < 0)
 		return r;
 	bc_fault_point(dev);
-	if (dev->ram)
-		return bc_ram_truncate(dev, size, false);
-	if (dev->is_blockdev) {
-		int64_t cur = bc_size(dev);
-		if (cur >= 0 && (uint64_t)cur == size)
-			return 0;
-		return cp_error(-ENOTSUP,
-				"%s: truncate to %" PRIu64
-				": cannot resize a block device",
-				dev->name, size);
-	}
-	if (ftruncate(dev->fd, (off_t)size) < 0)
-		return cp_error(-errno, "%s: truncate to %" PRIu64 ": %s",
-				dev->name, size, strerror(errno));
-	return 0;
+	return dev->backend->truncate(dev, size);
 }
 
 int cp_bdev_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
@@ -1220,69 +1049,7 @@ int cp_bdev_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
 	if ((unsigned)mode > CP_PREALLOC_FULL)
 		return cp_error(-EINVAL, "%s: preallocate: invalid mode %d",
 				dev->name, (int)mode);
-	uint64_t end = offset + len;
-	if (dev->ram)
-		return bc_ram_truncate(dev, end, true);
-	int64_t size = bc_size(dev);
-	if (size < 0)
-		return cp_error((int)size, "%s: preallocate: size: %s",
-				dev->name, strerror((int)-size));
-	if (dev->is_blockdev) {
-		if (end > (uint64_t)size)
-			return cp_error(-ENOSPC,
-					"%s: preallocate to %" PRIu64
-					": beyond the end of the device",
-					dev->name, end);
-		return 0;
-	}
-
-	switch (mode) {
-	case CP_PREALLOC_FALLOC:
-		if (len == 0)
-			break;
-		r = bc_fallocate(dev, 0, offset, len);
-		if (r < 0 && bc_unsupported(r) && !dev->direct) {
-			r = -posix_fallocate(dev->fd, (off_t)offset,
-					     (off_t)len);
-		}
-		if (r < 0)
-			return cp_error(r,
-					"%s: fallocate at offset %" PRIu64
-					" length %" PRIu64 ": %s",
-					dev->name, offset, len, strerror(-r));
-		break;
-	case CP_PREALLOC_FULL: {
-		/* Existing data is kept: reserve blocks inside the file,
-		 * write real zeroes past its end. */
-		uint64_t zstart = CP_MAX(offset, (uint64_t)size);
-		if (offset < zstart) {
-			uint64_t inner = CP_MIN(end, zstart) - offset;
-			r = bc_fallocate(dev, 0, offset, inner);
-			if (r < 0 && !bc_unsupported(r))
-				return cp_error(
-				    r,
-				    "%s: fallocate at offset %" PRIu64
-				    " length %" PRIu64 ": %s",
-				    dev->name, offset, inner, strerror(-r));
-		}
-		if (zstart < end) {
-			r = bc_write_zero_buffers(dev, zstart, end - zstart);
-			if (r < 0)
-				return r;
-		}
-		break;
-	}
-	case CP_PREALLOC_OFF:
-	case CP_PREALLOC_METADATA:
-	default:
-		break;
-	}
-	size = bc_size(dev);
-	if (size >= 0 && (uint64_t)size < end &&
-	    ftruncate(dev->fd, (off_t)end) < 0)
-		return cp_error(-errno, "%s: truncate to %" PRIu64 ": %s",
-				dev->name, end, strerror(errno));
-	return 0;
+	return dev->backend->preallocate(dev, offset, len, mode);
 }
 
 int cp_bdev_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
@@ -1292,24 +1059,9 @@ int cp_bdev_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
 	if (r < 0)
 		return r;
 	*pnum = len;
-	if (dev->ram || dev->is_blockdev || len == 0)
+	if (len == 0)
 		return 1;
-	uint64_t end = offset + len;
-	off_t data = lseek(dev->fd, (off_t)offset, SEEK_DATA);
-	if (data < 0) {
-		if (errno == ENXIO)
-			return 0; /* in the trailing hole or past EOF */
-		return 1;	  /* SEEK_DATA unsupported: all data */
-	}
-	if ((uint64_t)data > offset) {
-		*pnum = CP_MIN((uint64_t)data, end) - offset;
-		return 0;
-	}
-	off_t hole = lseek(dev->fd, (off_t)offset, SEEK_HOLE);
-	if (hole < 0 || (uint64_t)hole <= offset)
-		return 1;
-	*pnum = CP_MIN((uint64_t)hole, end) - offset;
-	return 1;
+	return dev->backend->block_status(dev, offset, len, pnum);
 }
 
 /* ---- open and close ------------------------------------------------------ */
@@ -1498,12 +1250,6 @@ void cp_bdev_close(cp_bdev *dev)
 
 	if (dev->helper_started)
 		bc_pool_fini(&dev->helper);
-	if (dev->backend)
-		dev->backend->fini(dev);
-	if (dev->ram) {
-		if (dev->workers_started)
-			bc_pool_fini(&dev->workers);
-		bc_ram_destroy(dev->ram);
-	}
+	dev->backend->fini(dev);
 	bc_dev_free(dev);
 }

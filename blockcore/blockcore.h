@@ -299,6 +299,65 @@ int cp_bdev_linear_remap(cp_bdev *dev, const struct cp_linear_map *map);
 /* True for a device made by cp_bdev_open_linear(). */
 bool cp_bdev_is_linear(const cp_bdev *dev);
 
+/* --- image locks (blockcore/lock.c) ---------------------------------------
+ * QEMU's file locking, so that cowpool, qemu-img, qemu-io, qemu-nbd and QEMU
+ * see each other's opens.  A device holds a set of permissions (perm) and
+ * lets other opens hold a set (shared); the bits are QEMU's BLK_PERM_* of
+ * QEMU 6.2 and later.  On the device's file, as QEMU's file-posix driver
+ * does, with open file description (OFD) read locks:
+ *
+ *   byte 100 + i locked   this open holds permission bit i
+ *   byte 200 + i locked   this open does NOT share permission bit i
+ *
+ * Taking permission i needs byte 200 + i free of other opens' locks; not
+ * sharing i needs byte 100 + i free (tested with F_OFD_GETLK for a write
+ * lock).  Locks belong to the open file description: two devices opened on
+ * one file conflict even inside one process, exactly as two processes do;
+ * closing the device drops them.
+ *
+ * What is locked: a file or block device: its own node (a symlink such as
+ * /dev/VG/LV is followed, as QEMU follows it).  A linear device (an LV
+ * without device-mapper) has no node of its own: it locks the bytes
+ * pv_offset + 100 + i / pv_offset + 200 + i of the PV holding its first
+ * extent, through that PV's descriptor.  Those bytes are inside the LV's
+ * own first extent, so two LVs never share a byte and a program that locks
+ * the PV node itself (bytes 100..203; LVM keeps its label and metadata
+ * there, data starts at 1 MiB) never meets them.  Nothing but cowpool can
+ * open such an LV, so this guards cowpool against cowpool.  RAM devices
+ * lock nothing (they are private to the process).
+ */
+#define CP_PERM_CONSISTENT_READ 0x1u /* "consistent read" */
+#define CP_PERM_WRITE 0x2u           /* "write" */
+#define CP_PERM_WRITE_UNCHANGED 0x4u /* "write unchanged" */
+#define CP_PERM_RESIZE 0x8u          /* "resize" */
+#define CP_PERM_ALL 0xfu
+
+/* Change dev's permissions to perm, sharing shared (both within
+ * CP_PERM_ALL), as QEMU's prepare / commit / abort does: lock the bytes of
+ * the union of old and new, test for conflicts with other opens, then drop
+ * the bytes only the old set needed; on a conflict the old set is restored
+ * and kept.  Dropping permissions never fails.  A new device holds 0 and
+ * shares CP_PERM_ALL (locks nothing).  Returns 0, or:
+ *   -EBUSY  another open holds a conflicting lock; the message is QEMU's:
+ *           "disk.qcow2: Failed to get "write" lock: another process is
+ *           using the image (qemu-nbd, pid 4242)", or "Failed to get shared
+ *           "write" lock" when the conflict is with what this open would not
+ *           share.  The holder is named when /proc shows it.
+ *   -errno  fcntl failed otherwise ("Failed to lock byte 101: ...").
+ * Not to be called concurrently with another cp_bdev_set_perm() or
+ * cp_bdev_lock_adopt() on the same device. */
+int cp_bdev_set_perm(cp_bdev *dev, unsigned perm, unsigned shared);
+/* The permissions dev holds and shares now. */
+void cp_bdev_get_perm(const cp_bdev *dev, unsigned *perm, unsigned *shared);
+/* Make dev hold the permissions from holds, without testing for conflicts:
+ * used when an open is replaced by another of the same file (a reopen).
+ * Call it while from still holds them, so no other process can slip in
+ * between; conflicts were tested when from took them.  Returns 0 or -errno
+ * (fcntl failed). */
+int cp_bdev_lock_adopt(cp_bdev *dev, const cp_bdev *from);
+/* QEMU's name of one permission bit ("write"), "?" for others. */
+const char *cp_perm_name(unsigned perm_bit);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,10 +1,10 @@
 /* blockcore/blockcore_int.h - private header of the blockcore module.
  *
- * One section per .c file.  Request life cycle (STYLE.md #5):
+ * One section per .c file.  Request life cycle (docs/hacking.md):
  *
  *   cp_bdev_p{read,write}v_async / cp_bdev_flush_async      (bdev.c)
  *     -> fast path: bc_dispatch() -> backend submit_locked()   (uring/aio)
- *                   or backend submit() (threads pool, RAM)
+ *                   or backend submit() (threads pool, RAM, linear)
  *     -> slow path: bc_helper_push() -> bounce / RMW on a helper thread
  *   backend completion -> bc_req_io_done()  (short I/O: resubmit/zero-fill)
  *                      -> bc_req_finish()   (release slot, run callback)
@@ -99,7 +99,7 @@ struct bc_req {
 	struct iovec inline_iov[BC_INLINE_IOV];
 };
 
-/* ---- threads.c: worker pools --------------------------------------------- */
+/* ---- pool.c: worker pools and engine threads ------------------------------ */
 
 struct bc_pool {
 	pthread_mutex_t lock;
@@ -126,20 +126,44 @@ int bc_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg,
 void bc_thread_set_dev(cp_bdev *dev);
 bool bc_thread_is_dev(const cp_bdev *dev);
 
-/* ---- backends (uring.c, aio.c, threads.c, ram.c) ------------------------- */
+/* ---- backends (uring.c, aio.c, threads.c, ram.c, lv.c) ------------------
+ * A backend is complete: it moves the requests and it carries out the
+ * synchronous operations on its medium.  bdev.c checks the arguments
+ * (range, read-only, mode), passes the fault point and calls these; it
+ * never looks at which kind of device it holds. */
 
 struct bc_backend {
 	enum cp_aio aio;
 	/* Limit of requests in the kernel at once; 0 = no limit and no
 	 * sq_lock (submit() is called instead of submit_locked()). */
 	bool limited;
+	/* Not a real medium (RAM) or one whose writes are counted on the
+	 * devices below (linear): skip the crash-test fault point. */
+	bool no_fault_point;
 	int (*init)(cp_bdev *dev);
-	/* Called once every request has completed. */
+	/* Destroy the backend and its medium state; called once every
+	 * request has completed (cp_bdev_close). */
 	void (*fini)(cp_bdev *dev);
 	/* With dev->sq_lock held; returns 0 or -errno (not submitted). */
 	int (*submit_locked)(cp_bdev *dev, struct bc_req *req);
 	/* Unlimited backends: queue the request; never fails. */
 	void (*submit)(cp_bdev *dev, struct bc_req *req);
+
+	/* The medium.  size: bytes or -errno (no message); the others
+	 * return 0 or -errno with the message set (block_status: 0 hole,
+	 * 1 data, *pnum bytes of the same kind; len > 0). */
+	int64_t (*size)(cp_bdev *dev);
+	int (*discard)(cp_bdev *dev, uint64_t offset, uint64_t len);
+	int (*write_zeroes)(cp_bdev *dev, uint64_t offset, uint64_t len,
+			    unsigned flags);
+	int (*truncate)(cp_bdev *dev, uint64_t size);
+	int (*preallocate)(cp_bdev *dev, uint64_t offset, uint64_t len,
+			   enum cp_prealloc mode);
+	int (*block_status)(cp_bdev *dev, uint64_t offset, uint64_t len,
+			    uint64_t *pnum);
+	/* Where the image lock bytes go (lock.c): the fd and the offset of
+	 * byte 0; false if the medium takes no locks (RAM). */
+	bool (*lock_target)(cp_bdev *dev, int *fd, uint64_t *base);
 };
 
 #if BC_HAVE_IO_URING
@@ -150,29 +174,52 @@ extern const struct bc_backend bc_aio_backend;
 #endif
 extern const struct bc_backend bc_threads_backend;
 
-/* ---- ram.c --------------------------------------------------------------- */
+/* ---- file.c: the medium of the fd backends --------------------------------
+ * A regular file or a block device behind dev->fd.  A block device (and
+ * the linear device) follows the fixed-size rules: truncate only to its
+ * size, preallocate only inside it, block status all data. */
+
+int64_t bc_fd_size(cp_bdev *dev);
+int bc_fd_discard(cp_bdev *dev, uint64_t offset, uint64_t len);
+int bc_fd_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
+		       unsigned flags);
+int bc_fd_truncate(cp_bdev *dev, uint64_t size);
+int bc_fd_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
+		      enum cp_prealloc mode);
+int bc_fd_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
+		       uint64_t *pnum);
+int bc_fixed_truncate(cp_bdev *dev, uint64_t size);
+int bc_fixed_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
+			 enum cp_prealloc mode);
+int bc_all_data_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
+			     uint64_t *pnum);
+
+/* ---- ram.c: the RAM device (bc_ram_backend, set by cp_bdev_open_ram) ---- */
 
 struct bc_ram;
-void bc_ram_destroy(struct bc_ram *ram);
-/* Execute a read/write/flush now and queue its completion. */
-void bc_ram_submit(cp_bdev *dev, struct bc_req *req);
-int bc_ram_discard(cp_bdev *dev, uint64_t offset, uint64_t len);
-int bc_ram_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len);
-int bc_ram_truncate(cp_bdev *dev, uint64_t size, bool grow_only);
-uint64_t bc_ram_size(cp_bdev *dev);
 
 /* ---- lv.c: linear device (LV extents on PV devices) ---------------------
- * A linear device has fd = -1, direct = false and dev->backend =
- * bc_linear_backend (unlimited: submit() splits read/write/flush into
- * requests on the PV devices).  bdev.c forwards the synchronous range
- * operations here; truncate, preallocate and block status use the block
- * device rules with bc_size() = bc_linear_size(). */
+ * A linear device has fd = -1, direct = false, is_blockdev = true and
+ * dev->backend = bc_linear_backend (unlimited: submit() splits
+ * read/write/flush into requests on the PV devices, discard and write
+ * zeroes are split the same way; truncate, preallocate and block status
+ * follow the fixed-size rules of file.c). */
 
 struct bc_linear;
-int64_t bc_linear_size(cp_bdev *dev);
-int bc_linear_discard(cp_bdev *dev, uint64_t offset, uint64_t len);
-int bc_linear_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
-			   unsigned flags);
+
+/* ---- lock.c: QEMU-compatible image locks --------------------------------
+ * The state lives in struct cp_bdev (zeroed at allocation = holds nothing,
+ * shares all).  Where the bytes go is the backend's lock_target: the
+ * device's own fd, or for a linear device the PV of its first extent at
+ * that extent's offset; RAM devices lock nothing. */
+
+struct bc_lock {
+	unsigned perm, unshared;             /* what the device holds / denies */
+	unsigned locked_perm, locked_unshared; /* bytes actually locked */
+};
+
+/* The fd backends' lock_target: the device's own fd from byte 0. */
+bool bc_fd_lock_target(cp_bdev *dev, int *fd, uint64_t *base);
 
 /* ---- bdev.c: the device -------------------------------------------------- */
 
@@ -240,8 +287,9 @@ struct cp_bdev {
 	atomic_bool aio_stopping;
 	void *aio_stop_buf;
 #endif
-	struct bc_ram *ram;
+	struct bc_ram *ram;	  /* ram.c: RAM device, else NULL */
 	struct bc_linear *linear; /* lv.c: linear (LV) device, else NULL */
+	struct bc_lock lock;	  /* lock.c */
 };
 
 /* Allocate a device named name with queue_depth request slots (fd = -1,
@@ -258,6 +306,11 @@ void bc_req_io_done(struct bc_req *req, ssize_t res);
 void bc_req_finish(struct bc_req *req, int ret);
 /* Hand the request to the helper pool (lazily started). */
 int bc_helper_push(cp_bdev *dev, struct bc_req *req);
+/* Take exclusive ownership of [rg.start, rg.end) against other tracked
+ * writes (O_DIRECT devices); with rmw also against every aligned fast-path
+ * write.  Blocks; returns 0 or -ENOMEM. */
+int bc_range_lock(cp_bdev *dev, struct bc_range rg, bool rmw);
+void bc_range_unlock(cp_bdev *dev, struct bc_range rg, bool rmw);
 
 /* Synchronous I/O on fd at an offset, looping over short transfers.
  * Reads zero-fill past EOF (align > 1: also after a short read that ends

@@ -2,7 +2,7 @@
  * its extent map instead of device-mapper (see blockcore.h, "linear
  * device").
  *
- * Request life cycle (STYLE.md #5):
+ * Request life cycle (docs/hacking.md):
  *
  *   cp_bdev_p{read,write}v_async / cp_bdev_flush_async      (bdev.c)
  *     -> bc_dispatch() -> bc_lin_submit()   (unlimited backend, this file)
@@ -542,17 +542,9 @@ static void bc_lin_fini(cp_bdev *dev)
 	dev->linear = NULL;
 }
 
-static const struct bc_backend bc_linear_backend = {
-    .aio = CP_AIO_THREADS, /* not used: dev->aio is the PVs' */
-    .limited = false,
-    .init = bc_lin_init,
-    .fini = bc_lin_fini,
-    .submit = bc_lin_submit,
-};
+/* ---- synchronous range operations ---------------------------------------- */
 
-/* ---- synchronous range operations (called by bdev.c) --------------------- */
-
-int64_t bc_linear_size(cp_bdev *dev)
+static int64_t bc_linear_size(cp_bdev *dev)
 {
 	struct bc_linear *lin = dev->linear;
 	pthread_mutex_lock(&lin->map_lock);
@@ -561,7 +553,7 @@ int64_t bc_linear_size(cp_bdev *dev)
 	return size;
 }
 
-int bc_linear_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
+static int bc_linear_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 {
 	struct bc_lin_map *map = bc_lin_map_get(dev->linear);
 	uint64_t end = CP_MIN(offset + len, map->size);
@@ -580,8 +572,8 @@ int bc_linear_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 	return r;
 }
 
-int bc_linear_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
-			   unsigned flags)
+static int bc_linear_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
+				  unsigned flags)
 {
 	struct bc_lin_map *map = bc_lin_map_get(dev->linear);
 	uint64_t end = offset + len;
@@ -608,6 +600,25 @@ out:
 	bc_lin_map_put(map);
 	return r;
 }
+
+static bool bc_linear_lock_target(cp_bdev *dev, int *fd, uint64_t *base);
+
+/* Writes are counted (fault point) on the PV devices. */
+static const struct bc_backend bc_linear_backend = {
+    .aio = CP_AIO_THREADS, /* not used: dev->aio is the PVs' */
+    .limited = false,
+    .no_fault_point = true,
+    .init = bc_lin_init,
+    .fini = bc_lin_fini,
+    .submit = bc_lin_submit,
+    .size = bc_linear_size,
+    .discard = bc_linear_discard,
+    .write_zeroes = bc_linear_write_zeroes,
+    .truncate = bc_fixed_truncate,
+    .preallocate = bc_fixed_preallocate,
+    .block_status = bc_all_data_block_status,
+    .lock_target = bc_linear_lock_target,
+};
 
 /* ---- open, remap --------------------------------------------------------- */
 
@@ -746,4 +757,14 @@ out:
 bool cp_bdev_is_linear(const cp_bdev *dev)
 {
 	return dev && dev->linear;
+}
+
+static bool bc_linear_lock_target(cp_bdev *dev, int *fd, uint64_t *base)
+{
+	/* LV offset 0 keeps its PV and offset across remaps (grow only) */
+	struct bc_lin_map *m = bc_lin_map_get(dev->linear);
+	*fd = m->segs[0].pv->fd;
+	*base = m->segs[0].pv_off;
+	bc_lin_map_put(m);
+	return *fd >= 0;
 }

@@ -256,7 +256,7 @@ static void bc_ram_cpl_exec(struct bc_req *req)
 	bc_req_finish(req, req->ret);
 }
 
-void bc_ram_submit(cp_bdev *dev, struct bc_req *req)
+static void bc_ram_submit(cp_bdev *dev, struct bc_req *req)
 {
 	struct bc_ram *ram = dev->ram;
 	int r = 0;
@@ -294,7 +294,7 @@ static int bc_ram_error(cp_bdev *dev, int r, const char *what, uint64_t off,
 	    what, off, len, r == -EIO ? "power cut" : strerror(-r));
 }
 
-int bc_ram_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
+static int bc_ram_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 {
 	struct bc_ram *ram = dev->ram;
 	CP_LOCK_GUARD(&ram->lock);
@@ -311,8 +311,10 @@ int bc_ram_discard(cp_bdev *dev, uint64_t offset, uint64_t len)
 	return 0;
 }
 
-int bc_ram_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len)
+static int bc_ram_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len,
+			       unsigned flags)
 {
+	(void)flags; /* zeroes are zeroes: never unmapped */
 	struct bc_ram *ram = dev->ram;
 	CP_LOCK_GUARD(&ram->lock);
 	int r = bc_ram_count_write_locked(ram, offset + len);
@@ -325,7 +327,7 @@ int bc_ram_write_zeroes(cp_bdev *dev, uint64_t offset, uint64_t len)
 	return 0;
 }
 
-int bc_ram_truncate(cp_bdev *dev, uint64_t size, bool grow_only)
+static int bc_ram_resize(cp_bdev *dev, uint64_t size, bool grow_only)
 {
 	struct bc_ram *ram = dev->ram;
 	CP_LOCK_GUARD(&ram->lock);
@@ -348,13 +350,25 @@ int bc_ram_truncate(cp_bdev *dev, uint64_t size, bool grow_only)
 	return 0;
 }
 
-uint64_t bc_ram_size(cp_bdev *dev)
+static int bc_ram_truncate(cp_bdev *dev, uint64_t size)
 {
-	CP_LOCK_GUARD(&dev->ram->lock);
-	return dev->ram->size;
+	return bc_ram_resize(dev, size, false);
 }
 
-void bc_ram_destroy(struct bc_ram *ram)
+static int bc_ram_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
+			      enum cp_prealloc mode)
+{
+	(void)mode; /* the mappings are committed lazily in any mode */
+	return bc_ram_resize(dev, offset + len, true);
+}
+
+static int64_t bc_ram_size(cp_bdev *dev)
+{
+	CP_LOCK_GUARD(&dev->ram->lock);
+	return (int64_t)dev->ram->size;
+}
+
+static void bc_ram_destroy(struct bc_ram *ram)
 {
 	bc_ram_clear_pending_locked(ram);
 	bc_ram_op_vec_reset(&ram->pending);
@@ -365,6 +379,38 @@ void bc_ram_destroy(struct bc_ram *ram)
 	pthread_mutex_destroy(&ram->lock);
 	free(ram);
 }
+
+static int bc_ram_init(cp_bdev *dev)
+{
+	(void)dev;
+	return -ENOTSUP; /* set up by cp_bdev_open_ram() only */
+}
+
+static void bc_ram_fini(cp_bdev *dev)
+{
+	if (dev->workers_started)
+		bc_pool_fini(&dev->workers);
+	bc_ram_destroy(dev->ram);
+	dev->ram = NULL;
+}
+
+/* Requests execute at submission (unlimited); every range operation is
+ * recorded for the power cut, so none of them is a crash-test fault
+ * point of its own. */
+static const struct bc_backend bc_ram_backend = {
+    .aio = CP_AIO_THREADS, /* not used: dev->aio is the one asked for */
+    .limited = false,
+    .no_fault_point = true,
+    .init = bc_ram_init,
+    .fini = bc_ram_fini,
+    .submit = bc_ram_submit,
+    .size = bc_ram_size,
+    .discard = bc_ram_discard,
+    .write_zeroes = bc_ram_write_zeroes,
+    .truncate = bc_ram_truncate,
+    .preallocate = bc_ram_preallocate,
+    .block_status = bc_all_data_block_status,
+};
 
 static uint8_t *bc_ram_map(uint64_t len)
 {
@@ -433,6 +479,7 @@ int cp_bdev_open_ram(const struct cp_ram_opts *uopts, cp_bdev **out)
 		goto fail;
 	}
 	dev->workers_started = true;
+	dev->backend = &bc_ram_backend;
 	*out = dev;
 	return 0;
 

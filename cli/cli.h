@@ -155,8 +155,11 @@ struct cli_opt {
 #define CLI_OPT_SRC_T(p, h) CLI_OPT_CACHE('T', "src_cache", p, h)
 /* -i aio: into *p (enum cp_aio). */
 #define CLI_OPT_AIO(p) CLI_O_FN('i', NULL, "aio", cli_opt_aio, p, CLI_H_AIO)
-/* -U, --force-share: accepted, no effect. */
-#define CLI_OPT_U CLI_O_NOP('U', "force-share", CLI_H_NOP)
+/* -U, --force-share: *p (bool, cp_open_opts.force_share) true: share
+ * every permission on read-only layers (docs/cowpool.md, Locking). */
+#define CLI_OPT_U(p)                                                           \
+	CLI_O_FLAG('U', "force-share", p,                                      \
+		   "force share: read layers another process writes")
 #define CLI_OPT_QUIET(p) CLI_O_FLAG('q', NULL, p, "quiet")
 #define CLI_OPT_PROGRESS(p, h) CLI_O_FLAG('p', NULL, p, h)
 /* --output=human|json: *p (bool) true for json. */
@@ -300,6 +303,7 @@ int cli_cmd_measure(int argc, char **argv);
 int cli_cmd_amend(int argc, char **argv);
 int cli_cmd_chain(int argc, char **argv);
 int cli_cmd_bench(int argc, char **argv);
+int cli_cmd_nbd(int argc, char **argv);
 
 /* --- rpc.c: client of cowpoold (docs/api.md) ----------------------------- *
  * The daemon verbs (domain, image, volume, template, spm, task, rpc) talk
@@ -414,6 +418,7 @@ const char *const *cli_call_list(const struct cli_call *k, const char *name);
 int cli_cmd_domain(int argc, char **argv);
 int cli_cmd_image(int argc, char **argv);
 int cli_cmd_volume(int argc, char **argv);
+int cli_cmd_export(int argc, char **argv);
 int cli_cmd_template(int argc, char **argv);
 int cli_cmd_spm(int argc, char **argv);
 int cli_cmd_task(int argc, char **argv);

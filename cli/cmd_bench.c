@@ -224,7 +224,7 @@ int cli_cmd_bench(int argc, char **argv)
 			   "one JSON object: ops, seconds, iops, mbps,\n"
 			   "p50_us, p99_us, cpu_seconds"),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "bench", .opts = table};

@@ -122,7 +122,7 @@ int cli_cmd_chain(int argc, char **argv)
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "chain", .opts = table};

@@ -132,7 +132,7 @@ int cli_cmd_check(int argc, char **argv)
 				       "writethrough,\ndirectsync, unsafe)"),
 	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,
 	    CLI_OPT_END,

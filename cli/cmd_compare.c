@@ -212,7 +212,7 @@ int cli_cmd_compare(int argc, char **argv)
 	    CLI_OPT_AIO(&o1.aio),
 	    CLI_O_NOP('p', NULL, "accepted (no progress output)"),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&o1.force_share),
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,
 	    CLI_OPT_END,

@@ -102,7 +102,7 @@ int cli_cmd_convert(int argc, char **argv)
 			   "terminal"),
 	    CLI_OPT_QUIET(&quiet),
 	    CLI_O_NOP('C', NULL, CLI_H_NOP),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&so.force_share),
 	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
 	    CLI_O_REFUSE('r', NULL, "rate_limit", "-r (rate limit)"),
 	    CLI_OPT_OBJECT,

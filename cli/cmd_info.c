@@ -145,7 +145,7 @@ int cli_cmd_info(int argc, char **argv)
 		       "show every layer of the backing chain"),
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,
 	    CLI_OPT_END,

@@ -483,7 +483,7 @@ int cli_cmd_io(int argc, char **argv)
 	    CLI_O_FN('n', "nocache", NULL, io_opt_nocache, &opts.cache,
 		     "same as -t none"),
 	    CLI_O_FN('i', "aio", "aio", cli_opt_aio, &opts.aio, CLI_H_AIO),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_END,
 	};
 	/* in_order: stop at the file name, so that nothing after it is

@@ -126,7 +126,7 @@ int cli_cmd_map(int argc, char **argv)
 	     .help = "bytes to map"},
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,
 	    CLI_OPT_END,

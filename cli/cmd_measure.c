@@ -117,7 +117,7 @@ int cli_cmd_measure(int argc, char **argv)
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,

@@ -41,7 +41,7 @@ int cli_cmd_rebase(int argc, char **argv)
 			   "progress as JSON lines when stdout is not a\n"
 			   "terminal"),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U,
+	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,
 	    CLI_OPT_END,

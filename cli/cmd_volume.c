@@ -31,6 +31,13 @@ static const struct cli_subcmd vol_subs[] = {
     {.name = "prepare", .method = "volume.prepare",
      .help = "--rw takes the volume's lease (leaf volumes only).\n"},
     {.name = "teardown", .method = "volume.teardown"},
+    {.name = "export", .method = "volume.export",
+     .help = "Serves the volume's chain over NBD on this host; prints the "
+	     "nbd+unix:// URI.\n--rw takes the volume's lease (leaf "
+	     "volumes only).\n"},
+    {.name = "unexport", .method = "volume.unexport",
+     .help = "Give DOMAIN IMAGE VOLUME or --name.  Without --force it "
+	     "fails while clients\nare connected.\n"},
     {.name = NULL},
 };
 

@@ -61,6 +61,9 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "domain", cli_cmd_domain,
 	  "domain create|list|info|extend|inspect ... (cowpoold)",
 	  "" },
+	{ "export", cli_cmd_export,
+	  "export list (cowpoold)",
+	  "" },
 	{ "info", cli_cmd_info,
 	  "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
 	  "" },
@@ -81,6 +84,13 @@ static const struct cli_cmd cli_cmds[] = {
 	  "measure [--output=ofmt] [-O output_fmt] [-o options] "
 	  "[--size N | [-f fmt] filename]",
 	  "" },
+	{ "nbd", cli_cmd_nbd,
+	  "nbd [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] "
+	  "[-r] [-e SHARED] [-t] [--fork] [--pid-file F] [--cache MODE] "
+	  "[--aio MODE] [--discard ignore|unmap] [--detect-zeroes "
+	  "off|on|unmap] [-A] [--handshake-limit N] [--tls-creds DIR | "
+	  "--tls-psk FILE | --tls=off] IMAGE",
+	  "TLS is mandatory when configured.  TCP without TLS needs --tls=off.\n" },
 	{ "rebase", cli_cmd_rebase,
 	  "rebase [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
 	  "[--output=ofmt] -b backing_file [-F backing_fmt] filename",
@@ -103,8 +113,8 @@ static const struct cli_cmd cli_cmds[] = {
 	  "template create|clone ... (cowpoold)",
 	  "" },
 	{ "volume", cli_cmd_volume,
-	  "volume create|info|list|delete|merge|extend|prepare|teardown ... "
-	  "(cowpoold)",
+	  "volume create|info|list|delete|merge|extend|prepare|teardown|"
+	  "export|unexport ... (cowpoold)",
 	  "" },
 };
 /* clang-format on */

@@ -124,45 +124,14 @@ static int json_member_cmp(const void *a, const void *b)
 	return x->seq > y->seq ? -1 : x->seq < y->seq;
 }
 
-/* Decode one UTF-8 sequence at *p; returns the code point, or -1 for an
- * invalid sequence (one byte consumed). */
-static int json_utf8_next(const unsigned char **p)
-{
-	const unsigned char *s = *p;
-	int n, cp;
-	if (s[0] < 0x80) {
-		*p = s + 1;
-		return s[0];
-	} else if ((s[0] & 0xe0) == 0xc0) {
-		n = 1;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		n = 2;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		n = 3;
-		cp = s[0] & 0x07;
-	} else {
-		*p = s + 1;
-		return -1;
-	}
-	for (int i = 1; i <= n; i++) {
-		if ((s[i] & 0xc0) != 0x80) {
-			*p = s + 1;
-			return -1;
-		}
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	*p = s + n + 1;
-	return cp;
-}
-
 void cli_json_print_str(FILE *f, const char *str)
 {
-	const unsigned char *p = (const unsigned char *)str;
+	const char *p = str, *end = str + strlen(str);
 	fputc('"', f);
-	while (*p) {
-		int cp = json_utf8_next(&p);
+	while (p < end) {
+		size_t l;
+		int32_t cp = cp_utf8_decode(p, (size_t)(end - p), &l);
+		p += l;
 		switch (cp) {
 		case '"':
 			fputs("\\\"", f);

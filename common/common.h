@@ -1,8 +1,9 @@
 /* common/common.h - small helpers shared by every cowpool module.
  *
- * Error rule (STYLE.md #3): functions return int, >= 0 on success and -errno
- * on failure.  A human-readable message goes to a per-thread "last error"
- * set with cp_set_error() and read with cp_last_error().
+ * Error rule (docs/hacking.md): functions return int, >= 0 on success and
+ * -errno on failure.  A human-readable message goes to a per-thread "last
+ * error" set with cp_error() or cp_error_prefix() and read with
+ * cp_last_error().
  */
 #ifndef CP_COMMON_H
 #define CP_COMMON_H
@@ -78,6 +79,19 @@ static inline bool cp_is_pow2(uint64_t v)
 
 /* True if all len bytes of buf are zero. */
 bool cp_is_zero(const void *buf, size_t len);
+
+/* UTF-8, strictly as RFC 3629 defines it (no overlong forms, no surrogates,
+ * nothing above U+10FFFF); common/utf8.c is the only decoder in cowpool.
+ * cp_utf8_decode() decodes the sequence at s (n bytes left): it returns the
+ * code point and sets *len to the sequence's length, or returns -1 with
+ * *len = 1 when the sequence is invalid or cut short by n.  NUL decodes as
+ * code point 0. */
+int32_t cp_utf8_decode(const void *s, size_t n, size_t *len);
+/* Encode cp (at most U+10FFFF, not a surrogate) into out, which has room
+ * for 4 bytes; returns the number of bytes written (1..4). */
+size_t cp_utf8_encode(char *out, uint32_t cp);
+/* True if the n bytes at s are a sequence of valid UTF-8 characters. */
+bool cp_utf8_valid(const void *s, size_t n);
 
 /* Parse a size with optional suffix (k, M, G, T, P, E; powers of 1024; a
  * plain number is bytes).  Returns 0 or -EINVAL. */

@@ -211,59 +211,6 @@ static int json_hex4(struct json_parser *p, unsigned *out)
 	return 0;
 }
 
-static size_t json_put_utf8(char *o, unsigned cp)
-{
-	if (cp < 0x80) {
-		o[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		o[0] = (char)(0xc0 | cp >> 6);
-		o[1] = (char)(0x80 | (cp & 0x3f));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		o[0] = (char)(0xe0 | cp >> 12);
-		o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		o[2] = (char)(0x80 | (cp & 0x3f));
-		return 3;
-	}
-	o[0] = (char)(0xf0 | cp >> 18);
-	o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-	o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-	o[3] = (char)(0x80 | (cp & 0x3f));
-	return 4;
-}
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t json_utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	size_t len;
-	unsigned cp, min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2, cp = c & 0x1f, min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3, cp = c & 0x0f, min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4, cp = c & 0x07, min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* Parse a string starting at the opening quote; *out is malloc'd. */
 static int json_string(struct json_parser *p, char **out, size_t *outlen)
 {
@@ -297,10 +244,9 @@ static int json_string(struct json_parser *p, char **out, size_t *outlen)
 			break;
 		}
 		if (c != '\\') {
-			size_t l = json_utf8_len(
-			    (const unsigned char *)p->text + p->pos,
-			    p->len - p->pos);
-			if (!l) {
+			size_t l;
+			if (cp_utf8_decode(p->text + p->pos, p->len - p->pos,
+					   &l) < 0) {
 				r = json_fail(p, p->pos, -EINVAL,
 					      "invalid UTF-8 in string");
 				break;
@@ -377,7 +323,7 @@ static int json_string(struct json_parser *p, char **out, size_t *outlen)
 			}
 			/* \uXXXX is 6 source bytes, at most 4 decoded;
 			 * a pair is 12 source bytes for 4. */
-			o += json_put_utf8(buf + o, cp);
+			o += cp_utf8_encode(buf + o, cp);
 			break;
 		}
 		default:

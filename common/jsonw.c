@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
+
 void cp_jsonw_init(struct cp_jsonw *w)
 {
 	memset(w, 0, sizeof(*w));
@@ -63,49 +65,13 @@ static void jsonw_putc(struct cp_jsonw *w, char c)
 	jsonw_put(w, &c, 1);
 }
 
-/* Decode one UTF-8 sequence (strictly: no overlong forms, no surrogates,
- * nothing above U+10FFFF); returns the code point or -1 (one byte
- * consumed). */
-static long jsonw_utf8(const unsigned char **pp)
-{
-	const unsigned char *s = *pp;
-	int n;
-	long cp, min;
-	if (s[0] < 0x80) {
-		*pp = s + 1;
-		return s[0];
-	} else if ((s[0] & 0xe0) == 0xc0) {
-		n = 1, cp = s[0] & 0x1f, min = 0x80;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		n = 2, cp = s[0] & 0x0f, min = 0x800;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		n = 3, cp = s[0] & 0x07, min = 0x10000;
-	} else {
-		*pp = s + 1;
-		return -1;
-	}
-	for (int i = 1; i <= n; i++) {
-		if ((s[i] & 0xc0) != 0x80) {
-			*pp = s + 1;
-			return -1;
-		}
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-		*pp = s + 1;
-		return -1;
-	}
-	*pp = s + n + 1;
-	return cp;
-}
-
 static void jsonw_string(struct cp_jsonw *w, const char *str)
 {
-	const unsigned char *p = (const unsigned char *)str;
+	const char *p = str, *end = str + strlen(str);
 	jsonw_putc(w, '"');
-	while (*p) {
-		const unsigned char *start = p;
-		long cp = jsonw_utf8(&p);
+	while (p < end) {
+		size_t l;
+		int32_t cp = cp_utf8_decode(p, (size_t)(end - p), &l);
 		char esc[8];
 		switch (cp) {
 		case '"':
@@ -130,10 +96,10 @@ static void jsonw_string(struct cp_jsonw *w, const char *str)
 				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp & 0xffffu);
 				jsonw_put(w, esc, 6);
 			} else {
-				jsonw_put(w, (const char *)start,
-					  (size_t)(p - start));
+				jsonw_put(w, p, l);
 			}
 		}
+		p += l;
 	}
 	jsonw_putc(w, '"');
 }

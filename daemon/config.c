@@ -33,6 +33,8 @@ static const char dmn_usage[] =
     "  --socket PATH            API socket (default\n"
     "                           $COWPOOL_RUN_DIR/cowpoold.sock or\n"
     "                           /run/cowpool/cowpoold.sock)\n"
+    "  --nbd-socket PATH        NBD exports' socket (default nbd.sock in\n"
+    "                           the API socket's directory)\n"
     "  --file-root DIR          directory holding file domains (repeatable)\n"
     "  --lvm-device DEV         device LVM may see for block domains\n"
     "                           (repeatable)\n"
@@ -221,6 +223,11 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 			goto bad;
 		free(cfg->socket);
 		cfg->socket = cfg_strdup(value);
+	} else if (!strcmp(key, "nbd_socket")) {
+		if (!*value)
+			goto bad;
+		free(cfg->nbd_socket);
+		cfg->nbd_socket = cfg_strdup(value);
 	} else if (!strcmp(key, "socket_group")) {
 		uint32_t gid;
 		if (!*value)
@@ -430,6 +437,7 @@ void dmn_config_free(struct dmn_config *cfg)
 	free(cfg->socket_group);
 	free(cfg->log_file);
 	free(cfg->config_path);
+	free(cfg->nbd_socket);
 	cfg_list_clear(cfg->file_roots);
 	cfg_list_clear(cfg->lvm_devices);
 	free(cfg->lvm_system_dir);
@@ -442,7 +450,8 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 	enum {
 		OPT_HOST_ID = 256, OPT_SOCKET, OPT_FILE_ROOT, OPT_LVM_DEVICE,
 		OPT_LVM_SYSDIR, OPT_POOL, OPT_MONITOR, OPT_FOREGROUND,
-		OPT_LOG_LEVEL, OPT_READY_FD, OPT_SANLOCK, OPT_LOG_FILE,
+		OPT_LOG_LEVEL, OPT_READY_FD, OPT_SANLOCK, OPT_NBD_SOCKET,
+		OPT_LOG_FILE,
 		OPT_KEY, /* --a-key: the key a_key */
 	};
 	static const struct option longopts[] = {
@@ -468,6 +477,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 	    {"request-timeout", required_argument, NULL, OPT_KEY},
 	    {"max-request", required_argument, NULL, OPT_KEY},
 	    {"max-answer", required_argument, NULL, OPT_KEY},
+	    {"nbd-socket", required_argument, NULL, OPT_NBD_SOCKET},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -529,6 +539,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 			key = k;
 			break;
 		}
+		case OPT_NBD_SOCKET: key = "nbd_socket"; break;
 		case ':':
 			fprintf(stderr, "cowpoold: option '%s' requires an "
 				"argument\n", argv[optind - 1]);
@@ -592,6 +603,15 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		snprintf(buf, sizeof(buf), "%s/cowpoold.sock",
 			 run && *run ? run : "/run/cowpool");
 		cfg->socket = cfg_strdup(buf);
+	}
+	if (!cfg->nbd_socket) {
+		/* nbd.sock beside the API socket */
+		const char *slash = strrchr(cfg->socket, '/');
+		size_t dir = slash ? (size_t)(slash - cfg->socket) + 1 : 0;
+		char buf[4096];
+		snprintf(buf, sizeof(buf), "%.*snbd.sock", (int)dir,
+			 cfg->socket);
+		cfg->nbd_socket = cfg_strdup(buf);
 	}
 	return 0;
 }

@@ -13,6 +13,8 @@
  *   accept     accepts connections, one thread per connection
  *   connection reads newline-delimited requests, answers them in order
  *   worker     one per running task (volume.create, image.copy, ...)
+ *   nbd        the NBD server's accept thread and two threads per NBD
+ *              client (nbd/nbd.h), serving the volume exports
  * Every signal is blocked in every thread but main.
  *
  * One section per .c file.
@@ -83,6 +85,7 @@ struct dmn_config {
 	char *socket;                  /* unix socket path */
 	char *socket_group;            /* group of the socket, NULL = root's */
 	char *log_file;                /* NULL = stderr */
+	char *nbd_socket;              /* NBD exports' unix socket */
 	char *file_roots[DMN_MAX_LIST + 1];  /* NULL-terminated */
 	char *lvm_devices[DMN_MAX_LIST + 1]; /* NULL-terminated */
 	char *lvm_system_dir;          /* NULL = LVM's default */
@@ -300,6 +303,45 @@ void *dmn_monitor_thread(void *d); /* until d->stopping or wake_fd */
  * volume.prepare --rw). */
 void dmn_monitor_kick(struct dmn *d);
 
+/* ---- exports.c: volumes served over NBD (one cp_nbd_server) ------------- */
+
+struct dmn_exports;
+
+/* Create the NBD server on cfg.nbd_socket (a live server there is
+ * -EADDRINUSE) and start it.  0 or -errno with cp_last_error(). */
+int dmn_exports_start(struct dmn *d);
+/* Shutdown, before cp_pool_close(): disconnect every NBD client, close
+ * every exported chain, tear every writable volume down (leases). */
+void dmn_exports_stop(struct dmn *d);
+
+struct dmn_export_req {
+	const char *dom, *img, *vol;   /* lower-case UUIDs */
+	const char *name;              /* NULL or "": the volume UUID */
+	bool rw;
+};
+/* volume.export: prepare (rw: the volume lease), open the chain, add the
+ * export; the export object goes to w.  The same volume again with the
+ * same mode (and name) answers the existing export; otherwise -EEXIST. */
+int dmn_export_add(struct dmn *d, const struct dmn_export_req *q,
+		   struct cp_jsonw *w);
+/* volume.unexport by name (non-NULL) or by dom/img/vol.  Without force,
+ * -EBUSY while clients are connected; with force they are disconnected.
+ * The chain is closed and a writable volume torn down before it
+ * returns. */
+int dmn_export_remove(struct dmn *d, const char *dom, const char *img,
+		      const char *vol, const char *name, bool force,
+		      struct cp_jsonw *w);
+/* export.list: an array of export objects with clients, bytes, ops. */
+int dmn_export_list(struct dmn *d, struct cp_jsonw *w);
+/* -EBUSY, naming the export and starting with what, when an export of
+ * this host uses volume vol of dom/img (vol NULL: any volume of the
+ * image; rw_only: writable exports only).  0 otherwise. */
+int dmn_export_busy(struct dmn *d, const char *dom, const char *img,
+		    const char *vol, bool rw_only, const char *what);
+/* The sanlock connection is gone: every writable export ends (its lease
+ * is no longer held, another host may write the volume). */
+void dmn_exports_lease_lost(struct dmn *d);
+
 /* ---- server.c: the unix socket and JSON-RPC framing ----------------------- */
 
 #define DMN_MAX_REQUEST (1u << 20)     /* default max_request */
@@ -359,6 +401,7 @@ struct dmn {
 	unsigned nconns;
 
 	struct dmn_tasks tasks;
+	struct dmn_exports *exports;   /* exports.c; NULL when stopped */
 };
 
 #endif

@@ -2,14 +2,16 @@
  *
  * Start-up: configuration (config.c), the host id's lock file (a second
  * daemon with the same host id stops there, before it touches anything),
- * the socket bound, cp_pool_open(), then the threads: join (cp_pool_join
- * once; the API answers meanwhile), monitor, accept.  Then "ready\n" goes
- * to --ready-fd and READY=1 to systemd (sd_notify).
+ * the socket bound, cp_pool_open(), the NBD server (exports.c), then the
+ * threads: join (cp_pool_join once; the API answers meanwhile), monitor,
+ * accept.  Then "ready\n" goes to --ready-fd and READY=1 to systemd
+ * (sd_notify).
  *
  * SIGHUP: reopen the log file and reload what can change (config.c).
  *
  * Shutdown (first SIGTERM/SIGINT): stop accepting, wake task.wait callers
- * (ESHUTDOWN), end connections, let running tasks finish,
+ * (ESHUTDOWN), end connections, let running tasks finish, end the NBD
+ * exports (clients disconnected, images closed, volume leases released),
  * cp_pool_close() (releases the leases, leaves the lockspaces; any
  * lockspace of the pool still joined by this host afterwards is left
  * here), remove the socket, exit 0.  A second signal exits at once
@@ -331,6 +333,14 @@ int main(int argc, char **argv)
 		unlink(d->cfg.socket);
 		return 1;
 	}
+	cp_clear_error();
+	if (dmn_exports_start(d) < 0) {
+		dmn_err("%s", cp_last_error());
+		cp_pool_close(d->pool);
+		close(d->listen_fd);
+		unlink(d->cfg.socket);
+		return 1;
+	}
 	if (d->cfg.sanlock) {
 		d->join_state = DMN_JOIN_RUNNING;
 		if (dmn_start_thread(&d->join_thread, dmn_join_thread, d,
@@ -376,6 +386,7 @@ int main(int argc, char **argv)
 			dmn_info("waiting for the lockspace join to end");
 		pthread_join(d->join_thread, NULL);
 	}
+	dmn_exports_stop(d); /* clients, images, leases: before the pool */
 	struct dmn_ls *ls;
 	size_t nls = dmn_lockspaces(d, &ls);
 	cp_pool_close(d->pool);

@@ -562,13 +562,63 @@ static int m_volume_teardown(struct dmn_call *c)
 	const char *dom = dmn_arg_uuid(c, "domain");
 	const char *img = dmn_arg_uuid(c, "image");
 	const char *vol = dmn_arg_uuid(c, "volume");
-	int r = cp_vol_teardown(c->d->pool, dom, img, vol);
+	int r = dmn_export_busy(c->d, dom, img, vol, false, "volume.teardown");
+	if (r < 0)
+		return r;
+	r = cp_vol_teardown(c->d->pool, dom, img, vol);
 	if (r < 0)
 		return r;
 	dmn_info("volume %s/%s/%s torn down", dom, img, vol);
 	cp_jsonw_obj_begin(c->res, NULL);
 	cp_jsonw_obj_end(c->res);
 	return 0;
+}
+
+/* ---- exports (exports.c) -------------------------------------------------- */
+
+static int m_volume_export(struct dmn_call *c)
+{
+	struct dmn_export_req q = {
+	    .dom = dmn_arg_uuid(c, "domain"),
+	    .img = dmn_arg_uuid(c, "image"),
+	    .vol = dmn_arg_uuid(c, "volume"),
+	    .name = dmn_arg_str(c, "name"),
+	    .rw = dmn_arg_bool(c, "rw"),
+	};
+	int r = dmn_export_add(c->d, &q, c->res);
+	if (r == 0 && q.rw)
+		dmn_monitor_kick(c->d); /* the lease client may be new */
+	return r;
+}
+
+static int m_volume_unexport(struct dmn_call *c)
+{
+	const char *name = dmn_arg_str(c, "name");
+	bool some = dmn_arg_given(c, "domain") || dmn_arg_given(c, "image") ||
+		    dmn_arg_given(c, "volume");
+	bool all = dmn_arg_given(c, "domain") && dmn_arg_given(c, "image") &&
+		   dmn_arg_given(c, "volume");
+	if (name && some)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS, "name",
+				      "invalid params: give 'name' or "
+				      "'domain', 'image' and 'volume', not "
+				      "both");
+	if (!name && !all)
+		return dmn_call_error(c, DMN_EINVALID_PARAMS,
+				      !dmn_arg_given(c, "domain")  ? "domain"
+				      : !dmn_arg_given(c, "image") ? "image"
+								   : "volume",
+				      "invalid params: 'domain', 'image' and "
+				      "'volume' (or 'name') are required");
+	return dmn_export_remove(c->d, dmn_arg_uuid(c, "domain"),
+				 dmn_arg_uuid(c, "image"),
+				 dmn_arg_uuid(c, "volume"), name,
+				 dmn_arg_bool(c, "force"), c->res);
+}
+
+static int m_export_list(struct dmn_call *c)
+{
+	return dmn_export_list(c->d, c->res);
 }
 
 /* "description" (optional or required) into desc; *has set when given. */
@@ -771,6 +821,8 @@ static int m_image_snapshot(struct dmn_call *c)
 		return r;
 	struct cp_volmeta leaf;
 	if ((r = spm_check(c)) < 0 ||
+	    (r = dmn_export_busy(c->d, a.dom, a.img, NULL, true,
+				 "image.snapshot")) < 0 ||
 	    (r = image_leaf(c, a.dom, a.img, &leaf)) < 0)
 		return r;
 	memcpy(a.parent, leaf.vol_uuid, sizeof(a.parent));
@@ -824,14 +876,24 @@ static int vol_job(struct dmn_call *c, const struct dmn_job_ops *ops)
 	return start_job(c, ops, a.dom, &a);
 }
 
+/* An exported volume is not deleted, and no layer of an image with an
+ * export is merged (the chain under the open image would change), on this
+ * host; other hosts' exports are guarded by the volume lease. */
 static int m_volume_delete(struct dmn_call *c)
 {
-	return vol_job(c, &vol_delete_job);
+	int r = dmn_export_busy(c->d, dmn_arg_uuid(c, "domain"),
+				dmn_arg_uuid(c, "image"),
+				dmn_arg_uuid(c, "volume"), false,
+				"volume.delete");
+	return r < 0 ? r : vol_job(c, &vol_delete_job);
 }
 
 static int m_volume_merge(struct dmn_call *c)
 {
-	return vol_job(c, &vol_merge_job);
+	int r = dmn_export_busy(c->d, dmn_arg_uuid(c, "domain"),
+				dmn_arg_uuid(c, "image"), NULL, false,
+				"volume.merge");
+	return r < 0 ? r : vol_job(c, &vol_merge_job);
 }
 
 /* image.delete, image.copy */
@@ -859,6 +921,10 @@ static int m_image_delete(struct dmn_call *c)
 	struct img_args a = {0};
 	uuid_arg(c, "domain", a.dom);
 	uuid_arg(c, "image", a.img);
+	int r = dmn_export_busy(c->d, a.dom, a.img, NULL, false,
+				"image.delete");
+	if (r < 0)
+		return r;
 	return start_job(c, &img_delete_job, a.dom, &a);
 }
 

@@ -115,7 +115,8 @@ static void monitor_once(struct dmn *d, struct mon_state *m)
 }
 
 /* Lease loss: the sanlock daemon connection hung up, so no lease of this
- * process is held any more.  cp_spm_check() drops the SPM role. */
+ * process is held any more.  cp_spm_check() drops the SPM role; writable
+ * exports end (another host may now take their volumes' leases). */
 static void monitor_lease_lost(struct dmn *d)
 {
 	cp_clear_error();
@@ -123,6 +124,7 @@ static void monitor_lease_lost(struct dmn *d)
 	dmn_err("lost the connection to the sanlock daemon: no lease is held "
 		"any more%s%s", r == -ESTALE ? "; SPM role dropped: " : "",
 		r == -ESTALE ? cp_last_error() : "");
+	dmn_exports_lease_lost(d);
 }
 
 void dmn_monitor_kick(struct dmn *d)

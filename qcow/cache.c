@@ -1,8 +1,11 @@
-/* qcow/cache.c - metadata slice cache (L2 slices and refcount blocks).
+/* qcow/cache.c - metadata slice cache (L2 slices and refcount blocks)
+ * and the L2 barrier between them.
  *
  * A small set-associative-free LRU cache: n slots, linear search.  n is a
  * few hundred at most for the default sizes; lookups are a scan of offsets
- * that stays in L1 cache.  All functions run with q->lock held.
+ * that stays in L1 cache.  All functions run with q->lock held.  An L2
+ * slice is written only after qc_l2_barrier_locked() (crash-ordering rules
+ * 1 and 2 in qcow_int.h); the rest of the ordering machinery is order.c.
  */
 #include "qcow_int.h"
 
@@ -168,4 +171,23 @@ void qc_cache_clear(struct qc_cache *c)
 		c->e[i].offset = 0;
 		c->e[i].dirty = false;
 	}
+}
+
+/* --- the L2 barrier (rules 1 and 2) ----------------------------------------- */
+
+int qc_l2_barrier_locked(struct qcow *q)
+{
+	int r;
+	if (!q->lazy) {
+		r = qc_cache_writeback(q, &q->rbc);
+		if (r < 0)
+			return r;
+	}
+	if (q->barrier_needed) {
+		r = cp_bdev_flush(q->dev);
+		if (r < 0)
+			return cp_error_prefix(r, "%s: flush", q->name);
+		q->barrier_needed = false;
+	}
+	return 0;
 }

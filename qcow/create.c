@@ -346,7 +346,10 @@ int cp_image_create(const char *path, const struct cp_create_opts *opts)
 	r = cp_bdev_open(path, &bo, &dev);
 	if (r < 0)
 		return r;
-	r = create_on(dev, path, &o, NULL, NULL);
+	/* as qemu-img create: never overwrite an image another open holds */
+	r = qc_create_lock(dev);
+	if (r == 0)
+		r = create_on(dev, path, &o, NULL, NULL);
 	cp_bdev_close(dev);
 	return r;
 }

@@ -255,6 +255,10 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 	img->async = calloc(1, sizeof(struct img_async));
 	if (!img->async)
 		goto fail;
+	/* lock before reading anything: a conflict leaves the file alone */
+	r = qc_image_lock(img, dev, !img->readonly);
+	if (r < 0)
+		goto fail;
 	if (fmt == CP_FMT_AUTO) {
 		r = probe(dev, name, &fmt);
 		if (r < 0)
@@ -293,6 +297,8 @@ fail:
 		pthread_mutex_destroy(&img->async->lock);
 		pthread_cond_destroy(&img->async->cond);
 	}
+	if (img && !own_dev)
+		cp_bdev_set_perm(dev, 0, CP_PERM_ALL); /* drops what it took */
 	image_free(img);
 fail_dev:
 	if (own_dev)
@@ -383,6 +389,8 @@ int cp_image_close(cp_image *img)
 		r = r2;
 	if (img->own_dev)
 		cp_bdev_close(img->dev);
+	else
+		qc_image_unlock(img);
 	image_free(img);
 	return r;
 }
@@ -980,7 +988,11 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 	if (!img->own_dev && readwrite && cp_bdev_readonly(img->dev))
 		return cp_error(-EROFS, "%s: the device is read-only", img->filename);
 	async_drain(img);
-	int r = 0;
+	/* take write permission on the current open first (refused while
+	 * another holds the image); a new open adopts the locks below */
+	int r = readwrite ? qc_image_lock(img, img->dev, true) : 0;
+	if (r < 0)
+		return r;
 	if (img->q) {
 		r = qc_close(img->q);
 		img->q = NULL;
@@ -1002,11 +1014,17 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 				return r;
 			readwrite = !readwrite;
 		}
+		int r3 = cp_bdev_lock_adopt(dev, img->dev);
+		if (r3 < 0) {
+			cp_bdev_close(dev);
+			return r3;
+		}
 		cp_bdev_close(img->dev);
 		img->dev = dev;
 	}
 	img->readonly = !readwrite;
 	img->opts.readonly = !readwrite;
+	qc_image_lock(img, img->dev, readwrite); /* drops write if read-only */
 	if (img->format == CP_FMT_QCOW2) {
 		struct qcow *q;
 		int r2 = qc_open(img, &q, &img->opts);

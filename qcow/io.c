@@ -1,4 +1,5 @@
-/* qcow/io.c - reads, writes, zeroes, discard, flush, resize of qcow2.
+/* qcow/io.c - reads, writes, zeroes, discard, preallocation, resize and
+ * block status of qcow2 images, and the asynchronous fast write.
  *
  * A write that changes metadata (allocates a cluster, fills subclusters,
  * replaces a compressed or shared cluster) registers its guest clusters in
@@ -13,229 +14,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
-#include <zlib.h>
-#if CP_HAVE_ZSTD
-#include <zstd.h>
-#endif
 
 #include "config.h"
 
 #define MAX_IOV 64
-
-/* --- grace period for freed clusters ------------------------------------ */
-
-unsigned qc_gp_enter_locked(struct qcow *q)
-{
-	unsigned e = atomic_load(&q->epoch) & 1;
-	atomic_fetch_add(&q->gp_count[e], 1);
-	return e;
-}
-
-void qc_gp_exit(struct qcow *q, unsigned e)
-{
-	if (atomic_fetch_sub(&q->gp_count[e], 1) == 1) {
-		pthread_mutex_lock(&q->gp_lock);
-		pthread_cond_broadcast(&q->gp_cond);
-		pthread_mutex_unlock(&q->gp_lock);
-	}
-}
-
-/* Wait until every data request that started before now has finished. */
-static void gp_wait_locked(struct qcow *q)
-{
-	unsigned old = atomic_fetch_add(&q->epoch, 1) & 1;
-	pthread_mutex_lock(&q->gp_lock);
-	while (atomic_load(&q->gp_count[old]) != 0)
-		pthread_cond_wait(&q->gp_cond, &q->gp_lock);
-	pthread_mutex_unlock(&q->gp_lock);
-}
-
-/* --- in-flight metadata changes ------------------------------------------ */
-
-static bool inflight_conflict(struct qcow *q, uint64_t s, uint64_t e)
-{
-	for (struct qc_inflight *f = q->inflight; f; f = f->next)
-		if (f->start < e && s < f->end)
-			return true;
-	return false;
-}
-
-static void inflight_add(struct qcow *q, struct qc_inflight *f, uint64_t s,
-			 uint64_t e)
-{
-	f->start = s;
-	f->end = e;
-	f->next = q->inflight;
-	q->inflight = f;
-}
-
-static void inflight_del(struct qcow *q, struct qc_inflight *f)
-{
-	for (struct qc_inflight **p = &q->inflight; *p; p = &(*p)->next) {
-		if (*p == f) {
-			*p = f->next;
-			break;
-		}
-	}
-	pthread_cond_broadcast(&q->inflight_cond);
-}
-
-/* --- crash ordering -------------------------------------------------------- */
-
-int qc_l2_barrier_locked(struct qcow *q)
-{
-	int r;
-	if (!q->lazy) {
-		r = qc_cache_writeback(q, &q->rbc);
-		if (r < 0)
-			return r;
-	}
-	if (q->barrier_needed) {
-		r = cp_bdev_flush(q->dev);
-		if (r < 0)
-			return cp_error_prefix(r, "%s: flush", q->name);
-		q->barrier_needed = false;
-	}
-	return 0;
-}
-
-static int set_dirty_locked(struct qcow *q)
-{
-	if (!q->lazy || q->dirty_set || q->version < 3)
-		return 0;
-	int r = qc_header_set_incompat_locked(q, QC_INCOMPAT_DIRTY, 0);
-	if (r == 0)
-		q->dirty_set = true;
-	return r;
-}
-
-int qc_flush_locked(struct qcow *q)
-{
-	int r;
-	bool meta = qc_cache_has_dirty(&q->l2c) || qc_cache_has_dirty(&q->rbc) ||
-		    q->pending_free.len;
-	if (meta) {
-		r = qc_l2_barrier_locked(q);
-		if (r < 0)
-			return r;
-		r = qc_cache_writeback(q, &q->l2c);
-		if (r < 0)
-			return r;
-	}
-	r = cp_bdev_flush(q->dev);
-	if (r < 0)
-		return cp_error_prefix(r, "%s: flush", q->name);
-	q->barrier_needed = false;
-	if (q->pending_free.len) {
-		/* the L2 entries no longer reference these clusters on disk;
-		 * wait for readers that mapped them before, then free */
-		gp_wait_locked(q);
-		r = qc_apply_pending_free_locked(q);
-		if (r < 0)
-			return r;
-		if (!q->lazy) {
-			r = qc_cache_writeback(q, &q->rbc);
-			if (r < 0)
-				return r;
-			r = cp_bdev_flush(q->dev);
-			if (r < 0)
-				return r;
-			q->barrier_needed = false;
-		}
-	}
-	return 0;
-}
-
-int qc_flush(struct qcow *q)
-{
-	if (q->readonly && !q->corrupt)
-		return 0;
-	pthread_mutex_lock(&q->lock);
-	int r = qc_flush_locked(q);
-	pthread_mutex_unlock(&q->lock);
-	return r;
-}
-
-/* --- decompression ----------------------------------------------------------- */
-
-static int inflate_zlib(const uint8_t *in, size_t inlen, uint8_t *out,
-			size_t outlen)
-{
-	z_stream s;
-	memset(&s, 0, sizeof(s));
-	if (inflateInit2(&s, -12) != Z_OK)
-		return -ENOMEM;
-	s.next_in = (Bytef *)(uintptr_t)in;
-	s.avail_in = (uInt)inlen;
-	s.next_out = out;
-	s.avail_out = (uInt)outlen;
-	int ret = inflate(&s, Z_FINISH);
-	bool ok = (ret == Z_STREAM_END || ret == Z_BUF_ERROR) && s.avail_out == 0;
-	inflateEnd(&s);
-	return ok ? 0 : -EIO;
-}
-
-#if CP_HAVE_ZSTD
-static int inflate_zstd(const uint8_t *in, size_t inlen, uint8_t *out,
-			size_t outlen)
-{
-	ZSTD_DCtx *d = ZSTD_createDCtx();
-	if (!d)
-		return -ENOMEM;
-	ZSTD_inBuffer ib = { in, inlen, 0 };
-	ZSTD_outBuffer ob = { out, outlen, 0 };
-	int r = 0;
-	while (ob.pos < ob.size) {
-		size_t prev_in = ib.pos, prev_out = ob.pos;
-		size_t z = ZSTD_decompressStream(d, &ob, &ib);
-		if (ZSTD_isError(z)) {
-			r = -EIO;
-			break;
-		}
-		if (ib.pos == prev_in && ob.pos == prev_out) {
-			r = -EIO; /* no progress: truncated input */
-			break;
-		}
-		if (z == 0 && ob.pos < ob.size) {
-			r = -EIO; /* frame ended early */
-			break;
-		}
-	}
-	ZSTD_freeDCtx(d);
-	return r;
-}
-#endif
-
-int qc_decompress(struct qcow *q, uint64_t entry, uint8_t *buf)
-{
-	uint64_t off, len;
-	qc_compressed_range(q, entry, &off, &len);
-	uint64_t aoff = CP_ALIGN_DOWN(off, 512);
-	size_t alen = CP_ALIGN_UP(off + len, 512) - aoff;
-	uint8_t *in = cp_bdev_alloc_buf(alen);
-	if (!in)
-		return -ENOMEM;
-	int r = cp_bdev_pread(q->ddev, in, alen, aoff);
-	if (r < 0) {
-		cp_bdev_free_buf(in);
-		return cp_error_prefix(r, "%s: reading compressed cluster", q->name);
-	}
-	const uint8_t *src = in + (off - aoff);
-	if (q->compression_type == QC_COMPRESSION_ZLIB)
-		r = inflate_zlib(src, len, buf, q->cluster_size);
-#if CP_HAVE_ZSTD
-	else
-		r = inflate_zstd(src, len, buf, q->cluster_size);
-#else
-	else
-		r = -ENOTSUP;
-#endif
-	cp_bdev_free_buf(in);
-	if (r < 0)
-		return cp_error(-EUCLEAN, "%s: compressed cluster at 0x%" PRIx64 " (%" PRIu64 " bytes) cannot be decompressed",
-				q->name, off, len);
-	return 0;
-}
 
 /* --- read ---------------------------------------------------------------- */
 
@@ -518,11 +300,11 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 	}
 	for (;;) {
 		uint64_t cend = CP_ALIGN_UP(limit, cs);
-		if (!inflight_conflict(q, c0, cend))
+		if (!qc_inflight_conflict_locked(q, c0, cend))
 			break;
 		pthread_cond_wait(&q->inflight_cond, &q->lock);
 	}
-	r = set_dirty_locked(q);
+	r = qc_set_dirty_locked(q);
 	if (r < 0)
 		goto unlock;
 	r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
@@ -592,7 +374,7 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 			plans[j].known_zero = kz;
 		}
 	}
-	inflight_add(q, &inf, c0, plans[k - 1].goff + cs);
+	qc_inflight_add_locked(q, &inf, c0, plans[k - 1].goff + cs);
 	unsigned e = qc_gp_enter_locked(q);
 	qc_cache_put(&q->l2c, slice);
 	slice = NULL;
@@ -663,7 +445,7 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 		int r2 = qc_refcount_update_locked(q, plans[0].host, k * cs, -1);
 		(void)r2;
 	}
-	inflight_del(q, &inf);
+	qc_inflight_del_locked(q, &inf);
 unlock:
 	if (slice)
 		qc_cache_put(&q->l2c, slice);
@@ -733,9 +515,8 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 	struct qc_inflight inf;
 	int r = 0;
 	pthread_mutex_lock(&q->lock);
-	while (inflight_conflict(q, s, e))
-		pthread_cond_wait(&q->inflight_cond, &q->lock);
-	inflight_add(q, &inf, s, e);
+	qc_inflight_wait_locked(q, s, e);
+	qc_inflight_add_locked(q, &inf, s, e);
 	for (uint64_t g = s; g < e && r >= 0;) {
 		void *slice;
 		uint32_t idx;
@@ -793,7 +574,7 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 		}
 		qc_cache_put(&q->l2c, slice);
 	}
-	inflight_del(q, &inf);
+	qc_inflight_del_locked(q, &inf);
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }
@@ -844,7 +625,7 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		return 0;
 	uint64_t g = CP_ALIGN_DOWN(from, cs), end = CP_ALIGN_UP(to, cs);
 	pthread_mutex_lock(&q->lock);
-	r = set_dirty_locked(q);
+	r = qc_set_dirty_locked(q);
 	while (g < end && r >= 0) {
 		void *slice;
 		uint32_t idx;
@@ -1013,163 +794,6 @@ int qc_block_status(struct qcow *q, uint64_t off, uint64_t len, struct qc_map *m
 	return r;
 }
 
-/* --- open and close ------------------------------------------------------------ */
-
-static void qc_free(struct qcow *q)
-{
-	if (q->own_mdev)
-		cp_bdev_close(q->dev);
-	qc_cache_destroy(&q->l2c);
-	qc_cache_destroy(&q->rbc);
-	cp_bdev_free_buf(q->l1);
-	cp_bdev_free_buf(q->reftable);
-	for (size_t i = 0; i < q->exts.len; i++)
-		free(q->exts.ptr[i].data);
-	qc_ext_vec_reset(&q->exts);
-	qc_free_vec_reset(&q->pending_free);
-	free(q->backing_file);
-	free(q->backing_format);
-	pthread_mutex_destroy(&q->lock);
-	pthread_cond_destroy(&q->inflight_cond);
-	pthread_mutex_destroy(&q->gp_lock);
-	pthread_cond_destroy(&q->gp_cond);
-	free(q);
-}
-
-int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
-{
-	struct qcow *q = calloc(1, sizeof(*q));
-	if (!q)
-		return -ENOMEM;
-	q->img = img;
-	q->meta_prealloc = -1;
-	q->dev = q->ddev = img->dev;
-	if (img->own_dev) {
-		struct cp_bdev_opts bo;
-		cp_bdev_opts_init(&bo);
-		bo.readonly = cp_bdev_readonly(img->dev);
-		bo.aio = cp_bdev_aio(img->dev);
-		bo.cache = cp_bdev_cache(img->dev);
-		bo.queue_depth = 32;
-		if (cp_bdev_open(img->filename, &bo, &q->dev) == 0)
-			q->own_mdev = true;
-		else
-			q->dev = img->dev; /* works, minus the async fast paths */
-		cp_clear_error();
-	}
-	q->name = img->filename;
-	q->readonly = img->readonly;
-	q->for_check = o->for_check;
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->inflight_cond, NULL);
-	pthread_mutex_init(&q->gp_lock, NULL);
-	pthread_cond_init(&q->gp_cond, NULL);
-	int r = qc_header_read(q);
-	if (r < 0)
-		goto fail;
-	if (q->corrupt && !q->readonly && !o->for_check) {
-		r = cp_error(-EROFS, "%s: image is marked corrupt; it cannot be opened read-write (repair it with 'cowpool check -r all')",
-			     q->name);
-		goto fail;
-	}
-	if (q->nb_snapshots && !q->readonly && !o->for_check) {
-		r = cp_error(-ENOTSUP, "%s: image has %u internal snapshot(s); cowpool opens such images read-only",
-			     q->name, q->nb_snapshots);
-		goto fail;
-	}
-	uint32_t slice = o->l2_cache_entry_size ? o->l2_cache_entry_size : 4096;
-	if (!cp_is_pow2(slice) || slice < 512) {
-		r = cp_error(-EINVAL, "%s: L2 cache entry size %u must be a power of two >= 512",
-			     q->name, slice);
-		goto fail;
-	}
-	if (slice > q->cluster_size)
-		slice = q->cluster_size;
-	q->slice_size = slice;
-	q->slice_entries = slice / q->l2_entry_size;
-	uint64_t l2bytes = o->l2_cache_size;
-	if (!l2bytes) {
-		uint64_t need = CP_DIV_ROUND_UP(q->size, q->cluster_size) * q->l2_entry_size;
-		l2bytes = CP_MIN(need, 32ull << 20);
-	}
-	uint64_t l2n = CP_MAX(4, CP_DIV_ROUND_UP(l2bytes, slice));
-	uint64_t rcbytes = o->refcount_cache_size ? o->refcount_cache_size : (1u << 20);
-	uint64_t rcn = CP_MAX(4, rcbytes / q->cluster_size);
-	r = qc_cache_init(&q->l2c, "L2", (unsigned)CP_MIN(l2n, 1u << 20), slice);
-	if (r >= 0)
-		r = qc_cache_init(&q->rbc, "refcount", (unsigned)CP_MIN(rcn, 1u << 16),
-				  q->cluster_size);
-	if (r < 0)
-		goto fail;
-	uint64_t fs = cp_bdev_size(q->dev);
-	q->host_end = fs;
-	q->file_end = fs;
-	q->open_end = CP_ALIGN_UP(fs, q->cluster_size);
-	q->alloc_end = CP_ALIGN_UP(fs, q->cluster_size);
-	q->grow_ahead = q->own_mdev && !q->readonly && !cp_bdev_is_blockdev(q->dev);
-	q->known_zero_from = cp_bdev_is_blockdev(q->dev)
-				     ? UINT64_MAX
-				     : CP_ALIGN_UP(fs, q->cluster_size);
-	*out = q;
-	img->q = q;
-	if (!q->readonly) {
-		pthread_mutex_lock(&q->lock);
-		if (q->autoclear && !o->for_check) {
-			/* we do not maintain what these bits vouch for */
-			q->autoclear = 0;
-			r = qc_header_update_locked(q);
-			if (r >= 0)
-				r = cp_bdev_flush(q->dev);
-		}
-		pthread_mutex_unlock(&q->lock);
-		if (r < 0)
-			goto fail;
-		if ((q->incompat & QC_INCOMPAT_DIRTY) && !o->for_check) {
-			struct cp_check_result res;
-			r = qc_check(q, CP_CHECK_REPAIR_ALL, &res, NULL, NULL);
-			if (r >= 0 && (res.corruptions || (q->incompat & QC_INCOMPAT_DIRTY)))
-				r = cp_error(-EUCLEAN, "%s: repairing the refcounts of a dirty image failed (%" PRIu64 " corruptions left)",
-					     q->name, res.corruptions);
-			if (r < 0)
-				goto fail;
-		}
-		q->dirty_set = (q->incompat & QC_INCOMPAT_DIRTY) != 0;
-	}
-	return 0;
-fail:
-	img->q = NULL;
-	*out = NULL;
-	qc_free(q);
-	return r;
-}
-
-int qc_close(struct qcow *q)
-{
-	int r = 0;
-	if (!q)
-		return 0;
-	if (!q->readonly) {
-		pthread_mutex_lock(&q->lock);
-		r = qc_flush_locked(q);
-		if (r >= 0 && q->lazy) {
-			r = qc_cache_writeback(q, &q->rbc);
-			if (r >= 0)
-				r = cp_bdev_flush(q->dev);
-		}
-		if (r >= 0 && q->dirty_set)
-			r = qc_header_set_incompat_locked(q, 0, QC_INCOMPAT_DIRTY);
-		/* give back what grew ahead of the last allocated cluster */
-		if (r >= 0 && q->grow_ahead && q->file_end > q->alloc_end &&
-		    cp_bdev_size(q->dev) == q->file_end) {
-			if (cp_bdev_truncate(q->dev, q->alloc_end) < 0)
-				cp_clear_error();
-		}
-		pthread_mutex_unlock(&q->lock);
-	}
-	qc_free(q);
-	return r;
-}
-
 int qc_dealloc(struct qcow *q, uint64_t s, uint64_t e)
 {
 	return zero_clusters(q, s, e, 0, true, true);
@@ -1183,237 +807,6 @@ int qc_make_empty(struct qcow *q)
 			      true);
 	if (r >= 0)
 		r = qc_flush(q);
-	return r;
-}
-
-/* --- compressed clusters ---------------------------------------------------------- */
-
-/* One compression context per thread, kept for the thread's life:
- * creating a zstd or deflate context per cluster costs more than
- * compressing the cluster. */
-static pthread_key_t tl_key;
-static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
-struct tl_ctx {
-	z_stream *zs;
-#if CP_HAVE_ZSTD
-	ZSTD_CCtx *zc;
-#endif
-};
-
-static void tl_free(void *p)
-{
-	struct tl_ctx *t = p;
-	if (t->zs) {
-		deflateEnd(t->zs);
-		free(t->zs);
-	}
-#if CP_HAVE_ZSTD
-	ZSTD_freeCCtx(t->zc);
-#endif
-	free(t);
-}
-
-static void tl_make_key(void)
-{
-	pthread_key_create(&tl_key, tl_free);
-}
-
-static struct tl_ctx *tl_get(void)
-{
-	pthread_once(&tl_once, tl_make_key);
-	struct tl_ctx *t = pthread_getspecific(tl_key);
-	if (!t) {
-		t = calloc(1, sizeof(*t));
-		if (t)
-			pthread_setspecific(tl_key, t);
-	}
-	return t;
-}
-
-static long deflate_zlib(const uint8_t *in, size_t inlen, uint8_t *out,
-			 size_t outlen)
-{
-	struct tl_ctx *t = tl_get();
-	if (!t)
-		return -ENOMEM;
-	if (!t->zs) {
-		t->zs = calloc(1, sizeof(z_stream));
-		if (!t->zs)
-			return -ENOMEM;
-		if (deflateInit2(t->zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
-				 Z_DEFAULT_STRATEGY) != Z_OK) {
-			free(t->zs);
-			t->zs = NULL;
-			return -ENOMEM;
-		}
-	} else if (deflateReset(t->zs) != Z_OK) {
-		return -ENOMEM;
-	}
-	z_stream *s = t->zs;
-	s->next_in = (Bytef *)(uintptr_t)in;
-	s->avail_in = (uInt)inlen;
-	s->next_out = out;
-	s->avail_out = (uInt)outlen;
-	int ret = deflate(s, Z_FINISH);
-	return ret == Z_STREAM_END ? (long)(outlen - s->avail_out) : -ENOSPC;
-}
-
-#if CP_HAVE_ZSTD
-static long deflate_zstd(const uint8_t *in, size_t inlen, uint8_t *out,
-			 size_t outlen)
-{
-	/* one frame, as QEMU's reader expects (the frame may be followed
-	 * by padding up to the sector end) */
-	struct tl_ctx *t = tl_get();
-	if (!t)
-		return -ENOMEM;
-	if (!t->zc && !(t->zc = ZSTD_createCCtx()))
-		return -ENOMEM;
-	size_t z = ZSTD_compressCCtx(t->zc, out, outlen, in, inlen, ZSTD_CLEVEL_DEFAULT);
-	if (ZSTD_isError(z))
-		return -ENOSPC;
-	return (long)z;
-}
-#endif
-
-long qc_compress(struct qcow *q, const void *buf, size_t len, void *outbuf)
-{
-	uint64_t cs = q->cluster_size;
-	uint8_t *in = malloc(cs);
-	if (!in)
-		return -ENOMEM;
-	memcpy(in, buf, len);
-	memset(in + len, 0, cs - len);
-	long n;
-	if (q->compression_type == QC_COMPRESSION_ZLIB)
-		n = deflate_zlib(in, cs, outbuf, cs - 1);
-#if CP_HAVE_ZSTD
-	else
-		n = deflate_zstd(in, cs, outbuf, cs - 1);
-#else
-	else
-		n = -ENOTSUP;
-#endif
-	free(in);
-	if (n == -ENOMEM || n == -ENOTSUP)
-		return n;
-	if (n < 0 || (uint64_t)n >= cs - 512)
-		return 0; /* does not compress: store it plainly */
-	return n;
-}
-
-int qc_write_compressed(struct qcow *q, const void *buf, size_t len, uint64_t off)
-{
-	uint64_t cs = q->cluster_size;
-	if (off % cs || len > cs || off >= q->size)
-		return cp_error(-EINVAL, "%s: compressed writes take whole clusters (offset %" PRIu64 ")",
-				q->name, off);
-	uint8_t *out = cp_bdev_alloc_buf(cs + 512);
-	if (!out)
-		return -ENOMEM;
-	long n = qc_compress(q, buf, len, out);
-	int r;
-	if (n < 0)
-		r = (int)n;
-	else if (n == 0) {
-		struct iovec v = { (void *)buf, len };
-		r = qc_writev(q, &v, 1, off, CP_MIN(len, q->size - off));
-	} else {
-		r = qc_store_compressed(q, out, (size_t)n, off);
-	}
-	cp_bdev_free_buf(out);
-	return r;
-}
-
-int qc_store_compressed(struct qcow *q, const void *data, size_t dlen, uint64_t off)
-{
-	uint64_t cs = q->cluster_size;
-	long n = (long)dlen;
-	int r = 0;
-	if (off % cs || dlen == 0 || dlen >= cs - 512 || off >= q->size)
-		return cp_error(-EINVAL, "%s: invalid compressed cluster (offset %" PRIu64 ", %zu bytes)",
-				q->name, off, dlen);
-	uint8_t *out = cp_bdev_alloc_buf(CP_ALIGN_UP(dlen, 512));
-	if (!out)
-		return -ENOMEM;
-	memcpy(out, data, dlen);
-	struct qc_inflight inf;
-	void *slice = NULL;
-	uint32_t idx;
-	pthread_mutex_lock(&q->lock);
-	while (inflight_conflict(q, off, off + cs))
-		pthread_cond_wait(&q->inflight_cond, &q->lock);
-	r = set_dirty_locked(q);
-	if (r >= 0)
-		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
-	if (r < 0)
-		goto unlock;
-	uint64_t old = qc_l2_entry(q, slice, idx);
-	if ((old & QC_L2E_OFFSET_MASK) || (old & QC_OFLAG_COMPRESSED) ||
-	    qc_l2_bitmap(q, slice, idx) & 0xffffffffull) {
-		r = cp_error(-EEXIST, "%s: compressed write into the allocated cluster at %" PRIu64,
-			     q->name, off);
-		goto unlock;
-	}
-	/* bytes: continue in the current partial cluster when it fits;
-	 * pieces start on a 512-byte boundary so no two share a sector */
-	uint64_t coff = q->comp_off;
-	if (coff && coff % cs && (coff % cs) + (uint64_t)n <= cs) {
-		/* fits in the current cluster */
-		r = qc_refcount_update_locked(q, CP_ALIGN_DOWN(coff, cs), cs, 1);
-		if (r < 0)
-			goto unlock;
-	} else {
-		uint64_t h;
-		r = qc_alloc_clusters_locked(q, 1, &h);
-		if (r < 0)
-			goto unlock;
-		if (h >= q->known_zero_from)
-			q->known_zero_from = h + cs;
-		if (coff && coff % cs && h == CP_ALIGN_UP(coff, cs)) {
-			/* the next cluster is contiguous: span into it, as
-			 * qemu packs compressed data */
-			r = qc_refcount_update_locked(q, CP_ALIGN_DOWN(coff, cs), cs, 1);
-			if (r < 0)
-				goto unlock;
-		} else {
-			coff = h;
-		}
-	}
-	q->comp_off = CP_ALIGN_UP(coff + (uint64_t)n, 512);
-	if (q->comp_off % cs == 0)
-		q->comp_off = 0;
-	inflight_add(q, &inf, off, off + cs);
-	qc_cache_put(&q->l2c, slice);
-	slice = NULL;
-	pthread_mutex_unlock(&q->lock);
-
-	size_t wlen = CP_ALIGN_UP((size_t)n, 512);
-	memset(out + n, 0, wlen - (size_t)n);
-	r = cp_bdev_pwrite(q->ddev, out, wlen, coff);
-	if (r < 0)
-		cp_error_prefix(r, "%s: writing compressed data", q->name);
-
-	pthread_mutex_lock(&q->lock);
-	if (r >= 0)
-		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
-	if (r >= 0) {
-		unsigned x = 62 - (q->cluster_bits - 8);
-		uint64_t nsec = ((coff + (uint64_t)n - 1) >> 9) - (coff >> 9);
-		uint64_t e = QC_OFLAG_COMPRESSED | (nsec << x) | coff;
-		qc_l2_set(q, slice, idx, e, 0);
-		uint64_t fo, fl;
-		qc_entry_host_range(q, old, &fo, &fl);
-		if (fl)
-			r = qc_free_later_locked(q, fo, fl);
-		q->barrier_needed = true;
-	}
-	inflight_del(q, &inf);
-unlock:
-	if (slice)
-		qc_cache_put(&q->l2c, slice);
-	pthread_mutex_unlock(&q->lock);
-	cp_bdev_free_buf(out);
 	return r;
 }
 
@@ -1474,7 +867,7 @@ static void afast_cpl(void *opaque, int ret)
 	/* on error fresh clusters stay allocated but unreferenced: a leak,
 	 * which check -r leaks repairs; no metadata I/O may happen here */
 	qc_cache_put(&q->l2c, a->slice);
-	inflight_del(q, &a->inf);
+	qc_inflight_del_locked(q, &a->inf);
 	pthread_mutex_unlock(&q->lock);
 	a->cb(a->opaque, ret);
 	free(a);
@@ -1498,7 +891,7 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 	uint64_t l1i = off >> (q->cluster_bits + q->l2_bits);
 	if (q->readonly || (q->lazy && !q->dirty_set) || l1i >= q->l1_size ||
 	    !(q->l1[l1i] & QC_L1E_OFFSET_MASK) || !(q->l1[l1i] & QC_OFLAG_COPIED) ||
-	    inflight_conflict(q, c0, cend) || pinned_slices(&q->l2c) + 4 >= q->l2c.n)
+	    qc_inflight_conflict_locked(q, c0, cend) || pinned_slices(&q->l2c) + 4 >= q->l2c.n)
 		goto unlock;
 	r = qc_l2_lookup_locked(q, off, false, &slice, &idx);
 	if (r < 0 || !slice) {
@@ -1579,7 +972,7 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 	a->fresh = fresh;
 	a->cb = cb;
 	a->opaque = opaque;
-	inflight_add(q, &a->inf, c0, cend);
+	qc_inflight_add_locked(q, &a->inf, c0, cend);
 	a->epoch = qc_gp_enter_locked(q);
 	pthread_mutex_unlock(&q->lock);
 	r = cp_bdev_pwritev_async(q->ddev, iov, cnt, host + (off - c0), afast_cpl, a);
@@ -1587,7 +980,7 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 		qc_gp_exit(q, a->epoch);
 		pthread_mutex_lock(&q->lock);
 		qc_cache_put(&q->l2c, slice);
-		inflight_del(q, &a->inf);
+		qc_inflight_del_locked(q, &a->inf);
 		pthread_mutex_unlock(&q->lock);
 		free(a);
 	}
@@ -1595,111 +988,6 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 unlock:
 	if (slice)
 		qc_cache_put(&q->l2c, slice);
-	pthread_mutex_unlock(&q->lock);
-	return r;
-}
-
-int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
-			      unsigned k)
-{
-	uint64_t cs = q->cluster_size;
-	if (!k)
-		return 0;
-	uint64_t total = 0, gmin = UINT64_MAX, gmax = 0;
-	for (unsigned i = 0; i < k; i++) {
-		if (pc[i].off % cs || !pc[i].len || pc[i].len >= cs - 512 ||
-		    pc[i].off >= q->size)
-			return cp_error(-EINVAL, "%s: invalid compressed cluster (offset %" PRIu64 ")",
-					q->name, pc[i].off);
-		total += CP_ALIGN_UP(pc[i].len, 512);
-		gmin = CP_MIN(gmin, pc[i].off);
-		gmax = CP_MAX(gmax, pc[i].off + cs);
-	}
-	uint64_t m = CP_DIV_ROUND_UP(total, cs);
-	if (m > qc_max_alloc(q)) {
-		/* too big for one run: store them one by one */
-		for (unsigned i = 0; i < k; i++) {
-			int r = qc_store_compressed(q, pc[i].data, pc[i].len, pc[i].off);
-			if (r < 0)
-				return r;
-		}
-		return 0;
-	}
-	uint8_t *buf = cp_bdev_alloc_buf(m * cs);
-	if (!buf)
-		return -ENOMEM;
-	memset(buf, 0, m * cs);
-	struct qc_inflight inf;
-	uint64_t host = 0;
-	int r;
-	pthread_mutex_lock(&q->lock);
-	while (inflight_conflict(q, gmin, gmax))
-		pthread_cond_wait(&q->inflight_cond, &q->lock);
-	r = set_dirty_locked(q);
-	for (unsigned i = 0; i < k && r >= 0; i++) {
-		void *slice;
-		uint32_t idx;
-		r = qc_l2_lookup_locked(q, pc[i].off, true, &slice, &idx);
-		if (r < 0)
-			break;
-		uint64_t e = qc_l2_entry(q, slice, idx);
-		if ((e & QC_L2E_OFFSET_MASK) || (e & QC_OFLAG_COMPRESSED) ||
-		    (qc_l2_bitmap(q, slice, idx) & 0xffffffffull))
-			r = cp_error(-EEXIST, "%s: compressed write into the allocated cluster at %" PRIu64,
-				     q->name, pc[i].off);
-		qc_cache_put(&q->l2c, slice);
-	}
-	if (r >= 0)
-		r = qc_alloc_clusters_locked(q, m, &host);
-	if (r >= 0) {
-		if (host >= q->known_zero_from)
-			q->known_zero_from = host + m * cs;
-		/* each host cluster is referenced once per piece touching it */
-		uint64_t p = 0;
-		for (unsigned i = 0; i < k && r >= 0; i++) {
-			uint64_t a = (host + p) / cs, b = (host + p + pc[i].len - 1) / cs;
-			for (uint64_t c = a; c <= b && r >= 0; c++) {
-				bool first = (p == 0 && c == a) ||
-					     (c * cs >= host + p); /* first piece in c */
-				if (!first)
-					r = qc_refcount_update_locked(q, c * cs, cs, 1);
-			}
-			p += CP_ALIGN_UP(pc[i].len, 512);
-		}
-	}
-	if (r >= 0)
-		inflight_add(q, &inf, gmin, gmax);
-	pthread_mutex_unlock(&q->lock);
-	if (r < 0) {
-		cp_bdev_free_buf(buf);
-		return r;
-	}
-	uint64_t p = 0;
-	for (unsigned i = 0; i < k; i++) {
-		memcpy(buf + p, pc[i].data, pc[i].len);
-		p += CP_ALIGN_UP(pc[i].len, 512);
-	}
-	r = cp_bdev_pwrite(q->ddev, buf, CP_ALIGN_UP(total, 512), host);
-	if (r < 0)
-		cp_error_prefix(r, "%s: writing compressed data", q->name);
-	cp_bdev_free_buf(buf);
-	pthread_mutex_lock(&q->lock);
-	p = 0;
-	unsigned x = 62 - (q->cluster_bits - 8);
-	for (unsigned i = 0; i < k && r >= 0; i++) {
-		void *slice;
-		uint32_t idx;
-		r = qc_l2_lookup_locked(q, pc[i].off, true, &slice, &idx);
-		if (r < 0)
-			break;
-		uint64_t coff = host + p;
-		uint64_t nsec = ((coff + pc[i].len - 1) >> 9) - (coff >> 9);
-		qc_l2_set(q, slice, idx, QC_OFLAG_COMPRESSED | (nsec << x) | coff, 0);
-		qc_cache_put(&q->l2c, slice);
-		p += CP_ALIGN_UP(pc[i].len, 512);
-	}
-	q->barrier_needed = true;
-	inflight_del(q, &inf);
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }

@@ -67,6 +67,13 @@ struct cp_open_opts {
 	/* Open for check/repair: no automatic repair of a dirty (lazy
 	 * refcounts) image, and a corrupt image may be opened read-write. */
 	bool for_check;
+	/* qemu-img -U: the read-only layers (the backing chain, and the top
+	 * when readonly) take no lock that keeps writers out, so an image in
+	 * use by a writer can be read (its content may then be inconsistent).
+	 * A writable top is locked as always.  Every layer is locked as QEMU
+	 * locks it (blockcore.h "image locks", qcow/perm.c): an open that
+	 * conflicts with another program's or handle's fails with -EBUSY. */
+	bool force_share;
 	cp_open_backing_fn open_backing;
 	void *open_backing_opaque;
 };

@@ -26,7 +26,7 @@
  *
  * With lazy_refcounts, rule 2 is relaxed: refcount blocks are written only
  * at close, the image carries the dirty bit meanwhile, and the next
- * read-write open rebuilds the refcounts (qc_check_repair) before use.
+ * read-write open rebuilds the refcounts (qc_check(), repair all) before use.
  */
 #ifndef CP_QCOW_INT_H
 #define CP_QCOW_INT_H
@@ -86,7 +86,7 @@
 #define QC_MAX_SIZE (1ull << 56)          /* sanity bound on virtual size */
 
 /* ------------------------------------------------------------------------
- * cache.c - metadata slice cache (L2 slices, refcount blocks)
+ * cache.c - metadata slice cache (L2 slices, refcount blocks), L2 barrier
  */
 struct qc_centry {
 	uint64_t offset; /* host offset of the slice; 0 = empty slot */
@@ -123,6 +123,9 @@ bool qc_cache_has_dirty(const struct qc_cache *c);
 void qc_cache_drop(struct qc_cache *c, uint64_t off);
 /* Forget every entry (must be clean). */
 void qc_cache_clear(struct qc_cache *c);
+/* Write the dirty state back in crash-safe order before an L2 slice goes to
+ * disk: dirty refblocks (unless lazy), then a device flush if needed. */
+int qc_l2_barrier_locked(struct qcow *q);
 
 /* ------------------------------------------------------------------------
  * image state
@@ -325,42 +328,44 @@ void qc_compressed_range(const struct qcow *q, uint64_t entry, uint64_t *off,
 			 uint64_t *len);
 
 /* ------------------------------------------------------------------------
- * io.c - read/write/zero/discard/flush of qcow2 images
+ * order.c - crash ordering: grace period, in-flight list, dirty bit, flush
+ */
+/* Grace period of a data request that may touch host clusters: enter
+ * under q->lock (returns the epoch), exit from any thread. */
+unsigned qc_gp_enter_locked(struct qcow *q);
+void qc_gp_exit(struct qcow *q, unsigned epoch);
+/* The in-flight list: guest ranges [s, e) whose metadata a request is
+ * changing (q->lock held).  A request waits until its range is free,
+ * registers it (f lives until the matching del), and deletes it when its
+ * metadata is in place, waking the waiters. */
+bool qc_inflight_conflict_locked(struct qcow *q, uint64_t s, uint64_t e);
+void qc_inflight_wait_locked(struct qcow *q, uint64_t s, uint64_t e);
+void qc_inflight_add_locked(struct qcow *q, struct qc_inflight *f, uint64_t s,
+			    uint64_t e);
+void qc_inflight_del_locked(struct qcow *q, struct qc_inflight *f);
+/* Lazy refcounts: write the dirty bit before the first metadata change. */
+int qc_set_dirty_locked(struct qcow *q);
+/* The flush sequence: L2 barrier, L2 slices, device flush, then (after the
+ * grace period) the pending frees, their refcount blocks and a flush. */
+int qc_flush(struct qcow *q);
+int qc_flush_locked(struct qcow *q);
+
+/* ------------------------------------------------------------------------
+ * open.c - open and close of qcow2 images
  */
 int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o);
 int qc_close(struct qcow *q);
+
+/* ------------------------------------------------------------------------
+ * io.c - read/write/zero/discard/preallocate/resize of qcow2 images
+ */
 int qc_readv(struct qcow *q, const struct iovec *iov, int iovcnt,
 	     uint64_t off, uint64_t len);
 int qc_writev(struct qcow *q, const struct iovec *iov, int iovcnt,
 	      uint64_t off, uint64_t len);
 int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 	    bool discard);
-int qc_flush(struct qcow *q);
-int qc_flush_locked(struct qcow *q);
-/* Grace period of a data request that may touch host clusters: enter
- * under q->lock (returns the epoch), exit from any thread. */
-unsigned qc_gp_enter_locked(struct qcow *q);
-void qc_gp_exit(struct qcow *q, unsigned epoch);
 int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre);
-/* Store one compressed cluster (guest offset cluster aligned; len <= one
- * cluster, zero padded) into an unallocated or zero cluster. */
-int qc_write_compressed(struct qcow *q, const void *buf, size_t len,
-			uint64_t off);
-/* The two halves of qc_write_compressed: compress into out (cluster_size
- * bytes) returning the length, or 0 when it does not compress; store
- * compressed bytes for the cluster at off. */
-long qc_compress(struct qcow *q, const void *buf, size_t len, void *out);
-struct qc_cpiece {
-	const void *data;
-	size_t len;
-	uint64_t off; /* guest cluster */
-};
-/* Store k compressed clusters packed into one fresh run of host clusters
- * with one write. */
-int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
-			      unsigned k);
-int qc_store_compressed(struct qcow *q, const void *data, size_t dlen,
-			uint64_t off);
 /* Deallocate every cluster of the image (the backing shows through). */
 int qc_make_empty(struct qcow *q);
 /* Asynchronous write without worker threads when it needs no copy-on-
@@ -378,11 +383,37 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		   enum cp_prealloc pre);
 int qc_block_status(struct qcow *q, uint64_t off, uint64_t len,
 		    struct qc_map *m);
+
+/* ------------------------------------------------------------------------
+ * codec.c - compression codecs (zlib deflate, zstd)
+ */
+/* Compress one cluster (len <= cluster_size, zero padded) into out
+ * (cluster_size bytes) returning the length, or 0 when it does not
+ * compress. */
+long qc_compress(struct qcow *q, const void *buf, size_t len, void *out);
 /* Decompress one compressed cluster into buf (cluster_size bytes). */
 int qc_decompress(struct qcow *q, uint64_t entry, uint8_t *buf);
-/* Write the dirty state back in crash-safe order before an L2 slice goes to
- * disk: dirty refblocks (unless lazy), then a device flush if needed. */
-int qc_l2_barrier_locked(struct qcow *q);
+
+/* ------------------------------------------------------------------------
+ * compressed.c - the compressed store
+ */
+/* Store one compressed cluster (guest offset cluster aligned; len <= one
+ * cluster, zero padded) into an unallocated or zero cluster: qc_compress,
+ * then qc_store_compressed, or a plain write when it does not compress. */
+int qc_write_compressed(struct qcow *q, const void *buf, size_t len,
+			uint64_t off);
+struct qc_cpiece {
+	const void *data;
+	size_t len;
+	uint64_t off; /* guest cluster */
+};
+/* Store k compressed clusters packed into one fresh run of host clusters
+ * with one write. */
+int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
+			      unsigned k);
+/* Store compressed bytes for the cluster at off. */
+int qc_store_compressed(struct qcow *q, const void *data, size_t dlen,
+			uint64_t off);
 
 /* ------------------------------------------------------------------------
  * check.c - consistency check and repair
@@ -417,5 +448,16 @@ struct cp_image {
 /* Open a chain named relative to img (through its backing hook if any). */
 int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 		     bool no_backing, cp_image **out);
+
+/* ------------------------------------------------------------------------
+ * perm.c - the locks of each layer (QEMU's permissions)
+ */
+/* Lock dev for img as a writable or read-only layer (img->opts.force_share
+ * applies to read-only ones); -EBUSY on a conflict (blockcore's message). */
+int qc_image_lock(cp_image *img, cp_bdev *dev, bool writable);
+/* Drop img's locks on img->dev (a device the caller keeps open). */
+void qc_image_unlock(cp_image *img);
+/* Lock a file about to be created or overwritten by cp_image_create(). */
+int qc_create_lock(cp_bdev *dev);
 
 #endif

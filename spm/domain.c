@@ -140,44 +140,10 @@ CP_EXPORT int cp_uuid_generate(char *out)
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
 
-/* Well-formed UTF-8 (RFC 3629: no overlongs, surrogates or > U+10FFFF) and
- * no NUL byte. */
+/* Well-formed UTF-8 (cp_utf8_valid()) and no NUL byte. */
 static bool dom_utf8_valid(const uint8_t *s, size_t n)
 {
-	size_t i = 0;
-
-	while (i < n) {
-		uint8_t c = s[i];
-		size_t len;
-		uint32_t cp, min;
-
-		if (c == 0)
-			return false;
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if ((c & 0xE0) == 0xC0) {
-			len = 2, cp = c & 0x1F, min = 0x80;
-		} else if ((c & 0xF0) == 0xE0) {
-			len = 3, cp = c & 0x0F, min = 0x800;
-		} else if ((c & 0xF8) == 0xF0) {
-			len = 4, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (i + len > n)
-			return false;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += len;
-	}
-	return true;
+	return !memchr(s, 0, n) && cp_utf8_valid(s, n);
 }
 
 /* ---- common record header ------------------------------------------------- */

@@ -52,7 +52,7 @@ int pool_guard(struct cp_pool *p, const char *where);
 struct task_journal *pool_journal(struct cp_pool *p);
 uint64_t pool_spm_lver(struct cp_pool *p);
 
-/* ---- volume.c ---- */
+/* ---- vol_recover.c (the volume operations: volume_int.h) ---- */
 
 /* Finish or undo one unfinished task (SPM start). */
 int vol_recover_task(struct cp_pool *p, struct cp_task *t);

@@ -9,7 +9,7 @@
  *     domain, image and volume.
  *   - Volume data and records: vol_create makes the data (file / LV) and
  *     nothing else; md_write writes a record (creating it when new); the
- *     generic layer orders these steps (volume.c) so a crash between any
+ *     generic layer orders these steps (vol_*.c) so a crash between any
  *     two leaves something the task journal can finish or undo.
  *   - Removals are idempotent: removing what is already gone returns 0.
  */

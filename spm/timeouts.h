@@ -1,7 +1,7 @@
 /* spm/timeouts.h - every lease timeout of cowpool, derived from one number:
  * the io_timeout written in a domain's lockspace (cp_lockspace_format()).
  *
- * This is the one place where lease timing is computed (STYLE.md #7).  The
+ * This is the one place where lease timing is computed (docs/hacking.md).  The
  * formulas are sanlock's (src/timeouts.c and the comments of
  * src/timeouts.h, src/delta_lease.c, src/paxos_lease.c of sanlock 3.8), so
  * that cowpool's expectations and the daemon's behaviour agree.  Tests

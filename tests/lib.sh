@@ -227,7 +227,7 @@ loop_attach()
 
 # lvm_private_conf DIR DEV...: DIR/lvm.conf (for LVM_SYSTEM_DIR=DIR) that
 # lets LVM see only the given devices, with activation off, so a test never
-# touches the machine's own volume groups (ENVIRONMENT.md).
+# touches the machine's own volume groups.
 lvm_private_conf()
 {
 	local dir=$1 d accept="" devfile=""

@@ -22,6 +22,21 @@
 #   - qemu-img's results are readable by us: `cowpool compare` against the
 #     reference and `cowpool check` exit 0.
 # measure: stdout and exit status identical to `qemu-img measure`.
+#
+# Usage: ops.sh [GROUP...], GROUP one of commit rebase convert measure
+# amend repair; no argument runs them all.  Meson runs each group as its
+# own test (compat-ops-commit, ...), so that a failure names the
+# operation.  Each group draws its cp_gen seeds from a base of its own
+# (seed_base), so it builds the same inputs alone as in a full run.
+
+OPS_GROUPS=" commit rebase convert measure amend repair "
+for g in "$@"; do
+	if [[ $OPS_GROUPS != *" $g "* ]]; then
+		echo "usage: $0 [GROUP...]; groups:$OPS_GROUPS" >&2
+		exit 2
+	fi
+done
+[ $# -eq 0 ] || OPS_GROUPS=" $* "
 
 . "$(dirname "$0")/../lib.sh"
 requires qemu-img qemu-io
@@ -30,9 +45,18 @@ cp_init
 
 SEED=9000
 
-# OPS_ONLY=commit|rebase|convert|measure|amend|repair runs one group only
-# (for debugging; the seeds of the other groups shift)
-want() { [ -z "${OPS_ONLY:-}" ] || [ "$OPS_ONLY" = "$1" ]; }
+want() { [[ $OPS_GROUPS == *" $1 "* ]]; }
+
+# seed_base N: the next group's seeds follow N, whichever groups run; the
+# groups before it must not have drawn that far (raise the bases when a
+# case is added)
+seed_base()
+{
+	if [ "$SEED" -gt "$1" ]; then
+		fail "ops.sh: seeds up to $SEED drawn before a group whose base is $1"
+	fi
+	SEED=$1
+}
 V3=compat=1.1
 V2=compat=0.10
 
@@ -555,6 +579,7 @@ amend_case()
 
 # commit: plain, -d and -b to a deeper layer; raw and qcow2 bases; a base
 # shorter than the top; 512 B and 2 MiB clusters, v2, v3, extended L2
+seed_base 9000
 commit_case c-v3-64k       plain 8M "qcow2:$V3" "qcow2:$V3"
 commit_case c-v2-512       plain 4M "qcow2:$V2,cluster_size=512" "qcow2:$V2,cluster_size=512"
 commit_case c-2m-xl2       plain 8M "qcow2:$V3,cluster_size=2M" "qcow2:$V3,cluster_size=65536,extended_l2=on"
@@ -571,6 +596,7 @@ commit_case c-b1-chain4    b1    8M raw "qcow2:$V3,cluster_size=4096@4M" "qcow2:
 	"qcow2:$V3,cluster_size=65536"
 
 # rebase: safe and unsafe, to a deeper layer, to another file, to none
+seed_base 9028
 rebase_case r-deep-v3      deep  8M "qcow2:$V3,cluster_size=4096" "qcow2:$V3,cluster_size=65536" "qcow2:$V3,cluster_size=65536"
 rebase_case r-deep-raw     deep  8M raw "qcow2:$V2,cluster_size=512" "qcow2:$V2,cluster_size=4096"
 rebase_case r-deep-short   deep  8M "qcow2:$V3,cluster_size=2M@3M" "qcow2:$V3,cluster_size=4096@6M" "qcow2:$V3,cluster_size=65536,extended_l2=on"
@@ -585,6 +611,7 @@ rebase_case r-u-other      u-other 8M "qcow2:$V2,cluster_size=512" "qcow2:$V2,cl
 rebase_case r-u-none       u-none  8M "qcow2:$V3,cluster_size=65536" "qcow2:$V3,cluster_size=16384,extended_l2=on"
 
 # convert
+seed_base 9068
 CV_BASIC=(
 	"-O qcow2"
 	"-O raw"
@@ -665,6 +692,7 @@ cd .. && rm -rf measure
 measure_all
 
 # amend: compat 1.1 -> 0.10 -> 1.1, lazy refcounts on/off; refusals
+seed_base 9082
 amend_case a-v3-64k  8M "qcow2:$V3,cluster_size=65536" -- \
 	compat=0.10 compat=1.1 lazy_refcounts=on lazy_refcounts=off compat=0.10
 amend_case a-v3-512  4M "qcow2:$V3,cluster_size=512,lazy_refcounts=on" -- \

@@ -56,6 +56,11 @@ help_has bench "-c count" "-d depth" "-f fmt" "-i aio" "-n" "-o offset" \
 	"-s size" "-S step" "-t cache" "-w" "--pattern=byte" \
 	"--flush-interval=n" "--no-drain" "--random" "--output=json" "-q" \
 	"-U, --force-share"
+help_has nbd "-f, --format=fmt" "-k, --socket=SOCKET" "-b, --bind=ADDR" \
+	"-p, --port=PORT" "-x, --export-name=NAME" "-r, --read-only" \
+	"-e, --shared=SHARED" "-t, --persistent" "-A, --allocation-depth" \
+	"--fork" "--pid-file=F" "--cache=MODE" "--aio=MODE" "--discard=M" \
+	"--detect-zeroes=M" "--tls-creds=DIR" "--tls-psk=FILE"
 help_has chain "-f fmt" "--output=ofmt" "-T src_cache" "-i aio" \
 	"-U, --force-share"
 help_has check "-f fmt" "--output=ofmt" "-r, --repair=leaks|all" \

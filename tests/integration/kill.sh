@@ -3,7 +3,9 @@
 #
 # blockcore's CP_FAULT_KILL_AFTER_WRITES=N makes the process SIGKILL itself
 # just before its (N+1)th write request, so every point is reproducible
-# from the seed (KILL_SEED, default 1).  After each kill:
+# from the seed (KILL_SEED, default 1).  After each kill, once the image
+# locks of the killed process are gone (cp_hold -W: the kernel drops them
+# after the process's last in-flight io_uring requests have finished):
 #   - qemu-img check finds no corruption in any image (leaks are allowed);
 #   - the chain still reads exactly the reference content;
 #   - running the same command again succeeds, and the result equals the
@@ -12,6 +14,7 @@
 . "$(dirname "$0")/../lib.sh"
 requires qemu-img qemu-io
 requires_gen
+: "${CP_HOLD:?CP_HOLD must point to the cp_hold helper (tests/compat)}"
 cp_init
 
 SEED=${KILL_SEED:-1}
@@ -86,6 +89,7 @@ for k in $(points 200 "$total"); do
 	fresh
 	CP_FAULT_KILL_AFTER_WRITES=$k "$COWPOOL" commit w/top.qcow2 >/dev/null 2>&1
 	rc=$?
+	"$CP_HOLD" -W w/*.qcow2  # its last requests finished
 	[ $rc = 137 ] && ok || fail "commit kill at $k: exit $rc, expected 137 (SIGKILL)"
 	for i in base mid top; do check_ok w/$i.qcow2 "commit kill at $k"; done
 	same_as w/top.qcow2 ref.raw "commit kill at $k (chain view)"
@@ -104,6 +108,7 @@ for k in $(points 60 "$total"); do
 	fresh
 	CP_FAULT_KILL_AFTER_WRITES=$k "$COWPOOL" rebase -b base.qcow2 -F qcow2 w/top.qcow2 >/dev/null 2>&1
 	rc=$?
+	"$CP_HOLD" -W w/*.qcow2  # its last requests finished
 	[ $rc = 137 ] && ok || fail "rebase kill at $k: exit $rc"
 	check_ok w/top.qcow2 "rebase kill at $k"
 	same_as w/top.qcow2 ref.raw "rebase kill at $k"
@@ -123,6 +128,7 @@ for k in $(points 60 "$total"); do
 	cp target.pristine target.qcow2
 	CP_FAULT_KILL_AFTER_WRITES=$k "$COWPOOL" convert -n -O qcow2 w/top.qcow2 target.qcow2 >/dev/null 2>&1
 	rc=$?
+	"$CP_HOLD" -W w/*.qcow2 target.qcow2  # its last requests finished
 	[ $rc = 137 ] && ok || fail "convert kill at $k: exit $rc"
 	check_ok target.qcow2 "convert kill at $k"
 	"$COWPOOL" convert -n -O qcow2 w/top.qcow2 target.qcow2 >rerun.out 2>&1 || fail "convert re-run after $k: $(cat rerun.out)"

@@ -6,7 +6,7 @@
 #
 # Host N (1..) is its own sanlock daemon (harness.sh: SANLOCK_RUN_DIR
 # $SL_DIR/hostN, host name hostN) and its own cowpoold (host id N, socket
-# $SL_DIR/cpN.sock, log $SL_DIR/cowpoold-N.log), started with --ready-fd:
+# $SL_DIR/cpN.sock, NBD exports on $SL_DIR/nbdN.sock (mh_nbd_sock N), log $SL_DIR/cowpoold-N.log), started with --ready-fd:
 # the start returns when the daemon has written "ready" (its socket
 # accepts connections), never after a fixed sleep.  Every host sees the
 # same storage: the file domain root $MH_FROOT and the loop device $MH_LOOP
@@ -101,6 +101,7 @@ mh_init()
 lvm_() { lvm "$@"; }
 
 mh_sock() { echo "$SL_DIR/cp$1.sock"; }
+mh_nbd_sock() { echo "$SL_DIR/nbd$1.sock"; }
 
 mh_alive() { [ -n "${MH_DPID[$1]:-}" ] && _sl_alive "${MH_DPID[$1]}"; }
 
@@ -121,6 +122,7 @@ mh_start()
 			export SANLOCK_RUN_DIR="$(sl_rundir "$n")"
 			for kv in "$@"; do export "$kv"; done
 			exec "$COWPOOLD" --host-id "$n" --socket "$(mh_sock "$n")" \
+				--nbd-socket "$(mh_nbd_sock "$n")" \
 				--file-root "$MH_FROOT" --lvm-device "$MH_LOOP" \
 				--lvm-system-dir "$LVM_SYSTEM_DIR" --monitor-interval 1 \
 				--ready-fd 3 3>"$fifo" </dev/null >>"$SL_DIR/cowpoold-$n.log" 2>&1

@@ -5,7 +5,10 @@
 # then pool_test crash (a child process killed at every crash point of
 # create, snapshot, merge, template, copy and delete; the next SPM recovers
 # each task; data checked against the reference; every 12th point on the
-# block domain).  Both run twice: with two
+# block domain), then pool_test lease-loss (the SPM role lost in the middle
+# of merge, template and copy: the next structural step fails, nothing
+# more is written, the next SPM recovers; file domains).  lifecycle and
+# crash run twice: with two
 # file domains, and with a block domain (LVM on a loop device, private
 # LVM_SYSTEM_DIR that sees only it) as master plus a file domain.
 #
@@ -51,6 +54,7 @@ run()
 }
 run file lifecycle
 run file-crash crash
+run file-lease-loss lease-loss
 # block: one VG per run, named by the domain UUID; removed in between
 # every 12th crash point on the block domain (each costs a dozen LVM
 # commands; the file domain run covers every point of the same code)

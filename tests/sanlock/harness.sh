@@ -8,7 +8,8 @@
 # log ($SL_DIR/hostN.log, the daemon runs with -D so everything goes
 # there).  Daemons run without a watchdog (-w 0: the sandbox has none), as
 # root (-U root -G root: no need for a sanlock user able to open the test's
-# files).  See ENVIRONMENT.md, "sanlock works, with two accommodations".
+# files).  Those, and memlock_shim.c, are the two accommodations sanlock
+# needs on machines without a watchdog device or CAP_SYS_RESOURCE.
 #
 # Environment:
 #   MEMLOCK_SHIM  the LD_PRELOAD shim (memlock_shim.so, built by meson).

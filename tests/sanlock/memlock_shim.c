@@ -1,6 +1,6 @@
 /* tests/sanlock/memlock_shim.c - LD_PRELOAD shim for the sanlock daemon in
- * the test sandbox (ENVIRONMENT.md, "sanlock works, with two
- * accommodations").
+ * a test sandbox without CAP_SYS_RESOURCE (harness.sh uses it only when
+ * the daemon cannot start without it).
  *
  * The daemon raises RLIMIT_MEMLOCK (and RLIMIT_RTPRIO with -h 1) to
  * unlimited at start-up and exits when that fails ("cannot set the limits

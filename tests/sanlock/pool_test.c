@@ -12,6 +12,13 @@
  *               and dies by SIGKILL at point N; the parent becomes SPM,
  *               recovery finishes or undoes the task, and the image data
  *               and records are checked against the reference
+ *   lease-loss  for merge, template and copy: the SPM role is dropped
+ *               (spm stop with force, as a lost lease drops it) from the
+ *               operation's first progress callback; the operation must
+ *               fail with EPERM/ESTALE at its next structural step, write
+ *               no record, journal entry or domain metadata after the
+ *               drop, and the next SPM must finish or undo its task (file
+ *               domains only)
  *
  * usage: pool_test SCENARIO --root DIR --root2 DIR [--lvm-device DEV
  *                  --lvm-system-dir D]
@@ -19,7 +26,9 @@
  * made there), the second one a file domain under --root2.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <execinfo.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -659,6 +668,196 @@ static void crash(void)
 	cp_pool_close(p);
 }
 
+/* ---- losing the SPM role in the middle of an operation ------------------------ */
+
+/* Everything structural of the file domains under root and root2: the
+ * domain record, the task journal, every volume record, and the names of
+ * every file of every image (data files by name only: an operation's
+ * data copy may still be running when the role goes).  Sanlock's own
+ * areas (ids, leases) change by themselves and are left out. */
+struct snap {
+	char *buf;
+	size_t len, cap;
+};
+
+static void snap_add(struct snap *s, const void *d, size_t n)
+{
+	if (s->len + n > s->cap) {
+		s->cap = (s->len + n) * 2;
+		s->buf = realloc(s->buf, s->cap);
+		CHECK(s->buf != NULL, "out of memory");
+	}
+	memcpy(s->buf + s->len, d, n);
+	s->len += n;
+}
+
+static void snap_file(struct snap *s, const char *path, bool content)
+{
+	snap_add(s, path, strlen(path) + 1);
+	if (!content)
+		return;
+	FILE *f = fopen(path, "rb");
+	CHECK(f != NULL, "open %s", path);
+	char b[4096];
+	size_t n;
+	while ((n = fread(b, 1, sizeof(b), f)) > 0)
+		snap_add(s, b, n);
+	fclose(f);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names of a directory (free each and the array). */
+static size_t dir_names(const char *dir, char ***out)
+{
+	DIR *d = opendir(dir);
+	char **v = NULL;
+	size_t n = 0;
+	struct dirent *e;
+	if (!d) {
+		*out = NULL;
+		return 0;
+	}
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		v = realloc(v, (n + 1) * sizeof(*v));
+		v[n++] = strdup(e->d_name);
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), name_cmp);
+	*out = v;
+	return n;
+}
+
+static void snap_domain(struct snap *s, const char *top, const char *dom)
+{
+	char path[5120];
+	const char *md[] = {"metadata", "tasks"};
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s/dom_md/%s", top, dom, md[i]);
+		snap_file(s, path, true);
+	}
+	char imgdir[4096], **imgs, **vols;
+	snprintf(imgdir, sizeof(imgdir), "%s/%s/images", top, dom);
+	size_t ni = dir_names(imgdir, &imgs);
+	for (size_t i = 0; i < ni; i++) {
+		char d[4608];
+		snprintf(d, sizeof(d), "%s/%s", imgdir, imgs[i]);
+		size_t nv = dir_names(d, &vols);
+		for (size_t j = 0; j < nv; j++) {
+			size_t l = strlen(vols[j]);
+			snprintf(path, sizeof(path), "%s/%s", d, vols[j]);
+			snap_file(s, path, l > 5 && !strcmp(vols[j] + l - 5, ".meta"));
+			free(vols[j]);
+		}
+		free(vols);
+		free(imgs[i]);
+	}
+	free(imgs);
+}
+
+struct drop {
+	cp_pool *p;
+	struct world *w;
+	atomic_int fired;
+	struct snap at_drop;
+};
+
+static void snap_world(struct snap *s, struct world *w)
+{
+	snap_domain(s, root, w->dom);
+	snap_domain(s, root2, w->dom2);
+}
+
+static void drop_role(void *opaque, uint64_t done, uint64_t total)
+{
+	struct drop *d = opaque;
+	(void)done;
+	(void)total;
+	if (atomic_fetch_add(&d->fired, 1))
+		return;
+	OK(cp_spm_stop(d->p, true));
+	CHECK(cp_spm_check(d->p) < 0, "still SPM after spm stop");
+	snap_world(&d->at_drop, d->w);
+}
+
+static int run_op_dropping(cp_pool *p, struct world *w, enum op op,
+			   const char *task, struct drop *d)
+{
+	struct cp_template_opts to;
+
+	switch (op) {
+	case OP_MERGE:
+		return cp_vol_merge(p, w->dom, w->base.img_uuid, w->s1.vol_uuid,
+				    task, drop_role, d);
+	case OP_TEMPLATE:
+		cp_template_opts_init(&to);
+		to.img_uuid = w->base.img_uuid;
+		to.tmpl_img_uuid = "aaaaaaaa-0000-0000-0000-000000000002";
+		to.task_uuid = task;
+		return cp_template_create(p, w->dom, &to, drop_role, d, NULL);
+	case OP_COPY:
+		return cp_img_copy(p, w->dom, w->base.img_uuid, w->dom2, task,
+				   drop_role, d);
+	default:
+		return -EINVAL;
+	}
+}
+
+static void lease_loss(void)
+{
+	cp_pool *p = open_pool();
+	struct world w;
+	const enum op ops[] = {OP_MERGE, OP_TEMPLATE, OP_COPY};
+
+	CHECK(!lvm_dev, "lease-loss runs on file domains only");
+	memset(&w, 0, sizeof(w));
+	w.size = 16 * MIB;
+	create_domain(p, root, true, w.dom);
+	create_domain(p, root2, false, w.dom2);
+	OK(cp_pool_join(p));
+	OK(cp_spm_start(p));
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		enum op op = ops[i];
+		char task[40];
+		struct drop d;
+		struct cp_task t;
+
+		build(p, &w);
+		OK(cp_uuid_generate(task));
+		memset(&d, 0, sizeof(d));
+		d.p = p;
+		d.w = &w;
+		int r = run_op_dropping(p, &w, op, task, &d);
+		CHECK(atomic_load(&d.fired) > 0, "%s: no progress callback",
+		      op_name[op]);
+		CHECK(r == -EPERM || r == -ESTALE,
+		      "%s: returned %d after the SPM role was lost", op_name[op], r);
+		/* nothing structural was written after the drop */
+		struct snap after = {0};
+		snap_world(&after, &w);
+		CHECK(after.len == d.at_drop.len &&
+		      !memcmp(after.buf, d.at_drop.buf, after.len),
+		      "%s: records, journal or domain metadata changed after "
+		      "the SPM role was lost", op_name[op]);
+		free(after.buf);
+		free(d.at_drop.buf);
+		OK(cp_task_get(p, task, &t));
+		CHECK(t.state == CP_TASK_RUNNING, "%s: task %s after the loss",
+		      op_name[op], cp_task_state_name(t.state));
+		/* the next SPM finishes or undoes it */
+		OK(cp_spm_start(p));
+		verify(p, &w, op, task, 0);
+		wipe(p, &w);
+		printf("lease-loss: %s stopped and recovered\n", op_name[op]);
+	}
+	cp_pool_close(p);
+}
+
 int main(int argc, char **argv)
 {
 	const char *scenario = argc > 1 ? argv[1] : "";
@@ -674,13 +873,15 @@ int main(int argc, char **argv)
 			lvm_sysdir = argv[i + 1];
 	}
 	if (!root || !root2) {
-		fprintf(stderr, "usage: pool_test lifecycle|crash --root DIR --root2 DIR\n");
+		fprintf(stderr, "usage: pool_test lifecycle|crash|lease-loss --root DIR --root2 DIR\n");
 		return 2;
 	}
 	if (!strcmp(scenario, "lifecycle"))
 		lifecycle();
 	else if (!strcmp(scenario, "crash"))
 		crash();
+	else if (!strcmp(scenario, "lease-loss"))
+		lease_loss();
 	else {
 		fprintf(stderr, "unknown scenario '%s'\n", scenario);
 		return 2;

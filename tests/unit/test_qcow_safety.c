@@ -1,0 +1,909 @@
+/* tests/unit/test_qcow_safety.c - one test per safety rule of the image
+ * engine that the generic power-cut tests (test_qcow_crash.c) cannot see
+ * broken.  Each test names the rule it guards and the deliberate break it
+ * was shown to catch (tests/mutation/ re-applies those breaks on demand).
+ *
+ *   barrier-lazy-backing   rule 1 (data before the L2 entry) where the data
+ *                          write's barrier is the only one: lazy refcounts
+ *                          write no refcount block, and the old content
+ *                          (a non-zero raw backing file) is not zero
+ *   barrier-extl2-owned    the same for extended-L2 writes that fill new
+ *                          subclusters of clusters the image already owns
+ *   async-*                the asynchronous fast path (qc_write_async_fast:
+ *                          L2 update in the data completion), which runs
+ *                          only when data and metadata use separate device
+ *                          handles: the image's metadata handle is replaced
+ *                          by a second handle on the same RAM backing
+ *   alloc-refblocks-*      the allocator across many refcount-block ranges
+ *                          (new refcount blocks created during allocation,
+ *                          and the re-scan of the run they may take)
+ *   corrupt-bit-*          a read-write open of an image marked corrupt (by
+ *                          another program, or by cowpool itself during a
+ *                          session) is refused and writes nothing; read-only
+ *                          use and check still work
+ *   overlap-*              allocations that would land on metadata (damage
+ *                          classes) fail naming the metadata, mark the
+ *                          image corrupt and leave the metadata intact
+ *
+ * Cut sweeps: every write of the scenario is a cut point (drop every
+ * unflushed write, and keep seeded subsets); CP_SAFETY_LONG=1 runs more
+ * kept subsets per cut (the mutation runner sets it).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockcore.h"
+#include "blockcore_int.h" /* a second handle on a RAM backing */
+#include "common.h"
+#include "qcow.h"
+#include "qcow_int.h"      /* img->q->dev: the image's metadata handle */
+
+#define MAXV 8
+
+/* --- model of what may be read back after a cut (as test_qcow_crash.c) --- */
+
+struct model {
+	uint64_t size;
+	uint8_t *flushed, *cur;
+	uint8_t (*alt)[MAXV];
+	uint8_t *nalt;
+	bool *overflow;
+};
+
+static void model_init(struct model *m, uint64_t size, const uint8_t *base)
+{
+	m->size = size;
+	m->flushed = calloc(1, size);
+	m->cur = calloc(1, size);
+	m->alt = calloc(size, MAXV);
+	m->nalt = calloc(1, size);
+	m->overflow = calloc(1, size);
+	assert_non_null(m->overflow);
+	if (base) {
+		memcpy(m->flushed, base, size);
+		memcpy(m->cur, base, size);
+	}
+}
+
+static void model_free(struct model *m)
+{
+	free(m->flushed);
+	free(m->cur);
+	free(m->alt);
+	free(m->nalt);
+	free(m->overflow);
+}
+
+static void model_write(struct model *m, uint64_t off, const uint8_t *d,
+			uint64_t len)
+{
+	for (uint64_t i = 0; i < len; i++) {
+		uint64_t o = off + i;
+		m->cur[o] = d[i];
+		if (m->nalt[o] < MAXV)
+			m->alt[o][m->nalt[o]++] = d[i];
+		else
+			m->overflow[o] = true;
+	}
+}
+
+static void model_flush(struct model *m)
+{
+	memcpy(m->flushed, m->cur, m->size);
+	memset(m->nalt, 0, m->size);
+	memset(m->overflow, 0, m->size);
+}
+
+static int64_t model_verify(const struct model *m, const uint8_t *got)
+{
+	for (uint64_t o = 0; o < m->size; o++) {
+		uint8_t v = got[o];
+		if (v == m->flushed[o] || m->overflow[o])
+			continue;
+		bool ok = false;
+		for (unsigned k = 0; k < m->nalt[o]; k++)
+			ok |= m->alt[o][k] == v;
+		if (!ok)
+			return (int64_t)o;
+	}
+	return -1;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static bool long_run(void)
+{
+	const char *e = getenv("CP_SAFETY_LONG");
+	return e && *e && strcmp(e, "0");
+}
+
+/* --- a second handle on a RAM device ------------------------------------
+ * Images opened by path get two handles on their file (q->dev for metadata,
+ * q->ddev for data) and only then take the async fast path.  A RAM device
+ * has no path; this builds the same situation: a device that shares the
+ * RAM state (content, write counter, cut) but has its own completion
+ * thread.  Close it with ram_twin_close() before the RAM device.
+ * Test-only: a public cp_ram_open_twin() would replace this. */
+static cp_bdev *ram_twin(cp_bdev *ram)
+{
+	cp_bdev *d;
+	assert_int_equal(bc_dev_alloc("ram-meta", 128, &d), 0);
+	d->aio = ram->aio;
+	d->cache = ram->cache;
+	d->align = ram->align;
+	d->lbs = ram->lbs;
+	d->direct = false;
+	d->ram = ram->ram;
+	assert_int_equal(bc_pool_init(&d->workers, d, 1, "cp-ram-meta"), 0);
+	d->workers_started = true;
+	return d;
+}
+
+static void ram_twin_close(cp_bdev *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->idle_lock);
+	while (atomic_load(&d->outstanding))
+		pthread_cond_wait(&d->idle_cond, &d->idle_lock);
+	pthread_mutex_unlock(&d->idle_lock);
+	bc_pool_fini(&d->workers);
+	d->workers_started = false;
+	d->ram = NULL; /* owned by the RAM device */
+	cp_bdev_close(d);
+}
+
+/* --- environment: image on RAM over a non-zero raw base on RAM ------------ */
+
+struct scen {
+	const char *name;
+	uint64_t size;
+	uint32_t cluster;
+	unsigned refbits;
+	bool extl2, lazy, backing;
+	bool prefill;   /* extl2: one subcluster of every cluster written */
+	bool async;     /* writes through the async API, split handles */
+	unsigned l2slices; /* L2 cache entries (512-byte slices): fewer than
+			    * the disk has, so dirty slices are written
+			    * between flushes */
+	int nops;
+	uint64_t seed;
+};
+
+struct env {
+	const struct scen *s;
+	cp_bdev *top, *base, *twin;
+	uint8_t *base_content; /* the guest content when the ops start */
+};
+
+static int open_base(void *opaque, const char *name, cp_bdev **out)
+{
+	struct env *e = opaque;
+	if (strcmp(name, "base.img") || !e->base)
+		return cp_error(-ENOENT, "no backing file '%s'", name);
+	*out = e->base;
+	return 0;
+}
+
+static void env_open_opts(struct env *e, struct cp_open_opts *o)
+{
+	cp_open_opts_init(o);
+	o->open_backing = open_base;
+	o->open_backing_opaque = e;
+	/* small caches: L2 slices are written between flushes */
+	o->l2_cache_size = 512ull * e->s->l2slices;
+	o->l2_cache_entry_size = 512;
+	o->refcount_cache_size = 512;
+}
+
+static int env_open(struct env *e, cp_image **img)
+{
+	struct cp_open_opts o;
+	env_open_opts(e, &o);
+	int r = cp_image_open_dev(e->top, "top.qcow2", &o, img);
+	if (r < 0)
+		return r;
+	if (e->s->async) {
+		e->twin = ram_twin(e->top);
+		(*img)->q->dev = e->twin;
+	}
+	return 0;
+}
+
+static int env_close(struct env *e, cp_image *img)
+{
+	int r = cp_image_close(img);
+	ram_twin_close(e->twin);
+	e->twin = NULL;
+	return r;
+}
+
+static void env_make(const struct scen *s, struct env *e, uint64_t keep)
+{
+	memset(e, 0, sizeof(*e));
+	e->s = s;
+	struct cp_ram_opts ro;
+	cp_ram_opts_init(&ro);
+	ro.max_size = 256ull << 20;
+	ro.keep_seed = keep;
+	assert_int_equal(cp_bdev_open_ram(&ro, &e->top), 0);
+	e->base_content = calloc(1, s->size);
+	assert_non_null(e->base_content);
+	struct cp_create_opts co;
+	cp_create_opts_init(&co);
+	co.virtual_size = s->size;
+	co.cluster_size = s->cluster;
+	co.refcount_bits = s->refbits;
+	co.extended_l2 = s->extl2;
+	co.lazy_refcounts = s->lazy;
+	if (s->backing) {
+		/* non-zero everywhere: a lost write cannot pass for old data */
+		assert_int_equal(cp_bdev_open_ram(&ro, &e->base), 0);
+		uint64_t seed = s->seed ^ 0x5a5a;
+		for (uint64_t i = 0; i < s->size; i += 8) {
+			uint64_t v = rng_next(&seed) | 0x0101010101010101ull;
+			memcpy(e->base_content + i, &v, 8);
+		}
+		assert_int_equal(cp_bdev_pwrite(e->base, e->base_content, s->size, 0), 0);
+		assert_int_equal(cp_bdev_flush(e->base), 0);
+		co.backing_file = "base.img";
+		co.backing_format = "raw";
+	}
+	int r = cp_image_create_dev(e->top, "top.qcow2", &co, open_base, e);
+	if (r < 0)
+		fail_msg("create: %s", cp_last_error());
+	if (s->prefill) {
+		/* every cluster owned by the image, one subcluster written */
+		cp_image *img;
+		struct cp_open_opts o;
+		env_open_opts(e, &o);
+		assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
+		uint32_t sub = s->extl2 ? s->cluster / 32 : s->cluster;
+		uint8_t *b = malloc(sub);
+		for (uint64_t c = 0; c < s->size; c += s->cluster) {
+			memset(b, (int)(0xa0 + (c / s->cluster) % 64), sub);
+			assert_int_equal(cp_image_pwrite(img, b, sub, c), 0);
+			memcpy(e->base_content + c, b, sub);
+		}
+		free(b);
+		assert_int_equal(cp_image_close(img), 0);
+	}
+	assert_int_equal(cp_bdev_flush(e->top), 0);
+}
+
+static void env_free(struct env *e)
+{
+	ram_twin_close(e->twin);
+	cp_bdev_close(e->top);
+	cp_bdev_close(e->base);
+	free(e->base_content);
+}
+
+/* --- the ops -------------------------------------------------------------- */
+
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int left, err;
+};
+
+static void wait_cb(void *opaque, int ret)
+{
+	struct waiter *w = opaque;
+	pthread_mutex_lock(&w->lock);
+	if (ret < 0 && !w->err)
+		w->err = ret;
+	if (--w->left == 0)
+		pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* One op: offset and length.  extl2 scenarios write whole subclusters
+ * (mostly: the rest are unaligned and need copy-on-write from the base). */
+static void pick(const struct scen *s, uint64_t *seed, uint64_t *off,
+		 uint64_t *len)
+{
+	uint64_t x = rng_next(seed);
+	uint32_t sub = s->extl2 ? s->cluster / 32 : s->cluster;
+	if (s->extl2 || s->async) {
+		uint64_t nsub = s->size / sub;
+		*off = (rng_next(seed) % nsub) * sub;
+		*len = sub * (1 + x % 3);
+		if (!s->async && x % 4 == 3) { /* unaligned */
+			*off += rng_next(seed) % sub;
+			*len = 1 + rng_next(seed) % (2 * sub);
+		}
+	} else {
+		*off = rng_next(seed) % s->size;
+		*len = 512 + rng_next(seed) % (2 * s->cluster);
+		if (x % 3 == 0)
+			*off = *off / s->cluster * s->cluster;
+	}
+	/* async batches never cross an L2 slice or touch the same cluster
+	 * twice: keep each request inside its cluster */
+	if (s->async && *off / s->cluster != (*off + *len - 1) / s->cluster)
+		*len = CP_ALIGN_UP(*off + 1, s->cluster) - *off;
+	if (*off + *len > s->size)
+		*len = s->size - *off;
+}
+
+static int run_ops(struct env *e, struct model *m)
+{
+	const struct scen *s = e->s;
+	cp_image *img;
+	int r = env_open(e, &img);
+	if (r < 0)
+		return r;
+	uint64_t seed = s->seed;
+	uint8_t *buf = malloc(8 * (size_t)s->cluster * 3);
+	assert_non_null(buf);
+	for (int i = 0; i < s->nops && r >= 0; i++) {
+		if (i % 5 == 4) {
+			r = cp_image_flush(img);
+			if (r >= 0)
+				model_flush(m);
+			continue;
+		}
+		if (!s->async) {
+			uint64_t off, len;
+			pick(s, &seed, &off, &len);
+			for (uint64_t k = 0; k < len; k++)
+				buf[k] = (uint8_t)(1 + (i * 37 + k / 512) % 250);
+			model_write(m, off, buf, len);
+			r = cp_image_pwrite(img, buf, len, off);
+			continue;
+		}
+		/* a batch of up to 4 writes in flight, distinct clusters */
+		struct waiter w = { PTHREAD_MUTEX_INITIALIZER,
+				    PTHREAD_COND_INITIALIZER, 0, 0 };
+		struct iovec iov[4];
+		uint64_t used[4];
+		int n = 0;
+		for (int j = 0; j < 4; j++) {
+			uint64_t off, len;
+			pick(s, &seed, &off, &len);
+			bool dup = false;
+			for (int k = 0; k < n; k++)
+				dup |= used[k] == off / s->cluster;
+			if (dup)
+				continue;
+			uint8_t *b = buf + (size_t)n * 3 * s->cluster;
+			for (uint64_t k = 0; k < len; k++)
+				b[k] = (uint8_t)(1 + (i * 37 + j * 11 + k / 512) % 250);
+			model_write(m, off, b, len);
+			iov[n].iov_base = b;
+			iov[n].iov_len = len;
+			used[n] = off / s->cluster;
+			pthread_mutex_lock(&w.lock);
+			w.left++;
+			pthread_mutex_unlock(&w.lock);
+			int q = cp_image_pwritev_async(img, &iov[n], 1, off, wait_cb, &w);
+			if (q < 0) {
+				wait_cb(&w, q);
+				break;
+			}
+			n++;
+		}
+		pthread_mutex_lock(&w.lock);
+		while (w.left)
+			pthread_cond_wait(&w.cond, &w.lock);
+		pthread_mutex_unlock(&w.lock);
+		r = w.err;
+	}
+	free(buf);
+	int r2 = env_close(e, img);
+	if (r >= 0 && r2 >= 0)
+		model_flush(m);
+	return r < 0 ? r : r2;
+}
+
+static void no_report(void *opaque, const char *msg)
+{
+	(void)opaque;
+	(void)msg;
+}
+
+static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
+{
+	const struct scen *s = e->s;
+	assert_int_equal(cp_ram_restart(e->top), 0);
+	struct cp_open_opts o;
+	cp_image *img;
+	env_open_opts(e, &o);
+	int r = cp_image_open_dev(e->top, "top.qcow2", &o, &img);
+	if (r < 0)
+		fail_msg("%s cut %llu keep %llu: open: %s", s->name,
+			 (unsigned long long)cut, (unsigned long long)keep,
+			 cp_last_error());
+	uint8_t *got = malloc(s->size);
+	assert_non_null(got);
+	r = cp_image_pread(img, got, s->size, 0);
+	if (r < 0)
+		fail_msg("%s cut %llu: read: %s", s->name,
+			 (unsigned long long)cut, cp_last_error());
+	int64_t bad = model_verify(m, got);
+	if (bad >= 0)
+		fail_msg("%s cut %llu keep %llu: byte %lld is 0x%02x, flushed 0x%02x (%u later versions)",
+			 s->name, (unsigned long long)cut, (unsigned long long)keep,
+			 (long long)bad, got[bad], m->flushed[bad], m->nalt[bad]);
+	free(got);
+	assert_int_equal(cp_image_close(img), 0);
+	o.for_check = true;
+	assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
+	struct cp_check_result res;
+	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
+	if (res.corruptions)
+		fail_msg("%s cut %llu keep %llu: check found %llu corruptions",
+			 s->name, (unsigned long long)cut, (unsigned long long)keep,
+			 (unsigned long long)res.corruptions);
+	assert_int_equal(cp_image_close(img), 0);
+}
+
+static void sweep(const struct scen *s)
+{
+	struct env e;
+	struct model m;
+	env_make(s, &e, 0);
+	model_init(&m, s->size, e.base_content);
+	uint64_t w0 = cp_ram_write_count(e.top);
+	if (run_ops(&e, &m) < 0)
+		fail_msg("%s: dry run: %s", s->name, cp_last_error());
+	uint64_t total = cp_ram_write_count(e.top) - w0;
+	{
+		cp_image *img;
+		assert_int_equal(env_open(&e, &img), 0);
+		uint8_t *got = malloc(s->size);
+		assert_int_equal(cp_image_pread(img, got, s->size, 0), 0);
+		assert_memory_equal(got, m.cur, s->size);
+		free(got);
+		assert_int_equal(env_close(&e, img), 0);
+	}
+	model_free(&m);
+	env_free(&e);
+	assert_true(total > 0);
+	int passes = long_run() ? 9 : 4;
+	for (uint64_t cut = 0; cut < total; cut++) {
+		for (int pass = 0; pass < passes; pass++) {
+			uint64_t keep = pass ? (s->seed * 1000003u + cut) * 7919u + (uint64_t)pass : 0;
+			env_make(s, &e, keep);
+			model_init(&m, s->size, e.base_content);
+			uint64_t start = cp_ram_write_count(e.top);
+			assert_int_equal(cp_ram_set_cut_after(e.top, (int64_t)(start + cut)), 0);
+			(void)run_ops(&e, &m);
+			if (!cp_ram_is_cut(e.top))
+				assert_int_equal(cp_ram_cut(e.top), 0);
+			ram_twin_close(e.twin);
+			e.twin = NULL;
+			verify(&e, &m, cut, keep);
+			model_free(&m);
+			env_free(&e);
+		}
+	}
+	printf("# %s: %llu cut points x %d verified\n", s->name,
+	       (unsigned long long)total, passes);
+}
+
+/* Rule 1 alone: lazy refcounts write no refcount block (so no refcount
+ * barrier flushes the data), and a lost data write would read as zeroes
+ * where the base has non-zero bytes. */
+static void test_barrier_lazy_backing(void **state)
+{
+	(void)state;
+	/* 4 KiB clusters, 2 MiB: eight L2 slices in a four-entry cache */
+	struct scen s = { "barrier-lazy-backing", 2 << 20, 4096, 16, false,
+			  true, true, false, false, 4, 30, 31 };
+	sweep(&s);
+}
+
+/* Rule 1 alone: new subclusters of clusters the image already owns need
+ * no allocation, so no refcount update at all. */
+static void test_barrier_extl2_owned(void **state)
+{
+	(void)state;
+	/* 16 KiB clusters, 4 MiB: eight L2 slices in a four-entry cache */
+	struct scen s = { "barrier-extl2-owned", 4 << 20, 16384, 16, true,
+			  false, true, true, false, 4, 30, 32 };
+	sweep(&s);
+}
+
+/* The async fast path: subclusters of owned clusters (extended L2) and
+ * fresh whole clusters under lazy refcounts, over a non-zero base. */
+static void test_async_extl2_owned(void **state)
+{
+	(void)state;
+	/* the fast path needs 4 unpinned cache entries besides the
+	 * batch's: 9 entries, 12 slices on the disk */
+	struct scen s = { "async-extl2-owned", 6 << 20, 16384, 16, true,
+			  false, true, true, true, 9, 12, 33 };
+	sweep(&s);
+}
+
+static void test_async_fresh(void **state)
+{
+	(void)state;
+	struct scen s = { "async-fresh", 3 << 20, 4096, 16, false,
+			  false, true, false, true, 9, 12, 34 };
+	sweep(&s);
+	struct scen l = { "async-fresh-lazy", 3 << 20, 4096, 16, false,
+			  true, true, false, true, 9, 12, 35 };
+	sweep(&l);
+}
+
+/* --- raw access to the image's metadata ----------------------------------- */
+
+static uint64_t rd64(cp_bdev *d, uint64_t off)
+{
+	uint8_t b[8];
+	assert_int_equal(cp_bdev_pread(d, b, 8, off), 0);
+	return cp_be64(b);
+}
+
+static void wr64(cp_bdev *d, uint64_t off, uint64_t v)
+{
+	uint8_t b[8];
+	cp_put_be64(b, v);
+	assert_int_equal(cp_bdev_pwrite(d, b, 8, off), 0);
+	assert_int_equal(cp_bdev_flush(d), 0);
+}
+
+#define H_L1 40
+#define H_RT 48
+#define H_INCOMPAT 72
+
+static uint8_t *snapshot(cp_bdev *d, uint64_t *len)
+{
+	*len = cp_bdev_size(d);
+	uint8_t *b = malloc(*len);
+	assert_non_null(b);
+	assert_int_equal(cp_bdev_pread(d, b, *len, 0), 0);
+	return b;
+}
+
+/* A plain image (no backing) on RAM with pattern data in the listed guest
+ * clusters; returns the device. */
+static cp_bdev *plain_image(uint64_t size, uint32_t cluster, unsigned refbits,
+			    const uint64_t *gc, int n)
+{
+	cp_bdev *d;
+	struct cp_ram_opts ro;
+	cp_ram_opts_init(&ro);
+	ro.max_size = 1ull << 32;
+	assert_int_equal(cp_bdev_open_ram(&ro, &d), 0);
+	struct cp_create_opts co;
+	cp_create_opts_init(&co);
+	co.virtual_size = size;
+	co.cluster_size = cluster;
+	co.refcount_bits = refbits;
+	assert_int_equal(cp_image_create_dev(d, "img.qcow2", &co, NULL, NULL), 0);
+	cp_image *img;
+	struct cp_open_opts o;
+	cp_open_opts_init(&o);
+	assert_int_equal(cp_image_open_dev(d, "img.qcow2", &o, &img), 0);
+	uint8_t *b = malloc(cluster);
+	for (int i = 0; i < n; i++) {
+		memset(b, (int)(0x40 + i), cluster);
+		assert_int_equal(cp_image_pwrite(img, b, cluster, gc[i] * cluster), 0);
+	}
+	free(b);
+	assert_int_equal(cp_image_close(img), 0);
+	return d;
+}
+
+static int open_mode(cp_bdev *d, bool ro, bool check, cp_image **img)
+{
+	struct cp_open_opts o;
+	cp_open_opts_init(&o);
+	o.readonly = ro;
+	o.for_check = check;
+	return cp_image_open_dev(d, "img.qcow2", &o, img);
+}
+
+/* --- the allocator across refcount blocks --------------------------------- */
+
+static void alloc_across(const char *name, uint64_t size, uint32_t cluster,
+			 unsigned refbits, uint64_t seed)
+{
+	cp_bdev *d = plain_image(size, cluster, refbits, NULL, 0);
+	struct cp_open_opts o;
+	cp_open_opts_init(&o);
+	o.refcount_cache_size = 4 * cluster; /* refcount blocks evicted */
+	cp_image *img;
+	uint8_t *want = calloc(1, size);
+	uint8_t *buf = malloc(8 * (size_t)cluster);
+	assert_non_null(buf);
+	assert_int_equal(cp_image_open_dev(d, "img.qcow2", &o, &img), 0);
+	/* the whole disk in runs of 1..8 clusters, in two interleaved passes
+	 * (even runs, then odd ones after a reopen: the allocator restarts
+	 * its scan from the first cluster and walks every range again) */
+	uint64_t ncl = size / cluster;
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t s = seed, c = 0;
+		for (int run = 0; c < ncl; run++) {
+			uint64_t k = 1 + rng_next(&s) % 8;
+			if (c + k > ncl)
+				k = ncl - c;
+			if (run % 2 == pass) {
+				for (uint64_t j = 0; j < k * cluster; j++)
+					buf[j] = (uint8_t)(1 + (c * 7 + j / 512 + (uint64_t)run) % 251);
+				int r = cp_image_pwrite(img, buf, k * cluster, c * cluster);
+				if (r < 0)
+					fail_msg("%s: write at cluster %llu: %s", name,
+						 (unsigned long long)c, cp_last_error());
+				memcpy(want + c * cluster, buf, k * cluster);
+				if (run % 16 == 0)
+					assert_int_equal(cp_image_flush(img), 0);
+			}
+			c += k;
+		}
+		assert_int_equal(cp_image_close(img), 0);
+		assert_int_equal(cp_image_open_dev(d, "img.qcow2", &o, &img), 0);
+	}
+	uint8_t *got = malloc(size);
+	assert_int_equal(cp_image_pread(img, got, size, 0), 0);
+	for (uint64_t i = 0; i < size; i++)
+		if (got[i] != want[i])
+			fail_msg("%s: byte %llu reads 0x%02x, wrote 0x%02x", name,
+				 (unsigned long long)i, got[i], want[i]);
+	assert_int_equal(cp_image_close(img), 0);
+	assert_int_equal(open_mode(d, true, true, &img), 0);
+	struct cp_check_result res;
+	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
+	if (res.corruptions || res.leaks)
+		fail_msg("%s: check: %llu corruptions, %llu leaks", name,
+			 (unsigned long long)res.corruptions,
+			 (unsigned long long)res.leaks);
+	assert_int_equal(cp_image_close(img), 0);
+	printf("# %s: %llu clusters, %llu refcount blocks' ranges\n", name,
+	       (unsigned long long)ncl,
+	       (unsigned long long)(ncl / (cluster * 8ull / refbits) + 1));
+	free(got);
+	free(want);
+	free(buf);
+	cp_bdev_close(d);
+}
+
+static void test_alloc_refblocks(void **state)
+{
+	(void)state;
+	/* 64 refcounts per block: a new block every 32 KiB */
+	alloc_across("alloc-refblocks-512-rc64", 4 << 20, 512, 64, 41);
+	/* 256 per block */
+	alloc_across("alloc-refblocks-512-rc16", 4 << 20, 512, 16, 42);
+	/* 512 per block, 4 KiB clusters */
+	alloc_across("alloc-refblocks-4k-rc64", 16 << 20, 4096, 64, 43);
+	/* 2 MiB clusters: one refcount block covers 512 GiB, so no new
+	 * block is made; the allocator's runs and the 4-entry refcount
+	 * cache of whole 2 MiB blocks are exercised */
+	alloc_across("alloc-2m-rc64", 64 << 20, 2 << 20, 64, 44);
+}
+
+/* --- the corrupt bit ------------------------------------------------------ */
+
+static void expect_refused(cp_bdev *d, const uint8_t *before, uint64_t len)
+{
+	uint64_t w = cp_ram_write_count(d);
+	cp_image *img;
+	int r = open_mode(d, false, false, &img);
+	if (r != -EROFS)
+		fail_msg("read-write open of a corrupt image: %d (%s)", r,
+			 r < 0 ? cp_last_error() : "opened");
+	assert_non_null(strstr(cp_last_error(), "marked corrupt"));
+	assert_non_null(strstr(cp_last_error(), "img.qcow2"));
+	assert_int_equal(cp_ram_write_count(d), w);
+	uint64_t len2;
+	uint8_t *after = snapshot(d, &len2);
+	assert_int_equal(len2, len);
+	assert_memory_equal(after, before, len);
+	free(after);
+}
+
+static void test_corrupt_bit_foreign(void **state)
+{
+	(void)state;
+	const uint64_t gc[] = { 0, 3 };
+	cp_bdev *d = plain_image(1 << 20, 4096, 16, gc, 2);
+	/* another program sets the bit */
+	wr64(d, H_INCOMPAT, rd64(d, H_INCOMPAT) | QC_INCOMPAT_CORRUPT);
+	uint64_t len;
+	uint8_t *before = snapshot(d, &len);
+	expect_refused(d, before, len);
+	/* read-only use works */
+	cp_image *img;
+	assert_int_equal(open_mode(d, true, false, &img), 0);
+	uint8_t b[4096], want[4096];
+	memset(want, 0x41, sizeof(want));
+	assert_int_equal(cp_image_pread(img, b, 4096, 3 * 4096), 0);
+	assert_memory_equal(b, want, 4096);
+	struct cp_image_info info;
+	assert_int_equal(cp_image_get_info(img, &info), 0);
+	assert_true(info.corrupt);
+	assert_int_equal(cp_image_pwrite(img, b, 512, 0), -EROFS);
+	assert_int_equal(cp_image_close(img), 0);
+	/* check runs (the metadata itself is fine) */
+	assert_int_equal(open_mode(d, true, true, &img), 0);
+	struct cp_check_result res;
+	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
+	assert_int_equal(res.corruptions, 0);
+	assert_int_equal(cp_image_close(img), 0);
+	expect_refused(d, before, len);
+	free(before);
+	cp_bdev_close(d);
+}
+
+static void test_corrupt_bit_session(void **state)
+{
+	(void)state;
+	const uint64_t gc[] = { 0, 1 };
+	cp_bdev *d = plain_image(1 << 20, 4096, 16, gc, 2);
+	/* damage: the L2 entry of guest cluster 1 points at the L1 table */
+	uint64_t l1 = rd64(d, H_L1);
+	uint64_t l2 = rd64(d, l1) & QC_L1E_OFFSET_MASK;
+	wr64(d, l2 + 8, l1 | QC_OFLAG_COPIED);
+	uint8_t l1before[4096];
+	assert_int_equal(cp_bdev_pread(d, l1before, 4096, l1), 0);
+	cp_image *img;
+	assert_int_equal(open_mode(d, false, false, &img), 0);
+	uint8_t b[4096];
+	memset(b, 0x77, sizeof(b));
+	/* the in-place write would land on the L1 table: refused, and the
+	 * image is marked corrupt during the session */
+	int r = cp_image_pwrite(img, b, 512, 4096);
+	assert_int_equal(r, -EUCLEAN);
+	assert_non_null(strstr(cp_last_error(), "L1 table"));
+	assert_non_null(strstr(cp_last_error(), "marked corrupt"));
+	assert_true(rd64(d, H_INCOMPAT) & QC_INCOMPAT_CORRUPT);
+	/* nothing more is written in this session */
+	r = cp_image_pwrite(img, b, 512, 0);
+	assert_true(r < 0);
+	cp_image_close(img);
+	uint8_t l1after[4096];
+	assert_int_equal(cp_bdev_pread(d, l1after, 4096, l1), 0);
+	assert_memory_equal(l1after, l1before, 4096);
+	uint8_t want[4096];
+	memset(want, 0x40, sizeof(want));
+	uint64_t len;
+	uint8_t *before = snapshot(d, &len);
+	expect_refused(d, before, len);
+	assert_int_equal(open_mode(d, true, false, &img), 0);
+	assert_int_equal(cp_image_pread(img, b, 4096, 0), 0);
+	assert_memory_equal(b, want, 4096);
+	assert_int_equal(cp_image_close(img), 0);
+	assert_int_equal(open_mode(d, true, true, &img), 0);
+	struct cp_check_result res;
+	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
+	assert_true(res.corruptions > 0);
+	assert_int_equal(cp_image_close(img), 0);
+	free(before);
+	cp_bdev_close(d);
+}
+
+/* --- the overlap check ---------------------------------------------------- */
+
+/* Write guest cluster gc of the damaged image: must fail naming what, mark
+ * the image corrupt, and change no other byte of the file. */
+static void expect_overlap(cp_bdev *d, uint64_t gc, const char *what)
+{
+	uint64_t len;
+	uint8_t *before = snapshot(d, &len);
+	cp_image *img;
+	assert_int_equal(open_mode(d, false, false, &img), 0);
+	uint8_t b[4096];
+	memset(b, 0x99, sizeof(b));
+	int r = cp_image_pwrite(img, b, sizeof(b), gc * 4096);
+	if (r != -EUCLEAN)
+		fail_msg("write over %s: %d (%s)", what, r,
+			 r < 0 ? cp_last_error() : "written");
+	if (!strstr(cp_last_error(), what))
+		fail_msg("message does not name the %s: %s", what, cp_last_error());
+	assert_non_null(strstr(cp_last_error(), "marked corrupt"));
+	cp_image_close(img);
+	uint64_t len2;
+	uint8_t *after = snapshot(d, &len2);
+	assert_true(cp_be64(after + H_INCOMPAT) & QC_INCOMPAT_CORRUPT);
+	cp_put_be64(after + H_INCOMPAT, cp_be64(before + H_INCOMPAT));
+	assert_true(len2 >= len);
+	for (uint64_t i = 0; i < len; i++)
+		if (after[i] != before[i])
+			fail_msg("write over %s changed byte 0x%llx", what,
+				 (unsigned long long)i);
+	free(before);
+	free(after);
+}
+
+static uint64_t refcount_pos(cp_bdev *d, uint64_t off)
+{
+	/* 4 KiB clusters, 16-bit refcounts: 2048 per block */
+	uint64_t rt = rd64(d, H_RT);
+	uint64_t c = off / 4096;
+	uint64_t rb = rd64(d, rt + 8 * (c / 2048)) & QC_REFT_OFFSET_MASK;
+	return rb + 2 * (c % 2048);
+}
+
+static void test_overlap_zero_refcount_l2(void **state)
+{
+	(void)state;
+	const uint64_t gc[] = { 0 };
+	cp_bdev *d = plain_image(8 << 20, 4096, 16, gc, 1);
+	uint64_t l2 = rd64(d, rd64(d, H_L1)) & QC_L1E_OFFSET_MASK;
+	uint8_t z[2] = { 0, 0 };
+	assert_int_equal(cp_bdev_pwrite(d, z, 2, refcount_pos(d, l2)), 0);
+	assert_int_equal(cp_bdev_flush(d), 0);
+	expect_overlap(d, 5, "L2 table");
+	cp_bdev_close(d);
+}
+
+/* Known gaps (run with CP_SAFETY_GAPS=1): today the two classes below are
+ * not caught.  An L2 table on a refcount block: the L2 slice write-back
+ * passes the overlap check because the check exempts every structure at
+ * the offset of the table being written (`allow`), so the slice overwrites
+ * the refcount block.  A duplicated L2 table: the write goes through the
+ * shared table in place (COPIED is trusted) and changes the other range's
+ * mapping; nothing compares references with refcounts at write time. */
+static void skip_known_gap(void)
+{
+	const char *e = getenv("CP_SAFETY_GAPS");
+	if (!e || !*e || !strcmp(e, "0")) {
+		printf("# known gap, not asserted (CP_SAFETY_GAPS=1 runs it)\n");
+		skip();
+	}
+}
+
+static void test_overlap_l2_on_refblock(void **state)
+{
+	(void)state;
+	skip_known_gap();
+	const uint64_t gc[] = { 0, 1024 };
+	cp_bdev *d = plain_image(8 << 20, 4096, 16, gc, 2);
+	uint64_t l1 = rd64(d, H_L1);
+	uint64_t rb = rd64(d, rd64(d, H_RT)) & QC_REFT_OFFSET_MASK;
+	/* the second L2 table is the refcount block */
+	wr64(d, l1 + 8, rb | QC_OFLAG_COPIED);
+	expect_overlap(d, 512 + 100, "refcount block");
+	cp_bdev_close(d);
+}
+
+static void test_overlap_dup_l2(void **state)
+{
+	(void)state;
+	skip_known_gap();
+	const uint64_t gc[] = { 0, 512 };
+	cp_bdev *d = plain_image(8 << 20, 4096, 16, gc, 2);
+	uint64_t l1 = rd64(d, H_L1);
+	/* L1[1] is a copy of L1[0]: one L2 table, two references */
+	wr64(d, l1 + 8, rd64(d, l1));
+	expect_overlap(d, 512 + 100, "L2 table");
+	cp_bdev_close(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_barrier_lazy_backing),
+		cmocka_unit_test(test_barrier_extl2_owned),
+		cmocka_unit_test(test_async_extl2_owned),
+		cmocka_unit_test(test_async_fresh),
+		cmocka_unit_test(test_alloc_refblocks),
+		cmocka_unit_test(test_corrupt_bit_foreign),
+		cmocka_unit_test(test_corrupt_bit_session),
+		cmocka_unit_test(test_overlap_zero_refcount_l2),
+		cmocka_unit_test(test_overlap_l2_on_refblock),
+		cmocka_unit_test(test_overlap_dup_l2),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
