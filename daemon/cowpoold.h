@@ -45,8 +45,12 @@ enum dmn_log_level {
 /* "error", "warn"/"warning", "info", "debug" -> level; -EINVAL otherwise. */
 int dmn_log_parse_level(const char *s);
 void dmn_log_set_level(enum dmn_log_level l);
+/* Log to path from now on (opened O_APPEND, put on fd 2, so stray stderr
+ * output lands there too); a SIGHUP calls it again to reopen a rotated
+ * file.  0 or -errno (the old sink stays). */
+int dmn_log_open(const char *path);
 bool dmn_log_enabled(enum dmn_log_level l);
-/* "2026-11-22 10:00:00.123 cowpoold[pid] LEVEL: message\n" on stderr, one
+/* "2026-11-22T10:00:00.123Z cowpoold[pid] LEVEL: message\n" (UTC) on fd 2, one
  * write(2) per line.  Preserves errno.  Any thread. */
 void dmn_log(enum dmn_log_level l, const char *fmt, ...) CP_PRINTF(2, 3);
 #define dmn_err(...) dmn_log(DMN_LOG_ERROR, __VA_ARGS__)
@@ -60,22 +64,40 @@ void dmn_log(enum dmn_log_level l, const char *fmt, ...) CP_PRINTF(2, 3);
 
 /* ---- config.c: defaults < config file < command line ---------------------- */
 
-#define DMN_MAX_LIST 64 /* file_root / lvm_device entries */
+#define DMN_MAX_LIST 64 /* file_root / lvm_device / allowed_* entries */
+
+/* What a SIGHUP may change while the daemon runs (dmn_config_reload):
+ * read through dmn_limits_get() by any thread. */
+struct dmn_limits {
+	uint32_t allowed_uids[DMN_MAX_LIST]; /* besides root */
+	uint32_t allowed_gids[DMN_MAX_LIST];
+	unsigned n_uids, n_gids;
+	unsigned max_connections;      /* 1..10000, default 64 */
+	unsigned idle_timeout;         /* seconds without a request, 0 = none */
+	unsigned request_timeout;      /* seconds to the first request */
+	size_t max_request;            /* bytes of one request line */
+	size_t max_answer;             /* bytes of one answer line */
+	enum dmn_log_level log_level;
+};
 
 struct dmn_config {
 	uint64_t host_id;              /* 1..2000, required */
 	char *socket;                  /* unix socket path */
+	char *socket_group;            /* group of the socket, NULL = root's */
+	char *log_file;                /* NULL = stderr */
 	char *nbd_socket;              /* NBD exports' unix socket */
 	char *file_roots[DMN_MAX_LIST + 1];  /* NULL-terminated */
 	char *lvm_devices[DMN_MAX_LIST + 1]; /* NULL-terminated */
 	char *lvm_system_dir;          /* NULL = LVM's default */
 	char *pool;                    /* pool UUID or NULL */
 	unsigned monitor_interval;     /* seconds, >= 1, default 10 */
+	unsigned io_timeout;           /* domain.create's default, 1..255 */
 	bool sanlock;                  /* default true */
-	enum dmn_log_level log_level;  /* default info */
+	struct dmn_limits lim;
 	int ready_fd;                  /* -1, or "ready\n" is written there */
 	uint32_t disk_uid, disk_gid;   /* disk_owner, disk_group (0: the
 					* daemon's own) */
+	char *config_path;             /* -c, for a reload */
 };
 
 /* Parse argv (cowpoold's flags) and the config file they name into cfg.
@@ -84,6 +106,16 @@ struct dmn_config {
  * unknown key 'x'", "cowpoold: --host-id: ...") to stderr. */
 int dmn_config_load(struct dmn_config *cfg, int argc, char **argv);
 void dmn_config_free(struct dmn_config *cfg);
+/* The group name or number -> gid; -ENOENT. */
+int dmn_config_gid(const char *name, uint32_t *gid);
+struct dmn;
+/* SIGHUP: reopen the log file, read the configuration again (the same
+ * flags and file) and apply what can change while running (d->cfg.lim:
+ * allowed_uids/gids, limits, log_level); keys that need a restart are
+ * logged.  A bad file keeps the running configuration (logged). */
+void dmn_config_reload(struct dmn *d);
+/* A copy of the current limits (any thread). */
+void dmn_limits_get(struct dmn *d, struct dmn_limits *out);
 
 /* ---- records.c: records as JSON (leaf: uses no other daemon file) ------- */
 
@@ -121,6 +153,13 @@ struct dmn_arg {
 	char uuid[DMN_UUID_BUF];       /* UUID, lower-cased; "" when absent */
 };
 
+/* The process at the other end of a connection (SO_PEERCRED). */
+struct dmn_peer {
+	uint32_t uid, gid;
+	int32_t pid;
+	unsigned conn;                 /* connection number (log lines) */
+};
+
 /* One call being answered. */
 struct dmn_call {
 	struct dmn *d;
@@ -131,6 +170,7 @@ struct dmn_call {
 	struct cp_jsonw *res;          /* the handler writes one value */
 	/* JSON-RPC level error (set with dmn_call_error, returned as
 	 * DMN_RPC_ERROR by handlers) */
+	const struct dmn_peer *peer;   /* the caller (audit lines) */
 	int rpc_code;
 	char rpc_msg[512];
 	char rpc_param[64];            /* the param named, for error.data */
@@ -144,6 +184,7 @@ struct dmn_call {
 #define DMN_ENO_METHOD -32601
 #define DMN_EINVALID_PARAMS -32602
 #define DMN_EINTERNAL -32603
+#define DMN_EANSWER_TOO_LARGE -32001  /* server error: answer > max_answer */
 #define DMN_EAPP_BASE 1000             /* + errno */
 
 int dmn_call_error(struct dmn_call *c, int code, const char *param,
@@ -152,6 +193,10 @@ int dmn_call_error(struct dmn_call *c, int code, const char *param,
  * (-32602 set) or -ENOMEM.  dmn_params_free() afterwards in any case. */
 int dmn_params_parse(struct dmn_call *c);
 void dmn_params_free(struct dmn_call *c);
+/* "domain=..., capacity=1073741824, description=\"...\"": the call's
+ * params in one line for the audit log (long strings cut, arrays
+ * counted). */
+void dmn_params_summary(const struct dmn_call *c, char *buf, size_t size);
 /* A param's value, by its table name; the absent value when not given
  * (NULL, "", 0, false, dflt, 0 = the first choice).  Asking for a name
  * the table does not give the method, or with another type, aborts. */
@@ -301,7 +346,7 @@ void dmn_exports_lease_lost(struct dmn *d);
 
 /* ---- server.c: the unix socket and JSON-RPC framing ----------------------- */
 
-#define DMN_MAX_REQUEST (1u << 20)     /* bytes of one request line */
+#define DMN_MAX_REQUEST (1u << 20)     /* default max_request */
 
 /* Create, bind and listen (removing a stale socket of a dead daemon;
  * -EADDRINUSE when a live one answers there). */
@@ -311,10 +356,11 @@ int dmn_server_start(struct dmn *d);
 /* Stop accepting, shut every connection down, wait for the connection
  * threads, remove the socket. */
 void dmn_server_stop(struct dmn *d);
-/* Answer one request text (a line): the response text goes to out (empty
- * for notifications).  Returns false when the connection must be closed
- * afterwards.  Exposed for tests. */
-void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
+/* Answer one request text (a line) from peer: the response text goes to
+ * out (empty for notifications); at most max_answer bytes (else a -32001
+ * error saying how many of a batch's calls ran). */
+void dmn_rpc_handle(struct dmn *d, const struct dmn_peer *peer,
+		    const char *text, size_t len, size_t max_answer,
 		    struct cp_jsonw *out);
 
 /* ---- main.c: the daemon ----------------------------------------------------- */
@@ -327,7 +373,11 @@ enum dmn_join_state {
 };
 
 struct dmn {
-	struct dmn_config cfg;
+	struct dmn_config cfg;         /* cfg.lim under lim_lock */
+	pthread_mutex_t lim_lock;
+	int argc;                      /* the command line, for a reload */
+	char **argv;
+	int lock_fd;                   /* the host id's lock file (flock) */
 	cp_pool *pool;
 	atomic_bool stopping;
 

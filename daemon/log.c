@@ -1,7 +1,9 @@
-/* daemon/log.c - cowpoold's one log sink: stderr, one line per message
- * with a timestamp, the pid and the level.  Debug messages cost one
- * branch when off (dmn_debug). */
+/* daemon/log.c - cowpoold's one log sink: fd 2 (stderr, or the log_file
+ * opened onto it), one line per message with a UTC ISO-8601 timestamp,
+ * the pid and the level.  Debug messages cost one branch when off
+ * (dmn_debug). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -49,10 +51,10 @@ void dmn_log(enum dmn_log_level l, const char *fmt, ...)
 	struct timespec ts;
 	struct tm tm;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	localtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
 	n += (size_t)snprintf(line + n, sizeof(line) - n,
-			      ".%03ld cowpoold[%ld] %s: ",
+			      ".%03ldZ cowpoold[%ld] %s: ",
 			      ts.tv_nsec / 1000000, (long)getpid(), names[l]);
 	va_list ap;
 	va_start(ap, fmt);
@@ -65,4 +67,17 @@ void dmn_log(enum dmn_log_level l, const char *fmt, ...)
 	ssize_t w = write(STDERR_FILENO, line, n);
 	(void)w;
 	errno = saved;
+}
+
+int dmn_log_open(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+				O_NOCTTY, 0640);
+	if (fd < 0)
+		return -errno;
+	/* dup2 replaces fd 2 atomically: a line being written goes to the
+	 * old file or the new one, whole. */
+	int r = dup2(fd, STDERR_FILENO) < 0 ? -errno : 0;
+	close(fd);
+	return r;
 }

@@ -1,15 +1,20 @@
 /* daemon/main.c - cowpoold: start-up, signals and shutdown.
  *
- * Start-up: configuration (config.c), the socket bound (so a second
- * daemon fails early), cp_pool_open(), the NBD server (exports.c), then
- * the threads: join
- * (cp_pool_join once; the API answers meanwhile), monitor, accept.  Then
- * "ready\n" goes to --ready-fd.
+ * Start-up: configuration (config.c), the host id's lock file (a second
+ * daemon with the same host id stops there, before it touches anything),
+ * the socket bound, cp_pool_open(), the NBD server (exports.c), then the
+ * threads: join (cp_pool_join once; the API answers meanwhile), monitor,
+ * accept.  Then "ready\n" goes to --ready-fd and READY=1 to systemd
+ * (sd_notify).
  *
- * Shutdown (first SIGTERM/SIGINT): stop accepting, end connections, let
- * running tasks finish, end the NBD exports (clients disconnected, images
- * closed, volume leases released), cp_pool_close() (releases the leases,
- * leaves the lockspaces), remove the socket, exit 0.  A second signal exits at once
+ * SIGHUP: reopen the log file and reload what can change (config.c).
+ *
+ * Shutdown (first SIGTERM/SIGINT): stop accepting, wake task.wait callers
+ * (ESHUTDOWN), end connections, let running tasks finish, end the NBD
+ * exports (clients disconnected, images closed, volume leases released),
+ * cp_pool_close() (releases the leases, leaves the lockspaces; any
+ * lockspace of the pool still joined by this host afterwards is left
+ * here), remove the socket, exit 0.  A second signal exits at once
  * (status 1): sanlock releases this process's leases when it dies and the
  * next SPM recovers the journaled tasks.
  */
@@ -19,17 +24,39 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <libgen.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#if CP_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "cowpoold.h"
+
+/* ---- systemd ------------------------------------------------------------- */
+
+/* sd_notify() when built with libsystemd and run by systemd (NOTIFY_SOCKET
+ * set); nothing otherwise. */
+static void dmn_notify(const char *state)
+{
+#if CP_HAVE_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
 
 /* ---- signals -------------------------------------------------------------- */
 
 struct dmn_signals {
+	struct dmn *d;
 	sigset_t set;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -43,6 +70,17 @@ static void *signal_thread(void *arg)
 		int sig;
 		if (sigwait(&s->set, &sig))
 			continue;
+		if (sig == SIGHUP) {
+			pthread_mutex_lock(&s->lock);
+			bool stopping = s->received > 0;
+			pthread_mutex_unlock(&s->lock);
+			if (stopping)
+				continue;
+			dmn_notify("RELOADING=1");
+			dmn_config_reload(s->d);
+			dmn_notify("READY=1");
+			continue;
+		}
 		pthread_mutex_lock(&s->lock);
 		int n = ++s->received;
 		/* Log before main can run (and exit) on the broadcast. */
@@ -97,6 +135,129 @@ static int dmn_open_pool(struct dmn *d)
 	return 0;
 }
 
+/* One daemon per host id: an flock()ed file beside the socket, held
+ * until the process ends (kill -9 included).  A second daemon stops here,
+ * before it binds, opens the pool or joins anything. */
+static int dmn_lock_host(struct dmn *d)
+{
+	char dir[4096], path[4200];
+	snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
+	snprintf(path, sizeof(path), "%s/cowpoold-host%" PRIu64 ".lock",
+		 dirname(dir), d->cfg.host_id);
+	/* the directory is the socket's (dmn_server_listen makes it too) */
+	snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
+	char *dn = dirname(dir);
+	for (char *p = dn + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		mkdir(dn, 0755);
+		*p = '/';
+	}
+	mkdir(dn, 0755);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		dmn_err("cannot open the lock file %s: %s", path,
+			strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		if (e == EWOULDBLOCK)
+			dmn_err("another cowpoold (pid %s) runs with host id "
+				"%" PRIu64 " (lock file %s): refusing to start",
+				pid[0] ? pid : "?", d->cfg.host_id, path);
+		else
+			dmn_err("cannot lock %s: %s", path, strerror(e));
+		close(fd);
+		return -1;
+	}
+	char pid[32];
+	int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+		dmn_warn("cannot write %s: %s", path, strerror(errno));
+	d->lock_fd = fd;
+	return 0;
+}
+
+/* The lockspaces of the pool's domains, copied (they outlive the pool). */
+struct dmn_ls {
+	char name[DMN_UUID_BUF];
+	char path[4096];
+	uint64_t offset;
+};
+
+static size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out)
+{
+	struct cp_domain_status *st;
+	size_t n, k = 0;
+	*out = NULL;
+	if (!d->cfg.sanlock || cp_pool_domains(d->pool, &st, &n) < 0)
+		return 0;
+	struct dmn_ls *ls = calloc(n ? n : 1, sizeof(*ls));
+	for (size_t i = 0; ls && i < n; i++) {
+		cp_sd *sd;
+		struct cp_lockspace_opts o;
+		if (cp_pool_domain(d->pool, st[i].md.dom_uuid, &sd) < 0 ||
+		    cp_sd_lockspace(sd, &o) < 0)
+			continue;
+		snprintf(ls[k].name, sizeof(ls[k].name), "%s", o.name);
+		snprintf(ls[k].path, sizeof(ls[k].path), "%s", o.path);
+		ls[k].offset = o.offset;
+		k++;
+	}
+	free(st);
+	cp_clear_error();
+	*out = ls;
+	return k;
+}
+
+/* After cp_pool_close(): nothing of this host may stay joined (a joined
+ * lockspace keeps the file system busy: it cannot be unmounted).  The
+ * sanlock daemon releases the leases of a closed client asynchronously, so
+ * a leave right after the close may be refused (-EBUSY, "processes of
+ * this host still hold leases"): it is retried for a while. */
+#define DMN_LEAVE_TRIES 200 /* x 50 ms */
+static void dmn_leave_lockspaces(struct dmn *d, const struct dmn_ls *ls,
+				 size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct cp_lockspace_opts o;
+		cp_lockspace_opts_init(&o);
+		o.name = ls[i].name;
+		o.path = ls[i].path;
+		o.offset = ls[i].offset;
+		int r = 0;
+		for (int k = 0; k < DMN_LEAVE_TRIES; k++) {
+			int st = cp_lockspace_status(&o, d->cfg.host_id);
+			if (st == CP_LOCKSPACE_NOT_JOINED || st < 0) {
+				r = st < 0 ? st : 0;
+				break;
+			}
+			cp_clear_error();
+			r = st == CP_LOCKSPACE_BUSY
+				? -EBUSY
+				: cp_lockspace_leave(&o, d->cfg.host_id);
+			if (r == 0) {
+				dmn_info("lockspace %s left", ls[i].name);
+				break;
+			}
+			if (r != -EBUSY)
+				break;
+			struct timespec ts = {0, 50 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		if (r < 0)
+			dmn_err("lockspace %s is still joined after the stop: "
+				"%s", ls[i].name, cp_error_msg(r));
+	}
+	cp_clear_error();
+}
+
 static int dmn_start_thread(pthread_t *t, void *(*fn)(void *), void *arg,
 			    const char *what)
 {
@@ -113,7 +274,20 @@ int main(int argc, char **argv)
 	int r = dmn_config_load(&d->cfg, argc, argv);
 	if (r)
 		return r > 0 ? 0 : 2;
-	dmn_log_set_level(d->cfg.log_level);
+	d->argc = argc;
+	d->argv = argv;
+	d->lock_fd = -1;
+	pthread_mutex_init(&d->lim_lock, NULL);
+	dmn_log_set_level(d->cfg.lim.log_level);
+	if (d->cfg.log_file && (r = dmn_log_open(d->cfg.log_file)) < 0) {
+		fprintf(stderr, "cowpoold: log_file %s: %s\n", d->cfg.log_file,
+			strerror(-r));
+		return 2;
+	}
+	/* Big buffers (a 1 MiB batch, its answer) are mmap()ed and go back
+	 * to the system when freed; few arenas keep the heap compact. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	mallopt(M_ARENA_MAX, 4);
 
 	/* Every thread inherits this mask; the signal thread takes them. */
 	struct dmn_signals sigs = {.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -125,6 +299,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	sigs.d = d;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->conn_lock, NULL);
 	pthread_cond_init(&d->conn_cond, NULL);
@@ -144,9 +319,11 @@ int main(int argc, char **argv)
 		return 1;
 	pthread_detach(sig_thread);
 
-	cp_clear_error();
-	if (dmn_server_listen(d) < 0) {
-		dmn_err("%s", cp_last_error());
+	if (dmn_lock_host(d) < 0)
+		return 1;
+	int sr = dmn_server_listen(d);
+	if (sr < 0) {
+		dmn_err("%s", cp_error_msg(sr));
 		return 1;
 	}
 	if (dmn_open_pool(d) < 0) {
@@ -154,9 +331,9 @@ int main(int argc, char **argv)
 		unlink(d->cfg.socket);
 		return 1;
 	}
-	cp_clear_error();
-	if (dmn_exports_start(d) < 0) {
-		dmn_err("%s", cp_last_error());
+	sr = dmn_exports_start(d);
+	if (sr < 0) {
+		dmn_err("%s", cp_error_msg(sr));
 		cp_pool_close(d->pool);
 		close(d->listen_fd);
 		unlink(d->cfg.socket);
@@ -171,8 +348,9 @@ int main(int argc, char **argv)
 	if (dmn_start_thread(&d->monitor_thread, dmn_monitor_thread, d,
 			     "monitor") == 0)
 		d->monitor_started = true;
-	if (dmn_server_start(d) < 0) {
-		dmn_err("%s", cp_last_error());
+	sr = dmn_server_start(d);
+	if (sr < 0) {
+		dmn_err("%s", cp_error_msg(sr));
 		atomic_store(&d->stopping, true);
 	} else {
 		dmn_info("listening on %s", d->cfg.socket);
@@ -183,6 +361,7 @@ int main(int argc, char **argv)
 					 strerror(errno));
 			close(d->cfg.ready_fd);
 		}
+		dmn_notify("READY=1");
 		pthread_mutex_lock(&sigs.lock);
 		while (!sigs.received)
 			pthread_cond_wait(&sigs.cond, &sigs.lock);
@@ -190,6 +369,7 @@ int main(int argc, char **argv)
 	}
 
 	/* shutdown */
+	dmn_notify("STOPPING=1");
 	atomic_store(&d->stopping, true);
 	ssize_t w = write(d->wake_fd[1], "x", 1);
 	(void)w;
@@ -206,7 +386,11 @@ int main(int argc, char **argv)
 		pthread_join(d->join_thread, NULL);
 	}
 	dmn_exports_stop(d); /* clients, images, leases: before the pool */
+	struct dmn_ls *ls;
+	size_t nls = dmn_lockspaces(d, &ls);
 	cp_pool_close(d->pool);
+	dmn_leave_lockspaces(d, ls, nls);
+	free(ls);
 	dmn_tasks_destroy(&d->tasks);
 	dmn_info("stopped");
 	dmn_config_free(&d->cfg);

@@ -173,8 +173,9 @@ static int m_domain_create(struct dmn_call *c)
 	cp_clear_error();
 	o.name = name;
 	o.master = master;
-	if (io_timeout)
-		o.io_timeout = (uint32_t)io_timeout;
+	/* not given (or 0): the configuration's io_timeout */
+	o.io_timeout = (uint32_t)(io_timeout ? io_timeout
+					     : c->d->cfg.io_timeout);
 	if (chunk)
 		o.chunk_size = chunk;
 	if (maxvol)
@@ -261,14 +262,55 @@ static int m_spm_status(struct dmn_call *c)
 	return 0;
 }
 
+/* The journal's unfinished tasks before spm start: after it, one line
+ * each saying how recovery ended them. */
+static void log_recovery(struct dmn_call *c, const struct cp_task *before,
+			 size_t n)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct cp_task *t = &before[i];
+		if (t->state != CP_TASK_RUNNING &&
+		    t->state != CP_TASK_RECOVERING)
+			continue;
+		struct cp_task now;
+		k++;
+		int gr = cp_task_get(c->d->pool, t->task_uuid, &now);
+		if (gr < 0) {
+			dmn_warn("recovery: task %s (%s): %s", t->task_uuid,
+				 cp_task_type_name(t->type), cp_error_msg(gr));
+			continue;
+		}
+		dmn_info("recovery: task %s (%s, step %u, domain %s) %s%s%s",
+			 t->task_uuid, cp_task_type_name(t->type), t->step,
+			 t->dom_uuid[0] ? t->dom_uuid : "-",
+			 now.state == CP_TASK_DONE     ? "rolled forward: done"
+			 : now.state == CP_TASK_ABORTED ? "rolled back: aborted"
+							: cp_task_state_name(now.state),
+			 now.message[0] ? ": " : "", now.message);
+	}
+	cp_clear_error();
+	dmn_info("recovery: %zu unfinished task(s) found at spm start", k);
+}
+
 static int m_spm_start(struct dmn_call *c)
 {
+	struct cp_task *before = NULL;
+	size_t nbefore = 0;
 	dmn_info("spm start requested");
+	if (cp_task_list(c->d->pool, &before, &nbefore) < 0) {
+		before = NULL;
+		nbefore = 0;
+	}
+	cp_clear_error();
 	int r = cp_spm_start(c->d->pool);
 	if (r < 0) {
 		dmn_warn("spm start failed: %s", cp_error_msg(r));
+		free(before);
 		return r;
 	}
+	log_recovery(c, before, nbefore);
+	free(before);
 	struct cp_spm_status s;
 	r = cp_spm_status(c->d->pool, &s);
 	if (r < 0)
@@ -1159,6 +1201,15 @@ int dmn_method_call(struct dmn_call *c)
 	c->method = m->name;
 	dmn_debug("call %s", c->method);
 	int r = dmn_params_parse(c);
+	/* Structural calls leave an audit line: who, what, with what (also
+	 * those refused later: the caller asked). */
+	if (!r && (m->flags & (CP_API_SPM | CP_API_TASK)) && c->peer) {
+		char sum[600];
+		dmn_params_summary(c, sum, sizeof(sum));
+		dmn_info("audit: uid %u pid %d connection %u: %s {%s}",
+			 c->peer->uid, c->peer->pid, c->peer->conn, c->method,
+			 sum);
+	}
 	/* Tasks check the SPM role when they start (start_job). */
 	if (!r && (m->flags & (CP_API_SPM | CP_API_TASK)) == CP_API_SPM)
 		r = spm_check(c);

@@ -33,20 +33,82 @@ void *dmn_join_thread(void *arg)
 
 /* ---- monitor thread ------------------------------------------------------- */
 
-static void monitor_once(struct dmn *d)
+/* What the monitor warned about, per domain: a warning is logged when a
+ * condition appears or changes, and one line when it clears. */
+#define MON_MAX 256
+struct mon_state {
+	bool pool_warned;
+	size_t n;
+	struct {
+		char uuid[DMN_UUID_BUF];
+		char error[256];       /* "" = fine */
+		bool renewal_warned;   /* joined, but the lease does not renew */
+	} dom[MON_MAX];
+};
+
+static size_t mon_slot(struct mon_state *m, const char *uuid)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->dom[i].uuid, uuid))
+			return i;
+	if (m->n == MON_MAX)
+		return MON_MAX;
+	memset(&m->dom[m->n], 0, sizeof(m->dom[0]));
+	snprintf(m->dom[m->n].uuid, DMN_UUID_BUF, "%s", uuid);
+	return m->n++;
+}
+
+static void monitor_once(struct dmn *d, struct mon_state *m)
 {
 	int r = cp_pool_monitor(d->pool);
-	if (r < 0)
+	if (r < 0 && !m->pool_warned) {
 		dmn_warn("domain monitor: %s", cp_error_msg(r));
+		m->pool_warned = true;
+	} else if (r == 0 && m->pool_warned) {
+		dmn_info("domain monitor: recovered (the pool can be checked "
+			 "again)");
+		m->pool_warned = false;
+	}
 	struct cp_domain_status *st;
 	size_t n;
-	if (cp_pool_domains(d->pool, &st, &n) == 0) {
-		for (size_t i = 0; i < n; i++)
-			if (st[i].last_error)
-				dmn_warn("domain %s (%s): %s", st[i].md.dom_uuid,
-					 st[i].md.name, st[i].message);
-		free(st);
+	if (cp_pool_domains(d->pool, &st, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const struct cp_domain_status *s = &st[i];
+		size_t k = mon_slot(m, s->md.dom_uuid);
+		if (k == MON_MAX)
+			break;
+		char *err = m->dom[k].error;
+		if (s->last_error) {
+			const char *msg = s->message[0]
+					      ? s->message
+					      : strerror(-s->last_error);
+			if (strcmp(err, msg)) {
+				dmn_warn("domain %s (%s): %s", s->md.dom_uuid,
+					 s->md.name, msg);
+				snprintf(err, sizeof(m->dom[0].error), "%s",
+					 msg);
+			}
+		} else if (err[0]) {
+			dmn_info("domain %s (%s): recovered: reachable again "
+				 "(was: %s)", s->md.dom_uuid, s->md.name, err);
+			err[0] = 0;
+		}
+		bool bad = s->joined && s->renewal != CP_HOST_LIVE &&
+			   s->renewal != CP_HOST_UNKNOWN;
+		if (bad && !m->dom[k].renewal_warned) {
+			dmn_warn("domain %s (%s): this host's lease does not "
+				 "renew (%s)", s->md.dom_uuid, s->md.name,
+				 cp_host_state_name(s->renewal));
+			m->dom[k].renewal_warned = true;
+		} else if (!bad && m->dom[k].renewal_warned &&
+			   s->renewal == CP_HOST_LIVE) {
+			dmn_info("domain %s (%s): recovered: the lease renews "
+				 "again", s->md.dom_uuid, s->md.name);
+			m->dom[k].renewal_warned = false;
+		}
 	}
+	free(st);
 }
 
 /* Lease loss: the sanlock daemon connection hung up, so no lease of this
@@ -73,6 +135,7 @@ void *dmn_monitor_thread(void *arg)
 	int lease_fd = -1;
 	bool lease_lost = false;
 	struct timespec next;
+	static struct mon_state mon; /* one monitor thread */
 	clock_gettime(CLOCK_MONOTONIC, &next);
 
 	for (;;) {
@@ -115,7 +178,7 @@ void *dmn_monitor_thread(void *arg)
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (now.tv_sec > next.tv_sec ||
 		    (now.tv_sec == next.tv_sec && now.tv_nsec >= next.tv_nsec)) {
-			monitor_once(d);
+			monitor_once(d, &mon);
 			clock_gettime(CLOCK_MONOTONIC, &next);
 			next.tv_sec += d->cfg.monitor_interval;
 		}

@@ -263,3 +263,36 @@ const char **dmn_arg_strv(const struct dmn_call *c, const char *name)
 	const struct dmn_arg *a = arg(c, name, CP_API_STRV, CP_API_STRV);
 	return a->given ? a->v.strv : NULL;
 }
+
+void dmn_params_summary(const struct dmn_call *c, char *buf, size_t size)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < cp_json_count(c->params) && n + 1 < size; i++) {
+		const char *k = cp_json_key_at(c->params, i);
+		const cp_json *v = cp_json_at(c->params, i);
+		const char *s = cp_json_string(v, NULL);
+		bool b;
+		int m;
+		if (s)
+			m = snprintf(buf + n, size - n, "%s%.40s=\"%.80s%s\"",
+				     i ? ", " : "", k, s,
+				     strlen(s) > 80 ? "..." : "");
+		else if (cp_json_type(v) == CP_JSON_NUMBER)
+			m = snprintf(buf + n, size - n, "%s%.40s=%.40s",
+				     i ? ", " : "", k, cp_json_number_text(v));
+		else if (cp_json_bool(v, &b) == 0)
+			m = snprintf(buf + n, size - n, "%s%.40s=%s",
+				     i ? ", " : "", k, b ? "true" : "false");
+		else if (cp_json_type(v) == CP_JSON_ARRAY)
+			m = snprintf(buf + n, size - n, "%s%.40s=[%zu]",
+				     i ? ", " : "", k, cp_json_count(v));
+		else
+			m = snprintf(buf + n, size - n, "%s%.40s=<%s>",
+				     i ? ", " : "", k,
+				     cp_json_type_name(cp_json_type(v)));
+		if (m < 0)
+			break;
+		n = CP_MIN(n + (size_t)m, size - 1);
+	}
+}

@@ -1,8 +1,23 @@
 /* daemon/server.c - the API socket: a unix stream socket, one thread per
  * connection, newline-delimited JSON-RPC 2.0.
  *
+ * Who may call: the socket is created under umask 0177 (never wider than
+ * 0600 before its final mode 0660 and group socket_group), and every
+ * connection's peer (SO_PEERCRED, SO_PEERGROUPS) is checked against
+ * allowed_uids / allowed_gids (root always) before anything is read: a
+ * refused peer gets one EACCES error line, the connection is closed and a
+ * line is logged.
+ *
+ * Limits (daemon/README.md): max_connections (one more gets an EBUSY
+ * line and is closed), request_timeout to the first request and
+ * idle_timeout between requests (then the connection is closed), at most
+ * max_request bytes buffered per connection (the buffer grows on demand
+ * and shrinks after a big request), at most max_answer bytes of one
+ * answer (-32001 instead).  Big buffers are freed after use and the heap
+ * trimmed, so RSS goes back after a spike.
+ *
  * Framing: a request is one line (one JSON object, or a batch array) of at
- * most DMN_MAX_REQUEST bytes before its '\n'; the answer is one line.  A
+ * most max_request bytes before its '\n'; the answer is one line.  A
  * connection's requests are answered in order; connections are
  * independent.  A longer line gets an -32600 error and the connection is
  * closed (the rest of the line cannot be resynchronised).  Lines of only
@@ -10,6 +25,9 @@
  * request.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cowpoold.h"
@@ -26,8 +45,19 @@ struct dmn_conn {
 	struct dmn *d;
 	int fd;
 	unsigned id;
+	struct dmn_peer peer;
 	struct dmn_conn *next;
 };
+
+/* Buffers above this are freed after use (and the heap trimmed). */
+#define CONN_KEEP_BUF (64u << 10)
+/* Requests above CONN_KEEP_BUF answered at the same time, at most: the
+ * parse tree and answer of a 1 MiB batch take several MiB, so forty
+ * clients sending one each must not make forty of them at once. */
+#define CONN_BIG_MAX 2
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t big_cond = PTHREAD_COND_INITIALIZER;
+static unsigned big_running;
 
 /* ---- JSON-RPC envelope ---------------------------------------------------- */
 
@@ -75,7 +105,8 @@ static const cp_json *rpc_empty_params(void)
 }
 
 /* Answer one request object; writes nothing for a notification. */
-static void rpc_one(struct dmn *d, const cp_json *req, struct cp_jsonw *out)
+static void rpc_one(struct dmn *d, const struct dmn_peer *peer,
+		    const cp_json *req, struct cp_jsonw *out)
 {
 	static const char *const members[] = {"jsonrpc", "method", "params",
 					      "id"};
@@ -141,6 +172,7 @@ static void rpc_one(struct dmn *d, const cp_json *req, struct cp_jsonw *out)
 	cp_jsonw_init(&res);
 	struct dmn_call c = {
 	    .d = d,
+	    .peer = peer,
 	    .method = method,
 	    .params = params ? params : rpc_empty_params(),
 	    .res = &res,
@@ -178,7 +210,26 @@ static void rpc_one(struct dmn *d, const cp_json *req, struct cp_jsonw *out)
 	cp_jsonw_free(&res);
 }
 
-void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
+static void rpc_too_large(struct cp_jsonw *out, size_t max, size_t ran,
+			  size_t n)
+{
+	char msg[400], data[32];
+	cp_jsonw_reset(out);
+	if (n)
+		snprintf(msg, sizeof(msg), "answer too large: the answers to "
+			 "the first %zu of the batch's %zu calls exceed %zu "
+			 "bytes (max_answer); those calls ran, the others did "
+			 "not: split the batch", ran, n, max);
+	else
+		snprintf(msg, sizeof(msg), "answer too large: more than %zu "
+			 "bytes (max_answer)", max);
+	snprintf(data, sizeof(data), "%zu", ran);
+	rpc_error(out, NULL, DMN_EANSWER_TOO_LARGE, msg, n ? "ran" : NULL,
+		  data, 0);
+}
+
+void dmn_rpc_handle(struct dmn *d, const struct dmn_peer *peer,
+		    const char *text, size_t len, size_t max_answer,
 		    struct cp_jsonw *out)
 {
 	struct cp_json_opts jo;
@@ -187,7 +238,7 @@ void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
 
 	cp_jsonw_reset(out);
 	cp_json_opts_init(&jo);
-	jo.max_len = DMN_MAX_REQUEST;
+	jo.max_len = len + 1;
 	jo.max_depth = 64;
 	jo.max_values = 100000;
 	cp_clear_error();
@@ -205,25 +256,44 @@ void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
 				  0);
 		} else {
 			struct cp_jsonw one;
-			bool any = false;
+			bool any = false, big = false;
 			cp_jsonw_init(&one);
 			cp_jsonw_arr_begin(out, NULL);
 			for (size_t i = 0; i < n; i++) {
 				cp_jsonw_reset(&one);
-				rpc_one(d, cp_json_at(req, i), &one);
+				rpc_one(d, peer, cp_json_at(req, i), &one);
+				if (out->len + one.len + 2 > max_answer) {
+					rpc_too_large(out, max_answer, i + 1,
+						      n);
+					dmn_warn("connection %u: a batch's "
+						 "answer exceeds max_answer "
+						 "(%zu bytes) after %zu of %zu "
+						 "calls; refused", peer->conn,
+						 max_answer, i + 1, n);
+					big = true;
+					break;
+				}
 				if (one.len) {
 					cp_jsonw_raw(out, NULL, one.buf,
 						     one.len);
 					any = true;
 				}
 			}
-			cp_jsonw_arr_end(out);
 			cp_jsonw_free(&one);
-			if (!any) /* all notifications: no answer at all */
-				cp_jsonw_reset(out);
+			if (!big) {
+				cp_jsonw_arr_end(out);
+				if (!any) /* all notifications: no answer */
+					cp_jsonw_reset(out);
+			}
 		}
 	} else if (cp_json_type(req) == CP_JSON_OBJECT) {
-		rpc_one(d, req, out);
+		rpc_one(d, peer, req, out);
+		if (out->len + 1 > max_answer) {
+			rpc_too_large(out, max_answer, 1, 0);
+			dmn_warn("connection %u: an answer exceeds max_answer "
+				 "(%zu bytes); refused", peer->conn,
+				 max_answer);
+		}
 	} else {
 		snprintf(msg, sizeof(msg), "invalid request: expected an "
 			 "object or a batch array, not %s",
@@ -235,9 +305,55 @@ void dmn_rpc_handle(struct dmn *d, const char *text, size_t len,
 
 /* ---- connections ---------------------------------------------------------- */
 
+/* One error line to a connection being refused (a fresh socket's buffer
+ * takes it without blocking), then our side's EOF. */
+static void conn_refuse(int fd, int code, const char *msg, int app_errno)
+{
+	struct cp_jsonw w;
+	cp_jsonw_init(&w);
+	rpc_error(&w, NULL, code, msg, NULL, NULL, app_errno);
+	if (!cp_jsonw_error(&w) && cp_send_all(fd, w.buf, w.len) == 0)
+		cp_send_all(fd, "\n", 1);
+	cp_jsonw_free(&w);
+	shutdown(fd, SHUT_WR);
+}
+
+/* Refused connections linger until the client closes (or LINGER_MS): a
+ * close with the client's request unread would reset the connection
+ * before the client reads the error line.  The accept thread drains them;
+ * when the list is full the oldest is closed at once. */
+#define LINGER_MAX 16
+#define LINGER_MS 2000
+struct lingering {
+	int fd;
+	struct timespec until;
+};
+
+static void linger_add(struct lingering *l, size_t *n, int fd)
+{
+	if (*n == LINGER_MAX) {
+		close(l[0].fd);
+		memmove(l, l + 1, (LINGER_MAX - 1) * sizeof(*l));
+		(*n)--;
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	l[*n].fd = fd;
+	clock_gettime(CLOCK_MONOTONIC, &l[*n].until);
+	l[*n].until.tv_sec += LINGER_MS / 1000;
+	(*n)++;
+}
+
+static int64_t ms_until(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (t->tv_sec - now.tv_sec) * 1000 +
+	       (t->tv_nsec - now.tv_nsec) / 1000000;
+}
+
 /* Answer one line; false when the answer could not be sent. */
 static bool conn_request(struct dmn_conn *c, struct cp_jsonw *out,
-			 const char *line, size_t len)
+			 const char *line, size_t len, size_t max_answer)
 {
 	size_t k = 0;
 	while (k < len && (line[k] == ' ' || line[k] == '\t' ||
@@ -245,7 +361,22 @@ static bool conn_request(struct dmn_conn *c, struct cp_jsonw *out,
 		k++;
 	if (k == len)
 		return true;
-	dmn_rpc_handle(c->d, line, len, out);
+	bool big = len > CONN_KEEP_BUF;
+	if (big) {
+		pthread_mutex_lock(&big_lock);
+		while (big_running >= CONN_BIG_MAX)
+			pthread_cond_wait(&big_cond, &big_lock);
+		big_running++;
+		pthread_mutex_unlock(&big_lock);
+	}
+	dmn_rpc_handle(c->d, &c->peer, line, len, max_answer, out);
+	if (big) {
+		/* the answer is built: its size is bounded by max_answer */
+		pthread_mutex_lock(&big_lock);
+		big_running--;
+		pthread_cond_signal(&big_cond);
+		pthread_mutex_unlock(&big_lock);
+	}
 	if (cp_jsonw_error(out) < 0) {
 		cp_jsonw_reset(out);
 		rpc_error(out, NULL, DMN_EINTERNAL, "internal error: out of "
@@ -274,47 +405,106 @@ static void conn_unlink(struct dmn_conn *c)
 	pthread_mutex_unlock(&d->conn_lock);
 }
 
+/* After a big request or answer: give the memory back to the system. */
+static void conn_shrink(char **buf, size_t *cap, size_t len,
+			struct cp_jsonw *out)
+{
+	bool trim = false;
+	if (out->cap > CONN_KEEP_BUF) {
+		cp_jsonw_free(out);
+		cp_jsonw_init(out);
+		trim = true;
+	}
+	if (*cap > CONN_KEEP_BUF && len < CONN_KEEP_BUF) {
+		char *p = realloc(*buf, CONN_KEEP_BUF);
+		if (p) {
+			*buf = p;
+			*cap = CONN_KEEP_BUF;
+		}
+		trim = true;
+	}
+	if (trim)
+		malloc_trim(0);
+}
+
+/* Wait for input: 1 readable, 0 timed out, -1 error. */
+static int conn_wait(int fd, unsigned seconds)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int n;
+	do
+		n = poll(&p, 1, seconds ? (int)CP_MIN(seconds, 86400u) * 1000
+					: -1);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -1 : n;
+}
+
 static void *conn_thread(void *arg)
 {
 	struct dmn_conn *c = arg;
-	size_t cap = DMN_MAX_REQUEST + 1, len = 0;
+	struct dmn_limits lim;
+	size_t cap = 4096, len = 0;
 	char *buf = malloc(cap);
+	bool first = true;
 	struct cp_jsonw out;
 	cp_jsonw_init(&out);
-	dmn_debug("connection %u: open", c->id);
+	dmn_debug("connection %u: open (uid %u, pid %d)", c->id, c->peer.uid,
+		  c->peer.pid);
 	if (!buf)
 		goto done;
 	for (;;) {
-		ssize_t n = recv(c->fd, buf + len, cap - len, 0);
+		dmn_limits_get(c->d, &lim);
+		unsigned t = first ? lim.request_timeout : lim.idle_timeout;
+		int w = conn_wait(c->fd, t);
+		if (w == 0) {
+			dmn_info("connection %u (uid %u, pid %d): %s %u s; "
+				 "closing it", c->id, c->peer.uid, c->peer.pid,
+				 first ? "no request within request_timeout"
+				       : "idle for idle_timeout", t);
+			break;
+		}
+		if (cap - len < 4096 && cap < lim.max_request + 1) {
+			size_t ncap = CP_MIN(cap * 2, lim.max_request + 1);
+			char *p = ncap > cap ? realloc(buf, ncap) : NULL;
+			if (p) {
+				buf = p;
+				cap = ncap;
+			}
+		}
+		ssize_t n = w < 0 ? -1 : recv(c->fd, buf + len, cap - len, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			if (len && !atomic_load(&c->d->stopping))
-				conn_request(c, &out, buf, len);
+				conn_request(c, &out, buf, len,
+					     lim.max_answer);
 			break;
 		}
 		size_t scan = len;
 		len += (size_t)n;
 		size_t start = 0;
+		bool big = false;
 		for (size_t i = scan; i < len; i++) {
 			if (buf[i] != '\n')
 				continue;
-			if (!conn_request(c, &out, buf + start, i - start))
+			first = false;
+			big |= i - start > CONN_KEEP_BUF;
+			if (!conn_request(c, &out, buf + start, i - start,
+					  lim.max_answer))
 				goto done;
 			start = i + 1;
 		}
 		memmove(buf, buf + start, len - start);
 		len -= start;
-		if (len > DMN_MAX_REQUEST) {
+		if (big || out.cap > CONN_KEEP_BUF)
+			conn_shrink(&buf, &cap, len, &out);
+		if (len > lim.max_request ||
+		    (len == cap && cap >= lim.max_request)) {
 			char msg[128];
 			snprintf(msg, sizeof(msg), "invalid request: request "
-				 "larger than %u bytes", DMN_MAX_REQUEST);
-			cp_jsonw_reset(&out);
-			rpc_error(&out, NULL, DMN_EINVALID_REQUEST, msg, NULL,
-				  NULL, 0);
+				 "larger than %zu bytes", lim.max_request);
 			dmn_warn("connection %u: %s; closing it", c->id, msg);
-			if (cp_send_all(c->fd, out.buf, out.len) == 0)
-				cp_send_all(c->fd, "\n", 1);
+			conn_refuse(c->fd, DMN_EINVALID_REQUEST, msg, 0);
 			break;
 		}
 	}
@@ -322,27 +512,142 @@ done:
 	dmn_debug("connection %u: closed", c->id);
 	cp_jsonw_free(&out);
 	free(buf);
+	if (cap > CONN_KEEP_BUF)
+		malloc_trim(0);
 	conn_unlink(c);
 	close(c->fd);
 	free(c);
 	return NULL;
 }
 
+/* The peer's credentials; whether it may call (root, allowed_uids, or a
+ * group of allowed_gids among its primary and supplementary groups). */
+static bool conn_allowed(int fd, const struct dmn_limits *lim,
+			 struct dmn_peer *peer)
+{
+	struct ucred uc;
+	socklen_t sl = sizeof(uc);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &sl) < 0) {
+		peer->uid = peer->gid = UINT32_MAX;
+		peer->pid = -1;
+		return false;
+	}
+	peer->uid = uc.uid;
+	peer->gid = uc.gid;
+	peer->pid = uc.pid;
+	if (uc.uid == 0)
+		return true;
+	for (unsigned i = 0; i < lim->n_uids; i++)
+		if (lim->allowed_uids[i] == uc.uid)
+			return true;
+	if (!lim->n_gids)
+		return false;
+	gid_t groups[256];
+	socklen_t gl = sizeof(groups);
+	size_t ng = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) == 0)
+		ng = gl / sizeof(gid_t);
+	for (unsigned i = 0; i < lim->n_gids; i++) {
+		if (lim->allowed_gids[i] == uc.gid)
+			return true;
+		for (size_t j = 0; j < ng; j++)
+			if (lim->allowed_gids[i] == groups[j])
+				return true;
+	}
+	return false;
+}
+
+/* Check and register a new connection; false when it was refused (and
+ * closed). */
+static bool conn_admit(struct dmn *d, int fd, unsigned id,
+		       struct dmn_conn **out, struct lingering *lg, size_t *nlg)
+{
+	struct dmn_limits lim;
+	struct dmn_peer peer = {.conn = id};
+	char msg[300];
+	dmn_limits_get(d, &lim);
+	if (!conn_allowed(fd, &lim, &peer)) {
+		snprintf(msg, sizeof(msg), "permission denied: uid %u (pid %d) "
+			 "may not call cowpoold (allowed_uids, allowed_gids)",
+			 peer.uid, peer.pid);
+		dmn_warn("connection %u refused: %s", id, msg);
+		conn_refuse(fd, DMN_EAPP_BASE + EACCES, msg, EACCES);
+		linger_add(lg, nlg, fd);
+		return false;
+	}
+	struct dmn_conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return false;
+	}
+	c->d = d;
+	c->fd = fd;
+	c->id = id;
+	c->peer = peer;
+	pthread_mutex_lock(&d->conn_lock);
+	if (d->nconns >= lim.max_connections) {
+		pthread_mutex_unlock(&d->conn_lock);
+		snprintf(msg, sizeof(msg), "too many connections: %u open "
+			 "(max_connections); try again later",
+			 lim.max_connections);
+		dmn_warn("connection %u (uid %u, pid %d) refused: %s", id,
+			 peer.uid, peer.pid, msg);
+		conn_refuse(fd, DMN_EAPP_BASE + EBUSY, msg, EBUSY);
+		linger_add(lg, nlg, fd);
+		free(c);
+		return false;
+	}
+	c->next = d->conns;
+	d->conns = c;
+	d->nconns++;
+	pthread_mutex_unlock(&d->conn_lock);
+	/* A client that stops reading cannot hold a connection thread (and
+	 * the shutdown) for ever. */
+	struct timeval tv = {.tv_sec = lim.idle_timeout ? lim.idle_timeout
+							 : 600};
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	*out = c;
+	return true;
+}
+
 static void *accept_thread(void *arg)
 {
 	struct dmn *d = arg;
 	unsigned next_id = 1;
+	struct lingering lg[LINGER_MAX];
+	size_t nlg = 0;
 	for (;;) {
-		struct pollfd pfd[2] = {
+		struct pollfd pfd[2 + LINGER_MAX] = {
 		    {.fd = d->listen_fd, .events = POLLIN},
 		    {.fd = d->wake_fd[0], .events = POLLIN},
 		};
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+		int64_t timeout = -1;
+		for (size_t i = 0; i < nlg; i++) {
+			pfd[2 + i] = (struct pollfd){.fd = lg[i].fd,
+						     .events = POLLIN};
+			int64_t ms = CP_MAX(ms_until(&lg[i].until), 0);
+			timeout = timeout < 0 ? ms : CP_MIN(timeout, ms);
+		}
+		if (poll(pfd, 2 + nlg, (int)timeout) < 0 && errno != EINTR) {
 			dmn_err("poll: %s", strerror(errno));
 			break;
 		}
 		if (atomic_load(&d->stopping) || pfd[1].revents)
 			break;
+		/* drain the refused ones; close at EOF or their time */
+		for (size_t i = nlg; i-- > 0;) {
+			char junk[4096];
+			ssize_t k = 1;
+			if (pfd[2 + i].revents)
+				while ((k = recv(lg[i].fd, junk, sizeof(junk),
+						 0)) > 0)
+					;
+			if (k == 0 || (k < 0 && errno != EAGAIN) ||
+			    ms_until(&lg[i].until) <= 0) {
+				close(lg[i].fd);
+				lg[i] = lg[--nlg];
+			}
+		}
 		if (!pfd[0].revents)
 			continue;
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -371,19 +676,9 @@ static void *accept_thread(void *arg)
 			dmn_err("accept: %s", strerror(errno));
 			break;
 		}
-		struct dmn_conn *c = calloc(1, sizeof(*c));
-		if (!c) {
-			close(fd);
+		struct dmn_conn *c;
+		if (!conn_admit(d, fd, next_id++, &c, lg, &nlg))
 			continue;
-		}
-		c->d = d;
-		c->fd = fd;
-		c->id = next_id++;
-		pthread_mutex_lock(&d->conn_lock);
-		c->next = d->conns;
-		d->conns = c;
-		d->nconns++;
-		pthread_mutex_unlock(&d->conn_lock);
 		pthread_t t;
 		pthread_attr_t attr;
 		pthread_attr_init(&attr);
@@ -398,6 +693,8 @@ static void *accept_thread(void *arg)
 			free(c);
 		}
 	}
+	for (size_t i = 0; i < nlg; i++)
+		close(lg[i].fd);
 	return NULL;
 }
 
@@ -460,14 +757,36 @@ int dmn_server_listen(struct dmn *d)
 			close(probe);
 		unlink(path);
 	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, 64) < 0) {
+	/* Born 0600 (the umask is the process's: only the main and the
+	 * signal threads run yet, and neither creates files); opened to the
+	 * group only once it has its group.  Every peer is checked anyway
+	 * (conn_allowed). */
+	mode_t old_mask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
+	umask(old_mask);
+	if (r == 0 && listen(fd, 64) < 0)
 		r = -errno;
+	if (r < 0) {
 		close(fd);
 		return cp_error(r, "cannot listen on %s: %s", path,
 				strerror(-r));
 	}
-	chmod(path, 0660);
+	uint32_t gid = 0;
+	if (d->cfg.socket_group &&
+	    (dmn_config_gid(d->cfg.socket_group, &gid) < 0 ||
+	     chown(path, (uid_t)-1, gid) < 0)) {
+		r = errno ? -errno : -ENOENT;
+		close(fd);
+		unlink(path);
+		return cp_error(r, "socket_group %s: cannot give %s to it: %s",
+				d->cfg.socket_group, path, strerror(-r));
+	}
+	if (chmod(path, 0660) < 0) {
+		r = -errno;
+		close(fd);
+		unlink(path);
+		return cp_error(r, "cannot chmod %s: %s", path, strerror(-r));
+	}
 	d->listen_fd = fd;
 	return 0;
 }
@@ -498,9 +817,11 @@ void dmn_server_stop(struct dmn *d)
 	d->tasks.stopping = true;
 	pthread_cond_broadcast(&d->tasks.cond);
 	pthread_mutex_unlock(&d->tasks.lock);
+	/* Only the reading side: a call in progress (task.wait woken with
+	 * ESHUTDOWN above) still sends its answer, then the thread sees EOF. */
 	pthread_mutex_lock(&d->conn_lock);
 	for (struct dmn_conn *c = d->conns; c; c = c->next)
-		shutdown(c->fd, SHUT_RDWR);
+		shutdown(c->fd, SHUT_RD);
 	if (d->nconns)
 		dmn_info("waiting for %u connection(s) to finish",
 			 d->nconns);
