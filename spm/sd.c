@@ -454,11 +454,13 @@ CP_EXPORT int cp_sd_open_image(cp_sd *sd, const char *img_uuid,
 			       struct cp_sd_chain *out)
 {
 	CP_API_ENTER();
-	return sd_open_chain(sd, img_uuid, vol_uuid, readwrite, false, out);
+	return sd_open_chain(sd, img_uuid, vol_uuid, readwrite, false, false,
+			     out);
 }
 
 int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
-		  bool readwrite, bool backing_rw, struct cp_sd_chain *out)
+		  bool readwrite, bool backing_rw, bool force_share,
+		  struct cp_sd_chain *out)
 {
 	struct cp_volmeta m;
 	struct cp_open_opts oo;
@@ -489,6 +491,7 @@ int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 	cp_open_opts_init(&oo);
 	oo.format = m.format == CP_VOL_FORMAT_COW ? CP_FMT_QCOW2 : CP_FMT_RAW;
 	oo.readonly = !readwrite;
+	oo.force_share = force_share;
 	oo.cache = CP_CACHE_NONE;
 	oo.open_backing = sd_open_backing;
 	oo.open_backing_opaque = x;
@@ -505,7 +508,10 @@ int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 int sd_check_chain(cp_sd *sd, const char *img, const char *vol)
 {
 	struct cp_sd_chain c;
-	int r = cp_sd_open_image(sd, img, vol, false, &c);
+	/* a look, not a use: share everything, so a chain another process
+	 * (or host) has open for writing is still checked, and a writer
+	 * elsewhere is refused by the volume lease, not by this open */
+	int r = sd_open_chain(sd, img, vol, false, false, true, &c);
 
 	if (r < 0)
 		return r;

@@ -130,9 +130,12 @@ int sd_format_vol_lease(cp_sd *sd, const char *vol, const char *path,
 int sd_parse_backing(const char *name, const char *cur_img, char *img,
 		     char *vol);
 /* cp_sd_open_image, with the devices of the backing layers opened
- * read-write too (the layers stay read-only until reopened: commit). */
+ * read-write too (the layers stay read-only until reopened: commit), and
+ * with force_share, an open that takes no image lock another open could
+ * meet (a look at the chain, not a use of it). */
 int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
-		  bool readwrite, bool backing_rw, struct cp_sd_chain *out);
+		  bool readwrite, bool backing_rw, bool force_share,
+		  struct cp_sd_chain *out);
 /* Open the chain of img/vol read-only and close it: every backing name
  * resolves to a volume of this domain (a record there, data beneath the
  * domain, no link), else -EUCLEAN / -ELOOP naming it. */

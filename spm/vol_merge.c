@@ -90,7 +90,7 @@ static int mg_copy(cp_pool *p, cp_sd *sd, struct cp_task *t,
 		 * reopen P (its backing) for writing */
 		struct cp_commit_opts co;
 		if ((r = sd_open_chain(sd, t->img_uuid, t->vol_uuid, true, true,
-				       &c)) < 0)
+				       false, &c)) < 0)
 			return r;
 		cp_commit_opts_init(&co);
 		co.keep_top = true;
