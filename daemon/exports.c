@@ -560,15 +560,18 @@ void dmn_exports_lease_lost(struct dmn *d)
 		if (!e)
 			break;
 		unsigned clients;
+		/* logged before the clients see their connection end, so
+		 * whoever watches them finds the reason already written */
+		dmn_err("export %s (volume %s) ended: its volume lease is "
+			"lost", e->name, e->vol);
 		/* force: nothing can be busy */
 		int r = export_remove(d, e, true, true, &clients);
 		if (r < 0) {
 			dmn_err("export %s: %s", e->name, cp_error_msg(r));
 			break;
 		}
-		dmn_err("export %s (volume %s) ended: its volume lease is "
-			"lost (%u client(s) disconnected)", e->name, e->vol,
-			clients);
+		dmn_info("export %s: %u client(s) disconnected", e->name,
+			 clients);
 		free(e);
 	}
 	pthread_mutex_unlock(&x->op);
