@@ -172,6 +172,9 @@ struct cli_opt {
 /* qemu's --object and --image-opts: refused. */
 #define CLI_OPT_OBJECT CLI_O_REFUSE(0, "object", "object", NULL)
 #define CLI_OPT_IMAGE_OPTS CLI_O_REFUSE(0, "image-opts", NULL, NULL)
+/* The end of a qemu-img command's table: --object and --image-opts
+ * refused, then CLI_OPT_END. */
+#define CLI_OPT_QEMU_END CLI_OPT_OBJECT, CLI_OPT_IMAGE_OPTS, CLI_OPT_END
 
 struct cli_parser {
 	const char *cmd;             /* errors: "cowpool: <cmd>: ..." */
@@ -193,6 +196,12 @@ struct cli_parser {
  * after printing --help (exit 0); -1 with the error printed.  The
  * positionals are moved to argv[1..]: p->pos, p->npos. */
 int cli_parse(struct cli_parser *p, int argc, char **argv);
+/* For the qemu-img commands that take exactly nfiles (1 or 2) image file
+ * names: cli_parse(), then "<cmd>: expecting one image file name" (two
+ * ... names) if the count is wrong.  true: go on with p->pos; false: the
+ * command returns *status (0 after --help, 1 after an error). */
+bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
+		     int *status);
 /* The option lines of --help: "  -f fmt          text". */
 void cli_opt_help(FILE *f, const struct cli_opt *opts);
 /* The fns of the shared options. */

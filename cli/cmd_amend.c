@@ -107,9 +107,7 @@ int cli_cmd_amend(int argc, char **argv)
 			   "terminal"),
 	    CLI_OPT_QUIET(&quiet),
 	    CLI_O_NOP(0, "force", CLI_H_NOP),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "amend", .opts = table};
 	int pr = cli_parse(&p, argc, argv);

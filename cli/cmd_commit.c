@@ -63,16 +63,12 @@ int cli_cmd_commit(int argc, char **argv)
 			   "progress as JSON lines when stdout is not a\n"
 			   "terminal; no \"Image committed.\" line"),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "commit", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 1)
-		return cli_error("commit: expecting one image file name");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 1, &st))
+		return st;
 
 	const char *file = p.pos[0];
 	cp_image *top;

@@ -119,9 +119,7 @@ int cli_cmd_measure(int argc, char **argv)
 	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_U(&opts.force_share),
 	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "measure", .opts = table};
 	int pr = cli_parse(&p, argc, argv);

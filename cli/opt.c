@@ -194,6 +194,23 @@ int cli_parse(struct cli_parser *p, int argc, char **argv)
 	return 0;
 }
 
+bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
+		     int *status)
+{
+	int r = cli_parse(p, argc, argv);
+	if (r) {
+		*status = r == CLI_PARSE_HELP ? 0 : 1;
+		return false;
+	}
+	if (p->npos != nfiles) {
+		*status = cli_error("%s: expecting %s", p->cmd,
+				    nfiles == 1 ? "one image file name"
+						: "two image file names");
+		return false;
+	}
+	return true;
+}
+
 /* --- the shared option kinds ------------------------------------------- */
 
 int cli_opt_fmt(struct cli_parser *p, const struct cli_opt *o, const char *arg)
