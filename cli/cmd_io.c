@@ -110,6 +110,13 @@ static int io_opt_pattern(struct cli_parser *p, const struct cli_opt *o,
 {
 	return io_parse_pattern(arg, o->dst);
 }
+/* -P pattern (a byte) into *p, *s set when given. */
+#define IO_OPT_PATTERN(p, s)                                                   \
+	{.short_name = 'P',                                                    \
+	 .arg = "pattern",                                                     \
+	 .fn = io_opt_pattern,                                                 \
+	 .dst = (p),                                                           \
+	 .seen = (s)}
 
 /* Parse the options of a command (argv[0] its name).  0 or -EINVAL. */
 static int io_opts(int argc, char **argv, const struct cli_opt *opts,
@@ -193,11 +200,7 @@ static int io_cmd_read(struct io_ctx *io, int argc, char **argv)
 	uint64_t off, len;
 
 	const struct cli_opt opts[] = {
-	    {.short_name = 'P',
-	     .arg = "pattern",
-	     .fn = io_opt_pattern,
-	     .dst = &pattern,
-	     .seen = &verify},
+	    IO_OPT_PATTERN(&pattern, &verify),
 	    CLI_O_FLAG('q', NULL, &quiet, NULL),
 	    CLI_O_FLAG('v', NULL, &verbose, NULL),
 	    CLI_OPT_END,
@@ -248,11 +251,7 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 	uint64_t off, len;
 
 	const struct cli_opt opts[] = {
-	    {.short_name = 'P',
-	     .arg = "pattern",
-	     .fn = io_opt_pattern,
-	     .dst = &pattern,
-	     .seen = &have_pattern},
+	    IO_OPT_PATTERN(&pattern, &have_pattern),
 	    CLI_O_FLAG('q', NULL, &quiet, NULL),
 	    CLI_O_FLAG('u', NULL, &unmap, NULL),
 	    CLI_O_FLAG('z', NULL, &zero, NULL),
