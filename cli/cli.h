@@ -276,6 +276,9 @@ void cli_progress_update(void *opaque, uint64_t done, uint64_t total);
 /* After the operation (no more updates): on success print the final 100%
  * if not printed yet; end the human line.  Destroys the lock. */
 void cli_progress_end(struct cli_progress *p, bool success);
+/* cli_progress_end(p, r >= 0) after an operation that returned r, then,
+ * if r < 0, its error on file (cli_error_image()).  Returns r. */
+int cli_progress_finish(struct cli_progress *p, int r, const char *file);
 
 /* --- cmd_create.c: create, and the -o parser shared with convert --------- */
 struct cli_create_args {

@@ -140,12 +140,8 @@ int cli_cmd_amend(int argc, char **argv)
 	cli_progress_init(&prog, progress && !quiet, json);
 	cli_progress_update(&prog, 0, cp_image_size(img));
 	cp_clear_error();
-	int r = cp_image_amend(img, &ao);
-	cli_progress_end(&prog, r >= 0);
-	if (r < 0) {
-		cli_error_image(file, r);
+	if (cli_progress_finish(&prog, cp_image_amend(img, &ao), file) < 0)
 		goto out;
-	}
 	ret = 0;
 out:
 	if (img && cli_close(img) < 0)

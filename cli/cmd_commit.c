@@ -98,12 +98,8 @@ int cli_cmd_commit(int argc, char **argv)
 	co.progress = cli_progress_update;
 	co.opaque = &prog;
 	cp_clear_error();
-	int r = cp_image_commit(top, &co);
-	cli_progress_end(&prog, r >= 0);
-	if (r < 0) {
-		cli_error_image(file, r);
+	if (cli_progress_finish(&prog, cp_image_commit(top, &co), file) < 0)
 		goto out;
-	}
 	ret = 0;
 out:
 	if (cli_close(top) < 0)

@@ -77,13 +77,9 @@ int cli_cmd_rebase(int argc, char **argv)
 	ro.progress = cli_progress_update;
 	ro.opaque = &prog;
 	cp_clear_error();
-	int r = cp_image_rebase(img, &ro);
-	cli_progress_end(&prog, r >= 0);
 	int ret = 0;
-	if (r < 0) {
-		cli_error_image(file, r);
+	if (cli_progress_finish(&prog, cp_image_rebase(img, &ro), file) < 0)
 		ret = 1;
-	}
 	if (cli_close(img) < 0)
 		ret = 1;
 	return ret;
