@@ -213,31 +213,18 @@ bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
 
 /* --- the shared option kinds ------------------------------------------- */
 
-int cli_opt_fmt(struct cli_parser *p, const struct cli_opt *o, const char *arg)
-{
-	(void)p;
-	return cli_parse_fmt(arg, o->dst);
-}
-
-int cli_opt_cache(struct cli_parser *p, const struct cli_opt *o,
-		  const char *arg)
-{
-	(void)p;
-	return cli_parse_cache(arg, o->dst);
-}
-
-int cli_opt_aio(struct cli_parser *p, const struct cli_opt *o, const char *arg)
-{
-	(void)p;
-	return cli_parse_aio(arg, o->dst);
-}
-
-int cli_opt_output(struct cli_parser *p, const struct cli_opt *o,
-		   const char *arg)
-{
-	(void)p;
-	return cli_parse_output(arg, o->dst);
-}
+/* cli_opt_<kind>: the value through cli_parse_<kind>(arg, o->dst). */
+#define CLI_OPT_PARSER(kind)                                                   \
+	int cli_opt_##kind(struct cli_parser *p, const struct cli_opt *o,      \
+			   const char *arg)                                    \
+	{                                                                      \
+		(void)p;                                                       \
+		return cli_parse_##kind(arg, o->dst);                          \
+	}
+CLI_OPT_PARSER(fmt)
+CLI_OPT_PARSER(cache)
+CLI_OPT_PARSER(aio)
+CLI_OPT_PARSER(output)
 
 int cli_opt_size(struct cli_parser *p, const struct cli_opt *o, const char *arg)
 {
