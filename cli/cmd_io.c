@@ -189,6 +189,22 @@ static int io_rw(struct io_ctx *io, bool write, bool async, void *buf,
 	return w.ret;
 }
 
+/* The end of a command over [off, off + len): r < 0 printed as the error
+ * on the image, else (unless quiet) io_report()'s line for op.  Returns
+ * r, or 0. */
+static int io_finish(const struct io_ctx *io, int r, bool quiet,
+		     const char *op, const struct timespec *t0, uint64_t off,
+		     uint64_t len)
+{
+	if (r < 0) {
+		cli_error_image(io->file, r);
+		return r;
+	}
+	if (!quiet)
+		io_report(op, t0, off, len, 1);
+	return 0;
+}
+
 /* --- commands --------------------------------------------------------------
  */
 
@@ -294,13 +310,7 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 		r = io_rw(io, true, async, buf, len, off);
 		cp_bdev_free_buf(buf);
 	}
-	if (r < 0) {
-		cli_error_image(io->file, r);
-		return r;
-	}
-	if (!quiet)
-		io_report("wrote", &t0, off, len, 1);
-	return 0;
+	return io_finish(io, r, quiet, "wrote", &t0, off, len);
 }
 
 static int io_cmd_discard(struct io_ctx *io, int argc, char **argv)
@@ -317,13 +327,7 @@ static int io_cmd_discard(struct io_ctx *io, int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	cp_clear_error();
 	int r = cp_image_discard(io->img, off, len);
-	if (r < 0) {
-		cli_error_image(io->file, r);
-		return r;
-	}
-	if (!quiet)
-		io_report("discard", &t0, off, len, 1);
-	return 0;
+	return io_finish(io, r, quiet, "discard", &t0, off, len);
 }
 
 static int io_cmd_flush(struct io_ctx *io, int argc, char **argv)
