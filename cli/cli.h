@@ -162,6 +162,14 @@ struct cli_opt {
 		   "force share: read layers another process writes")
 #define CLI_OPT_QUIET(p) CLI_O_FLAG('q', NULL, p, "quiet")
 #define CLI_OPT_PROGRESS(p, h) CLI_O_FLAG('p', NULL, p, h)
+/* -p, --output=json and -q of the commands that show progress: into *p,
+ * *j, *q (bool); more: the end of --output's help ("" or "; ..."). */
+#define CLI_OPTS_PROGRESS(p, j, q, more)                                      \
+	CLI_OPT_PROGRESS(p, "show progress"),                                  \
+	    CLI_OPT_OUTPUT(j, "json",                                          \
+			   "progress as JSON lines when stdout is not a\n"     \
+			   "terminal" more),                                   \
+	    CLI_OPT_QUIET(q)
 /* --output=human|json: *p (bool) true for json. */
 #define CLI_OPT_OUTPUT(p, a, h)                                                \
 	CLI_O_FN(0, "output", a, cli_opt_output, p, h)

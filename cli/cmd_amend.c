@@ -101,11 +101,7 @@ int cli_cmd_amend(int argc, char **argv)
 	    CLI_OPT_F(&opts.format, "image format"),
 	    CLI_OPT_T(&opts.cache, "cache mode (default writeback)"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal"),
-	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet, ""),
 	    CLI_O_NOP(0, "force", CLI_H_NOP),
 	    CLI_OPT_QEMU_END,
 	};

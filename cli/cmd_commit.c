@@ -58,11 +58,8 @@ int cli_cmd_commit(int argc, char **argv)
 		       "do not empty the image after committing"),
 	    CLI_O_SIZE('r', NULL, "rate_limit", "rate limit", &co.rate_limit,
 		       "bytes per second (k, M, G... suffixes)"),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal; no \"Image committed.\" line"),
-	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet,
+			      "; no \"Image committed.\" line"),
 	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "commit", .opts = table};

@@ -36,11 +36,7 @@ int cli_cmd_rebase(int argc, char **argv)
 	    CLI_OPT_SRC_T(&src_cache,
 			  "accepted and checked; backing files use -t"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal"),
-	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet, ""),
 	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_QEMU_END,
 	};
