@@ -38,7 +38,14 @@
 #include "qcow.h"
 #include "spm.h"
 
+#include "helper_lib.h"
+
 #define CHUNK (1u << 20)
+
+static uint64_t num(const char *s)
+{
+	return hl_size("number", s);
+}
 
 static int die(const char *what, int r)
 {
@@ -46,16 +53,6 @@ static int die(const char *what, int r)
 		cp_last_error()[0] ? cp_last_error() : strerror(r < 0 ? -r : r),
 		strerror(r < 0 ? -r : r));
 	return 1;
-}
-
-static uint64_t num(const char *s)
-{
-	uint64_t v;
-	if (cp_parse_size(s, &v) < 0) {
-		fprintf(stderr, "mh_helper: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v;
 }
 
 /* ---- json ------------------------------------------------------------------ */
@@ -295,6 +292,7 @@ static int cmd_export(const char *dom, const char *img, const char *vol,
 
 int main(int argc, char **argv)
 {
+	hl_prog = "mh_helper";
 	const char *cmd = argc > 1 ? argv[1] : "";
 	int i;
 
