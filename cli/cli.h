@@ -300,6 +300,9 @@ struct cli_create_args {
 };
 void cli_create_args_init(struct cli_create_args *ca, enum cp_fmt fmt);
 void cli_create_args_free(struct cli_create_args *ca);
+/* -o compat=VAL: 0.10/v2 -> 2, 1.1/v3 -> 3 into *version; else -EINVAL
+ * with "<file>: invalid compat ..." printed. */
+int cli_parse_compat(const char *file, const char *val, int *version);
 /* True if the -o list asks for help ("help" or "?"). */
 bool cli_create_opts_want_help(const char *optstr);
 void cli_create_opts_help(enum cp_fmt fmt);

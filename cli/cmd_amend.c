@@ -39,16 +39,7 @@ static int amend_parse_opts(struct cp_amend_opts *ao, const char *file,
 	for (int i = 0; i < n && r == 0; i++) {
 		const char *key = kv[i].key, *val = kv[i].val;
 		if (!strcmp(key, "compat")) {
-			if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
-				ao->qcow_version = 2;
-			} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
-				ao->qcow_version = 3;
-			} else {
-				cli_error("%s: invalid compat '%s' (expected "
-					  "0.10, v2, 1.1 or v3)",
-					  file, val);
-				r = -EINVAL;
-			}
+			r = cli_parse_compat(file, val, &ao->qcow_version);
 		} else if (!strcmp(key, "lazy_refcounts")) {
 			bool on;
 			if (cli_parse_bool(key, val, &on) < 0)
