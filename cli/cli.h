@@ -137,6 +137,16 @@ struct cli_opt {
 	 .dst = (p),                                                           \
 	 .what = (w),                                                          \
 	 .help = (h)}
+/* The same, *s (bool) set when the option is given. */
+#define CLI_O_SIZE_SEEN(c, n, a, w, p, s, h)                                   \
+	{.short_name = (c),                                                    \
+	 .name = (n),                                                          \
+	 .arg = (a),                                                           \
+	 .fn = cli_opt_size,                                                   \
+	 .dst = (p),                                                           \
+	 .what = (w),                                                          \
+	 .seen = (s),                                                          \
+	 .help = (h)}
 /* Refused: "<cmd>: <w> is not supported" (w NULL: the argument as
  * written).  a: it takes a value. */
 #define CLI_O_REFUSE(c, n, a, w)                                               \

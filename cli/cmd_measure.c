@@ -106,13 +106,8 @@ int cli_cmd_measure(int argc, char **argv)
 			    "cluster_size, refcount_bits, extended_l2,\n"
 			    "preallocation, compat (and the other create\n"
 			    "options, which do not change the result)"),
-	    {.name = "size",
-	     .arg = "N",
-	     .fn = cli_opt_size,
-	     .dst = &size,
-	     .what = "image size",
-	     .seen = &size_set,
-	     .help = "measure a new empty image of N bytes"},
+	    CLI_O_SIZE_SEEN(0, "size", "N", "image size", &size, &size_set,
+			    "measure a new empty image of N bytes"),
 	    CLI_OPT_F(&opts.format, "format of filename"),
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
