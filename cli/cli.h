@@ -129,14 +129,7 @@ struct cli_opt {
 #define CLI_O_NOP(c, n, h) {.short_name = (c), .name = (n), .help = (h)}
 /* A size with k, M, G... suffixes into *p (uint64_t); what names it in
  * the error. */
-#define CLI_O_SIZE(c, n, a, w, p, h)                                           \
-	{.short_name = (c),                                                    \
-	 .name = (n),                                                          \
-	 .arg = (a),                                                           \
-	 .fn = cli_opt_size,                                                   \
-	 .dst = (p),                                                           \
-	 .what = (w),                                                          \
-	 .help = (h)}
+#define CLI_O_SIZE(c, n, a, w, p, h) CLI_O_SIZE_SEEN(c, n, a, w, p, NULL, h)
 /* The same, *s (bool) set when the option is given. */
 #define CLI_O_SIZE_SEEN(c, n, a, w, p, s, h)                                   \
 	{.short_name = (c),                                                    \
@@ -220,6 +213,11 @@ int cli_parse(struct cli_parser *p, int argc, char **argv);
  * command returns *status (0 after --help, 1 after an error). */
 bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
 		     int *status);
+/* cli_parse() for the commands with -o (CLI_OPT_OPTIONS into *optlist):
+ * true: go on; false (after --help or an error, *optlist freed): the
+ * command returns *status (0 after --help, 1 after an error). */
+bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
+		       char **optlist, int *status);
 /* The option lines of --help: "  -f fmt          text". */
 void cli_opt_help(FILE *f, const struct cli_opt *opts);
 /* The fns of the shared options. */

@@ -97,11 +97,9 @@ int cli_cmd_amend(int argc, char **argv)
 	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "amend", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 	if (optstr && cli_create_opts_want_help(optstr)) {
 		amend_help();
 		free(optstr);

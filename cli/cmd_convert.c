@@ -109,11 +109,9 @@ int cli_cmd_convert(int argc, char **argv)
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "convert", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 	to.aio = so.aio;
 
 	if (optstr && cli_create_opts_want_help(optstr)) {

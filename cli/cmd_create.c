@@ -315,11 +315,9 @@ int cli_cmd_create(int argc, char **argv)
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "create", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 
 	if (cli_parse_fmt(fmt, &f) < 0)
 		goto out_free;

@@ -211,6 +211,19 @@ bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
 	return true;
 }
 
+bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
+		       char **optlist, int *status)
+{
+	int r = cli_parse(p, argc, argv);
+	if (r) {
+		free(*optlist);
+		*optlist = NULL;
+		*status = r == CLI_PARSE_HELP ? 0 : 1;
+		return false;
+	}
+	return true;
+}
+
 /* --- the shared option kinds ------------------------------------------- */
 
 /* cli_opt_<kind>: the value through cli_parse_<kind>(arg, o->dst). */
