@@ -230,6 +230,16 @@ fs_member()
 	qemu-img info --output=json -f "$(fmt_of "$1")" "$1" | json_member /dev/stdin "$2"
 }
 
+# split_dashes ARG... -- ARG...: specs=(the arguments before "--"),
+# rest=(those after it); the caller declares both local.
+split_dashes()
+{
+	specs=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
+	shift
+	rest=("$@")
+}
+
 # case_chain TAG SIZE SPEC...: build_chain in TAG/a (new) and cd to TAG;
 # fails (after fail "TAG: build" if the chain could not be built) in the
 # directory it started in.
@@ -387,12 +397,10 @@ rebase_case()
 convert_case()
 {
 	want convert || return 0
-	local tag=$1 size
+	local tag=$1 size specs rest
 	size=$(size_bytes "$2")
-	shift 2
-	local specs=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
-	shift
+	split_dashes "${@:3}"
+	set -- "${rest[@]}"
 	mkdir "$tag" && cd "$tag" || return
 	build_chain "$size" "${specs[@]}" || { fail "$tag: build"; cd ..; return; }
 	local n=${#LAYERS[@]} top=${LAYERS[-1]} v i=0
@@ -520,12 +528,10 @@ $(diff qm.out cm.out | head -n 8)"
 amend_case()
 {
 	want amend || return 0
-	local tag=$1 size
+	local tag=$1 size specs rest
 	size=$(size_bytes "$2")
-	shift 2
-	local specs=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
-	shift
+	split_dashes "${@:3}"
+	set -- "${rest[@]}"
 	case_chain "$tag" "$size" "${specs[@]}" || return
 	local top=${LAYERS[-1]} s
 	twin a b
