@@ -86,12 +86,23 @@ static int open_lv(const char *vg, const char *lv, cp_bdev **dev)
 	return cp_lvm_open_lv(&lo, vg, lv, &bo, dev);
 }
 
-static int open_img(cp_bdev *dev, const char *name, bool check, cp_image **img)
+/* The LV VG/LV and the qcow2 image on it (named "VG/LV"); check: opened
+ * for cp_image_check(). */
+static int open_lv_img(const char *vg, const char *lv, bool check,
+		       cp_bdev **dev, cp_image **img)
 {
+	char name[300];
 	struct cp_open_opts o;
+	snprintf(name, sizeof(name), "%s/%s", vg, lv);
+	int r = open_lv(vg, lv, dev);
+	if (r < 0)
+		return r;
 	cp_open_opts_init(&o);
 	o.for_check = check;
-	return cp_image_open_dev(dev, name, &o, img);
+	r = cp_image_open_dev(*dev, name, &o, img);
+	if (r < 0)
+		cp_bdev_close(*dev);
+	return r;
 }
 
 static int cmd_rw(const char *vg, const char *lv, uint64_t seed, bool write)
@@ -177,14 +188,9 @@ static int chunk_write(cp_image *img, uint8_t *buf, uint64_t seed, int i)
 static int cmd_qcow_grow(const char *vg, const char *lv, uint64_t seed,
 			 char **cmd)
 {
-	char name[300];
 	cp_bdev *dev;
 	cp_image *img;
-	snprintf(name, sizeof(name), "%s/%s", vg, lv);
-	int r = open_lv(vg, lv, &dev);
-	if (r < 0)
-		return hl_die(r);
-	r = open_img(dev, name, false, &img);
+	int r = open_lv_img(vg, lv, false, &dev, &img);
 	if (r < 0)
 		return hl_die(r);
 	uint64_t old_size = cp_bdev_size(dev);
@@ -224,13 +230,9 @@ static int cmd_qcow_grow(const char *vg, const char *lv, uint64_t seed,
 
 static int cmd_qcow_verify(const char *vg, const char *lv, uint64_t seed, int n)
 {
-	char name[300];
 	cp_bdev *dev;
 	cp_image *img;
-	snprintf(name, sizeof(name), "%s/%s", vg, lv);
-	int r = open_lv(vg, lv, &dev);
-	if (r == 0)
-		r = open_img(dev, name, false, &img);
+	int r = open_lv_img(vg, lv, false, &dev, &img);
 	if (r < 0)
 		return hl_die(r);
 	uint8_t *buf = malloc(CHUNK), *exp = malloc(CHUNK);
@@ -256,14 +258,10 @@ static void report(void *opaque, const char *msg)
 
 static int cmd_qcow_check(const char *vg, const char *lv)
 {
-	char name[300];
 	cp_bdev *dev;
 	cp_image *img;
 	struct cp_check_result res;
-	snprintf(name, sizeof(name), "%s/%s", vg, lv);
-	int r = open_lv(vg, lv, &dev);
-	if (r == 0)
-		r = open_img(dev, name, true, &img);
+	int r = open_lv_img(vg, lv, true, &dev, &img);
 	if (r < 0)
 		return hl_die(r);
 	memset(&res, 0, sizeof(res));
