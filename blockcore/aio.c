@@ -159,13 +159,7 @@ const struct bc_backend bc_aio_backend = {
     .init = bc_aio_init,
     .fini = bc_aio_fini,
     .submit_locked = bc_aio_submit_locked,
-    .size = bc_fd_size,
-    .discard = bc_fd_discard,
-    .write_zeroes = bc_fd_write_zeroes,
-    .truncate = bc_fd_truncate,
-    .preallocate = bc_fd_preallocate,
-    .block_status = bc_fd_block_status,
-    .lock_target = bc_fd_lock_target,
+    BC_FD_BACKEND_OPS,
 };
 
 #endif

@@ -221,6 +221,14 @@ struct bc_lock {
 /* The fd backends' lock_target: the device's own fd from byte 0. */
 bool bc_fd_lock_target(cp_bdev *dev, int *fd, uint64_t *base);
 
+/* The members every fd backend's table (uring.c, aio.c, threads.c) shares:
+ * the medium of file.c and the device's own fd for locks. */
+#define BC_FD_BACKEND_OPS                                                      \
+	.size = bc_fd_size, .discard = bc_fd_discard,                          \
+	.write_zeroes = bc_fd_write_zeroes, .truncate = bc_fd_truncate,        \
+	.preallocate = bc_fd_preallocate,                                      \
+	.block_status = bc_fd_block_status, .lock_target = bc_fd_lock_target
+
 /* ---- bdev.c: the device -------------------------------------------------- */
 
 struct bc_range {

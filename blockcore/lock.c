@@ -214,35 +214,33 @@ static int conflict(cp_bdev *dev, int fd, uint64_t off, bool shared,
 			dev->name, shared ? "shared " : "", cp_perm_name(bit));
 }
 
+/* Test the lock bytes first + i for every bit i of mask; shared: a
+ * conflict is reported as qemu's "shared" lock (we would not share). */
+static int check_bytes(cp_bdev *dev, int fd, uint64_t base, unsigned mask,
+		       unsigned first, bool shared)
+{
+	for (unsigned i = 0; i < BC_PERM_BITS; i++) {
+		unsigned bit = 1u << i;
+		if (!(mask & bit))
+			continue;
+		int r = ofd_test(fd, base + first + i);
+		if (r == -EBUSY)
+			return conflict(dev, fd, base + first + i, shared, bit);
+		if (r < 0)
+			return cp_error(r, "%s: testing lock byte %u: %s", dev->name,
+					first + i, strerror(-r));
+	}
+	return 0;
+}
+
 /* Test the bytes that taking perm and not sharing ~shared need free. */
 static int check(cp_bdev *dev, int fd, uint64_t base, unsigned perm,
 		 unsigned unshared)
 {
-	for (unsigned i = 0; i < BC_PERM_BITS; i++) {
-		unsigned bit = 1u << i;
-		if (!(perm & bit))
-			continue;
-		int r = ofd_test(fd, base + BC_LOCK_SHARED_BASE + i);
-		if (r == -EBUSY)
-			return conflict(dev, fd, base + BC_LOCK_SHARED_BASE + i,
-					false, bit);
-		if (r < 0)
-			return cp_error(r, "%s: testing lock byte %u: %s", dev->name,
-					BC_LOCK_SHARED_BASE + i, strerror(-r));
-	}
-	for (unsigned i = 0; i < BC_PERM_BITS; i++) {
-		unsigned bit = 1u << i;
-		if (!(unshared & bit))
-			continue;
-		int r = ofd_test(fd, base + BC_LOCK_PERM_BASE + i);
-		if (r == -EBUSY)
-			return conflict(dev, fd, base + BC_LOCK_PERM_BASE + i,
-					true, bit);
-		if (r < 0)
-			return cp_error(r, "%s: testing lock byte %u: %s", dev->name,
-					BC_LOCK_PERM_BASE + i, strerror(-r));
-	}
-	return 0;
+	int r = check_bytes(dev, fd, base, perm, BC_LOCK_SHARED_BASE, false);
+	if (r < 0)
+		return r;
+	return check_bytes(dev, fd, base, unshared, BC_LOCK_PERM_BASE, true);
 }
 
 int cp_bdev_set_perm(cp_bdev *dev, unsigned perm, unsigned shared)

@@ -107,14 +107,22 @@ static void bc_ram_clear_pending_locked(struct bc_ram *ram)
 	ram->pending.len = 0;
 }
 
-static void bc_ram_flush_locked(struct bc_ram *ram)
+/* Copy the ranges the pending ops touched from src to dst (vol and dur
+ * are the same size). */
+static void bc_ram_copy_pending_locked(struct bc_ram *ram, uint8_t *dst,
+				       const uint8_t *src)
 {
 	for (size_t i = 0; i < ram->pending.len; i++) {
 		uint64_t s, e;
 		bc_ram_op_range(ram, &ram->pending.ptr[i], &s, &e);
 		if (s < e)
-			memcpy(ram->dur + s, ram->vol + s, e - s);
+			memcpy(dst + s, src + s, e - s);
 	}
+}
+
+static void bc_ram_flush_locked(struct bc_ram *ram)
+{
+	bc_ram_copy_pending_locked(ram, ram->dur, ram->vol);
 	ram->dur_size = ram->size;
 	bc_ram_clear_pending_locked(ram);
 }
@@ -158,12 +166,7 @@ static void bc_ram_apply_locked(struct bc_ram *ram, const struct bc_ram_op *op)
 static void bc_ram_cut_locked(struct bc_ram *ram)
 {
 	/* Forget the volatile cache. */
-	for (size_t i = 0; i < ram->pending.len; i++) {
-		uint64_t s, e;
-		bc_ram_op_range(ram, &ram->pending.ptr[i], &s, &e);
-		if (s < e)
-			memcpy(ram->vol + s, ram->dur + s, e - s);
-	}
+	bc_ram_copy_pending_locked(ram, ram->vol, ram->dur);
 	ram->size = ram->dur_size;
 
 	/* Some of it may have reached the medium anyway. */

@@ -65,11 +65,5 @@ const struct bc_backend bc_threads_backend = {
     .init = bc_threads_init,
     .fini = bc_threads_fini,
     .submit = bc_threads_submit,
-    .size = bc_fd_size,
-    .discard = bc_fd_discard,
-    .write_zeroes = bc_fd_write_zeroes,
-    .truncate = bc_fd_truncate,
-    .preallocate = bc_fd_preallocate,
-    .block_status = bc_fd_block_status,
-    .lock_target = bc_fd_lock_target,
+    BC_FD_BACKEND_OPS,
 };

@@ -127,13 +127,16 @@ struct cli_opt {
 #define CLI_O_NOP(c, n, h) {.short_name = (c), .name = (n), .help = (h)}
 /* A size with k, M, G... suffixes into *p (uint64_t); what names it in
  * the error. */
-#define CLI_O_SIZE(c, n, a, w, p, h)                                           \
+#define CLI_O_SIZE(c, n, a, w, p, h) CLI_O_SIZE_SEEN(c, n, a, w, p, NULL, h)
+/* The same, *s (bool) set when the option is given. */
+#define CLI_O_SIZE_SEEN(c, n, a, w, p, s, h)                                   \
 	{.short_name = (c),                                                    \
 	 .name = (n),                                                          \
 	 .arg = (a),                                                           \
 	 .fn = cli_opt_size,                                                   \
 	 .dst = (p),                                                           \
 	 .what = (w),                                                          \
+	 .seen = (s),                                                          \
 	 .help = (h)}
 /* Refused: "<cmd>: <w> is not supported" (w NULL: the argument as
  * written).  a: it takes a value. */
@@ -160,6 +163,14 @@ struct cli_opt {
 		   "force share: read layers another process writes")
 #define CLI_OPT_QUIET(p) CLI_O_FLAG('q', NULL, p, "quiet")
 #define CLI_OPT_PROGRESS(p, h) CLI_O_FLAG('p', NULL, p, h)
+/* -p, --output=json and -q of the commands that show progress: into *p,
+ * *j, *q (bool); more: the end of --output's help ("" or "; ..."). */
+#define CLI_OPTS_PROGRESS(p, j, q, more)                                      \
+	CLI_OPT_PROGRESS(p, "show progress"),                                  \
+	    CLI_OPT_OUTPUT(j, "json",                                          \
+			   "progress as JSON lines when stdout is not a\n"     \
+			   "terminal" more),                                   \
+	    CLI_OPT_QUIET(q)
 /* --output=human|json: *p (bool) true for json. */
 #define CLI_OPT_OUTPUT(p, a, h)                                                \
 	CLI_O_FN(0, "output", a, cli_opt_output, p, h)
@@ -170,6 +181,9 @@ struct cli_opt {
 /* qemu's --object and --image-opts: refused. */
 #define CLI_OPT_OBJECT CLI_O_REFUSE(0, "object", "object", NULL)
 #define CLI_OPT_IMAGE_OPTS CLI_O_REFUSE(0, "image-opts", NULL, NULL)
+/* The end of a qemu-img command's table: --object and --image-opts
+ * refused, then CLI_OPT_END. */
+#define CLI_OPT_QEMU_END CLI_OPT_OBJECT, CLI_OPT_IMAGE_OPTS, CLI_OPT_END
 
 struct cli_parser {
 	const char *cmd;             /* errors: "cowpool: <cmd>: ..." */
@@ -191,6 +205,17 @@ struct cli_parser {
  * after printing --help (exit 0); -1 with the error printed.  The
  * positionals are moved to argv[1..]: p->pos, p->npos. */
 int cli_parse(struct cli_parser *p, int argc, char **argv);
+/* For the qemu-img commands that take exactly nfiles (1 or 2) image file
+ * names: cli_parse(), then "<cmd>: expecting one image file name" (two
+ * ... names) if the count is wrong.  true: go on with p->pos; false: the
+ * command returns *status (0 after --help, 1 after an error). */
+bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
+		     int *status);
+/* cli_parse() for the commands with -o (CLI_OPT_OPTIONS into *optlist):
+ * true: go on; false (after --help or an error, *optlist freed): the
+ * command returns *status (0 after --help, 1 after an error). */
+bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
+		       char **optlist, int *status);
 /* The option lines of --help: "  -f fmt          text". */
 void cli_opt_help(FILE *f, const struct cli_opt *opts);
 /* Print the help text of a command to stdout; returns 0. */
@@ -269,6 +294,9 @@ void cli_progress_update(void *opaque, uint64_t done, uint64_t total);
 /* After the operation (no more updates): on success print the final 100%
  * if not printed yet; end the human line.  Destroys the lock. */
 void cli_progress_end(struct cli_progress *p, bool success);
+/* cli_progress_end(p, r >= 0) after an operation that returned r, then,
+ * if r < 0, its error on file (cli_error_image()).  Returns r. */
+int cli_progress_finish(struct cli_progress *p, int r, const char *file);
 
 /* --- cmd_create.c: create, and the -o parser shared with convert --------- */
 struct cli_create_args {
@@ -282,6 +310,9 @@ struct cli_create_args {
 };
 void cli_create_args_init(struct cli_create_args *ca, enum cp_fmt fmt);
 void cli_create_args_free(struct cli_create_args *ca);
+/* -o compat=VAL: 0.10/v2 -> 2, 1.1/v3 -> 3 into *version; else -EINVAL
+ * with "<file>: invalid compat ..." printed. */
+int cli_parse_compat(const char *file, const char *val, int *version);
 /* True if the -o list asks for help ("help" or "?"). */
 bool cli_create_opts_want_help(const char *optstr);
 void cli_create_opts_help(enum cp_fmt fmt);

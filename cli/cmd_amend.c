@@ -39,16 +39,7 @@ static int amend_parse_opts(struct cp_amend_opts *ao, const char *file,
 	for (int i = 0; i < n && r == 0; i++) {
 		const char *key = kv[i].key, *val = kv[i].val;
 		if (!strcmp(key, "compat")) {
-			if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
-				ao->qcow_version = 2;
-			} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
-				ao->qcow_version = 3;
-			} else {
-				cli_error("%s: invalid compat '%s' (expected "
-					  "0.10, v2, 1.1 or v3)",
-					  file, val);
-				r = -EINVAL;
-			}
+			r = cli_parse_compat(file, val, &ao->qcow_version);
 		} else if (!strcmp(key, "lazy_refcounts")) {
 			bool on;
 			if (cli_parse_bool(key, val, &on) < 0)
@@ -101,22 +92,14 @@ int cli_cmd_amend(int argc, char **argv)
 	    CLI_OPT_F(&opts.format, "image format"),
 	    CLI_OPT_T(&opts.cache, "cache mode (default writeback)"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal"),
-	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet, ""),
 	    CLI_O_NOP(0, "force", CLI_H_NOP),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "amend", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 	if (optstr && cli_create_opts_want_help(optstr)) {
 		amend_help();
 		free(optstr);
@@ -141,12 +124,8 @@ int cli_cmd_amend(int argc, char **argv)
 
 	cli_progress_init(&prog, progress && !quiet, json);
 	cli_progress_update(&prog, 0, cp_image_size(img));
-	int r = cp_image_amend(img, &ao);
-	cli_progress_end(&prog, r >= 0);
-	if (r < 0) {
-		cli_error_image(file, r);
+	if (cli_progress_finish(&prog, cp_image_amend(img, &ao), file) < 0)
 		goto out;
-	}
 	ret = 0;
 out:
 	if (img && cli_close(img) < 0)

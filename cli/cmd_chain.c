@@ -126,11 +126,9 @@ int cli_cmd_chain(int argc, char **argv)
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "chain", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 1)
-		return cli_error("chain: expecting one image file name");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 1, &st))
+		return st;
 
 	const char *file = p.pos[0];
 	cp_image *top;

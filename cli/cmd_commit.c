@@ -58,21 +58,14 @@ int cli_cmd_commit(int argc, char **argv)
 		       "do not empty the image after committing"),
 	    CLI_O_SIZE('r', NULL, "rate_limit", "rate limit", &co.rate_limit,
 		       "bytes per second (k, M, G... suffixes)"),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal; no \"Image committed.\" line"),
-	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet,
+			      "; no \"Image committed.\" line"),
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "commit", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 1)
-		return cli_error("commit: expecting one image file name");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 1, &st))
+		return st;
 
 	const char *file = p.pos[0];
 	cp_image *top;
@@ -101,12 +94,8 @@ int cli_cmd_commit(int argc, char **argv)
 	cli_progress_init(&prog, progress && !quiet, json);
 	co.progress = cli_progress_update;
 	co.opaque = &prog;
-	int r = cp_image_commit(top, &co);
-	cli_progress_end(&prog, r >= 0);
-	if (r < 0) {
-		cli_error_image(file, r);
+	if (cli_progress_finish(&prog, cp_image_commit(top, &co), file) < 0)
 		goto out;
-	}
 	ret = 0;
 out:
 	if (cli_close(top) < 0)

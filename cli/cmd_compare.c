@@ -211,16 +211,12 @@ int cli_cmd_compare(int argc, char **argv)
 	    CLI_O_NOP('p', NULL, "accepted (no progress output)"),
 	    CLI_OPT_QUIET(&quiet),
 	    CLI_OPT_U(&o1.force_share),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "compare", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 2)
-		return cli_error("compare: expecting two image file names");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 2, &st))
+		return st;
 
 	o2 = o1;
 	o2.format = f2;

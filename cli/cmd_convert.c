@@ -96,11 +96,7 @@ int cli_cmd_convert(int argc, char **argv)
 		     "parallel workers, 1 to 16 (default 8)"),
 	    CLI_O_FLAG('W', NULL, &co.out_of_order,
 		       "allow out-of-order writes"),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal"),
-	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet, ""),
 	    CLI_O_NOP('C', NULL, CLI_H_NOP),
 	    CLI_OPT_U(&so.force_share),
 	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
@@ -113,11 +109,9 @@ int cli_cmd_convert(int argc, char **argv)
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "convert", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 	to.aio = so.aio;
 
 	if (optstr && cli_create_opts_want_help(optstr)) {

@@ -31,6 +31,21 @@ static const struct create_opt_desc create_opt_descs[] = {
     {"size", "<size>", "Virtual disk size", false},
 };
 
+int cli_parse_compat(const char *file, const char *val, int *version)
+{
+	if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
+		*version = 2;
+	} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
+		*version = 3;
+	} else {
+		cli_error("%s: invalid compat '%s' (expected 0.10, v2, 1.1 or "
+			  "v3)",
+			  file, val);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 void cli_create_args_init(struct cli_create_args *ca, enum cp_fmt fmt)
 {
 	memset(ca, 0, sizeof(*ca));
@@ -123,16 +138,8 @@ int cli_create_opts_parse(struct cli_create_args *ca, const char *file,
 			}
 			o->cluster_size = (uint32_t)v;
 		} else if (!strcmp(key, "compat")) {
-			if (!strcmp(val, "0.10") || !strcmp(val, "v2")) {
-				o->qcow_version = 2;
-			} else if (!strcmp(val, "1.1") || !strcmp(val, "v3")) {
-				o->qcow_version = 3;
-			} else {
-				cli_error("%s: invalid compat '%s' (expected "
-					  "0.10, v2, 1.1 or v3)",
-					  file, val);
+			if (cli_parse_compat(file, val, &o->qcow_version) < 0)
 				return -EINVAL;
-			}
 			ca->compat_str = val;
 		} else if (!strcmp(key, "compression_type")) {
 			if (strcmp(val, "zlib") && strcmp(val, "zstd")) {
@@ -305,11 +312,9 @@ int cli_cmd_create(int argc, char **argv)
 	    CLI_OPT_END,
 	};
 	struct cli_parser p = {.cmd = "create", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 
 	if (cli_parse_fmt(fmt, &f) < 0)
 		goto out_free;

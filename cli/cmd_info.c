@@ -145,16 +145,12 @@ int cli_cmd_info(int argc, char **argv)
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "info", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 1)
-		return cli_error("info: expecting one image file name");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 1, &st))
+		return st;
 
 	info_layers layers = {0};
 	char path[4096];

@@ -110,6 +110,13 @@ static int io_opt_pattern(struct cli_parser *p, const struct cli_opt *o,
 {
 	return io_parse_pattern(arg, o->dst);
 }
+/* -P pattern (a byte) into *p, *s set when given. */
+#define IO_OPT_PATTERN(p, s)                                                   \
+	{.short_name = 'P',                                                    \
+	 .arg = "pattern",                                                     \
+	 .fn = io_opt_pattern,                                                 \
+	 .dst = (p),                                                           \
+	 .seen = (s)}
 
 /* Parse the options of a command (argv[0] its name).  0 or -EINVAL. */
 static int io_opts(int argc, char **argv, const struct cli_opt *opts,
@@ -182,6 +189,22 @@ static int io_rw(struct io_ctx *io, bool write, bool async, void *buf,
 	return w.ret;
 }
 
+/* The end of a command over [off, off + len): r < 0 printed as the error
+ * on the image, else (unless quiet) io_report()'s line for op.  Returns
+ * r, or 0. */
+static int io_finish(const struct io_ctx *io, int r, bool quiet,
+		     const char *op, const struct timespec *t0, uint64_t off,
+		     uint64_t len)
+{
+	if (r < 0) {
+		cli_error_image(io->file, r);
+		return r;
+	}
+	if (!quiet)
+		io_report(op, t0, off, len, 1);
+	return 0;
+}
+
 /* --- commands --------------------------------------------------------------
  */
 
@@ -193,11 +216,7 @@ static int io_cmd_read(struct io_ctx *io, int argc, char **argv)
 	uint64_t off, len;
 
 	const struct cli_opt opts[] = {
-	    {.short_name = 'P',
-	     .arg = "pattern",
-	     .fn = io_opt_pattern,
-	     .dst = &pattern,
-	     .seen = &verify},
+	    IO_OPT_PATTERN(&pattern, &verify),
 	    CLI_O_FLAG('q', NULL, &quiet, NULL),
 	    CLI_O_FLAG('v', NULL, &verbose, NULL),
 	    CLI_OPT_END,
@@ -247,11 +266,7 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 	uint64_t off, len;
 
 	const struct cli_opt opts[] = {
-	    {.short_name = 'P',
-	     .arg = "pattern",
-	     .fn = io_opt_pattern,
-	     .dst = &pattern,
-	     .seen = &have_pattern},
+	    IO_OPT_PATTERN(&pattern, &have_pattern),
 	    CLI_O_FLAG('q', NULL, &quiet, NULL),
 	    CLI_O_FLAG('u', NULL, &unmap, NULL),
 	    CLI_O_FLAG('z', NULL, &zero, NULL),
@@ -293,13 +308,7 @@ static int io_cmd_write(struct io_ctx *io, int argc, char **argv)
 		r = io_rw(io, true, async, buf, len, off);
 		cp_bdev_free_buf(buf);
 	}
-	if (r < 0) {
-		cli_error_image(io->file, r);
-		return r;
-	}
-	if (!quiet)
-		io_report("wrote", &t0, off, len, 1);
-	return 0;
+	return io_finish(io, r, quiet, "wrote", &t0, off, len);
 }
 
 static int io_cmd_discard(struct io_ctx *io, int argc, char **argv)
@@ -315,13 +324,7 @@ static int io_cmd_discard(struct io_ctx *io, int argc, char **argv)
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int r = cp_image_discard(io->img, off, len);
-	if (r < 0) {
-		cli_error_image(io->file, r);
-		return r;
-	}
-	if (!quiet)
-		io_report("discard", &t0, off, len, 1);
-	return 0;
+	return io_finish(io, r, quiet, "discard", &t0, off, len);
 }
 
 static int io_cmd_flush(struct io_ctx *io, int argc, char **argv)

@@ -116,26 +116,17 @@ int cli_cmd_map(int argc, char **argv)
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_O_SIZE(0, "start-offset", "offset", "start offset", &start,
 		       "first byte to map"),
-	    {.name = "max-length",
-	     .arg = "len",
-	     .fn = cli_opt_size,
-	     .dst = &max_len,
-	     .what = "max length",
-	     .seen = &have_max,
-	     .help = "bytes to map"},
+	    CLI_O_SIZE_SEEN(0, "max-length", "len", "max length", &max_len,
+			    &have_max, "bytes to map"),
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "map", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 1)
-		return cli_error("map: expecting one image file name");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 1, &st))
+		return st;
 
 	const char *file = p.pos[0];
 	cp_image *img;

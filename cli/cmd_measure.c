@@ -106,29 +106,20 @@ int cli_cmd_measure(int argc, char **argv)
 			    "cluster_size, refcount_bits, extended_l2,\n"
 			    "preallocation, compat (and the other create\n"
 			    "options, which do not change the result)"),
-	    {.name = "size",
-	     .arg = "N",
-	     .fn = cli_opt_size,
-	     .dst = &size,
-	     .what = "image size",
-	     .seen = &size_set,
-	     .help = "measure a new empty image of N bytes"},
+	    CLI_O_SIZE_SEEN(0, "size", "N", "image size", &size, &size_set,
+			    "measure a new empty image of N bytes"),
 	    CLI_OPT_F(&opts.format, "format of filename"),
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_U(&opts.force_share),
 	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "measure", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr) {
-		free(optstr);
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	}
+	int st;
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+		return st;
 	if (optstr && cli_create_opts_want_help(optstr)) {
 		cli_create_opts_help(out_fmt);
 		free(optstr);

@@ -36,22 +36,14 @@ int cli_cmd_rebase(int argc, char **argv)
 	    CLI_OPT_SRC_T(&src_cache,
 			  "accepted and checked; backing files use -t"),
 	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_PROGRESS(&progress, "show progress"),
-	    CLI_OPT_OUTPUT(&json, "json",
-			   "progress as JSON lines when stdout is not a\n"
-			   "terminal"),
-	    CLI_OPT_QUIET(&quiet),
+	    CLI_OPTS_PROGRESS(&progress, &json, &quiet, ""),
 	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	struct cli_parser p = {.cmd = "rebase", .opts = table};
-	int pr = cli_parse(&p, argc, argv);
-	if (pr)
-		return pr == CLI_PARSE_HELP ? 0 : 1;
-	if (p.npos != 1)
-		return cli_error("rebase: expecting one image file name");
+	int st;
+	if (!cli_parse_files(&p, argc, argv, 1, &st))
+		return st;
 	const char *file = p.pos[0];
 
 	if (!backing && !ro.unsafe)
@@ -80,13 +72,9 @@ int cli_cmd_rebase(int argc, char **argv)
 	ro.backing_format = ro.backing ? backing_fmt : NULL;
 	ro.progress = cli_progress_update;
 	ro.opaque = &prog;
-	int r = cp_image_rebase(img, &ro);
-	cli_progress_end(&prog, r >= 0);
 	int ret = 0;
-	if (r < 0) {
-		cli_error_image(file, r);
+	if (cli_progress_finish(&prog, cp_image_rebase(img, &ro), file) < 0)
 		ret = 1;
-	}
 	if (cli_close(img) < 0)
 		ret = 1;
 	return ret;

@@ -33,9 +33,7 @@ int cli_cmd_resize(int argc, char **argv)
 	    CLI_OPT_T(&opts.cache, "cache mode"),
 	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_OBJECT,
-	    CLI_OPT_IMAGE_OPTS,
-	    CLI_OPT_END,
+	    CLI_OPT_QEMU_END,
 	};
 	for (int k = 1; k < argc; k++) {
 		if (!strcmp(argv[k], "-h") || !strcmp(argv[k], "--help"))

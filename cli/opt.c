@@ -194,33 +194,50 @@ int cli_parse(struct cli_parser *p, int argc, char **argv)
 	return 0;
 }
 
+bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
+		     int *status)
+{
+	int r = cli_parse(p, argc, argv);
+	if (r) {
+		*status = r == CLI_PARSE_HELP ? 0 : 1;
+		return false;
+	}
+	if (p->npos != nfiles) {
+		*status = cli_error("%s: expecting %s", p->cmd,
+				    nfiles == 1 ? "one image file name"
+						: "two image file names");
+		return false;
+	}
+	return true;
+}
+
+bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
+		       char **optlist, int *status)
+{
+	int r = cli_parse(p, argc, argv);
+	if (r) {
+		free(*optlist);
+		*optlist = NULL;
+		*status = r == CLI_PARSE_HELP ? 0 : 1;
+		return false;
+	}
+	return true;
+}
+
 /* --- the shared option kinds ------------------------------------------- */
 
-int cli_opt_fmt(struct cli_parser *p, const struct cli_opt *o, const char *arg)
-{
-	(void)p;
-	return cli_parse_fmt(arg, o->dst);
-}
-
-int cli_opt_cache(struct cli_parser *p, const struct cli_opt *o,
-		  const char *arg)
-{
-	(void)p;
-	return cli_parse_cache(arg, o->dst);
-}
-
-int cli_opt_aio(struct cli_parser *p, const struct cli_opt *o, const char *arg)
-{
-	(void)p;
-	return cli_parse_aio(arg, o->dst);
-}
-
-int cli_opt_output(struct cli_parser *p, const struct cli_opt *o,
-		   const char *arg)
-{
-	(void)p;
-	return cli_parse_output(arg, o->dst);
-}
+/* cli_opt_<kind>: the value through cli_parse_<kind>(arg, o->dst). */
+#define CLI_OPT_PARSER(kind)                                                   \
+	int cli_opt_##kind(struct cli_parser *p, const struct cli_opt *o,      \
+			   const char *arg)                                    \
+	{                                                                      \
+		(void)p;                                                       \
+		return cli_parse_##kind(arg, o->dst);                          \
+	}
+CLI_OPT_PARSER(fmt)
+CLI_OPT_PARSER(cache)
+CLI_OPT_PARSER(aio)
+CLI_OPT_PARSER(output)
 
 int cli_opt_size(struct cli_parser *p, const struct cli_opt *o, const char *arg)
 {

@@ -96,3 +96,11 @@ void cli_progress_end(struct cli_progress *p, bool success)
 	}
 	pthread_mutex_destroy(&p->lock);
 }
+
+int cli_progress_finish(struct cli_progress *p, int r, const char *file)
+{
+	cli_progress_end(p, r >= 0);
+	if (r < 0)
+		cli_error_image(file, r);
+	return r;
+}

@@ -145,6 +145,28 @@ static void ck_read_error(struct ck *c, const char *what, int r)
 	c->unsafe = true;
 }
 
+/* size bytes at off in a new buffer (the caller frees it), or NULL with
+ * *err = 0 after an I/O error (reported as in what: the check goes on) or
+ * *err = -ENOMEM (counted as a check error). */
+static void *ck_read_alloc(struct ck *c, uint64_t off, uint64_t size,
+			   const char *what, int *err)
+{
+	void *buf = malloc(size);
+	*err = 0;
+	if (!buf) {
+		c->r.check_errors++;
+		*err = -ENOMEM;
+		return NULL;
+	}
+	int r = cp_bdev_pread(c->q->dev, buf, size, off);
+	if (r < 0) {
+		ck_read_error(c, what, r);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
 /* --- L1/L2 tables ------------------------------------------------------- */
 
 static int ck_l2(struct ck *c, uint64_t l2_off, bool active)
@@ -232,7 +254,6 @@ static int ck_l2(struct ck *c, uint64_t l2_off, bool active)
 static int ck_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
 		 const uint64_t *l1, bool active)
 {
-	struct qcow *q = c->q;
 	uint64_t bytes = (uint64_t)l1_size * 8;
 	uint64_t *tmp = NULL;
 	int r;
@@ -245,17 +266,9 @@ static int ck_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
 	if (!l1) {
 		if (l1_off >= c->file_len)
 			return 0; /* reported above; reads as zeroes */
-		tmp = malloc(bytes);
-		if (!tmp) {
-			c->r.check_errors++;
-			return -ENOMEM;
-		}
-		r = cp_bdev_pread(q->dev, tmp, bytes, l1_off);
-		if (r < 0) {
-			ck_read_error(c, "check_refcounts_l1", r);
-			free(tmp);
-			return 0;
-		}
+		tmp = ck_read_alloc(c, l1_off, bytes, "check_refcounts_l1", &r);
+		if (!tmp)
+			return r;
 		for (uint32_t i = 0; i < l1_size; i++)
 			tmp[i] = cp_be64(&tmp[i]);
 		l1 = tmp;
@@ -422,17 +435,9 @@ static int ck_bitmaps(struct ck *c)
 	r = ck_inc(c, doff, dsize);
 	if (r < 0)
 		return r;
-	dir = malloc(dsize);
-	if (!dir) {
-		c->r.check_errors++;
-		return -ENOMEM;
-	}
-	r = cp_bdev_pread(q->dev, dir, dsize, doff);
-	if (r < 0) {
-		ck_read_error(c, "the bitmap directory", r);
-		r = 0;
-		goto out;
-	}
+	dir = ck_read_alloc(c, doff, dsize, "the bitmap directory", &r);
+	if (!dir)
+		return r;
 	uint64_t pos = 0;
 	for (uint32_t i = 0; i < nb && r >= 0; i++) {
 		if (pos + 24 > dsize) {
@@ -471,7 +476,6 @@ static int ck_bitmaps(struct ck *c)
 	}
 	if (r > 0)
 		r = 0;
-out:
 	free(dir);
 	return r;
 }

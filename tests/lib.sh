@@ -249,3 +249,92 @@ global {
 }
 EOC
 }
+
+# lvm_requires WHAT: exit 77 unless running as root (WHAT: what needs it)
+# with lvm2 and losetup installed; puts /usr/sbin and /sbin on PATH.
+lvm_requires()
+{
+	local c
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "SKIP: needs root ($1)" >&2
+		exit 77
+	fi
+	for c in lvm losetup; do
+		if ! command -v "$c" >/dev/null 2>&1 && [ ! -x "/sbin/$c" ] &&
+		   [ ! -x "/usr/sbin/$c" ]; then
+			echo "SKIP: $c is not installed" >&2
+			exit 77
+		fi
+	done
+	export PATH="$PATH:/usr/sbin:/sbin"
+}
+
+# lvm_two_pvs DIR: two sparse 256M loop devices over DIR/pv0 and DIR/pv1
+# (LOOPS, A and B; CP_LVM_DEVICES="A,B") and a private LVM configuration
+# in $LVM_SYSTEM_DIR that sees only them.  lvm_cleanup undoes it.
+lvm_two_pvs()
+{
+	local f
+	for f in pv0 pv1; do
+		LOOPS+=("$(loop_attach "$1/$f" 256M)")
+	done
+	A=${LOOPS[0]}
+	B=${LOOPS[1]}
+	[ -n "$A" ] && [ -n "$B" ] || exit 1
+	lvm_private_conf "$LVM_SYSTEM_DIR" "$A" "$B"
+	export CP_LVM_DEVICES="$A,$B"
+}
+
+# lvm_cleanup VG: remove VG and the PVs on LOOPS (once the private LVM
+# configuration exists), then detach LOOPS.
+lvm_cleanup()
+{
+	local l
+	if [ -f "$LVM_SYSTEM_DIR/lvm.conf" ]; then
+		vgremove -f "$1" >/dev/null 2>&1
+		for l in "${LOOPS[@]}"; do
+			pvremove -ff -y "$l" >/dev/null 2>&1
+		done
+	fi
+	for l in "${LOOPS[@]}"; do
+		losetup -d "$l" 2>/dev/null
+	done
+}
+
+# lvm_report lvs|vgs|pvs ARGS...: plain text, no header, sizes in bytes
+lvm_report()
+{
+	"$@" --noheadings --units b --nosuffix 2>/dev/null |
+		sed 's/^ *//; s/ *$//'
+}
+
+# ---- tests that drive a C helper --------------------------------------------
+# The test defines h CMD... to run its helper $H: output in h.out, errors
+# in h.err, status in RC.
+
+# h_must CMD...: the helper must succeed
+h_must()
+{
+	h "$@"
+	if [ "$RC" -ne 0 ]; then
+		fail "${H##*/} $*: $(cat h.err)"
+		return 1
+	fi
+	ok
+}
+
+# h_must_fail ERRNO REGEX CMD...: the helper must fail with errno ERRNO and
+# a message matching REGEX
+h_must_fail()
+{
+	local e=$1 re=$2
+	shift 2
+	h "$@"
+	if [ "$RC" -eq 0 ]; then
+		fail "${H##*/} $*: succeeded, expected errno $e"
+	elif grep -Eq "errno $e: .*$re" h.err; then
+		ok
+	else
+		fail "${H##*/} $*: expected errno $e /$re/, got: $(cat h.err)"
+	fi
+}

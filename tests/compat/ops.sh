@@ -230,6 +230,28 @@ fs_member()
 	qemu-img info --output=json -f "$(fmt_of "$1")" "$1" | json_member /dev/stdin "$2"
 }
 
+# split_dashes ARG... -- ARG...: specs=(the arguments before "--"),
+# rest=(those after it); the caller declares both local.
+split_dashes()
+{
+	specs=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
+	shift
+	rest=("$@")
+}
+
+# case_chain TAG SIZE SPEC...: build_chain in TAG/a (new) and cd to TAG;
+# fails (after fail "TAG: build" if the chain could not be built) in the
+# directory it started in.
+case_chain()
+{
+	local tag=$1 size=$2
+	shift 2
+	mkdir "$tag" "$tag/a" && cd "$tag/a" || return
+	build_chain "$size" "$@" || { fail "$tag: build"; cd ../..; return 1; }
+	cd ..
+}
+
 # twin A B: copy the file or directory A to B such that both have the same
 # holes (plain cp keeps holes only where it detects them): zero blocks
 # become holes in both, so host-level allocation starts out equal
@@ -263,9 +285,7 @@ commit_case()
 	local tag=$1 mode=$2 size
 	size=$(size_bytes "$3")
 	shift 3
-	mkdir "$tag" "$tag/a" && cd "$tag/a" || return
-	build_chain "$size" "$@" || { fail "$tag: build"; cd ../..; return; }
-	cd ..
+	case_chain "$tag" "$size" "$@" || return
 	local n=${#LAYERS[@]} top=${LAYERS[-1]} base args=()
 	twin a b
 	cp "a/$top" top.orig
@@ -319,9 +339,7 @@ rebase_case()
 	local tag=$1 mode=$2 size
 	size=$(size_bytes "$3")
 	shift 3
-	mkdir "$tag" "$tag/a" && cd "$tag/a" || return
-	build_chain "$size" "$@" || { fail "$tag: build"; cd ../..; return; }
-	cd ..
+	case_chain "$tag" "$size" "$@" || return
 	local n=${#LAYERS[@]} top=${LAYERS[-1]} nb nbf args=()
 	# other.qcow2: the old backing chain's view, partly overwritten
 	qemu-img convert -f "$(fmt_of "${LAYERS[n - 2]}")" -O qcow2 -o cluster_size=4096 \
@@ -379,12 +397,10 @@ rebase_case()
 convert_case()
 {
 	want convert || return 0
-	local tag=$1 size
+	local tag=$1 size specs rest
 	size=$(size_bytes "$2")
-	shift 2
-	local specs=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
-	shift
+	split_dashes "${@:3}"
+	set -- "${rest[@]}"
 	mkdir "$tag" && cd "$tag" || return
 	build_chain "$size" "${specs[@]}" || { fail "$tag: build"; cd ..; return; }
 	local n=${#LAYERS[@]} top=${LAYERS[-1]} v i=0
@@ -512,15 +528,11 @@ $(diff qm.out cm.out | head -n 8)"
 amend_case()
 {
 	want amend || return 0
-	local tag=$1 size
+	local tag=$1 size specs rest
 	size=$(size_bytes "$2")
-	shift 2
-	local specs=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do specs+=("$1"); shift; done
-	shift
-	mkdir "$tag" "$tag/a" && cd "$tag/a" || return
-	build_chain "$size" "${specs[@]}" || { fail "$tag: build"; cd ../..; return; }
-	cd ..
+	split_dashes "${@:3}"
+	set -- "${rest[@]}"
+	case_chain "$tag" "$size" "${specs[@]}" || return
 	local top=${LAYERS[-1]} s
 	twin a b
 	qemu-img convert -f qcow2 -O raw "a/$top" ref.raw

@@ -28,19 +28,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
 . "$here/../sanlock/harness.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "SKIP: needs root (loop devices, LVM, sanlock)" >&2
-	exit 77
-fi
-for c in lvm losetup; do
-	if ! command -v "$c" >/dev/null 2>&1 && [ ! -x "/sbin/$c" ] &&
-	   [ ! -x "/usr/sbin/$c" ]; then
-		echo "SKIP: $c is not installed" >&2
-		exit 77
-	fi
-done
+lvm_requires "loop devices, LVM, sanlock"
 sl_requires
-export PATH="$PATH:/usr/sbin:/sbin"
 : "${CP_BLOCKSD_HELPER:?CP_BLOCKSD_HELPER must point to cp_blocksd_helper}"
 H=$CP_BLOCKSD_HELPER
 
@@ -62,31 +51,12 @@ ZERO=00000000-0000-0000-0000-000000000000
 export LVM_SYSTEM_DIR=$TMP/lvm
 export LVM_SUPPRESS_FD_WARNINGS=1
 
-blk_cleanup()
-{
-	local l
-	if [ -f "$LVM_SYSTEM_DIR/lvm.conf" ]; then
-		vgremove -f "$DOM" >/dev/null 2>&1
-		for l in "${LOOPS[@]}"; do
-			pvremove -ff -y "$l" >/dev/null 2>&1
-		done
-	fi
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null
-	done
-}
+blk_cleanup() { lvm_cleanup "$DOM"; }
 sl_on_exit blk_cleanup
 cd "$TMP" || exit 1
 
 # ---- loop devices, private LVM configuration, one sanlock daemon ----------
-for f in pv0 pv1; do
-	LOOPS+=("$(loop_attach "$TMP/$f" 256M)")
-done
-A=${LOOPS[0]}
-B=${LOOPS[1]}
-[ -n "$A" ] && [ -n "$B" ] || exit 1
-lvm_private_conf "$LVM_SYSTEM_DIR" "$A" "$B"
-export CP_LVM_DEVICES="$A,$B"
+lvm_two_pvs "$TMP"
 sl_start 1 || exit 1
 
 # h CMD...: run the helper as a client of host 1's daemon; output in h.out,
@@ -95,38 +65,6 @@ h()
 {
 	sl_run 1 "$H" "$@" >h.out 2>h.err
 	RC=$?
-}
-
-must()
-{
-	h "$@"
-	if [ "$RC" -ne 0 ]; then
-		fail "cp_blocksd_helper $*: $(cat h.err)"
-		return 1
-	fi
-	ok
-}
-
-# must_fail ERRNO REGEX CMD...: the helper fails with errno ERRNO and a
-# message matching REGEX
-must_fail()
-{
-	local e=$1 re=$2
-	shift 2
-	h "$@"
-	if [ "$RC" -eq 0 ]; then
-		fail "cp_blocksd_helper $*: succeeded, expected errno $e"
-	elif grep -Eq "errno $e: .*$re" h.err; then
-		ok
-	else
-		fail "cp_blocksd_helper $*: expected errno $e /$re/, got: $(cat h.err)"
-	fi
-}
-
-report() # lvs/vgs/pvs plain text, no header, bytes
-{
-	"$@" --noheadings --units b --nosuffix 2>/dev/null |
-		sed 's/^ *//; s/ *$//'
 }
 
 field() # field NAME FILE: the value of "NAME value" lines
@@ -138,13 +76,13 @@ MiB=1048576
 EXT=$((4 * MiB))
 
 # ---- 1. create ---------------------------------------------------------------
-must create "$DOM" "$POOL" "blk test" "$A" 4M 4
+h_must create "$DOM" "$POOL" "blk test" "$A" 4M 4
 expect_eq "created type" 2 "$(field type h.out)"
 expect_eq "created max_volumes" 4 "$(field max_volumes h.out)"
 expect_eq "created io_timeout" 1 "$(field io_timeout h.out)"
-must_fail 17 "" create "$DOM" "$POOL" "again" "$A" 4M 4
+h_must_fail 17 "" create "$DOM" "$POOL" "again" "$A" 4M 4
 
-tags=$(report vgs -o vg_tags "$DOM")
+tags=$(lvm_report vgs -o vg_tags "$DOM")
 expect_eq "VG tags: marker + one record" 2 "$(tr ',' '\n' <<<"$tags" | wc -l)"
 grep -q "^CP_DOMAIN$" <(tr ',' '\n' <<<"$tags") && ok || fail "no CP_DOMAIN tag: $tags"
 MDTAG=$(tr ',' '\n' <<<"$tags" | grep '^CPMD_')
@@ -166,25 +104,25 @@ inbox 4 2 $A:4-5
 outbox 6 2 $A:6-7
 tasks 8 1 $A:8-8" \
 	"$(for lv in ids leases metadata inbox outbox tasks; do
-		echo "$lv $(report lvs --segments --separator ' ' \
+		echo "$lv $(lvm_report lvs --segments --separator ' ' \
 			-o seg_pe_ranges,seg_size_pe "$DOM/$lv" |
 			awk '{ split($1, a, ":"); split(a[2], b, "-");
 			       print b[1], $2, $1 }')"
 	   done)"
 
 # ---- 2. sanlock locations, computed from the plain-text report -------------
-pe_start=$(report pvs -o pe_start "$A")
+pe_start=$(lvm_report pvs -o pe_start "$A")
 lv_pv_off() # LV -> "PV OFFSET" of its single segment
 {
 	local range
-	range=$(report lvs --segments -o seg_pe_ranges "$DOM/$1")
+	range=$(lvm_report lvs --segments -o seg_pe_ranges "$DOM/$1")
 	local pv=${range%:*} r=${range##*:}
 	echo "$pv $((pe_start + ${r%-*} * EXT))"
 }
 read -r ids_pv ids_off <<<"$(lv_pv_off ids)"
 read -r leases_pv leases_off <<<"$(lv_pv_off leases)"
 read -r md_pv md_off <<<"$(lv_pv_off metadata)"
-must info "$DOM"
+h_must info "$DOM"
 expect_eq "lockspace location" "$DOM $ids_pv $ids_off" "$(field lockspace h.out)"
 expect_eq "SDM location" "SDM $leases_pv $((leases_off + MiB))" "$(field sdm h.out)"
 expect_eq "leases location" "$leases_pv $leases_off" "$(field leases h.out)"
@@ -196,18 +134,18 @@ sanlock direct read_leader -r "$DOM:SDM:$leases_pv:$((leases_off + MiB))" >rl.ou
 grep -q "resource_name SDM" rl.out && ok || fail "no SDM lease: $(cat rl.out)"
 
 # ---- 3. the record: round trip, damage -------------------------------------
-must set-master "$DOM" 1
+h_must set-master "$DOM" 1
 expect_eq "master set" 1 "$(field master h.out)"
 expect_eq "generation bumped" 1 "$(field generation h.out)"
-must info "$DOM"
+h_must info "$DOM"
 expect_eq "master persisted" 1 "$(field master h.out)"
 expect_eq "name persisted" "blk test" "$(field name h.out)"
 expect_eq "still one record tag" 1 \
-	"$(report vgs -o vg_tags "$DOM" | tr ',' '\n' | grep -c '^CPMD_')"
-MDTAG=$(report vgs -o vg_tags "$DOM" | tr ',' '\n' | grep '^CPMD_')
+	"$(lvm_report vgs -o vg_tags "$DOM" | tr ',' '\n' | grep -c '^CPMD_')"
+MDTAG=$(lvm_report vgs -o vg_tags "$DOM" | tr ',' '\n' | grep '^CPMD_')
 
 vgchange --addtag CPMD_AAAA "$DOM" >/dev/null 2>&1 || fail "vgchange add"
-must_fail 117 "VG $DOM: 2 domain record tags" info "$DOM"
+h_must_fail 117 "VG $DOM: 2 domain record tags" info "$DOM"
 vgchange --deltag CPMD_AAAA "$DOM" >/dev/null 2>&1 || fail "vgchange del"
 # one base64 character changed: a checksum mismatch (or bad base64)
 b64=${MDTAG#CPMD_}
@@ -215,41 +153,41 @@ c=${b64:100:1}
 [ "$c" = A ] && n=B || n=A
 bad="CPMD_${b64:0:100}$n${b64:101}"
 vgchange --deltag "$MDTAG" --addtag "$bad" "$DOM" >/dev/null 2>&1 || fail "vgchange swap"
-must_fail 117 "VG $DOM: domain record \(tag CPMD_\): checksum mismatch" info "$DOM"
+h_must_fail 117 "VG $DOM: domain record \(tag CPMD_\): checksum mismatch" info "$DOM"
 vgchange --deltag "$bad" --addtag CPMD_AAAA "$DOM" >/dev/null 2>&1 || fail "vgchange short"
-must_fail 117 "VG $DOM: domain record \(tag CPMD_\): not the base64 of a 512-byte record" info "$DOM"
+h_must_fail 117 "VG $DOM: domain record \(tag CPMD_\): not the base64 of a 512-byte record" info "$DOM"
 vgchange --deltag CPMD_AAAA "$DOM" >/dev/null 2>&1 || fail "vgchange del short"
-must_fail 117 "VG $DOM: no domain record .*unfinished" info "$DOM"
+h_must_fail 117 "VG $DOM: no domain record .*unfinished" info "$DOM"
 vgchange --addtag "$MDTAG" "$DOM" >/dev/null 2>&1 || fail "vgchange restore"
-must info "$DOM"
+h_must info "$DOM"
 
 # ---- 4. volumes ------------------------------------------------------------
-must vol-create "$DOM" "$IMG1" "$V1" - 10M
-must vol-create "$DOM" "$IMG1" "$V2" "$V1" 0
-must vol-create "$DOM" "$IMG2" "$V3" - 40M
-must_fail 17 "$V1" vol-create "$DOM" "$IMG2" "$V1" - 4M
+h_must vol-create "$DOM" "$IMG1" "$V1" - 10M
+h_must vol-create "$DOM" "$IMG1" "$V2" "$V1" 0
+h_must vol-create "$DOM" "$IMG2" "$V3" - 40M
+h_must_fail 17 "$V1" vol-create "$DOM" "$IMG2" "$V1" - 4M
 expect_eq "V1 LV: size rounded up to extents, tags" "12582912 IU_$IMG1,MD_0,PU_$ZERO" \
-	"$(report lvs -o lv_size,lv_tags "$DOM/$V1" | tr -s ' ')"
+	"$(lvm_report lvs -o lv_size,lv_tags "$DOM/$V1" | tr -s ' ')"
 expect_eq "V2 LV: at least one extent, parent tag" "4194304 IU_$IMG1,MD_1,PU_$V1" \
-	"$(report lvs -o lv_size,lv_tags "$DOM/$V2" | tr -s ' ')"
-expect_eq "V3 slot" "IU_$IMG2,MD_2,PU_$ZERO" "$(report lvs -o lv_tags "$DOM/$V3")"
-must list-images "$DOM"
+	"$(lvm_report lvs -o lv_size,lv_tags "$DOM/$V2" | tr -s ' ')"
+expect_eq "V3 slot" "IU_$IMG2,MD_2,PU_$ZERO" "$(lvm_report lvs -o lv_tags "$DOM/$V3")"
+h_must list-images "$DOM"
 expect_eq "images" "$IMG1
 $IMG2" "$(cat h.out)"
-must list-volumes "$DOM" "$IMG1"
+h_must list-volumes "$DOM" "$IMG1"
 expect_eq "volumes of IMG1" "$V1
 $V2" "$(cat h.out)"
-must vol-exists "$DOM" "$IMG1" "$V2"
+h_must vol-exists "$DOM" "$IMG1" "$V2"
 expect_eq "V2 exists" 1 "$(cat h.out)"
-must vol-exists "$DOM" "$IMG2" "$V2"
+h_must vol-exists "$DOM" "$IMG2" "$V2"
 expect_eq "V2 is not in IMG2" 0 "$(cat h.out)"
 
 # metadata: nothing yet, then a round trip, checked on the PV as well
-must_fail 2 "$DOM/metadata slot 0 \(volume $V1\): no metadata" md-read "$DOM" "$IMG1" "$V1"
-must md-write "$DOM" "$IMG1" "$V1" 1G "first volume"
-must md-read "$DOM" "$IMG1" "$V1"
+h_must_fail 2 "$DOM/metadata slot 0 \(volume $V1\): no metadata" md-read "$DOM" "$IMG1" "$V1"
+h_must md-write "$DOM" "$IMG1" "$V1" 1G "first volume"
+h_must md-read "$DOM" "$IMG1" "$V1"
 expect_eq "md round trip" "$V1 $IMG1 - 1073741824 0 first volume" "$(cat h.out)"
-must md-write "$DOM" "$IMG1" "$V2" 1G "second"
+h_must md-write "$DOM" "$IMG1" "$V2" 1G "second"
 slot_bytes() # SLOT OFFSET COUNT: bytes of a slot on the PV (O_DIRECT read)
 {
 	dd if="$md_pv" of=slot.bin iflag=skip_bytes,direct bs=4096 \
@@ -260,69 +198,69 @@ slot_bytes() # SLOT OFFSET COUNT: bytes of a slot on the PV (O_DIRECT read)
 expect_eq "slot 1 on the PV: magic" CPVOLMD1 "$(slot_bytes 1 0 8)"
 expect_eq "slot 1 on the PV: volume" "$V2" "$(slot_bytes 1 16 36)"
 expect_eq "slot 1: rest of the 4 KiB zero" 0 "$(slot_bytes 1 512 3584 | tr -d '\0' | wc -c)"
-must_fail 2 "$V7 not found" md-write "$DOM" "$IMG1" "$V7" 1G "no LV"
+h_must_fail 2 "$V7 not found" md-write "$DOM" "$IMG1" "$V7" 1G "no LV"
 
 # one corrupted byte in slot 0 (description), written past the page cache
 slot_bytes 0 0 512 >sector.bin
 printf 'X' | dd of=sector.bin bs=1 seek=210 conv=notrunc status=none
 dd if=sector.bin of="$md_pv" oflag=seek_bytes,direct bs=512 seek=$((md_off)) \
 	conv=notrunc status=none || fail "cannot corrupt slot 0"
-must_fail 117 "$DOM/metadata slot 0 \(volume $V1\): checksum mismatch" \
+h_must_fail 117 "$DOM/metadata slot 0 \(volume $V1\): checksum mismatch" \
 	md-read "$DOM" "$IMG1" "$V1"
-must md-write "$DOM" "$IMG1" "$V1" 2G "rewritten"
-must md-read "$DOM" "$IMG1" "$V1"
+h_must md-write "$DOM" "$IMG1" "$V1" 2G "rewritten"
+h_must md-read "$DOM" "$IMG1" "$V1"
 expect_eq "md rewritten" "$V1 $IMG1 - 2147483648 0 rewritten" "$(cat h.out)"
 
 # volume leases at (2 + slot) MiB of `leases`, formatted by vol_create
-must vol-lease "$DOM" "$IMG1" "$V2"
+h_must vol-lease "$DOM" "$IMG1" "$V2"
 expect_eq "V2 lease (slot 1)" "$V2 $leases_pv $((leases_off + 3 * MiB))" "$(cat h.out)"
 sanlock direct read_leader -r "$DOM:$V2:$leases_pv:$((leases_off + 3 * MiB))" >rl.out 2>&1
 grep -q "resource_name $V2" rl.out && ok || fail "no lease of V2: $(cat rl.out)"
 
 # parent tag replaced in one lvchange
-must set-parent "$DOM" "$IMG1" "$V2" -
-expect_eq "PU_ cleared" "IU_$IMG1,MD_1,PU_$ZERO" "$(report lvs -o lv_tags "$DOM/$V2")"
-must set-parent "$DOM" "$IMG1" "$V2" "$V1"
-expect_eq "PU_ set" "IU_$IMG1,MD_1,PU_$V1" "$(report lvs -o lv_tags "$DOM/$V2")"
+h_must set-parent "$DOM" "$IMG1" "$V2" -
+expect_eq "PU_ cleared" "IU_$IMG1,MD_1,PU_$ZERO" "$(lvm_report lvs -o lv_tags "$DOM/$V2")"
+h_must set-parent "$DOM" "$IMG1" "$V2" "$V1"
+expect_eq "PU_ set" "IU_$IMG1,MD_1,PU_$V1" "$(lvm_report lvs -o lv_tags "$DOM/$V2")"
 
 # resize
-must vol-resize "$DOM" "$IMG1" "$V1" 30M grow
+h_must vol-resize "$DOM" "$IMG1" "$V1" 30M grow
 expect_eq "grown to extents" 33554432 "$(cat h.out)"
-must vol-resize "$DOM" "$IMG1" "$V1" 5M shrink
+h_must vol-resize "$DOM" "$IMG1" "$V1" 5M shrink
 expect_eq "shrunk to extents" 8388608 "$(cat h.out)"
-must vol-size "$DOM" "$IMG1" "$V1"
+h_must vol-size "$DOM" "$IMG1" "$V1"
 expect_eq "vol-size" "8388608 8388608" "$(cat h.out)"
-expect_eq "LV size" 8388608 "$(report lvs -o lv_size "$DOM/$V1")"
+expect_eq "LV size" 8388608 "$(lvm_report lvs -o lv_size "$DOM/$V1")"
 
 # all slots in use, slot reuse, stale slots cleared
-must vol-create "$DOM" "$IMG2" "$V4" - 4M
-expect_eq "V4 takes slot 3" "IU_$IMG2,MD_3,PU_$ZERO" "$(report lvs -o lv_tags "$DOM/$V4")"
-must_fail 28 "domain $DOM: all 4 metadata slots are in use" \
+h_must vol-create "$DOM" "$IMG2" "$V4" - 4M
+expect_eq "V4 takes slot 3" "IU_$IMG2,MD_3,PU_$ZERO" "$(lvm_report lvs -o lv_tags "$DOM/$V4")"
+h_must_fail 28 "domain $DOM: all 4 metadata slots are in use" \
 	vol-create "$DOM" "$IMG2" "$V5" - 4M
-expect_eq "no LV left by the refused create" "" "$(report lvs -o lv_name "$DOM/$V5")"
-must md-remove "$DOM" "$IMG1" "$V2"
+expect_eq "no LV left by the refused create" "" "$(lvm_report lvs -o lv_name "$DOM/$V5")"
+h_must md-remove "$DOM" "$IMG1" "$V2"
 expect_eq "md-remove zeroes the slot" 0 "$(slot_bytes 1 0 4096 | tr -d '\0' | wc -c)"
-must vol-remove "$DOM" "$IMG1" "$V2"
-must vol-remove "$DOM" "$IMG1" "$V2"   # idempotent
-must vol-create "$DOM" "$IMG2" "$V5" - 4M
-expect_eq "V5 reuses slot 1" "IU_$IMG2,MD_1,PU_$ZERO" "$(report lvs -o lv_tags "$DOM/$V5")"
-must md-write "$DOM" "$IMG2" "$V4" 1G "to be dropped"
-must vol-remove "$DOM" "$IMG2" "$V4"   # record left behind in slot 3
-must vol-create "$DOM" "$IMG2" "$V6" - 4M
-expect_eq "V6 reuses slot 3" "IU_$IMG2,MD_3,PU_$ZERO" "$(report lvs -o lv_tags "$DOM/$V6")"
-must_fail 2 "slot 3 \(volume $V6\): no metadata" md-read "$DOM" "$IMG2" "$V6"
-must list-volumes "$DOM" "$IMG1"
+h_must vol-remove "$DOM" "$IMG1" "$V2"
+h_must vol-remove "$DOM" "$IMG1" "$V2"   # idempotent
+h_must vol-create "$DOM" "$IMG2" "$V5" - 4M
+expect_eq "V5 reuses slot 1" "IU_$IMG2,MD_1,PU_$ZERO" "$(lvm_report lvs -o lv_tags "$DOM/$V5")"
+h_must md-write "$DOM" "$IMG2" "$V4" 1G "to be dropped"
+h_must vol-remove "$DOM" "$IMG2" "$V4"   # record left behind in slot 3
+h_must vol-create "$DOM" "$IMG2" "$V6" - 4M
+expect_eq "V6 reuses slot 3" "IU_$IMG2,MD_3,PU_$ZERO" "$(lvm_report lvs -o lv_tags "$DOM/$V6")"
+h_must_fail 2 "slot 3 \(volume $V6\): no metadata" md-read "$DOM" "$IMG2" "$V6"
+h_must list-volumes "$DOM" "$IMG1"
 expect_eq "IMG1 after removal" "$V1" "$(cat h.out)"
 
 # the tasks LV
-must tasks "$DOM" 9
+h_must tasks "$DOM" 9
 expect_eq "tasks LV" "size 4194304 align 512" "$(cat h.out)"
 
 # qcow2 on a volume LV
-must qcow "$DOM" "$IMG2" "$V3" 1G 5
+h_must qcow "$DOM" "$IMG2" "$V3" 1G 5
 expect_eq "qcow2 chunks written and read back" "chunks 20" "$(cat h.out)"
 if command -v qemu-img >/dev/null 2>&1; then
-	range=$(report lvs --segments -o seg_pe_ranges "$DOM/$V3")
+	range=$(lvm_report lvs --segments -o seg_pe_ranges "$DOM/$V3")
 	r=${range##*:}
 	dd if="${range%:*}" of=v3.qcow2 iflag=skip_bytes,count_bytes bs=1M \
 		skip=$((pe_start + ${r%-*} * EXT)) count=$((40 * MiB)) status=none
@@ -332,33 +270,33 @@ if command -v qemu-img >/dev/null 2>&1; then
 fi
 
 # the VG is full; then it grows onto a second device
-must md-remove "$DOM" "$IMG1" "$V1"
-must vol-remove "$DOM" "$IMG1" "$V1"   # frees slot 0
-must_fail 28 "VG $DOM: insufficient free space \(lvcreate $DOM/$V7" \
+h_must md-remove "$DOM" "$IMG1" "$V1"
+h_must vol-remove "$DOM" "$IMG1" "$V1"   # frees slot 0
+h_must_fail 28 "VG $DOM: insufficient free space \(lvcreate $DOM/$V7" \
 	vol-create "$DOM" "$IMG2" "$V7" - 300M
-expect_eq "no LV left by the failed create" "" "$(report lvs -o lv_name "$DOM/$V7")"
-must stats "$DOM"
+expect_eq "no LV left by the failed create" "" "$(lvm_report lvs -o lv_name "$DOM/$V7")"
+h_must stats "$DOM"
 read -r total1 free1 <h.out
-expect_eq "stats total" "$(report vgs -o vg_size "$DOM")" "$total1"
-must extend "$DOM" "$B"
-must stats "$DOM"
+expect_eq "stats total" "$(lvm_report vgs -o vg_size "$DOM")" "$total1"
+h_must extend "$DOM" "$B"
+h_must stats "$DOM"
 read -r total2 free2 <h.out
-pvsize_b=$(report pvs -o pv_size "$B")
+pvsize_b=$(lvm_report pvs -o pv_size "$B")
 expect_eq "stats total grew by the new PV" $((total1 + pvsize_b)) "$total2"
 expect_eq "stats free grew by the new PV" $((free1 + pvsize_b)) "$free2"
-must vol-create "$DOM" "$IMG2" "$V7" - 300M
+h_must vol-create "$DOM" "$IMG2" "$V7" - 300M
 expect_eq "300M volume spans both PVs" 2 \
-	"$(report lvs --segments -o devices "$DOM/$V7" | sed 's/(.*//' | sort -u | wc -l)"
-expect_eq "V7 takes the freed slot 0" "IU_$IMG2,MD_0,PU_$ZERO" "$(report lvs -o lv_tags "$DOM/$V7")"
+	"$(lvm_report lvs --segments -o devices "$DOM/$V7" | sed 's/(.*//' | sort -u | wc -l)"
+expect_eq "V7 takes the freed slot 0" "IU_$IMG2,MD_0,PU_$ZERO" "$(lvm_report lvs -o lv_tags "$DOM/$V7")"
 
 # no device-mapper here: no path for local tools
 if ! (: <>/dev/mapper/control) 2>/dev/null; then
-	must_fail 95 "block domain $DOM: no device-mapper on this host; use the cowpool CLI" \
+	h_must_fail 95 "block domain $DOM: no device-mapper on this host; use the cowpool CLI" \
 		vol-path "$DOM" "$IMG2" "$V3"
 fi
 
 # ---- 5. sanlock on the PV offsets ------------------------------------------
-must sanlock "$DOM" 1 "$IMG2" "$V3"
+h_must sanlock "$DOM" 1 "$IMG2" "$V3"
 grep -q "^SDM acquired, lease version 1$" h.out && ok || fail "SDM: $(cat h.out)"
 grep -q "^volume lease acquired, lease version 1$" h.out && ok || fail "volume lease: $(cat h.out)"
 

@@ -46,38 +46,15 @@
 #include "sd_int.h"
 #include "spm.h"
 
+#include "helper_lib.h"
+
 #define MiB (1024ull * 1024)
 
 static struct cp_lvm_opts lo;
-static char *devlist[64];
-
-static int die(int r)
-{
-	fprintf(stderr, "cp_blocksd_helper: errno %d: %s\n", -r,
-		cp_last_error());
-	return 1;
-}
 
 static uint64_t size_arg(const char *s)
 {
-	uint64_t v;
-	if (cp_parse_size(s, &v) < 0) {
-		fprintf(stderr, "cp_blocksd_helper: bad size '%s'\n", s);
-		exit(2);
-	}
-	return v;
-}
-
-static void fill(uint8_t *buf, size_t len, uint64_t seed, uint64_t pos)
-{
-	for (size_t i = 0; i < len; i++) {
-		uint64_t p = pos + i;
-		uint64_t x = (seed + 1) * 0x9e3779b97f4a7c15ull ^ (p >> 3);
-		x ^= x >> 31;
-		x *= 0xbf58476d1ce4e5b9ull;
-		x ^= x >> 29;
-		buf[i] = (uint8_t)(x >> (8 * (p & 7)));
-	}
+	return hl_size("size", s);
 }
 
 static const char *parent_arg(const char *s)
@@ -124,7 +101,7 @@ static int cmd_create(char **a)
 	o.max_volumes = (uint32_t)strtoul(a[5], NULL, 10);
 	int r = cp_sd_create(&o, &d);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	print_md(&d);
 	return 0;
 }
@@ -138,7 +115,7 @@ static int cmd_info(cp_sd *sd)
 	printf("lockspace %s %s %" PRIu64 "\n", ls.name, ls.path, ls.offset);
 	int r = cp_sd_lease(sd, NULL, NULL, &l);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	printf("sdm %s %s %" PRIu64 "\n", l.name, l.path, l.offset);
 	printf("leases %s %" PRIu64 "\n", sd->leases_path, sd->leases_offset);
 	return 0;
@@ -150,11 +127,11 @@ static int cmd_set_master(cp_sd *sd, const char *v)
 	d.master = atoi(v) != 0;
 	int r = cp_sd_md_update(sd, d.generation, &d);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	/* read back from LVM, not from the cache */
 	r = cp_sd_refresh(sd);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	print_md(cp_sd_md(sd));
 	return 0;
 }
@@ -175,7 +152,7 @@ static int cmd_md_write(cp_sd *sd, char **a)
 	m.ctime = (int64_t)time(NULL);
 	snprintf(m.description, sizeof(m.description), "%s", a[3]);
 	int r = sd->ops->md_write(sd, &m);
-	return r < 0 ? die(r) : 0;
+	return r < 0 ? hl_die(r) : 0;
 }
 
 static int cmd_md_read(cp_sd *sd, char **a)
@@ -183,7 +160,7 @@ static int cmd_md_read(cp_sd *sd, char **a)
 	struct cp_volmeta m;
 	int r = cp_sd_vol_md(sd, a[0], a[1], &m);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	printf("%s %s %s %" PRIu64 " %" PRIu64 " %s\n", m.vol_uuid,
 	       m.img_uuid, m.parent_uuid[0] ? m.parent_uuid : "-", m.capacity,
 	       m.generation, m.description);
@@ -193,7 +170,7 @@ static int cmd_md_read(cp_sd *sd, char **a)
 static int print_uuids(int r, struct cp_uuid_str *u, size_t n)
 {
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	for (size_t i = 0; i < n; i++)
 		printf("%s\n", u[i].s);
 	free(u);
@@ -205,11 +182,11 @@ static int cmd_tasks(cp_sd *sd, uint64_t seed)
 	cp_bdev *dev;
 	int r = sd->ops->tasks_open(sd, &dev);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	uint64_t size = cp_bdev_size(dev);
 	uint8_t *buf = cp_bdev_alloc_buf(MiB), *exp = malloc(MiB);
 	printf("size %" PRIu64 " align %u\n", size, cp_bdev_align(dev));
-	fill(exp, MiB, seed, 0);
+	hl_fill(exp, MiB, seed, 0);
 	memcpy(buf, exp, MiB);
 	r = cp_bdev_pwrite(dev, buf, MiB, 0);
 	if (r == 0)
@@ -222,7 +199,7 @@ static int cmd_tasks(cp_sd *sd, uint64_t seed)
 	cp_bdev_close(dev);
 	cp_bdev_free_buf(buf);
 	free(exp);
-	return r < 0 ? die(r) : 0;
+	return r < 0 ? hl_die(r) : 0;
 }
 
 /* qcow2 on the volume's LV: write chunk i (1 MiB) at guest offset
@@ -239,19 +216,19 @@ static int cmd_qcow(cp_sd *sd, const char *img, const char *vol,
 	char name[200];
 	int r = sd->ops->vol_open(sd, img, vol, true, &dev);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	snprintf(name, sizeof(name), "%s/%s", sd->uuid, vol);
 	cp_create_opts_init(&co);
 	co.virtual_size = vsize;
 	r = cp_image_create_dev(dev, name, &co, NULL, NULL);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	int chunks = (int)CP_MIN(cp_bdev_size(dev) / 2 / MiB, vsize / (4 * MiB));
 	uint8_t *buf = malloc(MiB), *got = malloc(MiB);
 	cp_open_opts_init(&oo);
 	r = cp_image_open_dev(dev, name, &oo, &im);
 	for (int i = 0; r == 0 && i < chunks; i++) {
-		fill(buf, MiB, seed, (uint64_t)i * 4 * MiB);
+		hl_fill(buf, MiB, seed, (uint64_t)i * 4 * MiB);
 		r = cp_image_pwrite(im, buf, MiB, (uint64_t)i * 4 * MiB);
 	}
 	if (r == 0)
@@ -260,7 +237,7 @@ static int cmd_qcow(cp_sd *sd, const char *img, const char *vol,
 	if (r == 0)
 		r = cp_image_open_dev(dev, name, &oo, &im);
 	for (int i = 0; r == 0 && i < chunks; i++) {
-		fill(buf, MiB, seed, (uint64_t)i * 4 * MiB);
+		hl_fill(buf, MiB, seed, (uint64_t)i * 4 * MiB);
 		r = cp_image_pread(im, got, MiB, (uint64_t)i * 4 * MiB);
 		if (r == 0 && memcmp(buf, got, MiB))
 			r = cp_error(-EIO, "%s: chunk %d differs", name, i);
@@ -280,7 +257,7 @@ static int cmd_qcow(cp_sd *sd, const char *img, const char *vol,
 	free(buf);
 	free(got);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	printf("chunks %d\n", chunks);
 	return 0;
 }
@@ -298,7 +275,7 @@ static int cmd_sanlock(cp_sd *sd, uint64_t host_id, const char *img,
 	cp_sd_lockspace(sd, &ls);
 	r = cp_lockspace_join(&ls, host_id);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	cp_sd_lease(sd, NULL, NULL, &sdm);
 	r = cp_sd_lease(sd, img, vol, &vl);
 	if (r == 0) {
@@ -323,7 +300,7 @@ static int cmd_sanlock(cp_sd *sd, uint64_t host_id, const char *img,
 	int e = cp_lockspace_leave(&ls, host_id);
 	if (r == 0)
 		r = e;
-	return r < 0 ? die(r) : 0;
+	return r < 0 ? hl_die(r) : 0;
 }
 
 static int usage(void)
@@ -334,17 +311,8 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-	cp_lvm_opts_init(&lo);
-	lo.system_dir = getenv("LVM_SYSTEM_DIR");
-	char *devs = getenv("CP_LVM_DEVICES");
-	if (devs && *devs) {
-		int n = 0;
-		for (char *t = strtok(devs, ","); t && n < 63;
-		     t = strtok(NULL, ","))
-			devlist[n++] = t;
-		devlist[n] = NULL;
-		lo.devices = (const char *const *)devlist;
-	}
+	hl_prog = "cp_blocksd_helper";
+	hl_lvm_opts_from_env(&lo);
 	if (argc < 3)
 		return usage();
 	const char *cmd = argv[1];
@@ -357,7 +325,7 @@ int main(int argc, char **argv)
 	cp_sd *sd;
 	int r = open_dom(a[0], &sd);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	a++;
 	na--;
 	int rc = 2;
@@ -377,46 +345,46 @@ int main(int argc, char **argv)
 		    .size = size_arg(a[3]),
 		};
 		r = sd->ops->vol_create(sd, &s);
-		rc = r < 0 ? die(r) : 0;
+		rc = r < 0 ? hl_die(r) : 0;
 	} else if (!strcmp(cmd, "vol-remove") && na == 2) {
 		r = sd->ops->vol_remove(sd, a[0], a[1]);
-		rc = r < 0 ? die(r) : 0;
+		rc = r < 0 ? hl_die(r) : 0;
 	} else if (!strcmp(cmd, "vol-exists") && na == 2) {
 		r = sd->ops->vol_exists(sd, a[0], a[1]);
-		rc = r < 0 ? die(r) : (printf("%d\n", r), 0);
+		rc = r < 0 ? hl_die(r) : (printf("%d\n", r), 0);
 	} else if (!strcmp(cmd, "vol-resize") && na == 4) {
 		uint64_t ns = 0;
 		r = sd->ops->vol_resize(sd, a[0], a[1], size_arg(a[2]),
 					!strcmp(a[3], "shrink"), &ns);
-		rc = r < 0 ? die(r) : (printf("%" PRIu64 "\n", ns), 0);
+		rc = r < 0 ? hl_die(r) : (printf("%" PRIu64 "\n", ns), 0);
 	} else if (!strcmp(cmd, "vol-size") && na == 2) {
 		struct cp_vol_size vs;
 		r = cp_sd_vol_size(sd, a[0], a[1], &vs);
-		rc = r < 0 ? die(r)
+		rc = r < 0 ? hl_die(r)
 			   : (printf("%" PRIu64 " %" PRIu64 "\n", vs.apparent,
 				     vs.allocated),
 			      0);
 	} else if (!strcmp(cmd, "vol-lease") && na == 2) {
 		struct cp_lease_opts l;
 		r = cp_sd_lease(sd, a[0], a[1], &l);
-		rc = r < 0 ? die(r)
+		rc = r < 0 ? hl_die(r)
 			   : (printf("%s %s %" PRIu64 "\n", l.name, l.path,
 				     l.offset),
 			      0);
 	} else if (!strcmp(cmd, "vol-path") && na == 2) {
 		char p[PATH_MAX];
 		r = cp_sd_vol_path(sd, a[0], a[1], p, sizeof(p));
-		rc = r < 0 ? die(r) : (printf("%s\n", p), 0);
+		rc = r < 0 ? hl_die(r) : (printf("%s\n", p), 0);
 	} else if (!strcmp(cmd, "set-parent") && na == 3) {
 		r = sd->ops->vol_set_parent(sd, a[0], a[1], parent_arg(a[2]));
-		rc = r < 0 ? die(r) : 0;
+		rc = r < 0 ? hl_die(r) : 0;
 	} else if (!strcmp(cmd, "md-write") && na == 4) {
 		rc = cmd_md_write(sd, a);
 	} else if (!strcmp(cmd, "md-read") && na == 2) {
 		rc = cmd_md_read(sd, a);
 	} else if (!strcmp(cmd, "md-remove") && na == 2) {
 		r = sd->ops->md_remove(sd, a[0], a[1]);
-		rc = r < 0 ? die(r) : 0;
+		rc = r < 0 ? hl_die(r) : 0;
 	} else if (!strcmp(cmd, "list-images") && na == 0) {
 		r = cp_sd_list_images(sd, &u, &n);
 		rc = print_uuids(r, u, n);
@@ -426,13 +394,13 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "stats") && na == 0) {
 		struct cp_sd_stats st;
 		r = cp_sd_stats(sd, &st);
-		rc = r < 0 ? die(r)
+		rc = r < 0 ? hl_die(r)
 			   : (printf("%" PRIu64 " %" PRIu64 "\n", st.total,
 				     st.free),
 			      0);
 	} else if (!strcmp(cmd, "extend") && na == 1) {
 		r = cp_sd_extend(sd, a[0]);
-		rc = r < 0 ? die(r) : 0;
+		rc = r < 0 ? hl_die(r) : 0;
 	} else if (!strcmp(cmd, "tasks") && na == 1) {
 		rc = cmd_tasks(sd, size_arg(a[0]));
 	} else if (!strcmp(cmd, "qcow") && na == 4) {

@@ -36,14 +36,7 @@ ROUNDS=${LEASES_ROUNDS:-50}
 LT=$LEASE_TOOL
 
 # timeouts.h, through the tool: TO_host_dead, TO_takeover_min, ...
-while IFS='=' read -r k v; do
-	printf -v "TO_$k" '%s' "$v"
-done < <("$LT" timeouts --io-timeout "$IO")
-
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
-# in_range X LO HI: LO <= X <= HI (decimals)
-in_range() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
+sl_timeouts "$LT" "$IO"
 
 IDS=$SL_DIR/ids
 LEASES=$SL_DIR/leases

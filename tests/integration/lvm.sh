@@ -17,18 +17,7 @@
 
 . "$(dirname "$0")/../lib.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "SKIP: needs root (loop devices, LVM)" >&2
-	exit 77
-fi
-for c in lvm losetup; do
-	if ! command -v "$c" >/dev/null 2>&1 && [ ! -x "/sbin/$c" ] &&
-	   [ ! -x "/usr/sbin/$c" ]; then
-		echo "SKIP: $c is not installed" >&2
-		exit 77
-	fi
-done
-export PATH="$PATH:/usr/sbin:/sbin"
+lvm_requires "loop devices, LVM"
 : "${CP_LVM_HELPER:?CP_LVM_HELPER must point to cp_lvm_helper}"
 H=$CP_LVM_HELPER
 
@@ -40,16 +29,7 @@ export LVM_SUPPRESS_FD_WARNINGS=1
 
 cleanup()
 {
-	local l
-	if [ -f "$LVM_SYSTEM_DIR/lvm.conf" ]; then
-		vgremove -f "$VG" >/dev/null 2>&1
-		for l in "${LOOPS[@]}"; do
-			pvremove -ff -y "$l" >/dev/null 2>&1
-		done
-	fi
-	for l in "${LOOPS[@]}"; do
-		losetup -d "$l" 2>/dev/null
-	done
+	lvm_cleanup "$VG"
 	rm -rf -- "$TMP"
 }
 trap cleanup EXIT
@@ -58,14 +38,7 @@ trap 'exit 143' TERM
 cd "$TMP" || exit 1
 
 # ---- loop devices and a private LVM configuration --------------------------
-for f in pv0 pv1; do
-	LOOPS+=("$(loop_attach "$TMP/$f" 256M)")
-done
-A=${LOOPS[0]}
-B=${LOOPS[1]}
-[ -n "$A" ] && [ -n "$B" ] || exit 1
-lvm_private_conf "$LVM_SYSTEM_DIR" "$A" "$B"
-export CP_LVM_DEVICES="$A,$B"
+lvm_two_pvs "$TMP"
 
 # h CMD...: run the helper, output in h.out, errors in h.err, status in RC
 h()
@@ -74,77 +47,60 @@ h()
 	RC=$?
 }
 
-# must CMD...: the helper must succeed
-must()
-{
-	h "$@"
-	if [ "$RC" -ne 0 ]; then
-		fail "cp_lvm_helper $*: $(cat h.err)"
-		return 1
-	fi
-	ok
-}
-
-report() # lvs/vgs/pvs plain text, no header, bytes
-{
-	"$@" --noheadings --units b --nosuffix 2>/dev/null |
-		sed 's/^ *//; s/ *$//'
-}
-
 # ---- VG and LV management through spm/lvm.c -------------------------------
-must vg-create "$VG" "$A" dom=test role:master
-expect_eq "vg tags" "dom=test,role:master" "$(report vgs -o vg_tags "$VG")"
-must vg-tags "$VG" +pool=1 -role:master
-expect_eq "vg tags changed" "dom=test,pool=1" "$(report vgs -o vg_tags "$VG")"
-must vg-info "$VG"
+h_must vg-create "$VG" "$A" dom=test role:master
+expect_eq "vg tags" "dom=test,role:master" "$(lvm_report vgs -o vg_tags "$VG")"
+h_must vg-tags "$VG" +pool=1 -role:master
+expect_eq "vg tags changed" "dom=test,pool=1" "$(lvm_report vgs -o vg_tags "$VG")"
+h_must vg-info "$VG"
 read -r ext vgsize vgfree vgtags <h.out
 expect_eq "extent size" 4194304 "$ext"
 expect_eq "vg-info tags" "dom=test,pool=1" "$vgtags"
-expect_eq "vg-info free" "$(report vgs -o vg_free "$VG")" "$vgfree"
+expect_eq "vg-info free" "$(lvm_report vgs -o vg_free "$VG")" "$vgfree"
 
 # A fragmented LV: lva, lvb, lva again (2 segments on A), lvc takes the rest
 # of A, then lva grows onto B.
-must lv-create "$VG" lva 8M img=1 parent=none
-must lv-create "$VG" lvb 8M
-must lv-extend "$VG" lva 21M
+h_must lv-create "$VG" lva 8M img=1 parent=none
+h_must lv-create "$VG" lvb 8M
+h_must lv-extend "$VG" lva 21M
 expect_eq "lv-extend rounds up to extents" 25165824 "$(cat h.out)"
 lvcreate -an -Zn -n lvc -l 100%FREE "$VG" >/dev/null 2>&1 || fail "lvcreate lvc"
-must vg-extend "$VG" "$B"
-must lv-extend "$VG" lva 64M
+h_must vg-extend "$VG" "$B"
+h_must lv-extend "$VG" lva 64M
 expect_eq "lva size" 67108864 "$(cat h.out)"
-must lv-extend "$VG" lva 10M # already larger: no-op
+h_must lv-extend "$VG" lva 10M # already larger: no-op
 expect_eq "lv-extend is idempotent" 67108864 "$(cat h.out)"
-expect_eq "lva in 3 segments" 3 "$(report lvs --segments -o seg_start "$VG/lva" | wc -l)"
-expect_eq "lva on 2 PVs" 2 "$(report lvs --segments -o devices "$VG/lva" | sed 's/(.*//' | sort -u | wc -l)"
+expect_eq "lva in 3 segments" 3 "$(lvm_report lvs --segments -o seg_start "$VG/lva" | wc -l)"
+expect_eq "lva on 2 PVs" 2 "$(lvm_report lvs --segments -o devices "$VG/lva" | sed 's/(.*//' | sort -u | wc -l)"
 
-must lv-tags "$VG" lva +vol=7 -parent=none
-expect_eq "lv tags" "img=1,vol=7" "$(report lvs -o lv_tags "$VG/lva")"
-must lv-list "$VG"
+h_must lv-tags "$VG" lva +vol=7 -parent=none
+expect_eq "lv tags" "img=1,vol=7" "$(lvm_report lvs -o lv_tags "$VG/lva")"
+h_must lv-list "$VG"
 expect_eq "lv-list" "lva 67108864 img=1,vol=7
 lvb 8388608 
-lvc $(report lvs -o lv_size "$VG/lvc") " "$(cat h.out)"
+lvc $(lvm_report lvs -o lv_size "$VG/lvc") " "$(cat h.out)"
 
-must lv-reduce "$VG" lvb 3M
+h_must lv-reduce "$VG" lvb 3M
 expect_eq "lv-reduce rounds up to extents" 4194304 "$(cat h.out)"
-expect_eq "lvb reduced" 4194304 "$(report lvs -o lv_size "$VG/lvb")"
+expect_eq "lvb reduced" 4194304 "$(lvm_report lvs -o lv_size "$VG/lvb")"
 
 # ---- the extent map, computed here from the plain-text report -------------
 declare -A pestart
 while read -r pv start; do
 	pestart[$pv]=$start
-done < <(report pvs -o pv_name,pe_start)
+done < <(lvm_report pvs -o pv_name,pe_start)
 expected_map=""
 while read -r sstart ssize range; do
 	pv=${range%:*}
 	r=${range##*:}
 	first=${r%-*}
 	expected_map+="$((sstart * ext)) $((ssize * ext)) $pv $((${pestart[$pv]} + first * ext))"$'\n'
-done < <(report lvs --segments --separator ' ' -o seg_start_pe,seg_size_pe,seg_pe_ranges "$VG/lva")
-must map "$VG" lva
+done < <(lvm_report lvs --segments --separator ' ' -o seg_start_pe,seg_size_pe,seg_pe_ranges "$VG/lva")
+h_must map "$VG" lva
 expect_eq "map" "$expected_map" "$(cat h.out)"$'\n'
 
 # ---- data through the linear device lands where dm-linear puts it --------
-must write "$VG" lva 42
+h_must write "$VG" lva 42
 "$H" pattern 42 64M >expect.bin
 while read -r lvoff len pv pvoff; do
 	[ -n "$len" ] || continue
@@ -157,29 +113,29 @@ while read -r lvoff len pv pvoff; do
 		fail "LV offset $lvoff: data not at $pv offset $pvoff"
 	fi
 done <<<"$expected_map"
-must verify "$VG" lva 42
+h_must verify "$VG" lva 42
 # lvb's extents sit between lva's two segments on A and are untouched
 expect_eq "lvb untouched" 0 "$("$H" map "$VG" lvb | while read -r _ len pv off; do
 	dd if="$pv" iflag=skip_bytes,count_bytes bs=1M skip="$off" count="$len" status=none | tr -d '\0' | wc -c; done)"
 
 # ---- qcow2 on an LV: fill, extend while open, refresh, write past the end -
-must lv-create "$VG" img 16M
-must qcow-create "$VG" img 1G
-must qcow-grow "$VG" img 7 -- lvextend -L +32M "$VG/img"
+h_must lv-create "$VG" img 16M
+h_must qcow-create "$VG" img 1G
+h_must qcow-grow "$VG" img 7 -- lvextend -L +32M "$VG/img"
 cat h.out
 chunks=$(sed -n 's/^chunks //p' h.out)
 grep -q "^enospc at chunk .*No space left on device" h.out || fail "no ENOSPC before the extension"
 grep -q "^size 16777216 -> 50331648$" h.out || fail "refresh did not see the new size: $(cat h.out)"
 [ -n "$chunks" ] && [ "$chunks" -gt 14 ] || fail "too few chunks written: '$chunks'"
-must qcow-check "$VG" img
+h_must qcow-check "$VG" img
 cat h.out
-must qcow-verify "$VG" img 7 "$chunks"
+h_must qcow-verify "$VG" img 7 "$chunks"
 # the image now uses extents past the old 16 MiB end
-must qcow-check "$VG" img
+h_must qcow-check "$VG" img
 end=$(sed -n 's/.*image_end \([0-9]*\)$/\1/p' h.out)
 [ "${end:-0}" -gt 16777216 ] && ok || fail "image end $end not past the old LV end"
 if command -v qemu-img >/dev/null 2>&1; then
-	must dump "$VG" img img.qcow2
+	h_must dump "$VG" img img.qcow2
 	if qemu-img check -q img.qcow2 >qi.out 2>&1; then ok; else
 		fail "qemu-img check: $(cat qi.out)"
 	fi
@@ -207,7 +163,7 @@ grep -q "errno 22: invalid tag" h.err || fail "bad tag: $(cat h.err)"
 h vg-extend "$VG" "$A"
 grep -q "errno 17: " h.err || fail "PV already in VG: $(cat h.err)"
 
-must lv-remove "$VG" lvb
-expect_eq "lvb removed" "" "$(report lvs -o lv_name "$VG/lvb")"
+h_must lv-remove "$VG" lvb
+expect_eq "lvb removed" "" "$(lvm_report lvs -o lv_name "$VG/lvb")"
 
 cp_finish

@@ -44,41 +44,17 @@
 #include "qcow.h"
 #include "spm.h"
 
+#include "helper_lib.h"
+
 #define MiB (1024ull * 1024)
 #define CHUNK MiB
 #define STRIDE (4 * MiB)
 
 static struct cp_lvm_opts lo;
-static char *devlist[64];
-
-static int die(int r)
-{
-	fprintf(stderr, "cp_lvm_helper: errno %d: %s\n", -r, cp_last_error());
-	return 1;
-}
 
 static uint64_t size_arg(const char *s)
 {
-	uint64_t v;
-	if (cp_parse_size(s, &v) < 0) {
-		fprintf(stderr, "cp_lvm_helper: bad size '%s'\n", s);
-		exit(2);
-	}
-	return v;
-}
-
-static void fill(uint8_t *buf, size_t len, uint64_t seed, uint64_t pos)
-{
-	/* byte at absolute position p depends on (seed, p / 8) only, so any
-	 * slice can be generated independently */
-	for (size_t i = 0; i < len; i++) {
-		uint64_t p = pos + i;
-		uint64_t x = (seed + 1) * 0x9e3779b97f4a7c15ull ^ (p >> 3);
-		x ^= x >> 31;
-		x *= 0xbf58476d1ce4e5b9ull;
-		x ^= x >> 29;
-		buf[i] = (uint8_t)(x >> (8 * (p & 7)));
-	}
+	return hl_size("size", s);
 }
 
 /* Split "+a -b" arguments into add/del lists. */
@@ -110,12 +86,23 @@ static int open_lv(const char *vg, const char *lv, cp_bdev **dev)
 	return cp_lvm_open_lv(&lo, vg, lv, &bo, dev);
 }
 
-static int open_img(cp_bdev *dev, const char *name, bool check, cp_image **img)
+/* The LV VG/LV and the qcow2 image on it (named "VG/LV"); check: opened
+ * for cp_image_check(). */
+static int open_lv_img(const char *vg, const char *lv, bool check,
+		       cp_bdev **dev, cp_image **img)
 {
+	char name[300];
 	struct cp_open_opts o;
+	snprintf(name, sizeof(name), "%s/%s", vg, lv);
+	int r = open_lv(vg, lv, dev);
+	if (r < 0)
+		return r;
 	cp_open_opts_init(&o);
 	o.for_check = check;
-	return cp_image_open_dev(dev, name, &o, img);
+	r = cp_image_open_dev(*dev, name, &o, img);
+	if (r < 0)
+		cp_bdev_close(*dev);
+	return r;
 }
 
 static int cmd_rw(const char *vg, const char *lv, uint64_t seed, bool write)
@@ -123,12 +110,12 @@ static int cmd_rw(const char *vg, const char *lv, uint64_t seed, bool write)
 	cp_bdev *dev;
 	int r = open_lv(vg, lv, &dev);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	uint64_t size = cp_bdev_size(dev);
 	uint8_t *buf = cp_bdev_alloc_buf(4 * MiB), *exp = malloc(4 * MiB);
 	for (uint64_t off = 0; off < size && r == 0; off += 4 * MiB) {
 		size_t n = (size_t)CP_MIN(4 * MiB, size - off);
-		fill(exp, n, seed, off);
+		hl_fill(exp, n, seed, off);
 		if (write) {
 			memcpy(buf, exp, n);
 			r = cp_bdev_pwrite(dev, buf, n, off);
@@ -148,7 +135,7 @@ static int cmd_rw(const char *vg, const char *lv, uint64_t seed, bool write)
 	cp_bdev_close(dev);
 	cp_bdev_free_buf(buf);
 	free(exp);
-	return r < 0 ? die(r) : 0;
+	return r < 0 ? hl_die(r) : 0;
 }
 
 static int cmd_dump(const char *vg, const char *lv, const char *path)
@@ -156,7 +143,7 @@ static int cmd_dump(const char *vg, const char *lv, const char *path)
 	cp_bdev *dev;
 	int r = open_lv(vg, lv, &dev);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	uint64_t size = cp_bdev_size(dev);
 	uint8_t *buf = cp_bdev_alloc_buf(4 * MiB);
@@ -173,7 +160,7 @@ static int cmd_dump(const char *vg, const char *lv, const char *path)
 		close(fd);
 	cp_bdev_close(dev);
 	cp_bdev_free_buf(buf);
-	return r < 0 ? die(r) : 0;
+	return r < 0 ? hl_die(r) : 0;
 }
 
 static int run_cmd(char **argv)
@@ -194,23 +181,18 @@ static int run_cmd(char **argv)
 
 static int chunk_write(cp_image *img, uint8_t *buf, uint64_t seed, int i)
 {
-	fill(buf, CHUNK, seed, (uint64_t)i * STRIDE);
+	hl_fill(buf, CHUNK, seed, (uint64_t)i * STRIDE);
 	return cp_image_pwrite(img, buf, CHUNK, (uint64_t)i * STRIDE);
 }
 
 static int cmd_qcow_grow(const char *vg, const char *lv, uint64_t seed,
 			 char **cmd)
 {
-	char name[300];
 	cp_bdev *dev;
 	cp_image *img;
-	snprintf(name, sizeof(name), "%s/%s", vg, lv);
-	int r = open_lv(vg, lv, &dev);
+	int r = open_lv_img(vg, lv, false, &dev, &img);
 	if (r < 0)
-		return die(r);
-	r = open_img(dev, name, false, &img);
-	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	uint64_t old_size = cp_bdev_size(dev);
 	uint8_t *buf = malloc(CHUNK);
 	int i;
@@ -222,24 +204,24 @@ static int cmd_qcow_grow(const char *vg, const char *lv, uint64_t seed,
 	if (r != -ENOSPC) {
 		fprintf(stderr, "expected ENOSPC, got %d after %d chunks\n", r,
 			i);
-		return die(r < 0 ? r : -EIO);
+		return hl_die(r < 0 ? r : -EIO);
 	}
 	printf("enospc at chunk %d: %s\n", i, cp_last_error());
 	r = run_cmd(cmd);
 	if (r == 0)
 		r = cp_lvm_refresh_lv(&lo, vg, lv, dev);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	printf("size %" PRIu64 " -> %" PRIu64 "\n", old_size,
 	       cp_bdev_size(dev));
 	int n = i + 5;
 	for (; i < n && r == 0; i++)
 		r = chunk_write(img, buf, seed, i);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	r = cp_image_close(img);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	cp_bdev_close(dev);
 	free(buf);
 	printf("chunks %d\n", n);
@@ -248,18 +230,14 @@ static int cmd_qcow_grow(const char *vg, const char *lv, uint64_t seed,
 
 static int cmd_qcow_verify(const char *vg, const char *lv, uint64_t seed, int n)
 {
-	char name[300];
 	cp_bdev *dev;
 	cp_image *img;
-	snprintf(name, sizeof(name), "%s/%s", vg, lv);
-	int r = open_lv(vg, lv, &dev);
-	if (r == 0)
-		r = open_img(dev, name, false, &img);
+	int r = open_lv_img(vg, lv, false, &dev, &img);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	uint8_t *buf = malloc(CHUNK), *exp = malloc(CHUNK);
 	for (int i = 0; i < n && r == 0; i++) {
-		fill(exp, CHUNK, seed, (uint64_t)i * STRIDE);
+		hl_fill(exp, CHUNK, seed, (uint64_t)i * STRIDE);
 		r = cp_image_pread(img, buf, CHUNK, (uint64_t)i * STRIDE);
 		if (r == 0 && memcmp(buf, exp, CHUNK))
 			r = cp_error(-EIO, "chunk %d differs", i);
@@ -270,7 +248,7 @@ static int cmd_qcow_verify(const char *vg, const char *lv, uint64_t seed, int n)
 	free(exp);
 	if (r == 0)
 		r = e;
-	return r < 0 ? die(r) : 0;
+	return r < 0 ? hl_die(r) : 0;
 }
 
 static void report(void *opaque, const char *msg)
@@ -280,22 +258,18 @@ static void report(void *opaque, const char *msg)
 
 static int cmd_qcow_check(const char *vg, const char *lv)
 {
-	char name[300];
 	cp_bdev *dev;
 	cp_image *img;
 	struct cp_check_result res;
-	snprintf(name, sizeof(name), "%s/%s", vg, lv);
-	int r = open_lv(vg, lv, &dev);
-	if (r == 0)
-		r = open_img(dev, name, true, &img);
+	int r = open_lv_img(vg, lv, true, &dev, &img);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	memset(&res, 0, sizeof(res));
 	r = cp_image_check(img, 0, &res, report, NULL);
 	cp_image_close(img);
 	cp_bdev_close(dev);
 	if (r < 0)
-		return die(r);
+		return hl_die(r);
 	printf("corruptions %" PRIu64 " leaks %" PRIu64 " errors %" PRIu64
 	       " image_end %" PRIu64 "\n",
 	       res.corruptions, res.leaks, res.check_errors,
@@ -305,17 +279,8 @@ static int cmd_qcow_check(const char *vg, const char *lv)
 
 int main(int argc, char **argv)
 {
-	cp_lvm_opts_init(&lo);
-	lo.system_dir = getenv("LVM_SYSTEM_DIR");
-	char *devs = getenv("CP_LVM_DEVICES");
-	if (devs && *devs) {
-		int n = 0;
-		for (char *save = NULL, *t = strtok_r(devs, ",", &save);
-		     t && n < 63; t = strtok_r(NULL, ",", &save))
-			devlist[n++] = t;
-		devlist[n] = NULL;
-		lo.devices = (const char *const *)devlist;
-	}
+	hl_prog = "cp_lvm_helper";
+	hl_lvm_opts_from_env(&lo);
 	if (argc < 3) {
 		fprintf(stderr, "usage: see tests/integration/lvm_helper.c\n");
 		return 2;
@@ -333,22 +298,22 @@ int main(int argc, char **argv)
 		dv[n] = NULL;
 		tag_lists(argv + 4, argc - 4, add, del);
 		r = cp_lvm_vg_create(&lo, vg, dv, add, 4 * MiB);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if (!strcmp(c, "vg-extend") && argc == 4) {
 		r = cp_lvm_vg_extend(&lo, vg, argv[3]);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if (!strcmp(c, "vg-tags")) {
 		tag_lists(argv + 3, argc - 3, add, del);
 		r = cp_lvm_vg_change_tags(&lo, vg, add, del);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if (!strcmp(c, "vg-info")) {
 		struct cp_lvm_vg_info vi;
 		r = cp_lvm_vg_info(&lo, vg, &vi);
 		if (r < 0)
-			return die(r);
+			return hl_die(r);
 		printf("%" PRIu64 " %" PRIu64 " %" PRIu64 " ", vi.extent_size,
 		       vi.size, vi.free);
 		print_tags(vi.tags);
@@ -360,7 +325,7 @@ int main(int argc, char **argv)
 		size_t n;
 		r = cp_lvm_lv_list(&lo, vg, &lvs, &n);
 		if (r < 0)
-			return die(r);
+			return hl_die(r);
 		for (size_t i = 0; i < n; i++) {
 			printf("%s %" PRIu64 " ", lvs[i].name, lvs[i].size);
 			print_tags(lvs[i].tags);
@@ -374,7 +339,7 @@ int main(int argc, char **argv)
 		uint8_t *buf = malloc(MiB);
 		for (uint64_t off = 0; off < len; off += MiB) {
 			size_t n = (size_t)CP_MIN(MiB, len - off);
-			fill(buf, n, seed, off);
+			hl_fill(buf, n, seed, off);
 			fwrite(buf, 1, n, stdout);
 		}
 		free(buf);
@@ -388,7 +353,7 @@ int main(int argc, char **argv)
 	if (!strcmp(c, "lv-create") && argc >= 5) {
 		tag_lists(argv + 5, argc - 5, add, del);
 		r = cp_lvm_lv_create(&lo, vg, lv, size_arg(argv[4]), add);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if ((!strcmp(c, "lv-extend") || !strcmp(c, "lv-reduce")) && argc == 5) {
 		uint64_t ns;
@@ -396,24 +361,24 @@ int main(int argc, char **argv)
 			? cp_lvm_lv_extend(&lo, vg, lv, size_arg(argv[4]), &ns)
 			: cp_lvm_lv_reduce(&lo, vg, lv, size_arg(argv[4]), &ns);
 		if (r < 0)
-			return die(r);
+			return hl_die(r);
 		printf("%" PRIu64 "\n", ns);
 		return 0;
 	}
 	if (!strcmp(c, "lv-remove")) {
 		r = cp_lvm_lv_remove(&lo, vg, lv);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if (!strcmp(c, "lv-tags")) {
 		tag_lists(argv + 4, argc - 4, add, del);
 		r = cp_lvm_lv_change_tags(&lo, vg, lv, add, del);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if (!strcmp(c, "map")) {
 		struct cp_linear_map m;
 		r = cp_lvm_lv_map(&lo, vg, lv, &m);
 		if (r < 0)
-			return die(r);
+			return hl_die(r);
 		for (size_t i = 0; i < m.nsegs; i++)
 			printf("%" PRIu64 " %" PRIu64 " %s %" PRIu64 "\n",
 			       m.segs[i].lv_offset, m.segs[i].length,
@@ -436,10 +401,10 @@ int main(int argc, char **argv)
 		co.virtual_size = size_arg(argv[4]);
 		r = open_lv(vg, lv, &dev);
 		if (r < 0)
-			return die(r);
+			return hl_die(r);
 		r = cp_image_create_dev(dev, name, &co, NULL, NULL);
 		cp_bdev_close(dev);
-		return r < 0 ? die(r) : 0;
+		return r < 0 ? hl_die(r) : 0;
 	}
 	if (!strcmp(c, "qcow-grow") && argc >= 7 && !strcmp(argv[5], "--"))
 		return cmd_qcow_grow(vg, lv, strtoull(argv[4], NULL, 0),

@@ -38,7 +38,14 @@
 #include "qcow.h"
 #include "spm.h"
 
+#include "helper_lib.h"
+
 #define CHUNK (1u << 20)
+
+static uint64_t num(const char *s)
+{
+	return hl_size("number", s);
+}
 
 static int die(const char *what, int r)
 {
@@ -46,16 +53,6 @@ static int die(const char *what, int r)
 		cp_error_msg(r < 0 ? r : -r),
 		strerror(r < 0 ? -r : r));
 	return 1;
-}
-
-static uint64_t num(const char *s)
-{
-	uint64_t v;
-	if (cp_parse_size(s, &v) < 0) {
-		fprintf(stderr, "mh_helper: bad number '%s'\n", s);
-		exit(2);
-	}
-	return v;
 }
 
 /* ---- json ------------------------------------------------------------------ */
@@ -223,6 +220,20 @@ static int open_sd(const char *dom, cp_sd **sd)
 	return cp_sd_open(&loc, dom, sd);
 }
 
+/* The chain of volume vol of image img in domain dom (rw: its top opened
+ * read-write); 0, or 1 (the exit status) with the error printed. */
+static int open_vol(const char *dom, const char *img, const char *vol,
+		    bool rw, cp_sd **sd, struct cp_sd_chain *c)
+{
+	int r = open_sd(dom, sd);
+	if (r < 0)
+		return die(dom, r);
+	r = cp_sd_open_image(*sd, img, vol, rw, c);
+	if (r < 0)
+		return die(vol, r);
+	return 0;
+}
+
 /* ranges: n triples OFF LEN SEED */
 static int cmd_write(const char *dom, const char *img, const char *vol,
 		     char **ranges, int n)
@@ -234,10 +245,8 @@ static int cmd_write(const char *dom, const char *img, const char *vol,
 
 	if (!buf)
 		return die("write", -ENOMEM);
-	if ((r = open_sd(dom, &sd)) < 0)
-		return die(dom, r);
-	if ((r = cp_sd_open_image(sd, img, vol, true, &c)) < 0)
-		return die(vol, r);
+	if (open_vol(dom, img, vol, true, &sd, &c))
+		return 1;
 	for (int k = 0; k < n; k++) {
 		uint64_t off = num(ranges[3 * k]), len = num(ranges[3 * k + 1]);
 		uint64_t seed = num(ranges[3 * k + 2]);
@@ -269,10 +278,8 @@ static int cmd_export(const char *dom, const char *img, const char *vol,
 
 	if (!buf)
 		return die("export", -ENOMEM);
-	if ((r = open_sd(dom, &sd)) < 0)
-		return die(dom, r);
-	if ((r = cp_sd_open_image(sd, img, vol, false, &c)) < 0)
-		return die(vol, r);
+	if (open_vol(dom, img, vol, false, &sd, &c))
+		return 1;
 	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return die(out, -errno);
@@ -295,6 +302,7 @@ static int cmd_export(const char *dom, const char *img, const char *vol,
 
 int main(int argc, char **argv)
 {
+	hl_prog = "mh_helper";
 	const char *cmd = argc > 1 ? argv[1] : "";
 	int i;
 

@@ -93,13 +93,7 @@ SEED=${MH_SEED:-1}
 POINTS=${MH_POINTS:-4}
 HOSTS=(1 2 3)
 
-while IFS='=' read -r k v; do
-	printf -v "TO_$k" '%s' "$v"
-done < <("$LEASE_TOOL" timeouts --io-timeout "$IO")
-
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
-in_range() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
+sl_timeouts "$LEASE_TOOL" "$IO"
 uuid() { cat /proc/sys/kernel/random/uuid; }
 
 # abort MSG: a failure that makes the rest meaningless

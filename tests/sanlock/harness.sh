@@ -32,6 +32,10 @@
 #   sl_track PID           kill PID (with KILL) at exit
 #   sl_on_exit 'CMD'       run CMD at exit, before the daemons are killed
 #   sl_log_tail N          last lines of host N's log (for failure messages)
+#   sl_timeouts TOOL IO    TO_host_dead, TO_takeover_min... from timeouts.h
+#                          for io_timeout IO, as lease_tool TOOL prints them
+#   now; elapsed T0 T1; in_range X LO HI
+#                          wall clock, T1 - T0, LO <= X <= HI (decimals)
 
 SANLOCK=${SANLOCK:-/usr/sbin/sanlock}
 SL_DIR=
@@ -208,3 +212,15 @@ sl_bg()
 	SL_BG_PID=$!
 	sl_track "$SL_BG_PID"
 }
+
+sl_timeouts()
+{
+	local k v
+	while IFS='=' read -r k v; do
+		printf -v "TO_$k" '%s' "$v"
+	done < <("$1" timeouts --io-timeout "$2")
+}
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
+in_range() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
