@@ -61,7 +61,8 @@ static int cache_write_entry(struct qcow *q, struct qc_cache *c,
 		if (r < 0)
 			return r;
 	}
-	r = qc_overlap_check_locked(q, e->offset, c->entry_size, e->offset);
+	r = qc_overlap_check_locked(q, e->offset, c->entry_size,
+				    c == &q->l2c ? QC_META_L2 : QC_META_REFBLOCK);
 	if (r < 0)
 		return r;
 	r = cp_bdev_pwrite(q->dev, e->data, c->entry_size, e->offset);
@@ -111,6 +112,7 @@ int qc_cache_get(struct qcow *q, struct qc_cache *c, uint64_t off, bool load,
 	}
 	victim->offset = off;
 	victim->dirty = false;
+	victim->checked = false;
 	victim->pins = 1;
 	victim->lru = ++c->clock;
 	*data = victim->data;
@@ -126,6 +128,16 @@ void qc_cache_put(struct qc_cache *c, void *data)
 void qc_cache_mark_dirty(struct qc_cache *c, void *data)
 {
 	cache_find(c, data)->dirty = true;
+}
+
+bool qc_cache_checked(struct qc_cache *c, void *data)
+{
+	return cache_find(c, data)->checked;
+}
+
+void qc_cache_set_checked(struct qc_cache *c, void *data)
+{
+	cache_find(c, data)->checked = true;
 }
 
 bool qc_cache_has_dirty(const struct qc_cache *c)
