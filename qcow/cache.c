@@ -41,10 +41,14 @@ void qc_cache_destroy(struct qc_cache *c)
 		cp_bdev_free_buf(c->e[i].data);
 	free(c->e);
 	c->e = NULL;
+	c->last = NULL;
 }
 
 static struct qc_centry *cache_find(struct qc_cache *c, const void *data)
 {
+	/* mostly the entry just returned by qc_cache_get() */
+	if (c->last && c->last->data == data)
+		return c->last;
 	for (unsigned i = 0; i < c->n; i++)
 		if (c->e[i].data == data)
 			return &c->e[i];
@@ -84,6 +88,7 @@ int qc_cache_get(struct qcow *q, struct qc_cache *c, uint64_t off, bool load,
 		if (e->offset == off) {
 			e->pins++;
 			e->lru = ++c->clock;
+			c->last = e;
 			*data = e->data;
 			return 0;
 		}
@@ -115,6 +120,7 @@ int qc_cache_get(struct qcow *q, struct qc_cache *c, uint64_t off, bool load,
 	victim->checked = false;
 	victim->pins = 1;
 	victim->lru = ++c->clock;
+	c->last = victim;
 	*data = victim->data;
 	return 0;
 }

@@ -103,6 +103,7 @@ struct qc_cache {
 	uint32_t entry_size;
 	uint64_t clock;
 	struct qc_centry *e;
+	struct qc_centry *last; /* returned by the last qc_cache_get() */
 };
 
 struct qcow;
