@@ -220,6 +220,12 @@ struct cp_ram_opts {
 };
 void cp_ram_opts_init(struct cp_ram_opts *opts);
 int cp_bdev_open_ram(const struct cp_ram_opts *opts, cp_bdev **out);
+/* Open a second handle on the RAM device dev: the same content, write
+ * counter, cut and options (cp_ram_* act on either handle), with its own
+ * request slots and completion thread, as two opens of one file.  The
+ * state lives until every handle is closed, in any order.  Returns 0, or
+ * -EINVAL if dev is not RAM, or -errno. */
+int cp_ram_open_twin(cp_bdev *dev, cp_bdev **out);
 /* Cut power now (see above).  Returns 0, or -EINVAL if dev is not RAM. */
 int cp_ram_cut(cp_bdev *dev);
 /* True once power has been cut. */

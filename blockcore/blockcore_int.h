@@ -194,7 +194,9 @@ int bc_fixed_preallocate(cp_bdev *dev, uint64_t offset, uint64_t len,
 int bc_all_data_block_status(cp_bdev *dev, uint64_t offset, uint64_t len,
 			     uint64_t *pnum);
 
-/* ---- ram.c: the RAM device (bc_ram_backend, set by cp_bdev_open_ram) ---- */
+/* ---- ram.c: the RAM device (bc_ram_backend, set by cp_bdev_open_ram) ----
+ * dev->ram is the medium; cp_ram_open_twin() gives it another device, and
+ * the backend's fini destroys it with the last of them. */
 
 struct bc_ram;
 

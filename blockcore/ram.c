@@ -15,6 +15,10 @@
  * the cut point follow the order of the submitting calls; the completion
  * (callback) is handed to a one-thread pool so callbacks never run on the
  * submitter's stack.
+ *
+ * cp_ram_open_twin() makes another handle on the same state (each handle
+ * has its own completion thread); the state counts its handles and goes
+ * with the last one closed.
  */
 #include "blockcore_int.h"
 
@@ -52,6 +56,7 @@ struct bc_ram {
 	uint64_t writes;
 	bool cut;
 	bc_ram_op_vec pending;
+	atomic_uint handles; /* devices sharing this state */
 };
 
 static atomic_uint bc_ram_counter;
@@ -393,7 +398,9 @@ static void bc_ram_fini(cp_bdev *dev)
 {
 	if (dev->workers_started)
 		bc_pool_fini(&dev->workers);
-	bc_ram_destroy(dev->ram);
+	/* the last handle takes the state with it */
+	if (atomic_fetch_sub(&dev->ram->handles, 1) == 1)
+		bc_ram_destroy(dev->ram);
 	dev->ram = NULL;
 }
 
@@ -468,6 +475,7 @@ int cp_bdev_open_ram(const struct cp_ram_opts *uopts, cp_bdev **out)
 	ram->size = ram->dur_size = opts.initial_size;
 	ram->cut_after = opts.cut_after_writes;
 	ram->keep_seed = opts.keep_seed;
+	atomic_init(&ram->handles, 1);
 	ram->vol = bc_ram_map(ram->max_size);
 	ram->dur = bc_ram_map(ram->max_size);
 	dev->ram = ram;
@@ -500,6 +508,35 @@ static struct bc_ram *bc_ram_of(cp_bdev *dev, const char *what)
 		return NULL;
 	}
 	return dev->ram;
+}
+
+int cp_ram_open_twin(cp_bdev *dev, cp_bdev **out)
+{
+	*out = NULL;
+	struct bc_ram *ram = bc_ram_of(dev, "open twin");
+	if (!ram)
+		return -EINVAL;
+	cp_bdev *twin;
+	int r = bc_dev_alloc(dev->name, dev->queue_depth, &twin);
+	if (r < 0)
+		return r;
+	twin->aio = dev->aio;
+	twin->cache = dev->cache;
+	twin->align = dev->align;
+	twin->lbs = dev->lbs;
+	twin->direct = false;
+	r = bc_pool_init(&twin->workers, twin, 1, "cp-ram");
+	if (r < 0) {
+		bc_dev_free(twin);
+		return cp_error(r, "%s: starting completion thread: %s",
+				dev->name, strerror(-r));
+	}
+	twin->workers_started = true;
+	atomic_fetch_add(&ram->handles, 1);
+	twin->ram = ram;
+	twin->backend = &bc_ram_backend;
+	*out = twin;
+	return 0;
 }
 
 int cp_ram_cut(cp_bdev *dev)

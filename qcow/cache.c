@@ -41,10 +41,14 @@ void qc_cache_destroy(struct qc_cache *c)
 		cp_bdev_free_buf(c->e[i].data);
 	free(c->e);
 	c->e = NULL;
+	c->last = NULL;
 }
 
 static struct qc_centry *cache_find(struct qc_cache *c, const void *data)
 {
+	/* mostly the entry just returned by qc_cache_get() */
+	if (c->last && c->last->data == data)
+		return c->last;
 	for (unsigned i = 0; i < c->n; i++)
 		if (c->e[i].data == data)
 			return &c->e[i];
@@ -61,7 +65,8 @@ static int cache_write_entry(struct qcow *q, struct qc_cache *c,
 		if (r < 0)
 			return r;
 	}
-	r = qc_overlap_check_locked(q, e->offset, c->entry_size, e->offset);
+	r = qc_overlap_check_locked(q, e->offset, c->entry_size,
+				    c == &q->l2c ? QC_META_L2 : QC_META_REFBLOCK);
 	if (r < 0)
 		return r;
 	r = cp_bdev_pwrite(q->dev, e->data, c->entry_size, e->offset);
@@ -83,6 +88,7 @@ int qc_cache_get(struct qcow *q, struct qc_cache *c, uint64_t off, bool load,
 		if (e->offset == off) {
 			e->pins++;
 			e->lru = ++c->clock;
+			c->last = e;
 			*data = e->data;
 			return 0;
 		}
@@ -111,8 +117,10 @@ int qc_cache_get(struct qcow *q, struct qc_cache *c, uint64_t off, bool load,
 	}
 	victim->offset = off;
 	victim->dirty = false;
+	victim->checked = false;
 	victim->pins = 1;
 	victim->lru = ++c->clock;
+	c->last = victim;
 	*data = victim->data;
 	return 0;
 }
@@ -126,6 +134,16 @@ void qc_cache_put(struct qc_cache *c, void *data)
 void qc_cache_mark_dirty(struct qc_cache *c, void *data)
 {
 	cache_find(c, data)->dirty = true;
+}
+
+bool qc_cache_checked(struct qc_cache *c, void *data)
+{
+	return cache_find(c, data)->checked;
+}
+
+void qc_cache_set_checked(struct qc_cache *c, void *data)
+{
+	cache_find(c, data)->checked = true;
 }
 
 bool qc_cache_has_dirty(const struct qc_cache *c)

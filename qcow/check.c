@@ -865,7 +865,7 @@ static int ck_write_l1(struct ck *c, uint32_t i, uint64_t e)
 
 	cp_put_be64(be, e);
 	pthread_mutex_lock(&q->lock);
-	r = qc_overlap_check_locked(q, off, 8, q->l1_table_offset);
+	r = qc_overlap_check_locked(q, off, 8, QC_META_L1);
 	if (r >= 0)
 		r = cp_bdev_pwrite(q->dev, be, 8, off);
 	if (r >= 0)
@@ -956,7 +956,7 @@ static void ck_copied(struct ck *c)
 		if (!dirty)
 			continue;
 		pthread_mutex_lock(&q->lock);
-		r = qc_overlap_check_locked(q, l2, cs, l2);
+		r = qc_overlap_check_locked(q, l2, cs, QC_META_L2_REPAIR);
 		pthread_mutex_unlock(&q->lock);
 		if (r < 0) {
 			ck_msg(c, "ERROR: Could not write L2 table; metadata "

@@ -63,7 +63,8 @@ void qc_entry_host_range(const struct qcow *q, uint64_t entry, uint64_t *off,
 /* Write the block of the on-disk L1 table containing entry i. */
 static int l1_write_entry(struct qcow *q, uint32_t i)
 {
-	return qc_table_write_entry_locked(q, "L1 table", q->l1_table_offset,
+	return qc_table_write_entry_locked(q, "L1 table", QC_META_L1,
+					   q->l1_table_offset,
 					   q->l1, q->l1_size, i, true);
 }
 
@@ -112,8 +113,24 @@ static int l2_alloc_table(struct qcow *q, uint32_t l1i)
 	return 0;
 }
 
-int qc_l2_lookup_locked(struct qcow *q, uint64_t off, bool alloc, void **slice,
-			uint32_t *idx)
+/* Before the guest's first change through an L2 slice loaded in the cache:
+ * the whole table must be no other metadata (a refcount block placed at
+ * its offset) and no other L1 entry may point at it (a duplicated table:
+ * the change would remap the other range too).  Damage only; each loaded
+ * slice is checked once, so the scan stays off the I/O fast path. */
+static int l2_check_writable(struct qcow *q, uint64_t l2off, void *slice)
+{
+	if (qc_cache_checked(&q->l2c, slice))
+		return 0;
+	int r = qc_overlap_check_locked(q, l2off, q->cluster_size, QC_META_L2);
+	if (r < 0)
+		return r;
+	qc_cache_set_checked(&q->l2c, slice);
+	return 0;
+}
+
+int qc_l2_lookup_locked(struct qcow *q, uint64_t off, enum qc_l2_use use,
+			void **slice, uint32_t *idx)
 {
 	uint64_t l1i = off >> (q->cluster_bits + q->l2_bits);
 	*slice = NULL;
@@ -123,7 +140,7 @@ int qc_l2_lookup_locked(struct qcow *q, uint64_t off, bool alloc, void **slice,
 	uint64_t l1e = q->l1[l1i];
 	uint64_t l2off = l1e & QC_L1E_OFFSET_MASK;
 	if (!l2off) {
-		if (!alloc)
+		if (use != QC_L2_ALLOC)
 			return 0;
 		int r = l2_alloc_table(q, (uint32_t)l1i);
 		if (r < 0)
@@ -137,24 +154,31 @@ int qc_l2_lookup_locked(struct qcow *q, uint64_t off, bool alloc, void **slice,
 	if (l2off >= q->host_end)
 		return qc_corrupt(q, "L2 table at 0x%" PRIx64 " beyond end of file",
 				  l2off);
-	if (alloc && !(l1e & QC_OFLAG_COPIED)) {
-		uint64_t rc;
-		int r = qc_refcount_get_locked(q, l2off / q->cluster_size, &rc);
-		if (r < 0)
-			return r;
-		if (rc != 1)
-			return cp_error(-ENOTSUP, "%s: L2 table at 0x%" PRIx64 " is shared (refcount %" PRIu64 "); writing images with internal snapshots is not supported",
-					q->name, l2off, rc);
-		q->l1[l1i] = l1e | QC_OFLAG_COPIED;
-		r = l1_write_entry(q, (uint32_t)l1i);
-		if (r < 0)
-			return r;
-	}
 	uint32_t l2i = (uint32_t)((off >> q->cluster_bits) & (q->l2_entries - 1));
 	uint64_t soff = l2off + (uint64_t)(l2i / q->slice_entries) * q->slice_size;
-	int r = qc_cache_get(q, &q->l2c, soff, true, slice);
+	void *s;
+	int r = qc_cache_get(q, &q->l2c, soff, true, &s);
 	if (r < 0)
 		return r;
+	if (use != QC_L2_READ) {
+		r = l2_check_writable(q, l2off, s);
+		if (r >= 0 && !(l1e & QC_OFLAG_COPIED)) {
+			uint64_t rc;
+			r = qc_refcount_get_locked(q, l2off / q->cluster_size, &rc);
+			if (r >= 0 && rc != 1)
+				r = cp_error(-ENOTSUP, "%s: L2 table at 0x%" PRIx64 " is shared (refcount %" PRIu64 "); writing images with internal snapshots is not supported",
+					     q->name, l2off, rc);
+			if (r >= 0) {
+				q->l1[l1i] = l1e | QC_OFLAG_COPIED;
+				r = l1_write_entry(q, (uint32_t)l1i);
+			}
+		}
+		if (r < 0) {
+			qc_cache_put(&q->l2c, s);
+			return r;
+		}
+	}
+	*slice = s;
 	*idx = l2i % q->slice_entries;
 	return 0;
 }
@@ -223,7 +247,7 @@ int qc_map_locked(struct qcow *q, uint64_t off, uint64_t len, struct qc_map *m)
 	memset(m, 0, sizeof(*m));
 	void *slice;
 	uint32_t idx;
-	int r = qc_l2_lookup_locked(q, off, false, &slice, &idx);
+	int r = qc_l2_lookup_locked(q, off, QC_L2_READ, &slice, &idx);
 	if (r < 0)
 		return r;
 	if (!slice) {

@@ -51,7 +51,7 @@ int qc_store_compressed(struct qcow *q, const void *data, size_t dlen, uint64_t 
 	qc_inflight_wait_locked(q, off, off + cs);
 	r = qc_set_dirty_locked(q);
 	if (r >= 0)
-		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
+		r = qc_l2_lookup_locked(q, off, QC_L2_ALLOC, &slice, &idx);
 	if (r < 0)
 		goto unlock;
 	uint64_t old = qc_l2_entry(q, slice, idx);
@@ -102,7 +102,7 @@ int qc_store_compressed(struct qcow *q, const void *data, size_t dlen, uint64_t 
 
 	pthread_mutex_lock(&q->lock);
 	if (r >= 0)
-		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
+		r = qc_l2_lookup_locked(q, off, QC_L2_ALLOC, &slice, &idx);
 	if (r >= 0) {
 		unsigned x = 62 - (q->cluster_bits - 8);
 		uint64_t nsec = ((coff + (uint64_t)n - 1) >> 9) - (coff >> 9);
@@ -162,7 +162,7 @@ int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
 	for (unsigned i = 0; i < k && r >= 0; i++) {
 		void *slice;
 		uint32_t idx;
-		r = qc_l2_lookup_locked(q, pc[i].off, true, &slice, &idx);
+		r = qc_l2_lookup_locked(q, pc[i].off, QC_L2_ALLOC, &slice, &idx);
 		if (r < 0)
 			break;
 		uint64_t e = qc_l2_entry(q, slice, idx);
@@ -212,7 +212,7 @@ int qc_store_compressed_batch(struct qcow *q, const struct qc_cpiece *pc,
 	for (unsigned i = 0; i < k && r >= 0; i++) {
 		void *slice;
 		uint32_t idx;
-		r = qc_l2_lookup_locked(q, pc[i].off, true, &slice, &idx);
+		r = qc_l2_lookup_locked(q, pc[i].off, QC_L2_ALLOC, &slice, &idx);
 		if (r < 0)
 			break;
 		uint64_t coff = host + p;

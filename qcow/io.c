@@ -277,7 +277,7 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 	r = qc_set_dirty_locked(q);
 	if (r < 0)
 		goto unlock;
-	r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
+	r = qc_l2_lookup_locked(q, off, QC_L2_ALLOC, &slice, &idx);
 	if (r < 0)
 		goto unlock;
 	/* Gather clusters that need a metadata change.  The first one always
@@ -379,7 +379,7 @@ static int64_t write_alloc_step(struct qcow *q, const struct iovec *iov,
 
 	pthread_mutex_lock(&q->lock);
 	if (r >= 0) {
-		r = qc_l2_lookup_locked(q, off, true, &slice, &idx);
+		r = qc_l2_lookup_locked(q, off, QC_L2_ALLOC, &slice, &idx);
 	}
 	if (r >= 0) {
 		for (unsigned j = 0; j < k; j++) {
@@ -490,7 +490,8 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 	for (uint64_t g = s; g < e && r >= 0;) {
 		void *slice;
 		uint32_t idx;
-		r = qc_l2_lookup_locked(q, g, !dealloc && (!discard || backing), &slice, &idx);
+		r = qc_l2_lookup_locked(q, g, !dealloc && (!discard || backing) ? QC_L2_ALLOC : QC_L2_WRITE,
+					&slice, &idx);
 		if (r < 0)
 			break;
 		uint64_t slice_span = (uint64_t)q->slice_entries << q->cluster_bits;
@@ -599,7 +600,7 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 	while (g < end && r >= 0) {
 		void *slice;
 		uint32_t idx;
-		r = qc_l2_lookup_locked(q, g, true, &slice, &idx);
+		r = qc_l2_lookup_locked(q, g, QC_L2_ALLOC, &slice, &idx);
 		if (r < 0)
 			break;
 		uint64_t slice_span = (uint64_t)q->slice_entries << q->cluster_bits;
@@ -863,7 +864,7 @@ int qc_write_async_fast(struct qcow *q, const struct iovec *iov, int cnt,
 	    !(q->l1[l1i] & QC_L1E_OFFSET_MASK) || !(q->l1[l1i] & QC_OFLAG_COPIED) ||
 	    qc_inflight_conflict_locked(q, c0, cend) || pinned_slices(&q->l2c) + 4 >= q->l2c.n)
 		goto unlock;
-	r = qc_l2_lookup_locked(q, off, false, &slice, &idx);
+	r = qc_l2_lookup_locked(q, off, QC_L2_WRITE, &slice, &idx);
 	if (r < 0 || !slice) {
 		r = r < 0 ? r : -EAGAIN;
 		goto unlock;

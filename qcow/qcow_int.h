@@ -94,6 +94,7 @@ struct qc_centry {
 	uint64_t lru;
 	int pins;
 	bool dirty;
+	bool checked; /* L2: passed the write check since it was loaded */
 };
 
 struct qc_cache {
@@ -102,6 +103,7 @@ struct qc_cache {
 	uint32_t entry_size;
 	uint64_t clock;
 	struct qc_centry *e;
+	struct qc_centry *last; /* returned by the last qc_cache_get() */
 };
 
 struct qcow;
@@ -119,6 +121,9 @@ void qc_cache_mark_dirty(struct qc_cache *c, void *data);
 /* Write every dirty entry (no device flush). */
 int qc_cache_writeback(struct qcow *q, struct qc_cache *c);
 bool qc_cache_has_dirty(const struct qc_cache *c);
+/* The `checked` mark of a pinned entry (cleared when the entry is loaded). */
+bool qc_cache_checked(struct qc_cache *c, void *data);
+void qc_cache_set_checked(struct qc_cache *c, void *data);
 /* Forget the entry for off (it is being freed or rewritten directly). */
 void qc_cache_drop(struct qc_cache *c, uint64_t off);
 /* Forget every entry (must be clean). */
@@ -268,21 +273,40 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off);
 uint64_t qc_max_alloc(const struct qcow *q);
 /* Queue clusters for freeing after the next L2 barrier (rule 3). */
 int qc_free_later_locked(struct qcow *q, uint64_t off, uint64_t len);
-/* Checks that [off, off+len) overlaps no fixed metadata (header, L1,
- * refcount table, refcount blocks, L2 tables, snapshot table).  skip_l2 is
- * the L2 table being written itself (or 0). */
+/* What a write puts on disk, for the overlap check: a structure may be
+ * rewritten by a write of its own kind only (an L2 slice never passes over
+ * a refcount block that damage placed at the same offset). */
+enum qc_meta {
+	QC_META_NONE,      /* guest data or a fresh allocation */
+	QC_META_L1,        /* the L1 table */
+	QC_META_REFT,      /* the refcount table */
+	QC_META_REFBLOCK,  /* a refcount block: refused too when more than
+			    * one refcount table entry points at it */
+	QC_META_L2,        /* an L2 table (guest write-back): refused too
+			    * when more than one L1 entry points at it */
+	QC_META_L2_REPAIR, /* an L2 table rewritten by check -r (which
+			    * repairs shared tables: no such refusal) */
+	QC_META_FIXED,     /* header, snapshot table: never rewritten here */
+};
+/* Checks that [off, off+len) overlaps no metadata (header, L1, refcount
+ * table, refcount blocks, L2 tables (only while the L1 table has at most
+ * 16384 entries), snapshot table) other than the structure of kind `kind`
+ * that contains off.  On overlap the image is marked corrupt and -EUCLEAN
+ * returned, naming what would be overwritten. */
 int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
-			    uint64_t allow);
+			    enum qc_meta kind);
 /* O(1) part of the overlap check, for every in-place data write: the
  * header, the L1 table and the refcount table.  (Allocations get the full
  * check.)  Marks the image corrupt and returns -EUCLEAN on overlap. */
 int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len);
 /* Write the aligned block of an on-disk table of big-endian 64-bit
  * entries (L1, refcount table) that holds entry i, from the in-memory copy
- * table[0..n) (host order); check runs the overlap check first. */
+ * table[0..n) (host order); check runs the overlap check first (the
+ * table is of kind `kind`). */
 int qc_table_write_entry_locked(struct qcow *q, const char *what,
-				uint64_t table_off, const uint64_t *table,
-				uint64_t n, uint64_t i, bool check);
+				enum qc_meta kind, uint64_t table_off,
+				const uint64_t *table, uint64_t n, uint64_t i,
+				bool check);
 /* Apply pending frees (after the grace period). */
 int qc_apply_pending_free_locked(struct qcow *q);
 /* Make sure the file reaches end (growing ahead by a window). */
@@ -315,10 +339,19 @@ struct qc_map {
  * extl2 the run is made of subclusters. */
 int qc_map_locked(struct qcow *q, uint64_t off, uint64_t len,
 		  struct qc_map *m);
-/* Read the L2 entry (and bitmap) of the cluster containing off; allocate
- * the L2 table if alloc and absent.  Pins the slice: *slice and *idx are
- * valid until qc_cache_put(&q->l2c, *slice). */
-int qc_l2_lookup_locked(struct qcow *q, uint64_t off, bool alloc,
+/* What the caller of qc_l2_lookup_locked() does with the entry. */
+enum qc_l2_use {
+	QC_L2_READ,  /* reads it */
+	QC_L2_ALLOC, /* changes it; allocates the L2 table if absent */
+	QC_L2_WRITE, /* changes it if the L2 table exists (else no slice) */
+};
+/* Read the L2 entry (and bitmap) of the cluster containing off.  Pins the
+ * slice: *slice and *idx are valid until qc_cache_put(&q->l2c, *slice).
+ * For a change (ALLOC, WRITE) the table must be one the image may write:
+ * an L2 table that is also other metadata or that another L1 entry shares
+ * (damage) marks the image corrupt and fails with -EUCLEAN before anything
+ * is written; its L1 entry gets COPIED if its refcount is 1. */
+int qc_l2_lookup_locked(struct qcow *q, uint64_t off, enum qc_l2_use use,
 			void **slice, uint32_t *idx);
 uint64_t qc_l2_entry(const struct qcow *q, const void *slice, uint32_t idx);
 uint64_t qc_l2_bitmap(const struct qcow *q, const void *slice, uint32_t idx);

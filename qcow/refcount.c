@@ -94,39 +94,68 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return alen && blen && a < b + blen && b < a + alen;
 }
 
+/* The overlap check.  A structure is passed over only when it is the
+ * target of the write: of the kind written and holding off.  (Passing over
+ * whatever lies at off, of any kind, let an L2 slice overwrite a refcount
+ * block that damage had placed at the same offset.)  A second entry of the
+ * same table pointing at the target (a duplicated L2 table or refcount
+ * block) is refused too: the write would change both ranges. */
+struct ovl {
+	struct qcow *q;
+	uint64_t off, len;
+	enum qc_meta kind;
+	uint64_t target; /* entry of the current table holding the target */
+};
+
+static int ovl_one(struct ovl *v, enum qc_meta k, const char *what,
+		   uint64_t b, uint64_t blen, const char *table, uint64_t i)
+{
+	if (k == v->kind && v->off >= b && v->off - b < blen) {
+		if (v->target == UINT64_MAX || v->kind == QC_META_L2_REPAIR) {
+			v->target = i;
+			return 0;
+		}
+		return qc_corrupt(v->q, "write at 0x%" PRIx64 " (%" PRIu64 " bytes) would overwrite the %s of %s entry %" PRIu64 " (shared with entry %" PRIu64 ")",
+				  v->off, v->len, what, table, v->target, i);
+	}
+	if (!overlaps(v->off, v->len, b, blen))
+		return 0;
+	return qc_corrupt(v->q, "write at 0x%" PRIx64 " (%" PRIu64 " bytes) would overwrite the %s",
+			  v->off, v->len, what);
+}
+
 int qc_overlap_check_locked(struct qcow *q, uint64_t off, uint64_t len,
-			    uint64_t allow)
+			    enum qc_meta kind)
 {
 	uint64_t cs = q->cluster_size;
-#define OVL(what, b, blen)                                                     \
-	do {                                                                   \
-		uint64_t b_ = (b), bl_ = (blen);                               \
-		if (!(allow >= b_ && allow < b_ + bl_) &&                      \
-		    overlaps(off, len, b_, bl_))                               \
-			return qc_corrupt(q, "write at 0x%" PRIx64 " (%" PRIu64 " bytes) would overwrite the %s", \
-					  off, len, what);                     \
-	} while (0)
-	OVL("header", 0, cs);
-	OVL("L1 table", q->l1_table_offset,
-	    CP_ALIGN_UP((uint64_t)q->l1_size * 8, cs));
-	OVL("refcount table", q->refcount_table_offset,
-	    (uint64_t)q->refcount_table_clusters * cs);
-	if (q->nb_snapshots)
-		OVL("snapshot table", q->snapshots_offset, cs);
-	for (uint64_t i = 0; i < q->reftable_entries; i++) {
+	struct ovl v = { q, off, len, kind, UINT64_MAX };
+	int r = ovl_one(&v, QC_META_FIXED, "header", 0, cs, "", 0);
+	if (r >= 0)
+		r = ovl_one(&v, QC_META_L1, "L1 table", q->l1_table_offset,
+			    CP_ALIGN_UP((uint64_t)q->l1_size * 8, cs), "", 0);
+	if (r >= 0)
+		r = ovl_one(&v, QC_META_REFT, "refcount table",
+			    q->refcount_table_offset,
+			    (uint64_t)q->refcount_table_clusters * cs, "", 0);
+	if (r >= 0 && q->nb_snapshots)
+		r = ovl_one(&v, QC_META_FIXED, "snapshot table",
+			    q->snapshots_offset, cs, "", 0);
+	v.target = UINT64_MAX;
+	for (uint64_t i = 0; r >= 0 && i < q->reftable_entries; i++) {
 		uint64_t o = q->reftable[i] & QC_REFT_OFFSET_MASK;
 		if (o)
-			OVL("refcount block", o, cs);
+			r = ovl_one(&v, QC_META_REFBLOCK, "refcount block", o,
+				    cs, "refcount table", i);
 	}
-	if (q->l1_size <= 16384) {
-		for (uint32_t i = 0; i < q->l1_size; i++) {
-			uint64_t o = q->l1[i] & QC_L1E_OFFSET_MASK;
-			if (o)
-				OVL("L2 table", o, cs);
-		}
+	/* check -r rewrites L2 tables as QC_META_L2_REPAIR */
+	enum qc_meta l2 = kind == QC_META_L2_REPAIR ? kind : QC_META_L2;
+	v.target = UINT64_MAX;
+	for (uint32_t i = 0; r >= 0 && q->l1_size <= 16384 && i < q->l1_size; i++) {
+		uint64_t o = q->l1[i] & QC_L1E_OFFSET_MASK;
+		if (o)
+			r = ovl_one(&v, l2, "L2 table", o, cs, "L1", i);
 	}
-#undef OVL
-	return 0;
+	return r;
 }
 
 int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len)
@@ -148,8 +177,9 @@ int qc_overlap_fast_locked(struct qcow *q, uint64_t off, uint64_t len)
 }
 
 int qc_table_write_entry_locked(struct qcow *q, const char *what,
-				uint64_t table_off, const uint64_t *table,
-				uint64_t n, uint64_t i, bool check)
+				enum qc_meta kind, uint64_t table_off,
+				const uint64_t *table, uint64_t n, uint64_t i,
+				bool check)
 {
 	unsigned blk = cp_bdev_align(q->dev);
 	if (blk < 512)
@@ -162,7 +192,7 @@ int qc_table_write_entry_locked(struct qcow *q, const char *what,
 		uint64_t idx = boff / 8 + k;
 		cp_put_be64(buf + 8 * k, idx < n ? table[idx] : 0);
 	}
-	int r = check ? qc_overlap_check_locked(q, table_off + boff, blk, table_off) : 0;
+	int r = check ? qc_overlap_check_locked(q, table_off + boff, blk, kind) : 0;
 	if (r >= 0)
 		r = cp_bdev_pwrite(q->dev, buf, blk, table_off + boff);
 	cp_bdev_free_buf(buf);
@@ -173,7 +203,7 @@ int qc_table_write_entry_locked(struct qcow *q, const char *what,
 
 static int reftable_write_entry(struct qcow *q, uint64_t ri)
 {
-	return qc_table_write_entry_locked(q, "refcount table",
+	return qc_table_write_entry_locked(q, "refcount table", QC_META_REFT,
 					   q->refcount_table_offset, q->reftable,
 					   q->reftable_entries, ri, false);
 }
@@ -284,7 +314,7 @@ static int ensure_refblock(struct qcow *q, uint64_t ri)
 	/* no block: every cluster of the range has refcount 0; skip any that
 	 * the fixed metadata occupies (only possible in damaged images) */
 	for (; c < end; c++) {
-		if (qc_overlap_check_locked(q, c * cs, cs, UINT64_MAX) == 0)
+		if (qc_overlap_check_locked(q, c * cs, cs, QC_META_NONE) == 0)
 			break;
 		cp_clear_error();
 	}
@@ -523,7 +553,7 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 		 * every L2 table and refcount block is needed only when
 		 * reusing space inside the original file. */
 		if (c * cs < q->open_end)
-			r = qc_overlap_check_locked(q, c * cs, n * cs, UINT64_MAX);
+			r = qc_overlap_check_locked(q, c * cs, n * cs, QC_META_NONE);
 		else
 			r = qc_overlap_fast_locked(q, c * cs, n * cs);
 		if (r < 0)

@@ -849,6 +849,51 @@ static void test_ram_async(void **state)
 	cp_bdev_close(dev);
 }
 
+/* A second handle shares content, write counter and cut, completes on its
+ * own thread, and either handle may be closed first. */
+static void test_ram_twin(void **state)
+{
+	(void)state;
+	for (int first = 0; first < 2; first++) {
+		cp_bdev *dev = ram_open(-1, 0), *twin;
+		assert_int_equal(cp_ram_open_twin(dev, &twin), 0);
+		assert_string_equal(cp_bdev_name(twin), cp_bdev_name(dev));
+		assert_int_equal(cp_bdev_align(twin), cp_bdev_align(dev));
+		ram_write_pat(twin, 4096, 8192, 1, 0);
+		assert_true(ram_has_pat(dev, 4096, 8192, 1));
+		assert_int_equal(cp_bdev_size(dev), 4096 + 8192);
+		ram_write_pat(dev, 0, 512, 2, 0);
+		assert_true(ram_has_pat(twin, 0, 512, 2));
+		assert_int_equal(cp_ram_write_count(twin), 2);
+		struct counter cnt;
+		uint8_t buf[512];
+		fill_random(buf, sizeof(buf), 3);
+		struct iovec iov = {buf, sizeof(buf)};
+		counter_init(&cnt);
+		counter_add(&cnt);
+		assert_int_equal(cp_bdev_pwritev_async(twin, &iov, 1, 512,
+						       counter_cb, &cnt), 0);
+		counter_wait(&cnt, 0);
+		assert_int_equal(cnt.errors, 0);
+		assert_int_equal(cnt.same_thread, 0);
+		counter_destroy(&cnt);
+		assert_true(ram_has_pat(dev, 512, 512, 3));
+		assert_int_equal(cp_bdev_flush(twin), 0);
+		/* a cut through one handle is a cut of both */
+		assert_int_equal(cp_ram_cut(dev), 0);
+		assert_true(cp_ram_is_cut(twin));
+		assert_int_equal(cp_bdev_pread(twin, buf, 512, 0), -EIO);
+		assert_int_equal(cp_ram_restart(twin), 0);
+		/* the state outlives the handle closed first */
+		cp_bdev *keep = first ? twin : dev;
+		cp_bdev_close(first ? dev : twin);
+		assert_true(ram_has_pat(keep, 4096, 8192, 1));
+		ram_write_pat(keep, 0, 512, 4, 0);
+		assert_true(ram_has_pat(keep, 0, 512, 4));
+		cp_bdev_close(keep);
+	}
+}
+
 static void test_ram_cut_count(void **state)
 {
 	(void)state;
@@ -1054,6 +1099,9 @@ static void test_ram_not_ram(void **state)
 	assert_int_equal(cp_ram_cut(dev), -EINVAL);
 	assert_false(cp_ram_is_cut(dev));
 	assert_int_equal(cp_ram_restart(dev), -EINVAL);
+	cp_bdev *twin = dev;
+	assert_int_equal(cp_ram_open_twin(dev, &twin), -EINVAL);
+	assert_null(twin);
 	cp_bdev_close(dev);
 	unlink(path);
 }
@@ -1086,6 +1134,7 @@ static const struct CMUnitTest plain_tests[] = {
     cmocka_unit_test(test_readonly_and_modes),
     cmocka_unit_test(test_ram_basic),
     cmocka_unit_test(test_ram_async),
+    cmocka_unit_test(test_ram_twin),
     cmocka_unit_test(test_ram_cut_count),
     cmocka_unit_test(test_ram_flush_survives),
     cmocka_unit_test(test_ram_keep_seed),
