@@ -593,6 +593,10 @@ int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 		s = e = off; /* no whole cluster */
 	}
 	int r = 0;
+	if (discard && q->version < 3 && q->img->backing)
+		/* version 2 has no zero flag: deallocating would show the
+		 * backing file's data again; QEMU makes this a no-op too */
+		return 0;
 	bool v2_backing = q->version < 3 && q->img->backing && !discard;
 	if (v2_backing) {
 		/* no zero flag in version 2: write real zeroes */
