@@ -133,8 +133,18 @@ static int probe(cp_bdev *dev, const char *name, enum cp_fmt *fmt)
 		cp_bdev_free_buf(b);
 		return cp_error_prefix(r, "%s: reading the header", name);
 	}
-	*fmt = cp_be32(b) == QC_MAGIC ? CP_FMT_QCOW2 : CP_FMT_RAW;
+	uint64_t size = cp_bdev_size(dev);
+	const char *f = qc_probe_format(b, size < 512 ? (size_t)size : 512, name);
 	cp_bdev_free_buf(b);
+	if (f && !strcmp(f, "qcow2")) {
+		*fmt = CP_FMT_QCOW2;
+		return 0;
+	}
+	if (f)
+		return cp_error(-ENOTSUP, "%s: image format '%s' is not supported "
+				"(cowpool reads raw and qcow2); use -f raw to open "
+				"the file as raw", name, f);
+	*fmt = CP_FMT_RAW;
 	return 0;
 }
 
@@ -263,6 +273,7 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 		r = probe(dev, name, &fmt);
 		if (r < 0)
 			goto fail;
+		img->probed = fmt == CP_FMT_RAW;
 	}
 	img->format = fmt;
 	struct img_async *a = img->async;
@@ -452,6 +463,9 @@ int cp_image_pwritev(cp_image *img, const struct iovec *iov, int iovcnt,
 		return r;
 	if (img->q)
 		return qc_writev(img->q, iov, iovcnt, offset, len);
+	r = qc_probed_write_check(img, iov, iovcnt, offset, len);
+	if (r < 0)
+		return r;
 	r = cp_bdev_pwritev(img->dev, iov, iovcnt, offset);
 	return r < 0 ? r : 0;
 }
@@ -711,6 +725,11 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 	}
 	if (!q && len) {
 		/* raw: straight to the device */
+		if (write) {
+			int pr = qc_probed_write_check(img, iov, iovcnt, offset, len);
+			if (pr < 0)
+				return pr;
+		}
 		return write ? cp_bdev_pwritev_async(img->dev, iov, iovcnt, offset, cb, opaque)
 			     : cp_bdev_preadv_async(img->dev, iov, iovcnt, offset, cb, opaque);
 	}

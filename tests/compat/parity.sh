@@ -1,0 +1,95 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# compat-parity: image safety and qemu-img parity on edge cases, each
+# against qemu-img / qemu-io 7.2 on the same files:
+#   discard  discard on a compat=0.10 overlay never shows the backing file's
+#            data again (QEMU makes it a no-op)
+#   probe    files in the formats qemu-img probes (vmdk, vpc, qed, vdi,
+#            vhdx, parallels, qcow, luks, bochs, cloop, dmg) are refused
+#            without -f, named, and left unchanged; -f raw still opens them
+#   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
+# Usage: parity.sh [GROUP...]; no argument runs them all.
+
+PARITY_GROUPS=" discard probe numbers "
+for g in "$@"; do
+	if [[ $PARITY_GROUPS != *" $g "* ]]; then
+		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
+		exit 2
+	fi
+done
+[ $# -eq 0 ] || PARITY_GROUPS=" $* "
+want() { [[ $PARITY_GROUPS == *" $1 "* ]]; }
+
+. "$(dirname "$0")/../lib.sh"
+requires qemu-img qemu-io
+cp_init
+
+# ---- discard on compat=0.10 with a backing file --------------------------------
+if want discard; then
+	for cs in 512 64k 2M; do
+		for base_fmt in raw qcow2; do
+			rm -f base.img top.qcow2 ref.qcow2
+			qemu-img create -q -f $base_fmt base.img 8M
+			qemu-io -f $base_fmt -c 'write -q -P 0x11 0 8M' base.img
+			for t in top.qcow2 ref.qcow2; do
+				qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=$cs \
+					-b base.img -F $base_fmt $t 8M
+				qemu-io -c 'write -q -P 0x22 0 4M' $t
+			done
+			"$COWPOOL" io -c 'discard -q 0 8M' top.qcow2 ||
+				fail "discard on v2 cs=$cs base=$base_fmt"
+			qemu-io -c 'discard -q 0 8M' ref.qcow2
+			qemu-img compare -q top.qcow2 ref.qcow2 && ok ||
+				fail "v2 cs=$cs base=$base_fmt: discard changed what the guest reads"
+			qemu-io -c 'read -q -P 0x22 0 4M' -c 'read -q -P 0x11 4M 4M' \
+				top.qcow2 >io.out 2>&1 && ! grep -q fail io.out && ok ||
+				fail "v2 cs=$cs base=$base_fmt: content after discard: $(cat io.out)"
+			qemu-img check -q top.qcow2 && ok || fail "check after v2 discard"
+		done
+	done
+	# without a backing file a v2 discard deallocates (reads as zeroes)
+	qemu-img create -q -f qcow2 -o compat=0.10 solo.qcow2 4M
+	qemu-io -c 'write -q -P 0x33 0 4M' solo.qcow2
+	"$COWPOOL" io -c 'discard -q 0 4M' solo.qcow2 || fail "discard v2 solo"
+	qemu-io -c 'read -q -P 0 0 4M' solo.qcow2 >io.out 2>&1 && ! grep -q fail io.out &&
+		ok || fail "v2 without backing: discarded range is not zero"
+fi
+
+# ---- format probing ----------------------------------------------------------------
+if want probe; then
+	for f in vmdk vpc qed vdi vhdx parallels qcow; do
+		qemu-img create -q -f $f img.$f 1M
+	done
+	qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0 img.luks 1M
+	# bochs (growing redolog v2) and cloop headers, as their drivers probe them
+	{ printf 'Bochs Virtual HD Image\0\0\0\0\0\0\0\0\0\0'
+	  printf 'Redolog\0\0\0\0\0\0\0\0\0Growing\0\0\0\0\0\0\0\0\0'
+	  printf '\0\0\2\0'; } >img.bochs
+	truncate -s 1M img.bochs
+	printf '#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n' >img.cloop
+	truncate -s 1M img.cloop
+	truncate -s 1M img.dmg
+	for f in vmdk vpc qed vdi vhdx parallels qcow luks bochs cloop dmg; do
+		want_fmt=$f
+		[ $f = cloop ] || [ $f = bochs ] || [ $f = dmg ] ||
+			want_fmt=$(qemu-img info --output=json img.$f 2>/dev/null |
+				   sed -n 's/.*"format": "\([a-z0-9]*\)".*/\1/p' | head -1)
+		expect_eq "qemu-img probes img.$f" $f "$want_fmt"
+		sum=$(md5sum <img.$f)
+		run_capture w "$COWPOOL" io -c 'write -q -P 0x55 0 64k' img.$f
+		[ "$RC" -ne 0 ] && ok || fail "write to a $f file without -f succeeded"
+		grep -q "'$f'" w.err && ok || fail "$f: error does not name the format: $(cat w.err)"
+		expect_eq "$f file unchanged by a refused write" "$sum" "$(md5sum <img.$f)"
+		run_capture i "$COWPOOL" info img.$f
+		[ "$RC" -ne 0 ] && grep -q "'$f'" i.err && ok || fail "info on a $f file: $(cat i.out i.err)"
+	done
+	# -f raw opens them as raw, as qemu-img does
+	cp img.vpc raw.vpc
+	"$COWPOOL" io -f raw -c 'write -q -P 0x55 0 512' raw.vpc && ok || fail "-f raw write"
+	qemu-io -f raw -c 'read -q -P 0x55 0 512' raw.vpc | grep -q fail && fail "-f raw write lost" || ok
+	# plain raw files still probe as raw and take writes
+	qemu-img create -q -f raw plain.raw 1M
+	"$COWPOOL" io -c 'write -q -P 0x55 0 512' plain.raw && ok || fail "write to plain raw"
+fi
+
+cp_finish
