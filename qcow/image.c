@@ -171,26 +171,44 @@ static int open_backing(cp_image *img, struct chain *ch)
 			return cp_error(-ENOTSUP, "%s: backing file '%s' has unsupported format '%s'",
 					img->filename, q->backing_file, q->backing_format);
 	}
+	/* a json: name (QEMU's pseudo-protocol) names its file itself, as is:
+	 * QEMU does not resolve it against the overlay's directory */
+	char *jname = NULL;
+	enum cp_fmt jfmt = CP_FMT_AUTO;
+	if (!strncmp(q->backing_file, "json:", 5)) {
+		r = qc_json_name(q->backing_file, &jname, &jfmt);
+		if (r < 0)
+			return cp_error_prefix(r, "%s: backing file", img->filename);
+		if (jfmt != CP_FMT_AUTO)
+			bf = jfmt;
+	}
+	const char *bname = jname ? jname : q->backing_file;
 	if (o->open_backing) {
-		path = strdup(q->backing_file);
-		if (!path)
+		path = strdup(bname);
+		if (!path) {
+			free(jname);
 			return -ENOMEM;
-		r = o->open_backing(o->open_backing_opaque, q->backing_file, &dev);
+		}
+		r = o->open_backing(o->open_backing_opaque, bname, &dev);
 		own = false;
 		if (r < 0) {
 			cp_error_prefix(r, "%s: could not open backing file '%s'",
-					img->filename, q->backing_file);
+					img->filename, bname);
 			free(path);
+			free(jname);
 			return r;
 		}
 	} else {
-		if (q->backing_file[0] == '/' || !img->dir)
-			path = strdup(q->backing_file);
-		else if (asprintf(&path, "%s/%s", img->dir, q->backing_file) < 0)
+		if (bname[0] == '/' || !img->dir || jname)
+			path = strdup(bname);
+		else if (asprintf(&path, "%s/%s", img->dir, bname) < 0)
 			path = NULL;
+		free(jname);
+		jname = NULL;
 		if (!path)
 			return -ENOMEM;
 	}
+	free(jname);
 	/* loops: compare resolved paths (or names for hook-provided devices) */
 	char real[PATH_MAX];
 	const char *key = path;
@@ -346,6 +364,18 @@ int cp_image_open(const char *path, const struct cp_open_opts *opts,
 		o = *opts;
 	else
 		cp_open_opts_init(&o);
+	if (!strncmp(path, "json:", 5)) {
+		char *jn;
+		enum cp_fmt jf;
+		int r = qc_json_name(path, &jn, &jf);
+		if (r < 0)
+			return r;
+		if (o.format == CP_FMT_AUTO)
+			o.format = jf;
+		r = cp_image_open(jn, &o, out);
+		free(jn);
+		return r;
+	}
 	struct cp_bdev_opts bo;
 	cp_bdev_opts_init(&bo);
 	bo.readonly = o.readonly;
@@ -1067,6 +1097,25 @@ int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 	o.format = fmt;
 	o.no_backing = no_backing;
 	*out = NULL;
+	if (!strncmp(name, "json:", 5)) {
+		char *jn;
+		enum cp_fmt jf;
+		int r = qc_json_name(name, &jn, &jf);
+		if (r < 0)
+			return r;
+		if (o.format == CP_FMT_AUTO)
+			o.format = jf;
+		if (o.open_backing) {
+			cp_bdev *dev;
+			r = o.open_backing(o.open_backing_opaque, jn, &dev);
+			if (r >= 0)
+				r = cp_image_open_dev(dev, jn, &o, out);
+		} else {
+			r = cp_image_open(jn, &o, out);
+		}
+		free(jn);
+		return r;
+	}
 	if (o.open_backing) {
 		cp_bdev *dev;
 		int r = o.open_backing(o.open_backing_opaque, name, &dev);

@@ -472,4 +472,9 @@ const char *qc_probe_format(const uint8_t *b, size_t n, const char *filename);
 int qc_probed_write_check(cp_image *img, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, uint64_t len);
 
+/* jsonname.c: parse a json:{...} image name into its file name (malloc'd)
+ * and format (CP_FMT_AUTO when it names none); -ENOTSUP for the shapes
+ * cowpool does not understand. */
+int qc_json_name(const char *name, char **filename, enum cp_fmt *fmt);
+
 #endif

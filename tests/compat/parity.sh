@@ -7,10 +7,12 @@
 #   probe    files in the formats qemu-img probes (vmdk, vpc, qed, vdi,
 #            vhdx, parallels, qcow, luks, bochs, cloop, dmg) are refused
 #            without -f, named, and left unchanged; -f raw still opens them
+#   json     json:{...} backing names qemu-img writes are followed; the ones
+#            cowpool does not understand are refused, never opened as files
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe numbers "
+PARITY_GROUPS=" discard probe json numbers "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -90,6 +92,46 @@ if want probe; then
 	# plain raw files still probe as raw and take writes
 	qemu-img create -q -f raw plain.raw 1M
 	"$COWPOOL" io -c 'write -q -P 0x55 0 512' plain.raw && ok || fail "write to plain raw"
+fi
+
+# ---- json: backing names -------------------------------------------------------------
+if want json; then
+	qemu-img create -q -f qcow2 jbase.qcow2 1M
+	qemu-io -c 'write -q -P 0x44 0 64k' jbase.qcow2
+	qemu-img create -q -f raw jbase.raw 1M
+	qemu-io -f raw -c 'write -q -P 0x45 0 64k' jbase.raw
+	n=0
+	for j in '{"driver":"qcow2","file":{"driver":"file","filename":"jbase.qcow2"}}' \
+		 '{"driver":"qcow2","file.driver":"file","file.filename":"jbase.qcow2"}' \
+		 '{"driver":"raw","file":{"driver":"file","filename":"jbase.raw"}}'; do
+		n=$((n + 1))
+		pat=0x44
+		[[ $j == *raw* ]] && pat=0x45
+		bf=qcow2
+		[[ $j == *raw* ]] && bf=raw
+		qemu-img create -q -f qcow2 -b "json:$j" -F $bf jtop$n.qcow2 1M ||
+			fail "qemu-img create over json:$j"
+		qemu-io -r -c "read -q -P $pat 0 64k" jtop$n.qcow2 | grep -q fail &&
+			fail "qemu-io reads json:$j wrongly"
+		"$COWPOOL" io -r -c "read -q -P $pat 0 64k" jtop$n.qcow2 && ok ||
+			fail "cowpool does not follow json:$j"
+		diff <(qemu-img info jtop$n.qcow2) <("$COWPOOL" info jtop$n.qcow2) >d.out &&
+			ok || fail "info of an overlay over json:$j: $(cat d.out)"
+	done
+	# shapes cowpool does not understand: refused with a clear error, and no
+	# file named json:... is opened or created
+	for j in '{"driver":"qcow2","file":{"driver":"nbd","host":"localhost"}}' \
+		 '{"driver":"vmdk","file":{"driver":"file","filename":"jbase.qcow2"}}' \
+		 '{"driver":"qcow2","file":{"driver":"file","filename":"jbase.qcow2","locking":"off"}}' \
+		 '{"driver":"qcow2","file":"jbase.qcow2"}' '{"driver":"qcow2",' 'not json'; do
+		rm -f jbad.qcow2
+		qemu-img create -q -f qcow2 -u -b "json:$j" -F qcow2 jbad.qcow2 1M
+		run_capture j "$COWPOOL" io -r -c 'read -q 0 512' jbad.qcow2
+		[ "$RC" -ne 0 ] && grep -q "json" j.err && ok ||
+			fail "json:$j not refused: $(cat j.out j.err)"
+		run_capture j "$COWPOOL" info "json:$j"
+		[ "$RC" -ne 0 ] && ok || fail "info json:$j not refused"
+	done
 fi
 
 cp_finish
