@@ -9,10 +9,12 @@
 #            without -f, named, and left unchanged; -f raw still opens them
 #   json     json:{...} backing names qemu-img writes are followed; the ones
 #            cowpool does not understand are refused, never opened as files
+#   create   a refused create leaves no file behind (as qemu-img) and leaves
+#            an existing file alone
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe json numbers "
+PARITY_GROUPS=" discard probe json create numbers "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -132,6 +134,32 @@ if want json; then
 		run_capture j "$COWPOOL" info "json:$j"
 		[ "$RC" -ne 0 ] && ok || fail "info json:$j not refused"
 	done
+fi
+
+# ---- refused creates leave nothing behind -----------------------------------------
+if want create; then
+	n=0
+	while read -r args; do
+		n=$((n + 1))
+		rm -f q$n c$n
+		# shellcheck disable=SC2086
+		qemu-img create -q $args q$n 2>/dev/null && fail "qemu-img accepted: $args"
+		[ -e q$n ] && fail "qemu-img left q$n for: $args"
+		# shellcheck disable=SC2086
+		"$COWPOOL" create -q $args c$n 2>/dev/null && fail "cowpool accepted: $args"
+		[ -e c$n ] && fail "cowpool left a file behind for: $args" || ok
+	done <<-'EOF'
+	-f qcow2 -o cluster_size=512 100T
+	-f qcow2 100000000000000000
+	-f qcow2 -o cluster_size=1000 1M
+	-f qcow2 -o bogus=1 1M
+	-f qcow2 -o compat=0.10,lazy_refcounts=on 1M
+	-f qcow2 -b missing.qcow2 -F qcow2 1M
+	EOF
+	echo keep >exist
+	"$COWPOOL" create -q -f qcow2 exist 100000000000000000 2>/dev/null &&
+		fail "create of an unrepresentable size accepted"
+	expect_eq "existing file left alone by a refused create" keep "$(cat exist)"
 fi
 
 cp_finish
