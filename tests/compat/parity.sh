@@ -162,4 +162,27 @@ if want create; then
 	expect_eq "existing file left alone by a refused create" keep "$(cat exist)"
 fi
 
+# ---- numbers in qemu-img's grammar --------------------------------------------------
+if want numbers; then
+	for n in 0x1000 0X200 1.5M 1.5k 0.5k 1.k 1.0 1024.0 +5 " 1024" 1.5E 1.0000001k \
+		 1.1 1.25B 1e3 1.5e3 .5M 0x 0x1.8 "5 " -1 1kib; do
+		rm -f q.img c.img
+		a=$(qemu-img create -f raw q.img "$n" 2>/dev/null | grep -o 'size=[0-9]*')
+		b=$("$COWPOOL" create -f raw c.img "$n" 2>/dev/null | grep -o 'size=[0-9]*')
+		expect_eq "create size '$n'" "$a" "$b"
+	done
+	qemu-img create -q -f raw n.raw 1M
+	"$COWPOOL" bench -q -w -c 4 -s 4k --pattern=0x5a -f raw n.raw >/dev/null 2>&1 ||
+		"$COWPOOL" bench -w -c 4 -s 4k --pattern=0x5a -f raw n.raw >/dev/null ||
+		fail "bench --pattern=0x5a refused"
+	qemu-io -f raw -c 'read -q -P 0x5a 0 16k' n.raw | grep -q fail &&
+		fail "bench --pattern=0x5a did not write 0x5a" || ok
+	"$COWPOOL" io -f raw -c 'write -q -P 0x5b 0x1000 1.5k' n.raw && ok || fail "io write 0x1000 1.5k"
+	qemu-io -f raw -c 'read -q -P 0x5b 4096 1536' n.raw | grep -q fail &&
+		fail "io write at 0x1000 of 1.5k landed elsewhere" || ok
+	rm -f rc.qcow2
+	"$COWPOOL" create -q -f qcow2 -o refcount_bits=0x10 rc.qcow2 1M && ok ||
+		fail "refcount_bits=0x10 refused (qemu-img takes it)"
+fi
+
 cp_finish
