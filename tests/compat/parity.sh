@@ -11,10 +11,12 @@
 #            cowpool does not understand are refused, never opened as files
 #   create   a refused create leaves no file behind (as qemu-img) and leaves
 #            an existing file alone
+#   measure  sizes whose L1 table qemu-img cannot represent are refused, at
+#            the same boundaries; the others print qemu-img's numbers
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe json create numbers "
+PARITY_GROUPS=" discard probe json create measure numbers "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -183,6 +185,29 @@ if want numbers; then
 	rm -f rc.qcow2
 	"$COWPOOL" create -q -f qcow2 -o refcount_bits=0x10 rc.qcow2 1M && ok ||
 		fail "refcount_bits=0x10 refused (qemu-img takes it)"
+fi
+
+# ---- measure: unrepresentable sizes ------------------------------------------------
+if want measure; then
+	while read -r args; do
+		# shellcheck disable=SC2086
+		qemu-img measure -O qcow2 $args >q.out 2>/dev/null
+		q=$?
+		# shellcheck disable=SC2086
+		"$COWPOOL" measure -O qcow2 $args >c.out 2>/dev/null
+		expect_eq "measure $args: exit status" $q $?
+		[ $q -ne 0 ] || cmp -s q.out c.out && ok || fail "measure $args: output differs"
+	done <<-'EOF'
+	--size 128G -o cluster_size=512
+	--size 137438953473 -o cluster_size=512
+	--size 137438986240 -o cluster_size=512
+	--size 100T -o cluster_size=512
+	--size 64P
+	--size 100000000000000000
+	--size 2E -o cluster_size=2M
+	--size 64T -o cluster_size=16k,extended_l2=on
+	--size 65T -o cluster_size=16k,extended_l2=on
+	EOF
 fi
 
 cp_finish
