@@ -629,6 +629,11 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		return 0;
 	uint64_t g = CP_ALIGN_DOWN(from, cs), end = CP_ALIGN_UP(to, cs);
 	pthread_mutex_lock(&q->lock);
+	/* metadata preallocation writes no data: growing the file ahead
+	 * (fallocate) would give the clusters disk space, as data */
+	bool grow_ahead = q->grow_ahead;
+	if (pre == CP_PREALLOC_METADATA)
+		q->grow_ahead = false;
 	r = qc_set_dirty_locked(q);
 	while (g < end && r >= 0) {
 		void *slice;
@@ -692,6 +697,7 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		r = cp_bdev_truncate(q->dev, q->host_end);
 	if (r >= 0)
 		r = qc_flush_locked(q);
+	q->grow_ahead = grow_ahead;
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }
@@ -704,6 +710,10 @@ int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre)
 	if (new_size > QC_MAX_SIZE)
 		return cp_error(-EFBIG, "%s: size %" PRIu64 " is too large", q->name,
 				new_size);
+	if (new_size % 512)
+		/* as qemu-img: qcow2 sizes are whole sectors */
+		return cp_error(-EINVAL, "%s: the new size must be a multiple of 512",
+				q->name);
 	uint64_t old_size = q->size;
 	if (new_size < old_size) {
 		/* as qemu-img resize --shrink: clusters past the new end go */

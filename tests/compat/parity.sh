@@ -13,10 +13,13 @@
 #            an existing file alone
 #   measure  sizes whose L1 table qemu-img cannot represent are refused, at
 #            the same boundaries; the others print qemu-img's numbers
+#   resize   sizes that are not a multiple of 512: qcow2 refuses, raw takes
+#            them; --preallocation=metadata gives the new clusters no disk
+#            space and no data
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe json create measure numbers "
+PARITY_GROUPS=" discard probe json create measure resize numbers "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -208,6 +211,43 @@ if want measure; then
 	--size 64T -o cluster_size=16k,extended_l2=on
 	--size 65T -o cluster_size=16k,extended_l2=on
 	EOF
+fi
+
+# ---- resize ----------------------------------------------------------------------------
+if want resize; then
+	for f in qcow2 raw; do
+		for sz in 1000000 2000001 2096640 +100 -512; do
+			rm -f q.$f c.$f
+			qemu-img create -q -f $f q.$f 2M
+			cp q.$f c.$f
+			qemu-img resize -q --shrink -f $f q.$f -- $sz 2>/dev/null
+			q=$?
+			"$COWPOOL" resize -q --shrink -f $f c.$f $sz 2>/dev/null
+			expect_eq "resize $f to $sz: exit status" $q $?
+			qemu-img info -f $f --output=json q.$f >qi.json
+			qemu-img info -f $f --output=json c.$f >ci.json
+			a=$(json_member qi.json virtual-size)
+			b=$(json_member ci.json virtual-size)
+			expect_eq "resize $f to $sz: virtual size" "$a" "$b"
+		done
+	done
+	for cs in 512 64k 2M; do
+		for ex in off on; do
+			[ $cs = 512 ] && [ $ex = on ] && continue
+			rm -f q.qcow2 c.qcow2
+			qemu-img create -q -f qcow2 -o cluster_size=$cs,extended_l2=$ex q.qcow2 1M
+			cp q.qcow2 c.qcow2
+			qemu-img resize -q --preallocation=metadata q.qcow2 +16M
+			"$COWPOOL" resize -q --preallocation=metadata c.qcow2 +16M ||
+				fail "resize --preallocation=metadata cs=$cs"
+			qemu-img check -q c.qcow2 && ok || fail "check after metadata resize"
+			qd=$(du -k q.qcow2 | cut -f1)
+			cd_=$(du -k c.qcow2 | cut -f1)
+			[ "$cd_" -le $((qd + 1024)) ] && ok ||
+				fail "resize --preallocation=metadata cs=$cs extl2=$ex: ${cd_}k on disk, qemu-img ${qd}k"
+			qemu-img compare -q q.qcow2 c.qcow2 && ok || fail "content after metadata resize"
+		done
+	done
 fi
 
 cp_finish
