@@ -16,10 +16,14 @@
 #   resize   sizes that are not a multiple of 512: qcow2 refuses, raw takes
 #            them; --preallocation=metadata gives the new clusters no disk
 #            space and no data
+#   zeroes   write -z makes zero clusters / subclusters (or unallocated ones
+#            in compat=0.10 without a backing file) where qemu-io does, also
+#            for requests that do not cover whole clusters: same allocation
+#            (qemu-img map, offsets ignored) and content as qemu-io's
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe json create measure resize numbers "
+PARITY_GROUPS=" discard probe json create measure resize zeroes numbers "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -246,6 +250,41 @@ if want resize; then
 			[ "$cd_" -le $((qd + 1024)) ] && ok ||
 				fail "resize --preallocation=metadata cs=$cs extl2=$ex: ${cd_}k on disk, qemu-img ${qd}k"
 			qemu-img compare -q q.qcow2 c.qcow2 && ok || fail "content after metadata resize"
+		done
+	done
+fi
+
+# ---- write -z ------------------------------------------------------------------------
+# map_runs IMG: qemu-img map, offsets dropped, adjacent runs of equal flags
+# merged (host contiguity is not what is compared)
+map_runs()
+{
+	qemu-img map --output=json "$1" | tr -d ' ' | tr '}' '\n' |
+		sed -n 's/.*"start":\([0-9]*\),"length":\([0-9]*\),"depth":\([0-9]*\),"present":\([a-z]*\),"zero":\([a-z]*\),"data":\([a-z]*\).*/\1 \2 \3\4\5\6/p' |
+		awk '{ if (NR > 1 && $3 == k && s + l == $1) { l += $2 } else { if (NR > 1) print s, l, k; s = $1; l = $2; k = $3 } }
+		     END { print s, l, k }'
+}
+if want zeroes; then
+	qemu-img create -q -f qcow2 zb.qcow2 4M
+	qemu-io -c 'write -q -P 7 0 64k' -c 'write -q -P 7 1M 64k' zb.qcow2
+	for o in cluster_size=4k cluster_size=64k cluster_size=2M \
+		 cluster_size=64k,extended_l2=on cluster_size=2M,extended_l2=on \
+		 cluster_size=64k,compat=0.10; do
+		for bk in no yes; do
+			B=()
+			[ $bk = yes ] && B=(-b zb.qcow2 -F qcow2)
+			for cmd in "write -z 4k 60k" "write -z 1k 3k" "write -z -u 512 1M" \
+				   "write -z 3k 2M" "write -z 0 4M"; do
+				for t in q c; do
+					rm -f $t.qcow2
+					qemu-img create -q -f qcow2 -o $o "${B[@]}" $t.qcow2 4M
+				done
+				qemu-io -c "$cmd" q.qcow2 >/dev/null
+				"$COWPOOL" io -c "$cmd" c.qcow2 >/dev/null || fail "$o: $cmd"
+				expect_eq "$o backing=$bk '$cmd': allocation" "$(map_runs q.qcow2)" "$(map_runs c.qcow2)"
+				qemu-img compare -q q.qcow2 c.qcow2 && ok || fail "$o '$cmd': content"
+				qemu-img check -q c.qcow2 && ok || fail "$o '$cmd': check"
+			done
 		done
 	done
 fi
