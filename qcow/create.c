@@ -245,6 +245,7 @@ static int create_on(cp_bdev *dev, const char *name,
 		if (o->backing_file)
 			return cp_error(-EINVAL, "%s: raw images cannot have a backing file",
 					name);
+		size = CP_ALIGN_UP(size, 512); /* whole sectors, as qemu-img */
 		r = cp_bdev_truncate(dev, 0);
 		if (r >= 0)
 			r = cp_bdev_truncate(dev, size);

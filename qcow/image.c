@@ -304,7 +304,9 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 	}
 	a->free_ctx = &a->ctx[0];
 	if (fmt == CP_FMT_RAW) {
-		img->size = cp_bdev_size(dev);
+		/* as QEMU: whole sectors; the tail past the end of the file
+		 * reads as zeroes (and a write there extends the file) */
+		img->size = CP_ALIGN_UP(cp_bdev_size(dev), 512);
 	} else {
 		struct qcow *q;
 		r = qc_open(img, &q, o);
@@ -1080,7 +1082,7 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 		if (r2 < 0)
 			return r2;
 	} else {
-		img->size = cp_bdev_size(img->dev);
+		img->size = CP_ALIGN_UP(cp_bdev_size(img->dev), 512);
 	}
 	return r;
 }

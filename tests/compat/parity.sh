@@ -20,10 +20,12 @@
 #            in compat=0.10 without a backing file) where qemu-io does, also
 #            for requests that do not cover whole clusters: same allocation
 #            (qemu-img map, offsets ignored) and content as qemu-io's
+#   raw512   raw files whose size is not a multiple of 512: info, map,
+#            measure, compare, convert and create give qemu-img's output
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe json create measure resize zeroes numbers "
+PARITY_GROUPS=" discard probe json create measure resize zeroes raw512 numbers "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -287,6 +289,30 @@ if want zeroes; then
 			done
 		done
 	done
+fi
+
+# ---- raw files of sizes off 512 --------------------------------------------------
+if want raw512; then
+	head -c 1000100 /dev/urandom >odd.raw
+	for cmd in "info odd.raw" "info --output=json odd.raw" "map odd.raw" \
+		   "map --output=json odd.raw" "measure -O qcow2 odd.raw" \
+		   "measure -O raw odd.raw" "compare odd.raw odd.raw"; do
+		# shellcheck disable=SC2086
+		expect_eq "$cmd" "$(qemu-img $cmd 2>&1)" "$("$COWPOOL" $cmd 2>&1)"
+	done
+	for f in raw qcow2; do
+		rm -f q.$f c.$f
+		qemu-img convert -O $f odd.raw q.$f
+		"$COWPOOL" convert -O $f odd.raw c.$f || fail "convert odd.raw to $f"
+		qemu-img compare -q q.$f c.$f && ok || fail "convert odd.raw to $f: content"
+		expect_eq "convert odd.raw to $f: virtual size" \
+			"$(qemu-img info q.$f | grep 'virtual size')" "$(qemu-img info c.$f | grep 'virtual size')"
+	done
+	expect_eq "convert to raw: file length" "$(stat -c %s q.raw)" "$(stat -c %s c.raw)"
+	rm -f q.raw c.raw
+	qemu-img create -q -f raw q.raw 1000
+	"$COWPOOL" create -q -f raw c.raw 1000
+	expect_eq "create -f raw 1000: file length" "$(stat -c %s q.raw)" "$(stat -c %s c.raw)"
 fi
 
 cp_finish
