@@ -167,7 +167,7 @@ int cli_create_opts_parse(struct cli_create_args *ca, const char *file,
 		} else if (!strcmp(key, "refcount_bits")) {
 			char *end;
 			errno = 0;
-			unsigned long bits = strtoul(val, &end, 10);
+			unsigned long bits = strtoul(val, &end, 0);
 			if (errno || end == val || *end || bits > 64) {
 				cli_error("%s: invalid refcount_bits '%s'",
 					  file, val);

@@ -45,7 +45,7 @@ static int nbd_opt_shared(struct cli_parser *p, const struct cli_opt *o,
 	long *shared = o->dst;
 	(void)p;
 	errno = 0;
-	*shared = strtol(arg, &end, 10);
+	*shared = strtol(arg, &end, 0);
 	if (errno || *end || end == arg || *shared < 0) {
 		cli_error("nbd: invalid --shared value '%s'", arg);
 		return -EINVAL;

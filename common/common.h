@@ -116,8 +116,9 @@ size_t cp_utf8_encode(char *out, uint32_t cp);
 /* True if the n bytes at s are a sequence of valid UTF-8 characters. */
 bool cp_utf8_valid(const void *s, size_t n);
 
-/* Parse a size with optional suffix (k, M, G, T, P, E; powers of 1024; a
- * plain number is bytes).  Returns 0 or -EINVAL. */
+/* Parse a size in qemu-img's grammar: decimal (a fraction needs a suffix)
+ * or 0x hex, optional suffix (k, M, G, T, P, E; powers of 1024; b/B and
+ * KiB/KB spellings); a plain number is bytes.  Returns 0 or -EINVAL. */
 int cp_parse_size(const char *s, uint64_t *out);
 
 /* sock.c: send all len bytes of buf on the stream socket fd (MSG_NOSIGNAL:

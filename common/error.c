@@ -107,15 +107,38 @@ bool cp_is_zero(const void *buf, size_t len)
 	return true;
 }
 
+/* qemu-img's size grammar (QEMU's qemu_strtosz): a decimal number with an
+ * optional fraction ("1.5M", the fraction needs a suffix), or a hex number
+ * ("0x1000", suffix allowed as QEMU still allows it); leading whitespace and
+ * '+' as strtoull takes them; suffixes b/B k/K m/M g/G t/T p/P e/E, and
+ * cowpool's own "KiB" / "KB" spellings. */
 int cp_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
-	if (!s || !*s || *s == '-')
+	if (!s)
+		return -EINVAL;
+	while (*s == ' ' || (*s >= '\t' && *s <= '\r'))
+		s++;
+	if (!*s || *s == '-')
 		return -EINVAL;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno || end == s)
 		return -EINVAL;
+	double frac = 0;
+	if (v == 0 && (*end == 'x' || *end == 'X')) {
+		const char *digits = end + 1;
+		errno = 0;
+		v = strtoull(s, &end, 16);
+		if (errno || end == digits || *end == '.')
+			return -EINVAL;
+	} else if (*end == '.') {
+		double scale = 0.1;
+		for (end++; *end >= '0' && *end <= '9'; end++) {
+			frac += (*end - '0') * scale;
+			scale /= 10;
+		}
+	}
 	unsigned shift = 0;
 	if (*end) {
 		switch (*end) {
@@ -136,8 +159,17 @@ int cp_parse_size(const char *s, uint64_t *out)
 		if (*end)
 			return -EINVAL;
 	}
+	if (frac != 0 && !shift)
+		return -EINVAL; /* a fraction of a byte */
 	if (shift && v > (UINT64_MAX >> shift))
 		return -EINVAL;
-	*out = (uint64_t)v << shift;
+	uint64_t r = (uint64_t)v << shift;
+	if (frac != 0) {
+		double f = frac * (double)(1ull << shift);
+		if ((double)(UINT64_MAX - r) < f)
+			return -EINVAL;
+		r += (uint64_t)f;
+	}
+	*out = r;
 	return 0;
 }

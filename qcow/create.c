@@ -13,6 +13,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const struct {
 	uint8_t type, bit;
@@ -243,6 +245,7 @@ static int create_on(cp_bdev *dev, const char *name,
 		if (o->backing_file)
 			return cp_error(-EINVAL, "%s: raw images cannot have a backing file",
 					name);
+		size = CP_ALIGN_UP(size, 512); /* whole sectors, as qemu-img */
 		r = cp_bdev_truncate(dev, 0);
 		if (r >= 0)
 			r = cp_bdev_truncate(dev, size);
@@ -345,6 +348,10 @@ int cp_image_create(const char *path, const struct cp_create_opts *opts)
 	bo.aio = o.aio;
 	bo.cache = o.cache;
 	cp_bdev *dev;
+	/* a refused create leaves nothing behind: remove the file if this
+	 * call made it */
+	struct stat st;
+	bool created = lstat(path, &st) < 0 && errno == ENOENT;
 	r = cp_bdev_open(path, &bo, &dev);
 	if (r < 0)
 		return r;
@@ -353,5 +360,7 @@ int cp_image_create(const char *path, const struct cp_create_opts *opts)
 	if (r == 0)
 		r = create_on(dev, path, &o, NULL, NULL);
 	cp_bdev_close(dev);
+	if (r < 0 && created)
+		unlink(path);
 	return r;
 }

@@ -134,8 +134,18 @@ static int probe(cp_bdev *dev, const char *name, enum cp_fmt *fmt)
 		cp_bdev_free_buf(b);
 		return cp_error_prefix(r, "%s: reading the header", name);
 	}
-	*fmt = cp_be32(b) == QC_MAGIC ? CP_FMT_QCOW2 : CP_FMT_RAW;
+	uint64_t size = cp_bdev_size(dev);
+	const char *f = qc_probe_format(b, size < 512 ? (size_t)size : 512, name);
 	cp_bdev_free_buf(b);
+	if (f && !strcmp(f, "qcow2")) {
+		*fmt = CP_FMT_QCOW2;
+		return 0;
+	}
+	if (f)
+		return cp_error(-ENOTSUP, "%s: image format '%s' is not supported "
+				"(cowpool reads raw and qcow2); use -f raw to open "
+				"the file as raw", name, f);
+	*fmt = CP_FMT_RAW;
 	return 0;
 }
 
@@ -195,26 +205,44 @@ static int open_backing(cp_image *img, struct chain *ch)
 			return cp_error(-ENOTSUP, "%s: backing file '%s' has unsupported format '%s'",
 					img->filename, q->backing_file, q->backing_format);
 	}
+	/* a json: name (QEMU's pseudo-protocol) names its file itself, as is:
+	 * QEMU does not resolve it against the overlay's directory */
+	char *jname = NULL;
+	enum cp_fmt jfmt = CP_FMT_AUTO;
+	if (!strncmp(q->backing_file, "json:", 5)) {
+		r = qc_json_name(q->backing_file, &jname, &jfmt);
+		if (r < 0)
+			return cp_error_prefix(r, "%s: backing file", img->filename);
+		if (jfmt != CP_FMT_AUTO)
+			bf = jfmt;
+	}
+	const char *bname = jname ? jname : q->backing_file;
 	if (o->open_backing) {
-		path = strdup(q->backing_file);
-		if (!path)
+		path = strdup(bname);
+		if (!path) {
+			free(jname);
 			return -ENOMEM;
-		r = o->open_backing(o->open_backing_opaque, q->backing_file, &dev);
+		}
+		r = o->open_backing(o->open_backing_opaque, bname, &dev);
 		own = false;
 		if (r < 0) {
 			cp_error_prefix(r, "%s: could not open backing file '%s'",
-					img->filename, q->backing_file);
+					img->filename, bname);
 			free(path);
+			free(jname);
 			return r;
 		}
 	} else {
-		if (q->backing_file[0] == '/' || !img->dir)
-			path = strdup(q->backing_file);
-		else if (asprintf(&path, "%s/%s", img->dir, q->backing_file) < 0)
+		if (bname[0] == '/' || !img->dir || jname)
+			path = strdup(bname);
+		else if (asprintf(&path, "%s/%s", img->dir, bname) < 0)
 			path = NULL;
+		free(jname);
+		jname = NULL;
 		if (!path)
 			return -ENOMEM;
 	}
+	free(jname);
 	/* loops: compare resolved paths (or names for hook-provided devices) */
 	char real[PATH_MAX];
 	const char *key = path;
@@ -297,6 +325,7 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 		r = probe(dev, name, &fmt);
 		if (r < 0)
 			goto fail;
+		img->probed = fmt == CP_FMT_RAW;
 	}
 	img->format = fmt;
 	struct img_async *a = img->async;
@@ -309,7 +338,9 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 	}
 	a->free_ctx = &a->ctx[0];
 	if (fmt == CP_FMT_RAW) {
-		img->size = cp_bdev_size(dev);
+		/* as QEMU: whole sectors; the tail past the end of the file
+		 * reads as zeroes (and a write there extends the file) */
+		img->size = CP_ALIGN_UP(cp_bdev_size(dev), 512);
 	} else {
 		struct qcow *q;
 		r = qc_open(img, &q, o);
@@ -372,6 +403,18 @@ int cp_image_open(const char *path, const struct cp_open_opts *opts,
 		o = *opts;
 	else
 		cp_open_opts_init(&o);
+	if (!strncmp(path, "json:", 5)) {
+		char *jn;
+		enum cp_fmt jf;
+		int r = qc_json_name(path, &jn, &jf);
+		if (r < 0)
+			return r;
+		if (o.format == CP_FMT_AUTO)
+			o.format = jf;
+		r = cp_image_open(jn, &o, out);
+		free(jn);
+		return r;
+	}
 	struct cp_bdev_opts bo;
 	cp_bdev_opts_init(&bo);
 	bo.readonly = o.readonly;
@@ -492,6 +535,9 @@ int cp_image_pwritev(cp_image *img, const struct iovec *iov, int iovcnt,
 		return r;
 	if (img->q)
 		return qc_writev(img->q, iov, iovcnt, offset, len);
+	r = qc_probed_write_check(img, iov, iovcnt, offset, len);
+	if (r < 0)
+		return r;
 	r = cp_bdev_pwritev(img->dev, iov, iovcnt, offset);
 	return r < 0 ? r : 0;
 }
@@ -757,6 +803,11 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 	}
 	if (!q && len) {
 		/* raw: straight to the device */
+		if (write) {
+			int pr = qc_probed_write_check(img, iov, iovcnt, offset, len);
+			if (pr < 0)
+				return pr;
+		}
 		return write ? cp_bdev_pwritev_async(img->dev, iov, iovcnt, offset, cb, opaque)
 			     : cp_bdev_preadv_async(img->dev, iov, iovcnt, offset, cb, opaque);
 	}
@@ -1089,7 +1140,7 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 			return r2;
 		q->read_backing = img_read_backing;
 	} else {
-		img->size = cp_bdev_size(img->dev);
+		img->size = CP_ALIGN_UP(cp_bdev_size(img->dev), 512);
 	}
 	return r;
 }
@@ -1106,6 +1157,25 @@ int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 	o.format = fmt;
 	o.no_backing = no_backing;
 	*out = NULL;
+	if (!strncmp(name, "json:", 5)) {
+		char *jn;
+		enum cp_fmt jf;
+		int r = qc_json_name(name, &jn, &jf);
+		if (r < 0)
+			return r;
+		if (o.format == CP_FMT_AUTO)
+			o.format = jf;
+		if (o.open_backing) {
+			cp_bdev *dev;
+			r = o.open_backing(o.open_backing_opaque, jn, &dev);
+			if (r >= 0)
+				r = cp_image_open_dev(dev, jn, &o, out);
+		} else {
+			r = cp_image_open(jn, &o, out);
+		}
+		free(jn);
+		return r;
+	}
 	if (o.open_backing) {
 		cp_bdev *dev;
 		int r = o.open_backing(o.open_backing_opaque, name, &dev);

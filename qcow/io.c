@@ -477,16 +477,29 @@ static int write_zero_buf(struct qcow *q, uint64_t off, uint64_t len)
 
 /* Change whole clusters [s, e) to zero (discard=false) or deallocate them
  * (discard=true). */
+static int zero_clusters_locked(struct qcow *q, uint64_t s, uint64_t e,
+				unsigned flags, bool discard, bool dealloc);
+
 static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 			 bool discard, bool dealloc)
 {
-	uint64_t cs = q->cluster_size;
-	bool backing = q->img->backing != NULL;
 	struct qc_inflight inf;
-	int r = 0;
 	pthread_mutex_lock(&q->lock);
 	qc_inflight_wait_locked(q, s, e);
 	qc_inflight_add_locked(q, &inf, s, e);
+	int r = zero_clusters_locked(q, s, e, flags, discard, dealloc);
+	qc_inflight_del_locked(q, &inf);
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+/* zero_clusters() with q->lock held and [s, e) in flight */
+static int zero_clusters_locked(struct qcow *q, uint64_t s, uint64_t e,
+				unsigned flags, bool discard, bool dealloc)
+{
+	uint64_t cs = q->cluster_size;
+	bool backing = q->img->backing != NULL;
+	int r = 0;
 	for (uint64_t g = s; g < e && r >= 0;) {
 		void *slice;
 		uint32_t idx;
@@ -545,8 +558,159 @@ static int zero_clusters(struct qcow *q, uint64_t s, uint64_t e, unsigned flags,
 		}
 		qc_cache_put(&q->l2c, slice);
 	}
+	return r;
+}
+
+/* Extended L2: make the subclusters of [s, e) (subcluster aligned, within
+ * one cluster) read as zeroes: zero bits set, allocation bits cleared, the
+ * host cluster kept.  -ENOTSUP for a compressed cluster. */
+static int zero_subclusters_locked(struct qcow *q, uint64_t s, uint64_t e)
+{
+	void *slice;
+	uint32_t idx;
+	int r = qc_l2_lookup_locked(q, s, true, &slice, &idx);
+	if (r < 0)
+		return r;
+	uint64_t ent = qc_l2_entry(q, slice, idx);
+	uint64_t bm = qc_l2_bitmap(q, slice, idx);
+	if (ent & QC_OFLAG_COMPRESSED) {
+		qc_cache_put(&q->l2c, slice);
+		return -ENOTSUP;
+	}
+	unsigned a = (unsigned)((s & (q->cluster_size - 1)) / q->subcluster_size);
+	unsigned b = (unsigned)(((e - 1) & (q->cluster_size - 1)) / q->subcluster_size) + 1;
+	uint64_t bits = (b - a == 32 ? 0xffffffffull : ((1ull << (b - a)) - 1)) << a;
+	uint64_t nbm = (bm & ~bits) | (bits << 32);
+	if (nbm != bm)
+		qc_l2_set(q, slice, idx, ent, nbm);
+	qc_cache_put(&q->l2c, slice);
+	return 0;
+}
+
+/* Zero [s, e), aligned to subclusters (extended L2) or clusters, the end
+ * possibly the disk's end: whole clusters through zero_clusters_locked(),
+ * partial clusters through their subcluster bits. */
+static int zero_units_locked(struct qcow *q, uint64_t s, uint64_t e,
+			     unsigned flags)
+{
+	uint64_t cs = q->cluster_size;
+	int r = 0;
+	while (s < e && r >= 0) {
+		uint64_t ce = CP_MIN(e, CP_ALIGN_DOWN(s, cs) + cs);
+		bool whole = s % cs == 0 && (ce % cs == 0 || ce >= q->size);
+		if (whole) {
+			uint64_t we = CP_ALIGN_DOWN(e, cs);
+			if (e >= q->size)
+				we = CP_ALIGN_UP(e, cs);
+			if (we <= s)
+				we = ce;
+			r = zero_clusters_locked(q, s, we, flags, false, false);
+			s = we;
+		} else {
+			r = zero_subclusters_locked(q, s, ce);
+			s = ce;
+		}
+	}
+	return r;
+}
+
+/* Does [off, off + len) of img's chain read as zeroes by metadata alone
+ * (no data read)?  Past img's end counts as zeroes. */
+static bool chain_reads_zero(cp_image *img, uint64_t off, uint64_t len)
+{
+	if (!img)
+		return true;
+	uint64_t size = cp_image_size(img);
+	if (off >= size)
+		return true;
+	len = CP_MIN(len, size - off);
+	while (len) {
+		struct cp_extent x;
+		if (cp_image_map(img, off, len, &x) < 0) {
+			cp_clear_error();
+			return false;
+		}
+		if (!x.zero || x.data || !x.length)
+			return false;
+		uint64_t n = CP_MIN(x.length, len);
+		off += n;
+		len -= n;
+	}
+	return true;
+}
+
+/* QEMU's rule for a write-zeroes piece [p, pe) that does not cover its
+ * unit (subcluster with extended L2, else cluster) [u0, u1): when the unit
+ * is unallocated or zero in this layer and the rest of it reads as zeroes,
+ * the whole unit becomes zero; otherwise zeroes are written (data). */
+static int zero_partial(struct qcow *q, uint64_t p, uint64_t pe, unsigned flags)
+{
+	uint64_t unit = q->subcluster_size;
+	uint64_t u0 = CP_ALIGN_DOWN(p, unit);
+	uint64_t u1 = CP_MIN(u0 + unit, q->size);
+	struct qc_inflight inf;
+	struct qc_map m;
+	int r;
+	bool done = false;
+	pthread_mutex_lock(&q->lock);
+	qc_inflight_wait_locked(q, u0, u1);
+	qc_inflight_add_locked(q, &inf, u0, u1);
+	r = qc_map_locked(q, u0, u1 - u0, &m);
+	if (r >= 0 && m.bytes >= u1 - u0 &&
+	    (m.type == QC_ZERO ||
+	     (m.type == QC_UNALLOC &&
+	      chain_reads_zero(q->img->backing, u0, p - u0) &&
+	      chain_reads_zero(q->img->backing, pe, u1 - pe)))) {
+		r = zero_units_locked(q, u0, u1, flags);
+		if (r == -ENOTSUP) {
+			cp_clear_error();
+			r = 0;
+		} else {
+			done = true;
+		}
+	}
 	qc_inflight_del_locked(q, &inf);
 	pthread_mutex_unlock(&q->lock);
+	if (r < 0 || done)
+		return r;
+	return write_zero_buf(q, p, pe - p);
+}
+
+static int zero_aligned(struct qcow *q, uint64_t s, uint64_t e, unsigned flags)
+{
+	struct qc_inflight inf;
+	pthread_mutex_lock(&q->lock);
+	qc_inflight_wait_locked(q, s, e);
+	qc_inflight_add_locked(q, &inf, s, e);
+	int r = zero_units_locked(q, s, e, flags);
+	qc_inflight_del_locked(q, &inf);
+	pthread_mutex_unlock(&q->lock);
+	if (r == -ENOTSUP) {
+		/* a compressed cluster under a subcluster range */
+		cp_clear_error();
+		r = write_zero_buf(q, s, CP_MIN(e, q->size) - s);
+	}
+	return r;
+}
+
+/* Write zeroes as QEMU does: aligned units become zero (or unallocated in
+ * version 2 without a backing file), partial ones too when the rest of the
+ * unit already reads as zeroes, else zeroes are written. */
+static int zero_write(struct qcow *q, uint64_t off, uint64_t len, unsigned flags)
+{
+	uint64_t unit = q->subcluster_size, end = off + len;
+	uint64_t a = CP_ALIGN_UP(off, unit), b = CP_ALIGN_DOWN(end, unit);
+	if (end == q->size)
+		b = CP_ALIGN_UP(end, unit); /* the disk's last unit may be partial */
+	int r = 0;
+	if (a > b)
+		return zero_partial(q, off, end, flags); /* inside one unit */
+	if (off < a)
+		r = zero_partial(q, off, a, flags);
+	if (r >= 0 && a < b)
+		r = zero_aligned(q, a, b, flags);
+	if (r >= 0 && b < end)
+		r = zero_partial(q, b, end, flags);
 	return r;
 }
 
@@ -564,6 +728,10 @@ int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 		s = e = off; /* no whole cluster */
 	}
 	int r = 0;
+	if (discard && q->version < 3 && q->img->backing)
+		/* version 2 has no zero flag: deallocating would show the
+		 * backing file's data again; QEMU makes this a no-op too */
+		return 0;
 	bool v2_backing = q->version < 3 && q->img->backing && !discard;
 	if (v2_backing) {
 		/* no zero flag in version 2: write real zeroes */
@@ -574,12 +742,8 @@ int qc_zero(struct qcow *q, uint64_t off, uint64_t len, unsigned flags,
 		}
 		return r;
 	}
-	if (!discard) {
-		if (off < s)
-			r = write_zero_buf(q, off, CP_MIN(s, off + len) - off);
-		if (r >= 0 && e < off + len && e >= s)
-			r = write_zero_buf(q, CP_MAX(e, off), off + len - CP_MAX(e, off));
-	}
+	if (!discard)
+		return zero_write(q, off, len, flags);
 	if (r >= 0 && s < e)
 		r = zero_clusters(q, s, e, flags, discard, false);
 	return r;
@@ -596,6 +760,11 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		return 0;
 	uint64_t g = CP_ALIGN_DOWN(from, cs), end = CP_ALIGN_UP(to, cs);
 	pthread_mutex_lock(&q->lock);
+	/* metadata preallocation writes no data: growing the file ahead
+	 * (fallocate) would give the clusters disk space, as data */
+	bool grow_ahead = q->grow_ahead;
+	if (pre == CP_PREALLOC_METADATA)
+		q->grow_ahead = false;
 	r = qc_set_dirty_locked(q);
 	while (g < end && r >= 0) {
 		void *slice;
@@ -659,6 +828,7 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		r = cp_bdev_truncate(q->dev, q->host_end);
 	if (r >= 0)
 		r = qc_flush_locked(q);
+	q->grow_ahead = grow_ahead;
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }
@@ -671,6 +841,10 @@ int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre)
 	if (new_size > QC_MAX_SIZE)
 		return cp_error(-EFBIG, "%s: size %" PRIu64 " is too large", q->name,
 				new_size);
+	if (new_size % 512)
+		/* as qemu-img: qcow2 sizes are whole sectors */
+		return cp_error(-EINVAL, "%s: the new size must be a multiple of 512",
+				q->name);
 	uint64_t old_size = q->size;
 	if (new_size < old_size) {
 		/* as qemu-img resize --shrink: clusters past the new end go */

@@ -729,6 +729,11 @@ int cp_image_measure(cp_image *src, const struct cp_measure_opts *opts,
 	if (!cp_is_pow2(o.refcount_bits) || o.refcount_bits > 64)
 		return cp_error(-EINVAL, "refcount_bits %u must be a power of two between 1 and 64",
 				o.refcount_bits);
+	/* as qemu-img measure: the L1 table must stay within its limit */
+	uint64_t l2_tables = CP_DIV_ROUND_UP(size / cs, cs / (o.extended_l2 ? 16 : 8));
+	if (l2_tables * 8 > QC_MAX_L1_BYTES)
+		return cp_error(-EFBIG, "the image size is too large for cluster size %" PRIu64
+				" (try using a larger cluster size)", cs);
 	unsigned order = (unsigned)__builtin_ctz(o.refcount_bits);
 	uint64_t required = 0;
 	if (src) {

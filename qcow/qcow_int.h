@@ -482,6 +482,7 @@ struct cp_image {
 	struct cp_open_opts opts;
 	int depth;            /* 0 = top */
 	struct img_async *async; /* image.c: async state and workers */
+	bool probed;          /* raw without -f: sector 0 writes are checked */
 };
 /* Open a chain named relative to img (through its backing hook if any). */
 int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
@@ -497,5 +498,21 @@ int qc_image_lock(cp_image *img, cp_bdev *dev, bool writable);
 void qc_image_unlock(cp_image *img);
 /* Lock a file about to be created or overwritten by cp_image_create(). */
 int qc_create_lock(cp_bdev *dev);
+
+/* ------------------------------------------------------------------------
+ * probe.c - the formats qemu-img probes
+ */
+/* The format the first bytes b[0..n) (and the file name) probe as, as
+ * QEMU's drivers probe them, or NULL for raw. */
+const char *qc_probe_format(const uint8_t *b, size_t n, const char *filename);
+/* -EPERM if a write of [offset, offset+len) would make a probed raw image
+ * probe as another format (QEMU's rule for probed raw images). */
+int qc_probed_write_check(cp_image *img, const struct iovec *iov, int iovcnt,
+			  uint64_t offset, uint64_t len);
+
+/* jsonname.c: parse a json:{...} image name into its file name (malloc'd)
+ * and format (CP_FMT_AUTO when it names none); -ENOTSUP for the shapes
+ * cowpool does not understand. */
+int qc_json_name(const char *name, char **filename, enum cp_fmt *fmt);
 
 #endif

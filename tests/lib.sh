@@ -119,10 +119,11 @@ dd_copy()
 # with CLUSTER-byte clusters, the way qemu's qcow2 driver defines the
 # result: zero writes read as zeroes; a discard affects only the whole
 # clusters inside the range (plus a complete partial cluster at the end
-# of the image) and those then read as zeroes, or, when BACKING_VIEW is
-# given (a compat=0.10 layer with a backing file), as the backing file's
-# content (BACKING_VIEW: raw view of the backing chain, padded with zeroes
-# to SIZE).
+# of the image) and those then read as zeroes, except when BACKING_VIEW is
+# given (a compat=0.10 layer with a backing file): there discard changes
+# nothing, as in QEMU (version 2 has no zero flag, and deallocating would
+# show the backing file's data; BACKING_VIEW, the raw view of the backing
+# chain, is kept for the callers).
 apply_ops_raw()
 {
 	local ops=$1 ref=$2 cs=$3 size=$4 bview=${5:-}
@@ -136,11 +137,7 @@ apply_ops_raw()
 			e=$(( a + b ))
 			if [ "$e" -ne "$size" ]; then e=$(( e / cs * cs )); fi
 			if [ "$s" -lt "$e" ]; then
-				if [ -n "$bview" ]; then
-					dd_copy "$bview" "$ref" "$s" $((e - s))
-				else
-					dd_fill "$ref" 0 "$s" $((e - s))
-				fi
+				[ -n "$bview" ] || dd_fill "$ref" 0 "$s" $((e - s))
 			fi
 			;;
 		esac
