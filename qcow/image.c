@@ -155,6 +155,33 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 
 #define IMG_MAX_IOV 64
 
+/* struct qcow's backing_reads_zero: does [off, off + len) of the backing
+ * chain read as zeroes by metadata alone (no data read)?  Past its end
+ * counts as zeroes. */
+static bool img_backing_reads_zero(struct qcow *q, uint64_t off, uint64_t len)
+{
+	cp_image *img = q->img->backing;
+	if (!img)
+		return true;
+	uint64_t size = cp_image_size(img);
+	if (off >= size)
+		return true;
+	len = CP_MIN(len, size - off);
+	while (len) {
+		struct cp_extent x;
+		if (cp_image_map(img, off, len, &x) < 0) {
+			cp_clear_error();
+			return false;
+		}
+		if (!x.zero || x.data || !x.length)
+			return false;
+		uint64_t n = CP_MIN(x.length, len);
+		off += n;
+		len -= n;
+	}
+	return true;
+}
+
 /* struct qcow's read_backing: io.c reads the backing chain through it. */
 static int img_read_backing(struct qcow *q, const struct iovec *iov, int cnt,
 			    size_t skip, uint64_t off, uint64_t len)
@@ -347,6 +374,7 @@ static int image_open(cp_bdev *dev, bool own_dev, const char *name,
 		if (r < 0)
 			goto fail;
 		q->read_backing = img_read_backing;
+		q->backing_reads_zero = img_backing_reads_zero;
 		if (q->backing_file && !o->no_backing) {
 			r = open_backing(img, ch);
 			if (r < 0) {
@@ -1139,6 +1167,7 @@ int cp_image_reopen(cp_image *img, bool readwrite)
 		if (r2 < 0)
 			return r2;
 		q->read_backing = img_read_backing;
+		q->backing_reads_zero = img_backing_reads_zero;
 	} else {
 		img->size = CP_ALIGN_UP(cp_bdev_size(img->dev), 512);
 	}

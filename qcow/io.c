@@ -614,31 +614,6 @@ static int zero_units_locked(struct qcow *q, uint64_t s, uint64_t e,
 	return r;
 }
 
-/* Does [off, off + len) of img's chain read as zeroes by metadata alone
- * (no data read)?  Past img's end counts as zeroes. */
-static bool chain_reads_zero(cp_image *img, uint64_t off, uint64_t len)
-{
-	if (!img)
-		return true;
-	uint64_t size = cp_image_size(img);
-	if (off >= size)
-		return true;
-	len = CP_MIN(len, size - off);
-	while (len) {
-		struct cp_extent x;
-		if (cp_image_map(img, off, len, &x) < 0) {
-			cp_clear_error();
-			return false;
-		}
-		if (!x.zero || x.data || !x.length)
-			return false;
-		uint64_t n = CP_MIN(x.length, len);
-		off += n;
-		len -= n;
-	}
-	return true;
-}
-
 /* QEMU's rule for a write-zeroes piece [p, pe) that does not cover its
  * unit (subcluster with extended L2, else cluster) [u0, u1): when the unit
  * is unallocated or zero in this layer and the rest of it reads as zeroes,
@@ -659,8 +634,8 @@ static int zero_partial(struct qcow *q, uint64_t p, uint64_t pe, unsigned flags)
 	if (r >= 0 && m.bytes >= u1 - u0 &&
 	    (m.type == QC_ZERO ||
 	     (m.type == QC_UNALLOC &&
-	      chain_reads_zero(q->img->backing, u0, p - u0) &&
-	      chain_reads_zero(q->img->backing, pe, u1 - pe)))) {
+	      q->backing_reads_zero(q, u0, p - u0) &&
+	      q->backing_reads_zero(q, pe, u1 - pe)))) {
 		r = zero_units_locked(q, u0, u1, flags);
 		if (r == -ENOTSUP) {
 			cp_clear_error();

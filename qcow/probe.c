@@ -109,7 +109,8 @@ int qc_probed_write_check(cp_image *img, const struct iovec *iov, int iovcnt,
 	if (!b)
 		return -ENOMEM;
 	memset(b, 0, PROBE_LEN);
-	uint64_t have = CP_MIN(cp_image_size(img), (uint64_t)PROBE_LEN);
+	/* a probed image is raw: its size is img->size */
+	uint64_t have = CP_MIN(img->size, (uint64_t)PROBE_LEN);
 	int r = 0;
 	if (offset > 0 || len < have)
 		r = cp_bdev_pread(img->dev, b, 4096, 0);

@@ -167,6 +167,10 @@ struct qcow {
 	 * qc_open(): the format code does not call the generic layer. */
 	int (*read_backing)(struct qcow *q, const struct iovec *iov, int cnt,
 			    size_t skip, uint64_t off, uint64_t len);
+	/* Does [off, off + len) of the backing chain read as zeroes by its
+	 * metadata alone (no data read)?  Past its end counts as zeroes.
+	 * Set by image.c with read_backing. */
+	bool (*backing_reads_zero)(struct qcow *q, uint64_t off, uint64_t len);
 
 	/* header */
 	int version;
