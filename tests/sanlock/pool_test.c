@@ -382,6 +382,17 @@ struct world {
 	uint64_t size;
 };
 
+/* An empty world of 16 MiB images on two new domains, this host SPM. */
+static void world_start(cp_pool *p, struct world *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->size = 16 * MIB;
+	create_domain(p, root, true, w->dom);
+	create_domain(p, root2, false, w->dom2);
+	OK(cp_pool_join(p));
+	OK(cp_spm_start(p));
+}
+
 /* A fresh image with two snapshots in dom. */
 static void build(cp_pool *p, struct world *w)
 {
@@ -558,12 +569,7 @@ static void crash(void)
 	struct world w;
 	int total = 0, completed = 0;
 
-	memset(&w, 0, sizeof(w));
-	w.size = 16 * MIB;
-	create_domain(p, root, true, w.dom);
-	create_domain(p, root2, false, w.dom2);
-	OK(cp_pool_join(p));
-	OK(cp_spm_start(p));
+	world_start(p, &w);
 
 	/* POOL_TEST_STRIDE=k: every k-th crash point only (block domains,
 	 * where each point costs a dozen LVM commands) */
@@ -753,12 +759,7 @@ static void lease_loss(void)
 	const enum op ops[] = {OP_MERGE, OP_TEMPLATE, OP_COPY};
 
 	CHECK(!lvm_dev, "lease-loss runs on file domains only");
-	memset(&w, 0, sizeof(w));
-	w.size = 16 * MIB;
-	create_domain(p, root, true, w.dom);
-	create_domain(p, root2, false, w.dom2);
-	OK(cp_pool_join(p));
-	OK(cp_spm_start(p));
+	world_start(p, &w);
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		enum op op = ops[i];
 		char task[40];
