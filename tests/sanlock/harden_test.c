@@ -45,24 +45,10 @@
 
 #include "common.h"
 #include "spm.h"
-
-#define POOL "11111111-2222-3333-4444-555555555555"
-#define MIB (1ull << 20)
+#include "pool_lib.h"
 
 static const char *root, *root2;
 static uint32_t disk_gid;
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, \
-				#cond);                                        \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fprintf(stderr, " (last error: %s)\n", cp_last_error()); \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-#define OK(expr) CHECK((expr) >= 0, "%s", #expr)
 
 static cp_pool *open_pool(void)
 {
@@ -119,36 +105,6 @@ static void new_volume(cp_pool *p, const char *dom, const char *img,
 	co.capacity = size;
 	OK(cp_vol_create(p, dom, &co, out));
 	CHECK(out->legality == CP_VOL_LEGAL, "new volume LEGAL");
-}
-
-static void fill(cp_pool *p, const char *dom, const char *img, const char *vol,
-		 uint64_t off, uint64_t len, int seed)
-{
-	struct cp_sd_chain c;
-	cp_sd *sd;
-	char *buf = malloc(len);
-
-	for (uint64_t i = 0; i < len; i++)
-		buf[i] = (char)(seed + (int)((off + i) / 4096));
-	OK(cp_pool_domain(p, dom, &sd));
-	OK(cp_sd_open_image(sd, img, vol, true, &c));
-	OK(cp_image_pwrite(c.img, buf, len, off));
-	OK(cp_sd_close_image(&c));
-	free(buf);
-}
-
-static char *content(cp_pool *p, const char *dom, const char *img,
-		     const char *vol, uint64_t size)
-{
-	struct cp_sd_chain c;
-	cp_sd *sd;
-	char *buf = malloc(size);
-
-	OK(cp_pool_domain(p, dom, &sd));
-	OK(cp_sd_open_image(sd, img, vol, false, &c));
-	OK(cp_image_pread(c.img, buf, size, 0));
-	OK(cp_sd_close_image(&c));
-	return buf;
 }
 
 static struct cp_volmeta vol_md(cp_pool *p, const char *dom, const char *img,

@@ -40,23 +40,9 @@
 
 #include "common.h"
 #include "spm.h"
-
-#define POOL "11111111-2222-3333-4444-555555555555"
-#define MIB (1ull << 20)
+#include "pool_lib.h"
 
 static const char *root, *root2, *lvm_dev, *lvm_sysdir;
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, \
-				#cond);                                        \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fprintf(stderr, " (last error: %s)\n", cp_last_error()); \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-#define OK(expr) CHECK((expr) >= 0, "%s", #expr)
 
 static cp_pool *open_pool(void)
 {
@@ -75,39 +61,6 @@ static cp_pool *open_pool(void)
 	}
 	OK(cp_pool_open(&po, &p));
 	return p;
-}
-
-/* Fill [off, off+len) of the volume's chain with bytes of seed. */
-static void fill(cp_pool *p, const char *dom, const char *img, const char *vol,
-		 uint64_t off, uint64_t len, int seed)
-{
-	struct cp_sd_chain c;
-	cp_sd *sd;
-	char *buf = malloc(len);
-
-	for (uint64_t i = 0; i < len; i++)
-		buf[i] = (char)(seed + (int)((off + i) / 4096));
-	OK(cp_pool_domain(p, dom, &sd));
-	OK(cp_sd_open_image(sd, img, vol, true, &c));
-	OK(cp_image_pwrite(c.img, buf, len, off));
-	OK(cp_sd_close_image(&c));
-	free(buf);
-}
-
-/* The whole disk content of a chain. */
-static char *content(cp_pool *p, const char *dom, const char *img,
-		     const char *vol, uint64_t size)
-{
-	struct cp_sd_chain c;
-	cp_sd *sd;
-	char *buf = malloc(size);
-
-	OK(cp_pool_domain(p, dom, &sd));
-	OK(cp_sd_open_image(sd, img, vol, false, &c));
-	CHECK(cp_image_size(c.img) == size, "size %" PRIu64, cp_image_size(c.img));
-	OK(cp_image_pread(c.img, buf, size, 0));
-	OK(cp_sd_close_image(&c));
-	return buf;
 }
 
 static void same(const char *a, const char *b, uint64_t size, const char *what)
@@ -429,6 +382,17 @@ struct world {
 	uint64_t size;
 };
 
+/* An empty world of 16 MiB images on two new domains, this host SPM. */
+static void world_start(cp_pool *p, struct world *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->size = 16 * MIB;
+	create_domain(p, root, true, w->dom);
+	create_domain(p, root2, false, w->dom2);
+	OK(cp_pool_join(p));
+	OK(cp_spm_start(p));
+}
+
 /* A fresh image with two snapshots in dom. */
 static void build(cp_pool *p, struct world *w)
 {
@@ -441,7 +405,10 @@ static void build(cp_pool *p, struct world *w)
 	w->ref = content(p, w->dom, w->base.img_uuid, w->s2.vol_uuid, w->size);
 }
 
-static int run_op(cp_pool *p, struct world *w, enum op op, const char *task)
+/* progress (with opaque) is called by merge, template and copy. */
+static int run_op_progress(cp_pool *p, struct world *w, enum op op,
+			   const char *task, cp_task_progress_fn progress,
+			   void *opaque)
 {
 	struct cp_vol_create_opts co;
 	struct cp_template_opts to;
@@ -461,20 +428,25 @@ static int run_op(cp_pool *p, struct world *w, enum op op, const char *task)
 		return cp_vol_create(p, w->dom, &co, NULL);
 	case OP_MERGE:
 		return cp_vol_merge(p, w->dom, w->base.img_uuid, w->s1.vol_uuid,
-				    task, NULL, NULL);
+				    task, progress, opaque);
 	case OP_TEMPLATE:
 		cp_template_opts_init(&to);
 		to.img_uuid = w->base.img_uuid;
 		to.tmpl_img_uuid = "aaaaaaaa-0000-0000-0000-000000000002";
 		to.task_uuid = task;
-		return cp_template_create(p, w->dom, &to, NULL, NULL, NULL);
+		return cp_template_create(p, w->dom, &to, progress, opaque, NULL);
 	case OP_COPY:
 		return cp_img_copy(p, w->dom, w->base.img_uuid, w->dom2, task,
-				   NULL, NULL);
+				   progress, opaque);
 	case OP_DELETE:
 		return cp_img_delete(p, w->dom, w->base.img_uuid, task);
 	}
 	return -EINVAL;
+}
+
+static int run_op(cp_pool *p, struct world *w, enum op op, const char *task)
+{
+	return run_op_progress(p, w, op, task, NULL, NULL);
 }
 
 /* After recovery: the task ended, and every image reads as before (or,
@@ -597,12 +569,7 @@ static void crash(void)
 	struct world w;
 	int total = 0, completed = 0;
 
-	memset(&w, 0, sizeof(w));
-	w.size = 16 * MIB;
-	create_domain(p, root, true, w.dom);
-	create_domain(p, root2, false, w.dom2);
-	OK(cp_pool_join(p));
-	OK(cp_spm_start(p));
+	world_start(p, &w);
 
 	/* POOL_TEST_STRIDE=k: every k-th crash point only (block domains,
 	 * where each point costs a dozen LVM commands) */
@@ -785,29 +752,6 @@ static void drop_role(void *opaque, uint64_t done, uint64_t total)
 	snap_world(&d->at_drop, d->w);
 }
 
-static int run_op_dropping(cp_pool *p, struct world *w, enum op op,
-			   const char *task, struct drop *d)
-{
-	struct cp_template_opts to;
-
-	switch (op) {
-	case OP_MERGE:
-		return cp_vol_merge(p, w->dom, w->base.img_uuid, w->s1.vol_uuid,
-				    task, drop_role, d);
-	case OP_TEMPLATE:
-		cp_template_opts_init(&to);
-		to.img_uuid = w->base.img_uuid;
-		to.tmpl_img_uuid = "aaaaaaaa-0000-0000-0000-000000000002";
-		to.task_uuid = task;
-		return cp_template_create(p, w->dom, &to, drop_role, d, NULL);
-	case OP_COPY:
-		return cp_img_copy(p, w->dom, w->base.img_uuid, w->dom2, task,
-				   drop_role, d);
-	default:
-		return -EINVAL;
-	}
-}
-
 static void lease_loss(void)
 {
 	cp_pool *p = open_pool();
@@ -815,12 +759,7 @@ static void lease_loss(void)
 	const enum op ops[] = {OP_MERGE, OP_TEMPLATE, OP_COPY};
 
 	CHECK(!lvm_dev, "lease-loss runs on file domains only");
-	memset(&w, 0, sizeof(w));
-	w.size = 16 * MIB;
-	create_domain(p, root, true, w.dom);
-	create_domain(p, root2, false, w.dom2);
-	OK(cp_pool_join(p));
-	OK(cp_spm_start(p));
+	world_start(p, &w);
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		enum op op = ops[i];
 		char task[40];
@@ -832,7 +771,7 @@ static void lease_loss(void)
 		memset(&d, 0, sizeof(d));
 		d.p = p;
 		d.w = &w;
-		int r = run_op_dropping(p, &w, op, task, &d);
+		int r = run_op_progress(p, &w, op, task, drop_role, &d);
 		CHECK(atomic_load(&d.fired) > 0, "%s: no progress callback",
 		      op_name[op]);
 		CHECK(r == -EPERM || r == -ESTALE,

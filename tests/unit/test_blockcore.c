@@ -21,29 +21,12 @@
 
 #include "blockcore.h"
 #include "common.h"
+#include "unit_lib.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*s = x;
-	return x;
-}
-
-static void fill_random(void *buf, size_t len, uint64_t seed)
-{
-	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-	uint8_t *p = buf;
-	for (size_t i = 0; i < len; i++)
-		p[i] = (uint8_t)(rng_next(&s) >> 56);
-}
 
 static bool all_bytes(const void *buf, size_t len, uint8_t v)
 {

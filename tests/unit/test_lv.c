@@ -26,6 +26,7 @@
 
 #include "blockcore.h"
 #include "common.h"
+#include "unit_lib.h"
 #include "json.h"
 #include "qcow.h"
 
@@ -35,24 +36,6 @@
 #define PV_SIZE (16 * MiB)
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*s = x;
-	return x;
-}
-
-static void fill_random(void *buf, size_t len, uint64_t seed)
-{
-	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-	uint8_t *p = buf;
-	for (size_t i = 0; i < len; i++)
-		p[i] = (uint8_t)(rng_next(&s) >> 56);
-}
 
 static char tmpdir[64];
 static char pv_path[NPV][96];

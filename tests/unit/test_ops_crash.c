@@ -23,19 +23,11 @@
 
 #include "blockcore.h"
 #include "common.h"
+#include "unit_lib.h"
 #include "qcow.h"
 
 #define SIZE (2u << 20)
 #define NDEV 3
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 /* Devices by name: base.qcow2, mid.qcow2, top.qcow2 (and new.qcow2 for
  * rebase, which reuses slot 1). */

@@ -25,20 +25,12 @@
 
 #include "blockcore.h"
 #include "common.h"
+#include "unit_lib.h"
 #include "qcow.h"
 
 #define NTHREADS 64
 
 static char dir[] = "/var/tmp/cp-conc-XXXXXX";
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 struct cfg {
 	uint32_t cluster;

@@ -29,43 +29,8 @@
 
 #include "blockcore.h"
 #include "common.h"
+#include "unit_lib.h"
 #include "qcow.h"
-
-#define MAXV 8 /* versions of a byte remembered after the last flush */
-
-struct model {
-	uint64_t size;
-	uint8_t *flushed;  /* content at the last completed flush */
-	uint8_t *cur;      /* content now */
-	uint8_t (*alt)[MAXV]; /* values written since the last flush */
-	uint8_t *nalt;
-	bool *overflow;    /* more than MAXV versions: accept anything */
-};
-
-static void model_init(struct model *m, uint64_t size, const uint8_t *base)
-{
-	m->size = size;
-	m->flushed = calloc(1, size);
-	m->cur = calloc(1, size);
-	m->alt = calloc(size, MAXV);
-	m->nalt = calloc(1, size);
-	m->overflow = calloc(1, size);
-	assert_non_null(m->flushed);
-	assert_non_null(m->alt);
-	if (base) {
-		memcpy(m->flushed, base, size);
-		memcpy(m->cur, base, size);
-	}
-}
-
-static void model_free(struct model *m)
-{
-	free(m->flushed);
-	free(m->cur);
-	free(m->alt);
-	free(m->nalt);
-	free(m->overflow);
-}
 
 static void model_grow(struct model *m, uint64_t size)
 {
@@ -79,54 +44,6 @@ static void model_grow(struct model *m, uint64_t size)
 	memset(m->nalt + m->size, 0, size - m->size);
 	memset(m->overflow + m->size, 0, size - m->size);
 	m->size = size;
-}
-
-static void model_write(struct model *m, uint64_t off, const uint8_t *data,
-			uint64_t len)
-{
-	for (uint64_t i = 0; i < len; i++) {
-		uint64_t o = off + i;
-		m->cur[o] = data[i];
-		if (m->nalt[o] < MAXV)
-			m->alt[o][m->nalt[o]++] = data[i];
-		else
-			m->overflow[o] = true;
-	}
-}
-
-static void model_flush(struct model *m)
-{
-	memcpy(m->flushed, m->cur, m->size);
-	memset(m->nalt, 0, m->size);
-	memset(m->overflow, 0, m->size);
-}
-
-/* Returns the first offset whose content is impossible, or -1. */
-static int64_t model_verify(struct model *m, const uint8_t *got, uint64_t size)
-{
-	for (uint64_t o = 0; o < size; o++) {
-		uint8_t v = got[o];
-		if (v == m->flushed[o] || m->overflow[o])
-			continue;
-		bool ok = false;
-		for (unsigned k = 0; k < m->nalt[o]; k++)
-			if (m->alt[o][k] == v)
-				ok = true;
-		if (!ok)
-			return (int64_t)o;
-	}
-	return -1;
-}
-
-/* --- RNG ------------------------------------------------------------------- */
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
 }
 
 /* --- the environment: overlay on RAM, optional base on RAM ------------------- */

@@ -43,88 +43,9 @@
 
 #include "blockcore.h"
 #include "common.h"
+#include "unit_lib.h"
 #include "qcow.h"
 #include "qcow_int.h"      /* img->q->dev: the image's metadata handle */
-
-#define MAXV 8
-
-/* --- model of what may be read back after a cut (as test_qcow_crash.c) --- */
-
-struct model {
-	uint64_t size;
-	uint8_t *flushed, *cur;
-	uint8_t (*alt)[MAXV];
-	uint8_t *nalt;
-	bool *overflow;
-};
-
-static void model_init(struct model *m, uint64_t size, const uint8_t *base)
-{
-	m->size = size;
-	m->flushed = calloc(1, size);
-	m->cur = calloc(1, size);
-	m->alt = calloc(size, MAXV);
-	m->nalt = calloc(1, size);
-	m->overflow = calloc(1, size);
-	assert_non_null(m->overflow);
-	if (base) {
-		memcpy(m->flushed, base, size);
-		memcpy(m->cur, base, size);
-	}
-}
-
-static void model_free(struct model *m)
-{
-	free(m->flushed);
-	free(m->cur);
-	free(m->alt);
-	free(m->nalt);
-	free(m->overflow);
-}
-
-static void model_write(struct model *m, uint64_t off, const uint8_t *d,
-			uint64_t len)
-{
-	for (uint64_t i = 0; i < len; i++) {
-		uint64_t o = off + i;
-		m->cur[o] = d[i];
-		if (m->nalt[o] < MAXV)
-			m->alt[o][m->nalt[o]++] = d[i];
-		else
-			m->overflow[o] = true;
-	}
-}
-
-static void model_flush(struct model *m)
-{
-	memcpy(m->flushed, m->cur, m->size);
-	memset(m->nalt, 0, m->size);
-	memset(m->overflow, 0, m->size);
-}
-
-static int64_t model_verify(const struct model *m, const uint8_t *got)
-{
-	for (uint64_t o = 0; o < m->size; o++) {
-		uint8_t v = got[o];
-		if (v == m->flushed[o] || m->overflow[o])
-			continue;
-		bool ok = false;
-		for (unsigned k = 0; k < m->nalt[o]; k++)
-			ok |= m->alt[o][k] == v;
-		if (!ok)
-			return (int64_t)o;
-	}
-	return -1;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 static bool long_run(void)
 {
@@ -414,7 +335,7 @@ static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 	if (r < 0)
 		fail_msg("%s cut %llu: read: %s", s->name,
 			 (unsigned long long)cut, cp_last_error());
-	int64_t bad = model_verify(m, got);
+	int64_t bad = model_verify(m, got, m->size);
 	if (bad >= 0)
 		fail_msg("%s cut %llu keep %llu: byte %lld is 0x%02x, flushed 0x%02x (%u later versions)",
 			 s->name, (unsigned long long)cut, (unsigned long long)keep,

@@ -1,0 +1,41 @@
+/* Helpers shared by the unit tests: a seeded RNG and the crash model.
+ *
+ * The crash model remembers, for each byte of a device, its content at
+ * the last completed flush and the values written to it since: after a
+ * power cut, a byte may read back as any of them (and anything at all
+ * once more than UNIT_MAXV values were written). */
+#ifndef CP_UNIT_LIB_H
+#define CP_UNIT_LIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* xorshift64: deterministic, so a failing seed can be replayed. */
+uint64_t rng_next(uint64_t *s);
+
+/* Fill buf with bytes derived from seed. */
+void fill_random(void *buf, size_t len, uint64_t seed);
+
+#define MAXV 8 /* versions of a byte remembered after the last flush */
+
+struct model {
+	uint64_t size;
+	uint8_t *flushed;  /* content at the last completed flush */
+	uint8_t *cur;      /* content now */
+	uint8_t (*alt)[MAXV]; /* values written since the last flush */
+	uint8_t *nalt;
+	bool *overflow;    /* more than MAXV versions: accept anything */
+};
+
+/* base (size bytes) is the content before the first write; NULL: zeros. */
+void model_init(struct model *m, uint64_t size, const uint8_t *base);
+void model_free(struct model *m);
+void model_write(struct model *m, uint64_t off, const uint8_t *data,
+		 uint64_t len);
+void model_flush(struct model *m);
+/* Returns the first of size offsets whose content got[] is impossible,
+ * or -1. */
+int64_t model_verify(const struct model *m, const uint8_t *got, uint64_t size);
+
+#endif
