@@ -1,5 +1,5 @@
 /* Compiles the public header nbd.h alone, with -std=c11 -pedantic-errors
- * (STYLE.md #8): it must include what it needs and use no extensions. */
+ * (docs/hacking.md): it must include what it needs and use no extensions. */
 #include "nbd.h"
 
 int main(void)
