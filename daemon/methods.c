@@ -186,6 +186,7 @@ static int m_domain_create(struct dmn_call *c)
 	r = cp_pool_domain_create(c->d->pool, &o, &md);
 	if (r < 0)
 		return r;
+	dmn_lockspaces_record(c->d); /* joined: ours after a kill too */
 	dmn_info("domain %s (%s) created: %s %s", md.dom_uuid, md.name,
 		 dmn_domain_type_name(md.type), type == 1 ? devices[0] : path);
 	dmn_json_domain_md(c->res, NULL, &md);

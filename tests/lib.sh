@@ -21,6 +21,8 @@ cp_init()
 	: "${COWPOOL:?COWPOOL must point to the cowpool binary}"
 	[ -x "$COWPOOL" ] || { echo "COWPOOL=$COWPOOL is not executable" >&2; exit 1; }
 	TMP=$(mktemp -d /var/tmp/cowpool-test.XXXXXXXX) || exit 1
+	# cowpoold's run_dir (host id lock files): the test's own
+	export COWPOOL_RUN_DIR=$TMP/run
 	trap 'rm -rf -- "$TMP"' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
