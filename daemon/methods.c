@@ -309,6 +309,9 @@ static int spm_start_wait(struct dmn_call *c, uint64_t wait)
 	int r = cp_spm_start(c->d->pool);
 	if (r >= 0 || !wait || (r != -EAGAIN && r != -EBUSY))
 		return r;
+	char when[32], msg[512];
+	snprintf(msg, sizeof(msg), "%s", cp_error_msg(r)); /* before any
+							    * other call */
 	cp_sd *m;
 	unsigned io = CP_IO_TIMEOUT_DEFAULT;
 	if (cp_pool_master(c->d->pool, &m) == 0)
@@ -317,10 +320,8 @@ static int spm_start_wait(struct dmn_call *c, uint64_t wait)
 	uint64_t limit = wait < bound ? wait : bound;
 	time_t by = time(NULL) + (time_t)bound;
 	struct tm tm;
-	char when[32], msg[512];
 	gmtime_r(&by, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
 	dmn_info("spm start: %s; waiting up to %" PRIu64 " s (a dead "
 		 "holder's lease is free by %s at the latest: takeover_max "
 		 "%" PRIu64 " s, io_timeout %u)", msg, limit, when, bound, io);
