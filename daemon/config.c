@@ -222,14 +222,6 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 			goto bad;
 		free(cfg->socket);
 		cfg->socket = cfg_strdup(value);
-	} else if (!strcmp(key, "run_dir")) {
-		if (value[0] != '/') {
-			fprintf(stderr, "cowpoold: %s: run_dir: '%s' is not "
-				"an absolute path\n", where, value);
-			return -EINVAL;
-		}
-		free(cfg->run_dir);
-		cfg->run_dir = cfg_strdup(value);
 	} else if (!strcmp(key, "nbd_socket")) {
 		if (!*value)
 			goto bad;
@@ -246,14 +238,15 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 		}
 		free(cfg->socket_group);
 		cfg->socket_group = cfg_strdup(value);
-	} else if (!strcmp(key, "log_file")) {
+	} else if (!strcmp(key, "log_file") || !strcmp(key, "run_dir")) {
+		char **dst = key[0] == 'l' ? &cfg->log_file : &cfg->run_dir;
 		if (value[0] != '/') {
-			fprintf(stderr, "cowpoold: %s: log_file: '%s' is not "
-				"an absolute path\n", where, value);
+			fprintf(stderr, "cowpoold: %s: %s: '%s' is not an "
+				"absolute path\n", where, key, value);
 			return -EINVAL;
 		}
-		free(cfg->log_file);
-		cfg->log_file = cfg_strdup(value);
+		free(*dst);
+		*dst = cfg_strdup(value);
 	} else if (!strcmp(key, "allowed_uids")) {
 		return cfg_id_list(key, value, cfg->lim.allowed_uids,
 				   &cfg->lim.n_uids, where);

@@ -309,6 +309,8 @@ struct dmn_ls {
 /* The lockspaces of the pool's domains (none with sanlock off); *out is
  * freed by the caller. */
 size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out);
+/* The lockspace's options for cp_lockspace_*() (pointing into ls). */
+void dmn_ls_opts(const struct dmn_ls *ls, struct cp_lockspace_opts *o);
 /* At start-up, before anything joins: a lockspace of the pool already
  * joined with this host id is taken over only when the previous holder
  * of the host id's lock file (d->ls_prev) recorded it (a cowpoold of the

@@ -205,10 +205,7 @@ static void dmn_leave_lockspaces(struct dmn *d, const struct dmn_ls *ls,
 {
 	for (size_t i = 0; i < n; i++) {
 		struct cp_lockspace_opts o;
-		cp_lockspace_opts_init(&o);
-		o.name = ls[i].name;
-		o.path = ls[i].path;
-		o.offset = ls[i].offset;
+		dmn_ls_opts(&ls[i], &o);
 		int r = 0;
 		for (int k = 0; k < DMN_LEAVE_TRIES; k++) {
 			int st = cp_lockspace_status(&o, d->cfg.host_id);

@@ -41,6 +41,14 @@ size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out)
 	return k;
 }
 
+void dmn_ls_opts(const struct dmn_ls *ls, struct cp_lockspace_opts *o)
+{
+	cp_lockspace_opts_init(o);
+	o->name = ls->name;
+	o->path = ls->path;
+	o->offset = ls->offset;
+}
+
 /* The lock file's text: our pid, then one lockspace name a line. */
 static void ls_record(struct dmn *d, const struct dmn_ls *ls, size_t n)
 {
@@ -96,10 +104,7 @@ int dmn_lockspaces_claim(struct dmn *d)
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct cp_lockspace_opts o;
-		cp_lockspace_opts_init(&o);
-		o.name = ls[i].name;
-		o.path = ls[i].path;
-		o.offset = ls[i].offset;
+		dmn_ls_opts(&ls[i], &o);
 		int st = cp_lockspace_status(&o, d->cfg.host_id);
 		cp_clear_error();
 		if (st < 0 || st == CP_LOCKSPACE_NOT_JOINED)
