@@ -73,19 +73,25 @@ ok
 
 # ---- a second daemon with the same host id --------------------------------
 # (a) the same run_dir ($COWPOOL_RUN_DIR), another socket: the lock file
-run_capture second "$COWPOOLD" --host-id 1 --socket "$TMP/other/cp.sock" \
+run_capture second timeout 30 "$COWPOOLD" --host-id 1 --socket "$TMP/other/cp.sock" \
 	--file-root "$MNT/root" --log-level debug
 expect_eq "second daemon, same host id and run_dir: exit" 1 "$RC"
 expect_match "second daemon: message" \
 	"another cowpoold \\(pid $APID\\) runs with host id 1 \\(lock file $COWPOOL_RUN_DIR/host-1.lock\\): refusing to start" second.err
 if [ -e "$TMP/other/cp.sock" ]; then fail "the second daemon made a socket"; else ok; fi
-# (b) a run_dir of its own too: the pool's lockspace is joined already
-run_capture third "$COWPOOLD" --host-id 1 --socket "$TMP/other/cp.sock" \
+# (b) a run_dir of its own too: the pool's lockspace is joined already.
+# The first daemon holds no lease meanwhile (not SPM): sanlock would
+# refuse to remove a lockspace with leases held, hiding the harm.
+cpj spm stop
+expect_eq "spm stop before the second daemon" 0 "$RC"
+run_capture third timeout 30 "$COWPOOLD" --host-id 1 --socket "$TMP/other/cp.sock" \
 	--run-dir "$TMP/other" --file-root "$MNT/root" --log-level debug
 expect_eq "second daemon, own run_dir: exit" 1 "$RC"
 expect_match "second daemon, own run_dir: message" \
 	"lockspace $DOM is already joined with host id 1 by another process of this host .*refusing to start" third.err
 if [ -e "$TMP/other/cp.sock" ]; then fail "the refused daemon left its socket"; else ok; fi
+if ls_joined "$DOM"; then ok; else fail "the refused daemon left the first one's lockspace"; fi
+spm_start || abort "spm start again: $(cat cpj.err)"
 cpj spm status
 expect_eq "first daemon still SPM" true "$(jq_ .self)"
 if ls_joined "$DOM"; then ok; else fail "the first daemon's lockspace was left"; fi
