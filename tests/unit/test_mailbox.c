@@ -216,8 +216,8 @@ static void test_codec_bad(void **state)
 
 struct fake_spm {
 	pthread_mutex_t lock;
-	unsigned served[MAXH + 1][MAXSEQ];   /* per host and seq */
-	uint64_t lv[MAXH + 1][NVOL];         /* fake LV sizes */
+	unsigned served[256][MAXSEQ];   /* per host and seq */
+	uint64_t lv[256][NVOL];         /* fake LV sizes */
 	unsigned batches, calls;
 	int force_status;                    /* 0 or -errno for every reply */
 };
@@ -240,13 +240,13 @@ static void fake_serve(void *opaque, struct cp_mbox_item *items, size_t n)
 		struct cp_mbox_seg seg = { 0 };
 
 		f->calls++;
-		if (h <= MAXH && rq->seq < MAXSEQ)
+		if (h < 256 && rq->seq < MAXSEQ)
 			f->served[h][rq->seq]++;
 		if (f->force_status) {
 			rp->status = f->force_status;
 			continue;
 		}
-		if (h > MAXH || v >= NVOL) {
+		if (h >= 256 || v >= NVOL) {
 			rp->status = -ENOENT;
 			continue;
 		}
@@ -778,6 +778,65 @@ static void test_host_slots(void **state)
 	fake_free(f);
 }
 
+/* ---- on a file domain ------------------------------------------------------ */
+
+/* The mailbox of a real file domain (dom_md/inbox, dom_md/outbox opened by
+ * spm): 1 MiB each holds host ids 1..255; a host and a server meet there. */
+static void test_file_domain(void **state)
+{
+	struct fake_spm *f = fake_new();
+	struct ev_log l = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct cp_domain_create_opts o;
+	struct cp_domain_md md;
+	struct cp_sd_loc loc;
+	struct cp_mbox_ticket t;
+	struct cp_mbox_reply rp;
+	char v[CP_MBOX_UUID_LEN + 1], cmd[128];
+	struct mbox m;
+	cp_mbox_server *s;
+	cp_mbox_host *h;
+	cp_sd *sd;
+
+	memset(&m, 0, sizeof(m));
+	m.ram = true; /* mbox_close: nothing to unlink, the domain goes */
+	strcpy(m.dir, "/var/tmp/cp-mbox-sd-XXXXXX");
+	assert_non_null(mkdtemp(m.dir));
+	cp_domain_create_opts_init(&o);
+	o.root = m.dir;
+	o.pool_uuid = IMG;
+	o.name = "mbox";
+	o.master = true;
+	assert_int_equal(cp_domain_create(&o, &md), 0);
+	cp_sd_loc_init(&loc);
+	loc.root = m.dir;
+	assert_int_equal(cp_sd_open(&loc, md.dom_uuid, &sd), 0);
+	assert_int_equal(cp_sd_mailbox_open(sd, false, &m.in), 0);
+	assert_int_equal(cp_sd_mailbox_open(sd, true, &m.out), 0);
+	assert_int_equal(cp_bdev_size(m.in), 256 * CP_MBOX_AREA_SIZE);
+	assert_int_equal(cp_bdev_cache(m.in), CP_CACHE_NONE);
+	s = server(&m, f, &l, false, 255);
+	h = host(&m, 255);
+	assert_int_equal(cp_mbox_post_extend(h, md.dom_uuid, IMG,
+					     vol_uuid(255, 1, v), 5 * EXTENT,
+					     EXTENT, &t), 0);
+	assert_int_equal(cp_mbox_wait_reply(h, &t, 60000, &rp), 0);
+	assert_int_equal(rp.status, 0);
+	assert_int_equal(rp.size, 5 * EXTENT);
+	assert_int_equal(rp.map_from, EXTENT);
+	assert_int_equal(rp.nsegs, 1);
+	assert_int_equal(rp.segs[0].lv_offset, EXTENT);
+	assert_int_equal(rp.segs[0].length, 4 * EXTENT);
+	assert_string_equal(rp.dom_uuid, md.dom_uuid);
+	assert_int_equal(f->served[255][t.seq], 1);
+	cp_mbox_host_close(h);
+	cp_mbox_server_stop(s);
+	mbox_close(&m);
+	cp_sd_close(sd);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m.dir);
+	assert_int_equal(system(cmd), 0);
+	fake_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -787,6 +846,7 @@ int main(void)
 		cmocka_unit_test(test_server_bad_messages),
 		cmocka_unit_test(test_server_restart),
 		cmocka_unit_test(test_host_slots),
+		cmocka_unit_test(test_file_domain),
 		cmocka_unit_test(test_250_hosts_file),
 		cmocka_unit_test(test_250_hosts_ram),
 	};
