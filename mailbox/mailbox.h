@@ -246,6 +246,11 @@ struct cp_mbox_server_opts {
 				      * CP_MBOX_HOSTS_DEFAULT, at most what
 				      * both devices hold */
 	unsigned poll_us;            /* doorbell poll; default 2000 */
+	unsigned idle_poll_us;       /* doorbell poll once it has not changed
+				      * for idle_after_ms; default 10000 (at
+				      * least poll_us) */
+	unsigned idle_after_ms;      /* default 1000; 0: always idle_poll_us
+				      * after the first quiet poll */
 	unsigned scan_ms;            /* safety scan; default 30000 */
 	bool manual;                 /* no thread: the caller drives
 				      * cp_mbox_server_poll() (tests) */

@@ -46,6 +46,7 @@ struct cp_mbox_server {
 	bool *dirty;                    /* [h-1]: reply area to write */
 	struct cp_mbox_item *items;     /* nhosts * CP_MBOX_SLOTS */
 	uint64_t next_safety_us;
+	uint64_t last_change_us;        /* doorbell last seen changing */
 	bool rescan;                    /* a reply write failed */
 	pthread_mutex_t serve_lock;     /* one serve callback at a time */
 	pthread_mutex_t lock;           /* stats, stop */
@@ -61,6 +62,8 @@ CP_EXPORT void cp_mbox_server_opts_init(struct cp_mbox_server_opts *o)
 	o->size = sizeof(*o);
 	o->max_hosts = CP_MBOX_HOSTS_DEFAULT;
 	o->poll_us = 2000;
+	o->idle_poll_us = 10000;
+	o->idle_after_ms = 1000;
 	o->scan_ms = 30000;
 }
 
@@ -351,6 +354,8 @@ static int mb_poll(cp_mbox_server *s, bool full)
 	 * makes the next poll scan again */
 	memcpy(s->last_bell, s->bell, CP_MBOX_AREA_SIZE);
 	s->bell_seen = true;
+	if (changed)
+		s->last_change_us = now;
 	if (safety)
 		s->next_safety_us = now + (uint64_t)s->o.scan_ms * 1000u;
 	return mb_scan(s, safety && !changed && !full);
@@ -364,15 +369,26 @@ static void *mb_thread(void *arg)
 	while (!s->stop) {
 		struct timespec ts;
 
+		unsigned nap;
+		int served;
+
 		pthread_mutex_unlock(&s->lock);
-		mb_poll(s, false);
+		served = mb_poll(s, false);
 		pthread_mutex_lock(&s->lock);
 		if (s->stop)
 			break;
+		/* after a batch, look again at once: under load the next
+		 * requests came in while this one was served */
+		if (served > 0)
+			continue;
+		/* idle for a while: poll slower (the first request after a
+		 * quiet spell waits up to idle_poll_us more) */
+		nap = mb_now_us() - s->last_change_us >
+			      (uint64_t)s->o.idle_after_ms * 1000u ?
+			      s->o.idle_poll_us : s->o.poll_us;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)(s->o.poll_us % 1000000u) * 1000;
-		ts.tv_sec += (time_t)(s->o.poll_us / 1000000u) +
-			     ts.tv_nsec / 1000000000;
+		ts.tv_nsec += (long)(nap % 1000000u) * 1000;
+		ts.tv_sec += (time_t)(nap / 1000000u) + ts.tv_nsec / 1000000000;
 		ts.tv_nsec %= 1000000000;
 		pthread_cond_timedwait(&s->cond, &s->lock, &ts);
 	}
@@ -409,6 +425,9 @@ CP_EXPORT int cp_mbox_server_start(cp_bdev *inbox, cp_bdev *outbox,
 	s->o = *o;
 	if (!s->o.poll_us)
 		s->o.poll_us = 2000;
+	if (!s->o.idle_poll_us)
+		s->o.idle_poll_us = 10000;
+	s->o.idle_poll_us = CP_MAX(s->o.idle_poll_us, s->o.poll_us);
 	if (!s->o.scan_ms)
 		s->o.scan_ms = 30000;
 	s->nhosts = o->max_hosts;
