@@ -8,9 +8,11 @@
  * not match is never looked into (a torn write of a slot leaves part of
  * the old and part of the new message, and the CRC catches it).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/random.h>
 
 #include "mailbox_int.h"
@@ -28,17 +30,6 @@ uint64_t mb_areas(cp_bdev *dev)
 
 /* ---- UUIDs: 36 characters of text <-> 16 bytes ----------------------------- */
 
-static int mb_hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static int mb_uuid_pack(const char *s, uint8_t *out)
 {
 	size_t i, o = 0;
@@ -46,7 +37,7 @@ static int mb_uuid_pack(const char *s, uint8_t *out)
 	if (!s || strnlen(s, CP_MBOX_UUID_LEN + 1) != CP_MBOX_UUID_LEN)
 		return -EINVAL;
 	for (i = 0; i < CP_MBOX_UUID_LEN;) {
-		int hi, lo;
+		char byte[3] = { 0 };
 
 		if (i == 8 || i == 13 || i == 18 || i == 23) {
 			if (s[i] != '-')
@@ -54,11 +45,12 @@ static int mb_uuid_pack(const char *s, uint8_t *out)
 			i++;
 			continue;
 		}
-		hi = mb_hex(s[i]);
-		lo = mb_hex(s[i + 1]);
-		if (hi < 0 || lo < 0)
+		if (!isxdigit((unsigned char)s[i]) ||
+		    !isxdigit((unsigned char)s[i + 1]))
 			return -EINVAL;
-		out[o++] = (uint8_t)(hi << 4 | lo);
+		byte[0] = s[i];
+		byte[1] = s[i + 1];
+		out[o++] = (uint8_t)strtoul(byte, NULL, 16);
 		i += 2;
 	}
 	return 0;
