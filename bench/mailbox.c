@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,6 +156,10 @@ int main(int argc, char **argv)
 				"[-i idle_s] [-o results.json]\n");
 			return 2;
 		}
+	}
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		perror(dir);
+		return 1;
 	}
 	snprintf(in_path, sizeof(in_path), "%s/mbox-inbox", dir);
 	snprintf(out_path, sizeof(out_path), "%s/mbox-outbox", dir);

@@ -5,7 +5,7 @@
  *   START:  read every outbox area 1..max_hosts -> answered[h][s]
  *   POLL:   read the doorbell area; unchanged and no timer due -> POLL
  *   SCAN:   read inbox areas 1..max_hosts in one request; classify every
- *           slot (server.h comment in mailbox.h); pending ones -> batch
+ *           slot (the SPM section of mailbox.h); pending ones -> batch
  *   SERVE:  the serve callback answers the batch
  *   REPLY:  replies into the outbox copy; one write per run of touched
  *           areas; answered[h][s] = seq only once the write succeeded
