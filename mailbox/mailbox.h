@@ -206,10 +206,18 @@ typedef struct cp_mbox_server cp_mbox_server;
 /* One request of a batch.  The server fills req and the reply's header
  * (version, opcode, host, slot, seq, UUIDs, map_from = req.mapped,
  * status = -EIO, size 0, no segments); the serve callback sets
- * reply.status, reply.size and the segments (cp_mbox_reply_set_map()). */
+ * reply.status, reply.size and the segments (cp_mbox_reply_set_map()).
+ *
+ * defer (false on entry): the callback cannot serve the request now (the
+ * VG is full) and wants to serve it later without the host asking again.
+ * No reply is written; the request is left out of every batch until
+ * cp_mbox_server_kick() (the domain grew), then served again.  The host
+ * meanwhile waits, bounded by its own timeout.  A new SPM serves deferred
+ * requests at once (they are pending on disk). */
 struct cp_mbox_item {
 	struct cp_mbox_request req;
 	struct cp_mbox_reply reply;
+	bool defer;
 };
 
 /* Serve n requests (n >= 1; several may name the same volume).  Runs on
@@ -271,14 +279,20 @@ int cp_mbox_server_start(cp_bdev *inbox, cp_bdev *outbox,
 void cp_mbox_server_stop(cp_mbox_server *s);
 
 /* One poll step: read the doorbell; scan if it changed, if the safety
- * timer is due or if full.  Returns the number of requests served, or
+ * timer is due or if full.  Returns the number of requests answered
+ * (replies written; deferred ones and lost writes do not count), or
  * -errno when a read failed.  For manual servers (any thread, not
  * concurrently with itself); -EINVAL on a threaded server. */
 int cp_mbox_server_poll(cp_mbox_server *s, bool full);
 
+/* Serve the deferred requests again at the next poll (after the domain
+ * grew), with a full scan.  Any thread. */
+void cp_mbox_server_kick(cp_mbox_server *s);
+
 /* Serve a request of the SPM host itself without disk I/O: item->req is
  * filled by the caller (host id and slot are ignored), the callback runs
- * as for a batch of one, serialised with the batches. */
+ * as for a batch of one, serialised with the batches.  A deferral comes
+ * back to the caller in item->defer (it asks again after the kick). */
 int cp_mbox_server_serve_local(cp_mbox_server *s, struct cp_mbox_item *item);
 
 struct cp_mbox_server_stats {
@@ -287,6 +301,7 @@ struct cp_mbox_server_stats {
 	uint64_t safety_scans;       /* of which by the timer */
 	uint64_t bytes_read, bytes_written;
 	uint64_t batches, served;    /* serve calls, requests answered */
+	uint64_t deferred;           /* requests deferred by the callback */
 	uint64_t corrupt, misplaced, stale, bad_version, bad_opcode;
 	uint64_t io_errors;
 };

@@ -41,6 +41,8 @@ struct cp_mbox_server {
 	uint8_t *in;                    /* inbox areas 1..nhosts */
 	uint8_t *out;                   /* outbox areas 1..nhosts as written */
 	uint64_t *answered;             /* [h-1][s]: seq answered there */
+	uint64_t *deferred;             /* [h-1][s]: seq deferred by serve */
+	bool kicked;                    /* cp_mbox_server_kick(): under lock */
 	uint32_t *reported;             /* [h-1][s]: CRC of the bad slot last
 					 * reported, so each is reported once */
 	bool *dirty;                    /* [h-1]: reply area to write */
@@ -130,6 +132,7 @@ static void mb_server_free(cp_mbox_server *s)
 	cp_bdev_free_buf(s->in);
 	cp_bdev_free_buf(s->out);
 	free(s->answered);
+	free(s->deferred);
 	free(s->reported);
 	free(s->dirty);
 	free(s->items);
@@ -224,7 +227,7 @@ static size_t mb_collect(cp_mbox_server *s, size_t *nserve)
 				       idx, rq.seq);
 			continue;
 		}
-		if (rq.seq == s->answered[i])
+		if (rq.seq == s->answered[i] || rq.seq == s->deferred[i])
 			continue;
 		if (rq.seq < s->answered[i]) {
 			mb_report_once(s, i, slot, CP_MBOX_EV_STALE, host, idx,
@@ -238,6 +241,7 @@ static size_t mb_collect(cp_mbox_server *s, size_t *nserve)
 				       CP_MBOX_EV_OPCODE, host, idx, rq.seq);
 			it = &s->items[total - 1 - nerr++];
 			it->req = rq;
+			it->defer = false;
 			mb_reply_init(&rq, &it->reply);
 			if (ver) {
 				/* only the frozen header is known */
@@ -254,6 +258,7 @@ static size_t mb_collect(cp_mbox_server *s, size_t *nserve)
 		s->reported[i] = 0;
 		it = &s->items[n++];
 		it->req = rq;
+		it->defer = false;
 		mb_reply_init(&rq, &it->reply);
 	}
 	/* move the error replies next to the served ones */
@@ -268,6 +273,14 @@ static void mb_encode_reply(cp_mbox_server *s, struct cp_mbox_item *it)
 	const struct cp_mbox_request *rq = &it->req;
 	size_t i = (size_t)(rq->host_id - 1) * CP_MBOX_SLOTS + rq->slot;
 	uint8_t *slot = s->out + i * CP_MBOX_SLOT_SIZE;
+
+	if (it->defer) {
+		/* no reply; left out of the batches until a kick */
+		s->deferred[i] = rq->seq;
+		it->req.seq = 0;
+		mb_stat_add(s, &s->st.deferred, 1);
+		return;
+	}
 
 	/* the callback may only change the answer, never the header */
 	it->reply.version = CP_MBOX_VERSION;
@@ -291,7 +304,7 @@ static void mb_encode_reply(cp_mbox_server *s, struct cp_mbox_item *it)
 
 static int mb_scan(cp_mbox_server *s, bool safety)
 {
-	size_t n, nserve;
+	size_t n, nserve, answered = 0;
 	int r;
 
 	r = cp_bdev_pread(s->inbox, s->in,
@@ -322,22 +335,32 @@ static int mb_scan(cp_mbox_server *s, bool safety)
 	for (size_t i = 0; i < n; i++)
 		mb_encode_reply(s, &s->items[i]);
 	mb_write_replies(s, s->items, n);
+	for (size_t i = 0; i < nserve; i++)
+		answered += s->items[i].req.seq != 0;
 	pthread_mutex_lock(&s->lock);
 	if (nserve)
 		s->st.batches++;
-	for (size_t i = 0; i < nserve; i++)
-		if (s->items[i].req.seq)
-			s->st.served++;
+	s->st.served += answered;
 	pthread_mutex_unlock(&s->lock);
-	return (int)nserve;
+	return (int)answered;
 }
 
 static int mb_poll(cp_mbox_server *s, bool full)
 {
 	uint64_t now = mb_now_us();
 	bool safety = now >= s->next_safety_us, changed;
+	bool kicked;
 	int r;
 
+	pthread_mutex_lock(&s->lock);
+	kicked = s->kicked;
+	s->kicked = false;
+	pthread_mutex_unlock(&s->lock);
+	if (kicked) {
+		memset(s->deferred, 0, (size_t)s->nhosts * CP_MBOX_SLOTS *
+		       sizeof(*s->deferred));
+		full = true;
+	}
 	r = cp_bdev_pread(s->inbox, s->bell, CP_MBOX_AREA_SIZE, 0);
 	mb_stat_add(s, &s->st.doorbell_reads, 1);
 	if (r < 0) {
@@ -379,7 +402,7 @@ static void *mb_thread(void *arg)
 			break;
 		/* after a batch, look again at once: under load the next
 		 * requests came in while this one was served */
-		if (served > 0)
+		if (served > 0 || s->kicked)
 			continue;
 		/* idle for a while: poll slower (the first request after a
 		 * quiet spell waits up to idle_poll_us more) */
@@ -443,11 +466,12 @@ CP_EXPORT int cp_mbox_server_start(cp_bdev *inbox, cp_bdev *outbox,
 	s->in = cp_bdev_alloc_buf((size_t)s->nhosts * CP_MBOX_AREA_SIZE);
 	s->out = cp_bdev_alloc_buf((size_t)s->nhosts * CP_MBOX_AREA_SIZE);
 	s->answered = calloc(total, sizeof(*s->answered));
+	s->deferred = calloc(total, sizeof(*s->deferred));
 	s->reported = calloc(total, sizeof(*s->reported));
 	s->dirty = calloc(s->nhosts, sizeof(*s->dirty));
 	s->items = calloc(total, sizeof(*s->items));
 	if (!s->bell || !s->last_bell || !s->in || !s->out || !s->answered ||
-	    !s->reported || !s->dirty || !s->items) {
+	    !s->deferred || !s->reported || !s->dirty || !s->items) {
 		mb_server_free(s);
 		return cp_error(-ENOMEM, "mailbox: out of memory for %u hosts",
 				s->nhosts);
@@ -509,6 +533,14 @@ CP_EXPORT int cp_mbox_server_poll(cp_mbox_server *s, bool full)
 	return mb_poll(s, full);
 }
 
+CP_EXPORT void cp_mbox_server_kick(cp_mbox_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->kicked = true;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
 CP_EXPORT int cp_mbox_server_serve_local(cp_mbox_server *s,
 					 struct cp_mbox_item *item)
 {
@@ -518,6 +550,7 @@ CP_EXPORT int cp_mbox_server_serve_local(cp_mbox_server *s,
 		return cp_error(-EOPNOTSUPP, "mailbox: opcode %u unknown",
 				item->req.opcode);
 	mb_reply_init(&item->req, &item->reply);
+	item->defer = false;
 	pthread_mutex_lock(&s->serve_lock);
 	s->o.serve(s->o.serve_opaque, item, 1);
 	pthread_mutex_unlock(&s->serve_lock);

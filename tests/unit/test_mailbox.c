@@ -220,6 +220,7 @@ struct fake_spm {
 	uint64_t lv[256][NVOL];         /* fake LV sizes */
 	unsigned batches, calls;
 	int force_status;                    /* 0 or -errno for every reply */
+	bool defer;                          /* defer every request */
 };
 
 static int vol_index(const char *vol)
@@ -240,6 +241,10 @@ static void fake_serve(void *opaque, struct cp_mbox_item *items, size_t n)
 		struct cp_mbox_seg seg = { 0 };
 
 		f->calls++;
+		if (f->defer) {
+			items[i].defer = true;
+			continue;
+		}
 		if (h < 256 && rq->seq < MAXSEQ)
 			f->served[h][rq->seq]++;
 		if (f->force_status) {
@@ -660,7 +665,8 @@ static void test_server_restart(void **state)
 	bo.readonly = true;
 	assert_int_equal(cp_bdev_open(m.out_path, &bo, &ro.out), 0);
 	s = server(&ro, f, &l, true, 8);
-	assert_int_equal(cp_mbox_server_poll(s, false), 3);
+	assert_int_equal(cp_mbox_server_poll(s, false), 0); /* none answered */
+	assert_int_equal(f->calls, 3);                      /* all served */
 	cp_mbox_server_stats(s, &st);
 	assert_int_equal(st.served, 0);
 	assert_true(st.io_errors >= 1);
@@ -778,6 +784,55 @@ static void test_host_slots(void **state)
 	fake_free(f);
 }
 
+/* ---- VG full: deferred until the domain grows ------------------------------ */
+
+static void test_server_defer(void **state)
+{
+	struct fake_spm *f = fake_new();
+	struct ev_log l = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct cp_mbox_server_stats st;
+	struct cp_mbox_ticket t;
+	struct cp_mbox_reply rp;
+	char v[CP_MBOX_UUID_LEN + 1];
+	uint8_t *area = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
+	struct mbox m;
+	cp_mbox_server *s;
+	cp_mbox_host *h;
+
+	mbox_open(&m, false, 4);
+	s = server(&m, f, &l, true, 4);
+	h = host(&m, 2);
+	f->defer = true;
+	assert_int_equal(cp_mbox_post_extend(h, DOM, IMG, vol_uuid(2, 0, v),
+					     2 * EXTENT, 0, &t), 0);
+	assert_int_equal(cp_mbox_server_poll(s, false), 0);
+	assert_int_equal(f->calls, 1);
+	cp_mbox_server_stats(s, &st);
+	assert_int_equal(st.deferred, 1);
+	assert_int_equal(st.served, 0);
+	/* no reply on disk, and later scans leave it alone */
+	assert_int_equal(cp_bdev_pread(m.out, area, CP_MBOX_AREA_SIZE,
+				       2 * CP_MBOX_AREA_SIZE), 0);
+	assert_true(cp_is_zero(area, CP_MBOX_AREA_SIZE));
+	assert_int_equal(cp_mbox_server_poll(s, true), 0);
+	assert_int_equal(f->calls, 1);
+	/* the domain grew: the kick serves it without the host asking */
+	f->defer = false;
+	cp_mbox_server_kick(s);
+	assert_int_equal(cp_mbox_server_poll(s, false), 1);
+	assert_int_equal(cp_mbox_wait_reply(h, &t, 60000, &rp), 0);
+	assert_int_equal(rp.status, 0);
+	assert_int_equal(rp.size, 2 * EXTENT);
+	assert_int_equal(f->served[2][t.seq], 1);
+	assert_int_equal(cp_mbox_server_poll(s, true), 0);
+	assert_int_equal(f->calls, 2);
+	cp_mbox_host_close(h);
+	cp_mbox_server_stop(s);
+	cp_bdev_free_buf(area);
+	mbox_close(&m);
+	fake_free(f);
+}
+
 /* ---- on a file domain ------------------------------------------------------ */
 
 /* The mailbox of a real file domain (dom_md/inbox, dom_md/outbox opened by
@@ -845,6 +900,7 @@ int main(void)
 		cmocka_unit_test(test_codec_bad),
 		cmocka_unit_test(test_server_bad_messages),
 		cmocka_unit_test(test_server_restart),
+		cmocka_unit_test(test_server_defer),
 		cmocka_unit_test(test_host_slots),
 		cmocka_unit_test(test_file_domain),
 		cmocka_unit_test(test_250_hosts_file),
