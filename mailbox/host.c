@@ -12,7 +12,10 @@
  * slot in it and writes all 4 KiB (a torn write can only break slots
  * whose bytes changed, and the CRC catches each).  The mutex covers the
  * slot table, the area and the two writes, so posts of one host reach the
- * disk in order and the doorbell always follows its request.
+ * disk in order and the doorbell always follows its request.  Waiters
+ * take turns reading the outbox area: one reads (h->reading), at most once
+ * per poll_us (h->next_read_us), and broadcasts h->cond; the others sleep
+ * on it, so N waiters cost one 4 KiB read per poll, not N.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,6 +45,10 @@ struct cp_mbox_host {
 	uint64_t seq;                   /* last used */
 	uint8_t *area;                  /* inbox area as written (aligned) */
 	uint8_t *bell;                  /* doorbell area buffer (aligned) */
+	uint8_t *rbuf;                  /* outbox area read (by `reading`) */
+	pthread_cond_t cond;            /* a read finished */
+	bool reading;                   /* a waiter is reading the outbox */
+	uint64_t next_read_us;          /* no read before (poll_us apart) */
 	struct mb_host_slot slots[CP_MBOX_SLOTS];
 	struct cp_mbox_host_stats st;
 };
@@ -69,6 +76,7 @@ CP_EXPORT int cp_mbox_host_open(cp_bdev *inbox, cp_bdev *outbox,
 				cp_mbox_host **out)
 {
 	struct cp_mbox_host *h;
+	pthread_condattr_t ca;
 	uint8_t *obuf;
 	int r;
 	CP_API_ENTER();
@@ -94,10 +102,15 @@ CP_EXPORT int cp_mbox_host_open(cp_bdev *inbox, cp_bdev *outbox,
 	h->poll_us = o->poll_us ? o->poll_us : 1000;
 	h->off = o->host_id * CP_MBOX_AREA_SIZE;
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	h->area = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
 	h->bell = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
+	h->rbuf = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
 	obuf = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
-	if (!h->area || !h->bell || !obuf) {
+	if (!h->area || !h->bell || !h->rbuf || !obuf) {
 		r = cp_error(-ENOMEM, "mailbox: out of memory");
 		goto fail;
 	}
@@ -138,8 +151,10 @@ CP_EXPORT void cp_mbox_host_close(cp_mbox_host *h)
 	if (!h)
 		return;
 	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
 	cp_bdev_free_buf(h->area);
 	cp_bdev_free_buf(h->bell);
+	cp_bdev_free_buf(h->rbuf);
 	free(h);
 }
 
@@ -267,65 +282,67 @@ static void mb_absorb_locked(cp_mbox_host *h, const uint8_t *buf)
 	}
 }
 
+/* Wait on h->cond until wake_us (monotonic microseconds).  Locked. */
+static void mb_wait_until_locked(cp_mbox_host *h, uint64_t wake_us)
+{
+	struct timespec ts = { .tv_sec = (time_t)(wake_us / 1000000u),
+			       .tv_nsec = (long)(wake_us % 1000000u) * 1000 };
+
+	pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+}
+
 CP_EXPORT int cp_mbox_wait_reply(cp_mbox_host *h,
 				 const struct cp_mbox_ticket *t,
 				 unsigned timeout_ms, struct cp_mbox_reply *out)
 {
 	uint64_t deadline = mb_now_us() + (uint64_t)timeout_ms * 1000u;
-	uint8_t *buf;
-	int r = -ETIMEDOUT;
+	int r;
 	CP_API_ENTER();
 
 	if (t->slot >= CP_MBOX_SLOTS || t->seq == 0)
 		return cp_error(-EINVAL, "mailbox: host %" PRIu32 ": bad ticket",
 				h->host_id);
-	buf = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
-	if (!buf)
-		return cp_error(-ENOMEM, "mailbox: out of memory");
+	/* One thread reads the area at a time, at most once per poll_us;
+	 * the other waiters of this host wait for its result, so a host
+	 * with many volumes waiting still reads 4 KiB per poll. */
+	pthread_mutex_lock(&h->lock);
 	for (;;) {
+		uint64_t now;
 		int rr;
 
-		pthread_mutex_lock(&h->lock);
 		if (mb_match_locked(h, t, out)) {
-			pthread_mutex_unlock(&h->lock);
 			r = 0;
 			break;
 		}
-		pthread_mutex_unlock(&h->lock);
-		if (mb_now_us() >= deadline) {
+		now = mb_now_us();
+		if (now >= deadline) {
 			r = cp_error(-ETIMEDOUT, "mailbox: host %" PRIu32
 				     ": no reply to request %" PRIu64
 				     " (slot %" PRIu32 ") after %u ms",
 				     h->host_id, t->seq, t->slot, timeout_ms);
 			break;
 		}
-		rr = cp_bdev_pread(h->outbox, buf, CP_MBOX_AREA_SIZE, h->off);
+		if (h->reading || now < h->next_read_us) {
+			mb_wait_until_locked(h, h->reading ? deadline :
+					     CP_MIN(deadline, h->next_read_us));
+			continue;
+		}
+		h->reading = true;
+		pthread_mutex_unlock(&h->lock);
+		rr = cp_bdev_pread(h->outbox, h->rbuf, CP_MBOX_AREA_SIZE, h->off);
+		pthread_mutex_lock(&h->lock);
+		h->reading = false;
+		h->next_read_us = mb_now_us() + h->poll_us;
+		pthread_cond_broadcast(&h->cond);
 		if (rr < 0) {
 			r = cp_error_prefix(rr, "mailbox: host %" PRIu32
 					    ": read outbox area", h->host_id);
 			break;
 		}
-		pthread_mutex_lock(&h->lock);
 		h->st.outbox_reads++;
-		mb_absorb_locked(h, buf);
-		if (mb_match_locked(h, t, out)) {
-			pthread_mutex_unlock(&h->lock);
-			r = 0;
-			break;
-		}
-		pthread_mutex_unlock(&h->lock);
-		{
-			uint64_t now = mb_now_us(), nap = h->poll_us;
-			struct timespec ts;
-
-			if (now < deadline && deadline - now < nap)
-				nap = deadline - now;
-			ts.tv_sec = (time_t)(nap / 1000000u);
-			ts.tv_nsec = (long)(nap % 1000000u) * 1000;
-			nanosleep(&ts, NULL);
-		}
+		mb_absorb_locked(h, h->rbuf);
 	}
-	cp_bdev_free_buf(buf);
+	pthread_mutex_unlock(&h->lock);
 	return r;
 }
 

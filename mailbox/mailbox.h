@@ -134,7 +134,9 @@ int cp_mbox_reply_set_map(struct cp_mbox_reply *r,
  * slot is free again once its reply has been read by cp_mbox_wait_reply().
  *
  * Threads: any thread; posts of one host are serialised by its mutex (each
- * writes the area, then the doorbell); waits run concurrently. */
+ * writes the area, then the doorbell); concurrent waits share the reads:
+ * one waiter reads the area (at most once per poll_us), the others wait
+ * for its result. */
 typedef struct cp_mbox_host cp_mbox_host;
 
 struct cp_mbox_host_opts {

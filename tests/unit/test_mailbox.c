@@ -784,6 +784,66 @@ static void test_host_slots(void **state)
 	fake_free(f);
 }
 
+/* ---- one host, eight volumes waiting at once -------------------------------- */
+
+struct waiter {
+	cp_mbox_host *h;
+	struct cp_mbox_ticket t;
+	struct cp_mbox_reply rp;
+	int r;
+};
+
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+
+	w->r = cp_mbox_wait_reply(w->h, &w->t, 120000, &w->rp);
+	return NULL;
+}
+
+static void test_host_waiters(void **state)
+{
+	struct fake_spm *f = fake_new();
+	struct ev_log l = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct waiter w[CP_MBOX_SLOTS];
+	pthread_t th[CP_MBOX_SLOTS];
+	struct cp_mbox_host_stats hs;
+	char v[CP_MBOX_UUID_LEN + 1];
+	struct mbox m;
+	cp_mbox_server *s;
+	cp_mbox_host *h;
+
+	mbox_open(&m, true, 4);
+	h = host(&m, 1);
+	for (unsigned i = 0; i < CP_MBOX_SLOTS; i++) {
+		w[i].h = h;
+		assert_int_equal(cp_mbox_post_extend(h, DOM, IMG,
+						     vol_uuid(1, i % NVOL, v),
+						     (i + 1) * EXTENT, 0,
+						     &w[i].t), 0);
+	}
+	/* four volumes, two posts each: the second reuses the slot */
+	for (unsigned i = 0; i < CP_MBOX_SLOTS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, waiter_main,
+						&w[i]), 0);
+	s = server(&m, f, &l, false, 4);
+	for (unsigned i = 0; i < CP_MBOX_SLOTS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].r, 0);
+		assert_int_equal(w[i].rp.status, 0);
+		/* both tickets of a volume get the reply to the larger ask */
+		assert_int_equal(w[i].rp.size, (i % NVOL + 1 + NVOL) * EXTENT);
+		assert_int_equal(w[i].rp.seq, w[i % NVOL + NVOL].t.seq);
+	}
+	cp_mbox_host_stats(h, &hs);
+	assert_int_equal(hs.posts, CP_MBOX_SLOTS);
+	assert_int_equal(hs.replies, NVOL);
+	cp_mbox_server_stop(s);
+	cp_mbox_host_close(h);
+	mbox_close(&m);
+	fake_free(f);
+}
+
 /* ---- VG full: deferred until the domain grows ------------------------------ */
 
 static void test_server_defer(void **state)
@@ -902,6 +962,7 @@ int main(void)
 		cmocka_unit_test(test_server_restart),
 		cmocka_unit_test(test_server_defer),
 		cmocka_unit_test(test_host_slots),
+		cmocka_unit_test(test_host_waiters),
 		cmocka_unit_test(test_file_domain),
 		cmocka_unit_test(test_250_hosts_file),
 		cmocka_unit_test(test_250_hosts_ram),
