@@ -1,6 +1,6 @@
 /* mailbox/codec.c - mailbox messages <-> 512-byte slots
- * (docs/formats/mailbox.md), the doorbell record and the reply's segment
- * list.
+ * (docs/formats/mailbox.md), the doorbell record, the reply's segment
+ * list, and the small helpers host.c and server.c share.
  *
  * One rule for every field: encode refuses what decode would refuse, so a
  * slot this code writes always reads back as the same message.  Reserved
@@ -21,6 +21,16 @@
 uint32_t mb_slot_crc(const uint8_t *slot)
 {
 	return cp_crc32c(slot, MB_OFF_CRC);
+}
+
+void mb_cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &ca);
+	pthread_condattr_destroy(&ca);
 }
 
 uint64_t mb_areas(cp_bdev *dev)

@@ -76,7 +76,6 @@ CP_EXPORT int cp_mbox_host_open(cp_bdev *inbox, cp_bdev *outbox,
 				cp_mbox_host **out)
 {
 	struct cp_mbox_host *h;
-	pthread_condattr_t ca;
 	uint8_t *obuf;
 	int r;
 	CP_API_ENTER();
@@ -102,10 +101,7 @@ CP_EXPORT int cp_mbox_host_open(cp_bdev *inbox, cp_bdev *outbox,
 	h->poll_us = o->poll_us ? o->poll_us : 1000;
 	h->off = o->host_id * CP_MBOX_AREA_SIZE;
 	pthread_mutex_init(&h->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	mb_cond_init(&h->cond);
 	h->area = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
 	h->bell = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
 	h->rbuf = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);

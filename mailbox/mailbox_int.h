@@ -8,6 +8,7 @@
 #ifndef CP_MAILBOX_INT_H
 #define CP_MAILBOX_INT_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -109,6 +110,9 @@ static inline uint64_t mb_now_us(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
+
+/* pthread_cond_init on CLOCK_MONOTONIC (waits take mb_now_us() times). */
+void mb_cond_init(pthread_cond_t *c);
 
 /* Areas a device holds (its size / 4096). */
 uint64_t mb_areas(cp_bdev *dev);

@@ -424,7 +424,6 @@ CP_EXPORT int cp_mbox_server_start(cp_bdev *inbox, cp_bdev *outbox,
 				   cp_mbox_server **out)
 {
 	struct cp_mbox_server *s;
-	pthread_condattr_t ca;
 	uint64_t areas;
 	size_t total;
 	int r;
@@ -457,10 +456,7 @@ CP_EXPORT int cp_mbox_server_start(cp_bdev *inbox, cp_bdev *outbox,
 	total = (size_t)s->nhosts * CP_MBOX_SLOTS;
 	pthread_mutex_init(&s->serve_lock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	mb_cond_init(&s->cond);
 	s->bell = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
 	s->last_bell = cp_bdev_alloc_buf(CP_MBOX_AREA_SIZE);
 	s->in = cp_bdev_alloc_buf((size_t)s->nhosts * CP_MBOX_AREA_SIZE);

@@ -23,27 +23,17 @@ H=$CP_MBOX_LVM_HELPER
 VG=cpmbox$$
 LOOPS=()
 TMP=$(mktemp -d /var/tmp/cowpool-mbox.XXXXXXXX) || exit 1
-export LVM_SYSTEM_DIR=$TMP/lvm
-export LVM_SUPPRESS_FD_WARNINGS=1
-
-cleanup()
-{
-	lvm_cleanup "$VG"
-	rm -rf -- "$TMP"
-}
-trap cleanup EXIT
+export LVM_SYSTEM_DIR=$TMP/lvm LVM_SUPPRESS_FD_WARNINGS=1
+trap 'lvm_cleanup "$VG"; rm -rf -- "$TMP"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-cd "$TMP" || exit 1
+cd "$TMP" && lvm_two_pvs "$TMP" || exit 1
 
-lvm_two_pvs "$TMP"
-h()
-{
-	"$H" "$@" >h.out 2>h.err
-	RC=$?
-}
-
-h_must "$VG" "$A" "$B"
+if "$H" "$VG" "$A" "$B" >h.out 2>h.err; then
+	ok
+else
+	fail "${H##*/}: $(cat h.err)"
+fi
 read -r _ segs _ rounds _ size <h.out
 VOL=0badc0de-0000-4000-8000-000000000001
 # 1 extent + 8 scattered ones: 9 segments, the reply carries 6 at a time
