@@ -94,6 +94,7 @@ static int fsd_bdev_open_fd(int fd, const char *what, bool rw, cp_bdev **out)
 	cp_bdev_opts_init(&bo);
 	bo.cache = CP_CACHE_NONE;
 	bo.readonly = !rw;
+	bo.name = what; /* errors name the volume, not /proc/self/fd/N */
 	r = cp_bdev_open(proc, &bo, out);
 	if (r < 0)
 		return cp_error_prefix(r, "%s", what);
