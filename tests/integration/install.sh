@@ -6,11 +6,11 @@
 # command's options), and the sample cowpoold.conf, which cowpoold accepts
 # with every key uncommented.
 . "$(dirname "$0")/../lib.sh"
-. "$(dirname "$0")/daemon-lib.sh"
 requires man meson
 SRC_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${CP_BUILD_ROOT:?CP_BUILD_ROOT must point to the build directory}"
 cp_init
+. "$SRC_ROOT/tests/integration/daemon-lib.sh"
 
 DEST=$TMP/dest
 meson install -C "$CP_BUILD_ROOT" --destdir "$DEST" --no-rebuild \
@@ -76,6 +76,11 @@ sed -e 's/^#\([a-z_]* = \)/\1/' \
 	-e "s|^sanlock = .*|sanlock = no|" \
 	-e "s|^log_file = .*|log_file = $TMP/cowpoold.log|" \
 	"$SAMPLE" >sample.conf
+# the sample, the page's key table and cowpoold agree on the keys
+sed -n 's/^#\{0,1\}\([a-z_]*\) = .*/\1/p' "$SAMPLE" | sort -u >keys.sample
+sed -n 's/^| `\([a-z_]*\)` |.*/\1/p' "$SRC_ROOT/docs/cowpoold.md" | sort -u >keys.doc
+diff keys.doc keys.sample >keys.diff && ok ||
+	fail "docs/cowpoold.md and the sample list other keys: $(cat keys.diff)"
 grep -c '^[a-z_]* = ' sample.conf >nkeys
 [ "$(cat nkeys)" -ge 20 ] && ok || fail "only $(cat nkeys) keys in the sample"
 if dl_start daemon.err -c "$TMP/sample.conf"; then
