@@ -868,6 +868,66 @@ int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
 	return submit_async(img, true, iov, iovcnt, offset, cb, opaque, NULL);
 }
 
+/* --- high-water mark ---------------------------------------------------------------- */
+
+/* Compute the mark once (a scan of the last refcount blocks); allocations
+ * keep it from then on.  Caller holds q->lock. */
+static int high_water_locked(struct qcow *q)
+{
+	uint64_t end;
+	int r;
+
+	if (q->hw_known)
+		return 0;
+	if ((r = qc_highest_used_locked(q, &end)) < 0)
+		return r;
+	q->hw = end;
+	q->hw_known = true;
+	return 0;
+}
+
+int cp_image_high_water(cp_image *img, uint64_t *end)
+{
+	CP_API_ENTER();
+	struct qcow *q = img->q;
+	int r;
+
+	if (!q)
+		return cp_error(-ENOTSUP, "%s: a raw image has no high-water "
+				"mark", img->filename);
+	pthread_mutex_lock(&q->lock);
+	r = high_water_locked(q);
+	*end = q->hw;
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+int cp_image_set_write_threshold(cp_image *img, uint64_t threshold,
+				 cp_image_threshold_cb cb, void *opaque)
+{
+	CP_API_ENTER();
+	struct qcow *q = img->q;
+	uint64_t hw;
+	int r;
+
+	if (!q)
+		return cp_error(-ENOTSUP, "%s: a raw image has no high-water "
+				"mark", img->filename);
+	pthread_mutex_lock(&q->lock);
+	r = high_water_locked(q);
+	hw = q->hw;
+	q->hw_cb = NULL;
+	if (r == 0 && cb && hw <= threshold) {
+		q->hw_threshold = threshold;
+		q->hw_opaque = opaque;
+		q->hw_cb = cb;
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (r == 0 && cb && hw > threshold)
+		cb(opaque, hw); /* already above: at once */
+	return r;
+}
+
 /* --- allocation map ---------------------------------------------------------------- */
 
 int cp_image_is_allocated(cp_image *img, uint64_t offset, uint64_t len,

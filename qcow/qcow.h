@@ -149,6 +149,21 @@ int cp_image_flush(cp_image *img);
 int cp_image_resize(cp_image *img, uint64_t new_size, bool allow_shrink,
 		    enum cp_prealloc prealloc);
 
+/* --- high-water mark (thin volumes) -----------------------------------------
+ * What a thin LV under a qcow2 layer must hold: the end of the highest host
+ * cluster in use (refcount > 0) in the top layer's file.  Freed clusters do
+ * not lower it.  A raw layer has none (-ENOTSUP). */
+int cp_image_high_water(cp_image *img, uint64_t *end);
+typedef void (*cp_image_threshold_cb)(void *opaque, uint64_t high_water);
+/* Arm a one-shot event, as QEMU's block-set-write-threshold: cb(opaque, hw)
+ * runs once, when an allocation first takes the high-water mark above
+ * threshold, on the allocating thread, with the image's metadata lock
+ * held: it must only record or signal (an eventfd, a condition), never
+ * call into the image.  If the mark is already above threshold, cb runs at
+ * once, on the caller's thread.  cb NULL disarms.  Raw: -ENOTSUP. */
+int cp_image_set_write_threshold(cp_image *img, uint64_t threshold,
+				 cp_image_threshold_cb cb, void *opaque);
+
 /* --- allocation map (qemu-img map semantics) ------------------------------
  * Describes the longest run starting at offset (at most len bytes) whose
  * status is uniform.  depth: index of the layer that provides the data (0 =

@@ -224,6 +224,13 @@ struct qcow {
 	 * highest cluster allocated; the excess is trimmed at close. */
 	bool grow_ahead;
 	uint64_t file_end, alloc_end;
+	/* High-water mark (cp_image_high_water): known once computed from
+	 * the refcounts, then raised by every allocation; the one-shot
+	 * threshold event fires from qc_note_alloc_locked(). */
+	bool hw_known;
+	uint64_t hw, hw_threshold;
+	void (*hw_cb)(void *opaque, uint64_t hw);
+	void *hw_opaque;
 	uint64_t open_end; /* file length at open: metadata found on disk
 			    * lies below it */
 	qc_free_vec pending_free;
@@ -272,6 +279,12 @@ int qc_refcount_update_locked(struct qcow *q, uint64_t off, uint64_t len,
 			      int64_t delta);
 /* Allocate n contiguous clusters (refcount 1 each), sets *off. */
 int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off);
+/* Host clusters up to end are in use now: raise alloc_end (and, for
+ * clusters past the old end of the file, host_end and known_zero_from) and
+ * the high-water mark, firing its threshold event once crossed. */
+void qc_note_alloc_locked(struct qcow *q, uint64_t end, bool fresh);
+/* The end of the highest cluster with a non-zero refcount (0: none). */
+int qc_highest_used_locked(struct qcow *q, uint64_t *end);
 /* Largest run a data writer should ask qc_alloc_clusters_locked for (a
  * longer one is placed in a fresh region past everything in use). */
 uint64_t qc_max_alloc(const struct qcow *q);

@@ -89,6 +89,51 @@ int qc_refcount_get_locked(struct qcow *q, uint64_t cluster, uint64_t *rc)
 	return 0;
 }
 
+int qc_highest_used_locked(struct qcow *q, uint64_t *end)
+{
+	for (uint64_t ri = q->reftable_entries; ri-- > 0;) {
+		uint64_t off;
+		void *blk;
+		int r = refblock_offset(q, ri, &off);
+		if (r < 0)
+			return r;
+		if (!off)
+			continue;
+		r = qc_cache_get(q, &q->rbc, off, true, &blk);
+		if (r < 0)
+			return r;
+		for (uint64_t i = q->refblock_entries; i-- > 0;) {
+			if (qc_refblock_get(q, blk, i)) {
+				qc_cache_put(&q->rbc, blk);
+				*end = ((ri << q->refblock_bits) + i + 1) *
+				       q->cluster_size;
+				return 0;
+			}
+		}
+		qc_cache_put(&q->rbc, blk);
+	}
+	*end = 0;
+	return 0;
+}
+
+void qc_note_alloc_locked(struct qcow *q, uint64_t end, bool fresh)
+{
+	if (fresh && end > q->known_zero_from)
+		q->known_zero_from = end;
+	if (fresh && end > q->host_end)
+		q->host_end = end;
+	if (end > q->alloc_end)
+		q->alloc_end = end;
+	if (!q->hw_known || end <= q->hw)
+		return;
+	q->hw = end;
+	if (q->hw_cb && end > q->hw_threshold) {
+		void (*cb)(void *, uint64_t) = q->hw_cb;
+		q->hw_cb = NULL; /* one shot */
+		cb(q->hw_opaque, end);
+	}
+}
+
 static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
 	return alen && blen && a < b + blen && b < a + alen;
@@ -282,12 +327,7 @@ static int reftable_grow(struct qcow *q, uint64_t need_ri, uint64_t min_entries)
 	}
 	nrt = NULL;
 	cp_bdev_free_buf(old_rt);
-	if (base + (k + tc) * cs > q->known_zero_from)
-		q->known_zero_from = base + (k + tc) * cs;
-	if (base + (k + tc) * cs > q->host_end)
-		q->host_end = base + (k + tc) * cs;
-	if (base + (k + tc) * cs > q->alloc_end)
-		q->alloc_end = base + (k + tc) * cs;
+	qc_note_alloc_locked(q, base + (k + tc) * cs, true);
 	/* the old table is referenced by nothing now: free it directly */
 	r = qc_refcount_update_locked(q, old_off, old_clusters * cs, -1);
 out:
@@ -341,12 +381,7 @@ static int ensure_refblock(struct qcow *q, uint64_t ri)
 		qc_cache_drop(&q->rbc, c * cs);
 		return r;
 	}
-	if ((c + 1) * cs > q->known_zero_from)
-		q->known_zero_from = (c + 1) * cs;
-	if ((c + 1) * cs > q->host_end)
-		q->host_end = (c + 1) * cs;
-	if ((c + 1) * cs > q->alloc_end)
-		q->alloc_end = (c + 1) * cs;
+	qc_note_alloc_locked(q, (c + 1) * cs, true);
 	q->barrier_needed = true;
 	return 0;
 }
@@ -484,12 +519,7 @@ static int alloc_fresh_region(struct qcow *q, uint64_t n, uint64_t *off)
 			return r;
 	}
 	uint64_t end = (start + k + n) * cs;
-	if (end > q->known_zero_from)
-		q->known_zero_from = end;
-	if (end > q->host_end)
-		q->host_end = end;
-	if (end > q->alloc_end)
-		q->alloc_end = end;
+	qc_note_alloc_locked(q, end, true);
 	q->barrier_needed = true;
 	qc_grow_file_locked(q, end);
 	*off = (start + k) * cs;
@@ -561,8 +591,7 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 		r = qc_refcount_update_locked(q, c * cs, n * cs, 1);
 		if (r < 0)
 			return r;
-		if ((c + n) * cs > q->alloc_end)
-			q->alloc_end = (c + n) * cs;
+		qc_note_alloc_locked(q, (c + n) * cs, false);
 		qc_grow_file_locked(q, (c + n) * cs);
 		if (c == q->free_cluster_index)
 			q->free_cluster_index = c + n;

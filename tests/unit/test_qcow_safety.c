@@ -778,6 +778,95 @@ static void test_overlap_dup_l2(void **state)
 	cp_bdev_close(d);
 }
 
+/* --- the high-water mark and its threshold event (thin volumes) ------------ */
+
+struct hw_event {
+	int calls;
+	uint64_t hw;
+};
+
+static void hw_event_cb(void *opaque, uint64_t hw)
+{
+	struct hw_event *e = opaque;
+	e->calls++;
+	e->hw = hw;
+}
+
+static uint64_t end_offset_by_check(cp_bdev *d)
+{
+	cp_image *img;
+	struct cp_check_result res;
+	assert_int_equal(open_mode(d, true, true, &img), 0);
+	assert_int_equal(cp_image_check(img, 0, &res, NULL, NULL), 0);
+	assert_int_equal(res.corruptions + res.leaks, 0);
+	assert_int_equal(cp_image_close(img), 0);
+	return res.image_end_offset;
+}
+
+static void test_high_water(void **state)
+{
+	(void)state;
+	const uint32_t cs = 65536;
+	const uint64_t gc[] = { 0, 7 };
+	cp_bdev *d = plain_image(64 << 20, cs, 16, gc, 2);
+	uint8_t *b = malloc(cs);
+	uint64_t hw, now, thr, next = 20;
+	cp_image *img;
+	memset(b, 0x5c, cs);
+
+	/* computed from the refcounts: qemu-img check's image end offset,
+	 * not the size of the device (an LV is larger than what it holds) */
+	uint64_t want = end_offset_by_check(d);
+	assert_int_equal(cp_bdev_truncate(d, 32 << 20), 0);
+	assert_int_equal(open_mode(d, false, false, &img), 0);
+	assert_int_equal(cp_image_high_water(img, &hw), 0);
+	assert_int_equal(hw, want);
+	assert_true(hw < cp_bdev_size(d));
+
+	/* one shot, on the write whose allocation crosses the threshold */
+	struct hw_event ev = { 0, 0 };
+	thr = hw + 2 * cs;
+	assert_int_equal(cp_image_set_write_threshold(img, thr, hw_event_cb,
+						      &ev), 0);
+	assert_int_equal(cp_image_pwrite(img, b, cs, 0), 0); /* allocated */
+	assert_int_equal(ev.calls, 0);
+	for (int i = 0; i < 32; i++) {
+		assert_int_equal(cp_image_pwrite(img, b, cs, next++ * cs), 0);
+		assert_int_equal(cp_image_high_water(img, &now), 0);
+		assert_int_equal(ev.calls, now > thr ? 1 : 0);
+	}
+	assert_int_equal(ev.calls, 1);
+	assert_true(ev.hw > thr);
+	assert_true(ev.hw <= now);
+
+	/* already above: at once, on the caller's thread */
+	struct hw_event at_once = { 0, 0 };
+	assert_int_equal(cp_image_set_write_threshold(img, 0, hw_event_cb,
+						      &at_once), 0);
+	assert_int_equal(at_once.calls, 1);
+	assert_int_equal(at_once.hw, now);
+
+	/* disarmed: no call */
+	struct hw_event off = { 0, 0 };
+	assert_int_equal(cp_image_set_write_threshold(img, now, hw_event_cb,
+						      &off), 0);
+	assert_int_equal(cp_image_set_write_threshold(img, now, NULL, NULL), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(cp_image_pwrite(img, b, cs, next++ * cs), 0);
+	assert_int_equal(off.calls, 0);
+	assert_int_equal(cp_image_high_water(img, &now), 0);
+	assert_int_equal(cp_image_close(img), 0);
+
+	/* after a reopen the refcounts give the same mark again */
+	assert_int_equal(end_offset_by_check(d), now);
+	assert_int_equal(open_mode(d, true, false, &img), 0);
+	assert_int_equal(cp_image_high_water(img, &hw), 0);
+	assert_int_equal(hw, now);
+	assert_int_equal(cp_image_close(img), 0);
+	cp_bdev_close(d);
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -791,6 +880,7 @@ int main(void)
 		cmocka_unit_test(test_overlap_zero_refcount_l2),
 		cmocka_unit_test(test_overlap_l2_on_refblock),
 		cmocka_unit_test(test_overlap_dup_l2),
+		cmocka_unit_test(test_high_water),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
