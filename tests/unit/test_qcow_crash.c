@@ -268,50 +268,61 @@ static void verify_after_cut(const struct scenario *s, struct env *e,
 	assert_int_equal(cp_image_close(img), 0);
 }
 
+/* --- the sweep's callbacks (unit_lib.c's cut_sweep_run) --------------------- */
+
+struct sweep_env {
+	const struct scenario *s;
+	struct env e;
+};
+
+static cp_bdev *sweep_make(void *opaque, uint64_t keep, struct model *m)
+{
+	struct sweep_env *x = opaque;
+	make_env(x->s, &x->e, keep);
+	model_init(m, x->s->size, x->e.base_content);
+	return x->e.top;
+}
+
+static int sweep_ops(void *opaque, struct model *m)
+{
+	struct sweep_env *x = opaque;
+	return run_ops(x->s, &x->e, m);
+}
+
+static int sweep_open(void *opaque, cp_image **img)
+{
+	struct sweep_env *x = opaque;
+	open_img(&x->e, img);
+	return 0;
+}
+
+static int sweep_close(void *opaque, cp_image *img)
+{
+	return cp_image_close(img);
+}
+
+static void sweep_verify(void *opaque, struct model *m, uint64_t cut,
+			 uint64_t keep)
+{
+	struct sweep_env *x = opaque;
+	verify_after_cut(x->s, &x->e, m, (int)cut, keep);
+}
+
+static void sweep_free(void *opaque)
+{
+	struct sweep_env *x = opaque;
+	free_env(&x->e);
+}
+
 static void run_scenario(const struct scenario *s)
 {
-	struct env e;
-	struct model m;
-	/* dry run: count the writes */
-	make_env(s, &e, 0);
-	model_init(&m, s->size, e.base_content);
-	uint64_t w0 = cp_ram_write_count(e.top);
-	int r = run_ops(s, &e, &m);
-	if (r < 0)
-		fail_msg("%s: dry run failed: %s", s->name, cp_last_error());
-	uint64_t total = cp_ram_write_count(e.top) - w0;
-	/* the uncut result is the final model exactly */
-	{
-		cp_image *img;
-		open_img(&e, &img);
-		uint8_t *got = malloc(m.size);
-		assert_int_equal(cp_image_pread(img, got, m.size, 0), 0);
-		assert_memory_equal(got, m.cur, m.size);
-		free(got);
-		cp_image_close(img);
-	}
-	model_free(&m);
-	free_env(&e);
-	assert_true(total > 0);
-
-	for (uint64_t cut = 0; cut < total; cut++) {
-		for (int pass = 0; pass < 5; pass++) { /* 0: drop all */
-			uint64_t keep = pass ? (s->seed * 1000003u + cut) * 7919u + (uint64_t)pass : 0;
-			make_env(s, &e, keep);
-			model_init(&m, s->size, e.base_content);
-			uint64_t start = cp_ram_write_count(e.top);
-			assert_int_equal(cp_ram_set_cut_after(e.top, (int64_t)(start + cut)), 0);
-			r = run_ops(s, &e, &m);
-			(void)r;
-			if (!cp_ram_is_cut(e.top))
-				assert_int_equal(cp_ram_cut(e.top), 0);
-			verify_after_cut(s, &e, &m, (int)cut, keep);
-			model_free(&m);
-			free_env(&e);
-		}
-	}
-	printf("# %s: %llu cut points x 5 verified\n", s->name,
-	       (unsigned long long)total);
+	struct sweep_env x = { .s = s };
+	struct cut_sweep cs = {
+		.name = s->name, .seed = s->seed, .passes = 5, .env = &x,
+		.make = sweep_make, .run = sweep_ops, .open = sweep_open,
+		.close = sweep_close, .verify = sweep_verify, .free = sweep_free,
+	};
+	cut_sweep_run(&cs);
 }
 
 static void test_alloc_writes(void **state)

@@ -353,48 +353,55 @@ static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 	assert_int_equal(cp_image_close(img), 0);
 }
 
+/* --- the sweep's callbacks (unit_lib.c's cut_sweep_run) ------------------- */
+
+static cp_bdev *sweep_make(void *opaque, uint64_t keep, struct model *m)
+{
+	struct env *e = opaque;
+	env_make(e->s, e, keep);
+	model_init(m, e->s->size, e->base_content);
+	return e->top;
+}
+
+static int sweep_ops(void *opaque, struct model *m)
+{
+	return run_ops(opaque, m);
+}
+
+static int sweep_open(void *opaque, cp_image **img)
+{
+	return env_open(opaque, img);
+}
+
+static int sweep_close(void *opaque, cp_image *img)
+{
+	return env_close(opaque, img);
+}
+
+static void sweep_verify(void *opaque, struct model *m, uint64_t cut,
+			 uint64_t keep)
+{
+	struct env *e = opaque;
+	cp_bdev_close(e->twin);
+	e->twin = NULL;
+	verify(e, m, cut, keep);
+}
+
+static void sweep_free(void *opaque)
+{
+	env_free(opaque);
+}
+
 static void sweep(const struct scen *s)
 {
-	struct env e;
-	struct model m;
-	env_make(s, &e, 0);
-	model_init(&m, s->size, e.base_content);
-	uint64_t w0 = cp_ram_write_count(e.top);
-	if (run_ops(&e, &m) < 0)
-		fail_msg("%s: dry run: %s", s->name, cp_last_error());
-	uint64_t total = cp_ram_write_count(e.top) - w0;
-	{
-		cp_image *img;
-		assert_int_equal(env_open(&e, &img), 0);
-		uint8_t *got = malloc(s->size);
-		assert_int_equal(cp_image_pread(img, got, s->size, 0), 0);
-		assert_memory_equal(got, m.cur, s->size);
-		free(got);
-		assert_int_equal(env_close(&e, img), 0);
-	}
-	model_free(&m);
-	env_free(&e);
-	assert_true(total > 0);
-	int passes = long_run() ? 9 : 4;
-	for (uint64_t cut = 0; cut < total; cut++) {
-		for (int pass = 0; pass < passes; pass++) {
-			uint64_t keep = pass ? (s->seed * 1000003u + cut) * 7919u + (uint64_t)pass : 0;
-			env_make(s, &e, keep);
-			model_init(&m, s->size, e.base_content);
-			uint64_t start = cp_ram_write_count(e.top);
-			assert_int_equal(cp_ram_set_cut_after(e.top, (int64_t)(start + cut)), 0);
-			(void)run_ops(&e, &m);
-			if (!cp_ram_is_cut(e.top))
-				assert_int_equal(cp_ram_cut(e.top), 0);
-			cp_bdev_close(e.twin);
-			e.twin = NULL;
-			verify(&e, &m, cut, keep);
-			model_free(&m);
-			env_free(&e);
-		}
-	}
-	printf("# %s: %llu cut points x %d verified\n", s->name,
-	       (unsigned long long)total, passes);
+	struct env e = { .s = s };
+	struct cut_sweep cs = {
+		.name = s->name, .seed = s->seed,
+		.passes = long_run() ? 9 : 4, .env = &e,
+		.make = sweep_make, .run = sweep_ops, .open = sweep_open,
+		.close = sweep_close, .verify = sweep_verify, .free = sweep_free,
+	};
+	cut_sweep_run(&cs);
 }
 
 /* Rule 1 alone: lazy refcounts write no refcount block (so no refcount

@@ -5,9 +5,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "unit_lib.h"
 
 uint64_t rng_next(uint64_t *s)
@@ -89,4 +91,44 @@ int64_t model_verify(const struct model *m, const uint8_t *got, uint64_t size)
 			return (int64_t)o;
 	}
 	return -1;
+}
+
+void cut_sweep_run(const struct cut_sweep *cs)
+{
+	struct model m;
+	cp_bdev *top = cs->make(cs->env, 0, &m);
+	uint64_t w0 = cp_ram_write_count(top);
+	if (cs->run(cs->env, &m) < 0)
+		fail_msg("%s: dry run: %s", cs->name, cp_last_error());
+	uint64_t total = cp_ram_write_count(top) - w0;
+	{
+		/* the uncut result is the final model exactly */
+		cp_image *img;
+		assert_int_equal(cs->open(cs->env, &img), 0);
+		uint8_t *got = malloc(m.size);
+		assert_non_null(got);
+		assert_int_equal(cp_image_pread(img, got, m.size, 0), 0);
+		assert_memory_equal(got, m.cur, m.size);
+		free(got);
+		assert_int_equal(cs->close(cs->env, img), 0);
+	}
+	model_free(&m);
+	cs->free(cs->env);
+	assert_true(total > 0);
+	for (uint64_t cut = 0; cut < total; cut++) {
+		for (int pass = 0; pass < cs->passes; pass++) {
+			uint64_t keep = pass ? (cs->seed * 1000003u + cut) * 7919u + (uint64_t)pass : 0;
+			top = cs->make(cs->env, keep, &m);
+			uint64_t start = cp_ram_write_count(top);
+			assert_int_equal(cp_ram_set_cut_after(top, (int64_t)(start + cut)), 0);
+			(void)cs->run(cs->env, &m);
+			if (!cp_ram_is_cut(top))
+				assert_int_equal(cp_ram_cut(top), 0);
+			cs->verify(cs->env, &m, cut, keep);
+			model_free(&m);
+			cs->free(cs->env);
+		}
+	}
+	printf("# %s: %llu cut points x %d verified\n", cs->name,
+	       (unsigned long long)total, cs->passes);
 }

@@ -1,4 +1,5 @@
-/* Helpers shared by the unit tests: a seeded RNG and the crash model.
+/* Helpers shared by the unit tests: a seeded RNG, the crash model and the
+ * power-cut sweep that uses it.
  *
  * The crash model remembers, for each byte of a device, its content at
  * the last completed flush and the values written to it since: after a
@@ -10,6 +11,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "blockcore.h"
+#include "qcow.h"
 
 /* xorshift64: deterministic, so a failing seed can be replayed. */
 uint64_t rng_next(uint64_t *s);
@@ -37,5 +41,33 @@ void model_flush(struct model *m);
 /* Returns the first of size offsets whose content got[] is impossible,
  * or -1. */
 int64_t model_verify(const struct model *m, const uint8_t *got, uint64_t size);
+
+/* A power-cut sweep over a scenario on a RAM device.  A dry run counts the
+ * device writes the scenario's operations cause (and its result must be
+ * the model exactly); then, for each of those writes and each of `passes`
+ * passes, a fresh environment runs the operations with the power cut just
+ * before that write and `verify` judges what survived.  Pass 0 drops every
+ * unflushed write, the others keep a subset seeded by `seed`, the cut and
+ * the pass (the RAM device's keep_seed). */
+struct cut_sweep {
+	const char *name;
+	uint64_t seed;
+	int passes;
+	void *env; /* the test's environment, handed to every callback */
+	/* a fresh environment whose RAM device has this keep_seed; fills the
+	 * model with the content before the operations; returns the device
+	 * the power cut applies to */
+	cp_bdev *(*make)(void *env, uint64_t keep, struct model *m);
+	/* the scenario's operations, recorded in the model; returns 0 or the
+	 * first error (after a cut) */
+	int (*run)(void *env, struct model *m);
+	int (*open)(void *env, cp_image **img);
+	int (*close)(void *env, cp_image *img);
+	/* after a cut: the device is cut, not yet restarted */
+	void (*verify)(void *env, struct model *m, uint64_t cut, uint64_t keep);
+	void (*free)(void *env);
+};
+
+void cut_sweep_run(const struct cut_sweep *cs);
 
 #endif
