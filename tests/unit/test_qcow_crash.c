@@ -325,95 +325,42 @@ static void run_scenario(const struct scenario *s)
 	cut_sweep_run(&cs);
 }
 
-static void test_alloc_writes(void **state)
-{
-	(void)state;
-	struct scenario s = { "alloc-64k", 4 << 20, 65536, 3, 16, false, false,
-			      false, 24, 11, false, false };
-	run_scenario(&s);
-}
-
-static void test_alloc_small_clusters(void **state)
-{
-	(void)state;
+/* name, size, cluster, version, refbits, extl2, lazy, backing, nops, seed,
+ * resize, discards */
+static const struct scenario scenarios[] = {
+	{ "alloc-64k", 4 << 20, 65536, 3, 16, false, false, false, 24, 11, false, false },
 	/* 512-byte clusters, 1-bit refcounts: refcount blocks and the
 	 * refcount table must grow during the run */
-	struct scenario s = { "alloc-512-rc1", 1 << 20, 512, 3, 1, false, false,
-			      false, 20, 12, false, false };
-	run_scenario(&s);
-}
-
-static void test_alloc_v2(void **state)
-{
-	(void)state;
-	struct scenario s = { "alloc-v2-4k", 2 << 20, 4096, 2, 16, false, false,
-			      false, 20, 13, false, false };
-	run_scenario(&s);
+	{ "alloc-512-rc1", 1 << 20, 512, 3, 1, false, false, false, 20, 12, false, false },
+	{ "alloc-v2-4k", 2 << 20, 4096, 2, 16, false, false, false, 20, 13, false, false },
 	/* 64-bit refcounts on 512-byte clusters: 64 clusters per refcount
 	 * block, so refcount blocks are evicted and created all the time */
-	struct scenario s2 = { "alloc-512-rc64", 1 << 20, 512, 3, 64, false, false,
-			       false, 20, 19, false, true };
-	s = s2;
-	run_scenario(&s);
-}
-
-static void test_cow_backing(void **state)
-{
-	(void)state;
-	struct scenario s = { "cow-backing", 2 << 20, 65536, 3, 16, false, false,
-			      true, 20, 14, false, false };
-	run_scenario(&s);
+	{ "alloc-512-rc64", 1 << 20, 512, 3, 64, false, false, false, 20, 19, false, true },
+	{ "cow-backing", 2 << 20, 65536, 3, 16, false, false, true, 20, 14, false, false },
 	/* 4 KiB clusters: eight L2 slices in a four-entry cache, so dirty
 	 * slices are evicted between flushes */
-	struct scenario s2 = { "cow-backing-4k", 2 << 20, 4096, 3, 16, false, false,
-			       true, 30, 20, false, false };
-	run_scenario(&s2);
-}
-
-static void test_cow_extl2(void **state)
-{
-	(void)state;
-	struct scenario s = { "cow-extl2", 2 << 20, 32768, 3, 16, true, false,
-			      true, 20, 15, false, false };
-	run_scenario(&s);
-}
-
-static void test_discard(void **state)
-{
-	(void)state;
-	struct scenario s = { "discard", 2 << 20, 16384, 3, 16, false, false,
-			      false, 30, 16, false, true };
-	run_scenario(&s);
-}
-
-static void test_resize(void **state)
-{
-	(void)state;
+	{ "cow-backing-4k", 2 << 20, 4096, 3, 16, false, false, true, 30, 20, false, false },
+	{ "cow-extl2", 2 << 20, 32768, 3, 16, true, false, true, 20, 15, false, false },
+	{ "discard", 2 << 20, 16384, 3, 16, false, false, false, 30, 16, false, true },
 	/* 512-byte clusters: growing 4x needs a new, larger L1 table */
-	struct scenario s = { "resize", 256 << 10, 512, 3, 16, false, false,
-			      false, 24, 17, true, false };
-	run_scenario(&s);
-}
+	{ "resize", 256 << 10, 512, 3, 16, false, false, false, 24, 17, true, false },
+	{ "lazy-refcounts", 2 << 20, 65536, 3, 64, false, true, false, 20, 18, false, true },
+};
 
-static void test_lazy(void **state)
+#define NSCEN (sizeof(scenarios) / sizeof(scenarios[0]))
+
+static void test_scenario(void **state)
 {
-	(void)state;
-	struct scenario s = { "lazy-refcounts", 2 << 20, 65536, 3, 64, false, true,
-			      false, 20, 18, false, true };
-	run_scenario(&s);
+	run_scenario(*state);
 }
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_alloc_writes),
-		cmocka_unit_test(test_alloc_small_clusters),
-		cmocka_unit_test(test_alloc_v2),
-		cmocka_unit_test(test_cow_backing),
-		cmocka_unit_test(test_cow_extl2),
-		cmocka_unit_test(test_discard),
-		cmocka_unit_test(test_resize),
-		cmocka_unit_test(test_lazy),
-	};
+	/* one test per scenario, named after it */
+	struct CMUnitTest tests[NSCEN];
+	for (size_t i = 0; i < NSCEN; i++)
+		tests[i] = (struct CMUnitTest){ scenarios[i].name, test_scenario,
+						NULL, NULL,
+						(void *)&scenarios[i] };
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -404,51 +404,34 @@ static void sweep(const struct scen *s)
 	cut_sweep_run(&cs);
 }
 
-/* Rule 1 alone: lazy refcounts write no refcount block (so no refcount
- * barrier flushes the data), and a lost data write would read as zeroes
- * where the base has non-zero bytes. */
-static void test_barrier_lazy_backing(void **state)
-{
-	(void)state;
-	/* 4 KiB clusters, 2 MiB: eight L2 slices in a four-entry cache */
-	struct scen s = { "barrier-lazy-backing", 2 << 20, 4096, 16, false,
-			  true, true, false, false, 4, 30, 31 };
-	sweep(&s);
-}
-
-/* Rule 1 alone: new subclusters of clusters the image already owns need
- * no allocation, so no refcount update at all. */
-static void test_barrier_extl2_owned(void **state)
-{
-	(void)state;
-	/* 16 KiB clusters, 4 MiB: eight L2 slices in a four-entry cache */
-	struct scen s = { "barrier-extl2-owned", 4 << 20, 16384, 16, true,
-			  false, true, true, false, 4, 30, 32 };
-	sweep(&s);
-}
-
-/* The async fast path: subclusters of owned clusters (extended L2) and
- * fresh whole clusters under lazy refcounts, over a non-zero base. */
-static void test_async_extl2_owned(void **state)
-{
-	(void)state;
-	/* the fast path needs 4 unpinned cache entries besides the
+/* name, size, cluster, refbits, extl2, lazy, backing, prefill, async,
+ * l2slices, nops, seed */
+static const struct scen sweeps[] = {
+	/* Rule 1 alone: lazy refcounts write no refcount block (so no
+	 * refcount barrier flushes the data), and a lost data write would
+	 * read as zeroes where the base has non-zero bytes.  4 KiB clusters,
+	 * 2 MiB: eight L2 slices in a four-entry cache */
+	{ "barrier-lazy-backing", 2 << 20, 4096, 16, false, true, true, false, false, 4, 30, 31 },
+	/* Rule 1 alone: new subclusters of clusters the image already owns
+	 * need no allocation, so no refcount update at all.  16 KiB
+	 * clusters, 4 MiB: eight L2 slices in a four-entry cache */
+	{ "barrier-extl2-owned", 4 << 20, 16384, 16, true, false, true, true, false, 4, 30, 32 },
+	/* The async fast path: subclusters of owned clusters (extended L2)
+	 * and fresh whole clusters under lazy refcounts, over a non-zero
+	 * base.  The fast path needs 4 unpinned cache entries besides the
 	 * batch's: 9 entries, 12 slices on the disk */
-	struct scen s = { "async-extl2-owned", 6 << 20, 16384, 16, true,
-			  false, true, true, true, 9, 12, 33 };
-	sweep(&s);
+	{ "async-extl2-owned", 6 << 20, 16384, 16, true, false, true, true, true, 9, 12, 33 },
+	{ "async-fresh", 3 << 20, 4096, 16, false, false, true, false, true, 9, 12, 34 },
+	{ "async-fresh-lazy", 3 << 20, 4096, 16, false, true, true, false, true, 9, 12, 35 },
+};
+
+static void test_sweep(void **state)
+{
+	sweep(*state);
 }
 
-static void test_async_fresh(void **state)
-{
-	(void)state;
-	struct scen s = { "async-fresh", 3 << 20, 4096, 16, false,
-			  false, true, false, true, 9, 12, 34 };
-	sweep(&s);
-	struct scen l = { "async-fresh-lazy", 3 << 20, 4096, 16, false,
-			  true, true, false, true, 9, 12, 35 };
-	sweep(&l);
-}
+/* one test per sweep, named after it */
+#define SWEEP_TEST(i) { sweeps[i].name, test_sweep, NULL, NULL, (void *)&sweeps[i] }
 
 /* --- raw access to the image's metadata ----------------------------------- */
 
@@ -788,10 +771,11 @@ static void test_overlap_dup_l2(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_barrier_lazy_backing),
-		cmocka_unit_test(test_barrier_extl2_owned),
-		cmocka_unit_test(test_async_extl2_owned),
-		cmocka_unit_test(test_async_fresh),
+		SWEEP_TEST(0),
+		SWEEP_TEST(1),
+		SWEEP_TEST(2),
+		SWEEP_TEST(3),
+		SWEEP_TEST(4),
 		cmocka_unit_test(test_alloc_refblocks),
 		cmocka_unit_test(test_corrupt_bit_foreign),
 		cmocka_unit_test(test_corrupt_bit_session),
