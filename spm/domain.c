@@ -872,11 +872,10 @@ CP_EXPORT int cp_domain_create(const struct cp_domain_create_opts *opts,
 	uint8_t buf[CP_MD_SECTOR_SIZE];
 	int r;
 
-	cp_domain_create_opts_init(&o);
-	if (!opts || opts->size < offsetof(struct cp_domain_create_opts, name))
-		return cp_error(-EINVAL, "domain create: bad options");
-	memcpy(&o, opts, CP_MIN(opts->size, sizeof(o)));
-	o.size = sizeof(o);
+	r = SD_OPTS_COPY(o, opts, cp_domain_create_opts_init, name,
+			 "domain create");
+	if (r < 0)
+		return r;
 
 	r = dom_check_root(o.root);
 	if (r < 0)

@@ -261,11 +261,10 @@ CP_EXPORT int cp_pool_open(const struct cp_pool_opts *uo, cp_pool **out)
 	CP_API_ENTER();
 	struct cp_pool_opts o;
 	cp_pool *p;
+	int r = SD_OPTS_COPY(o, uo, cp_pool_opts_init, lvm_devices, "pool");
 
-	cp_pool_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_pool_opts, lvm_devices))
-		return cp_error(-EINVAL, "pool: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	if (r < 0)
+		return r;
 	if (o.host_id < 1 || o.host_id > CP_LEASE_MAX_HOST_ID)
 		return cp_error(-EINVAL, "host id %" PRIu64 " is not in 1..%d",
 				o.host_id, CP_LEASE_MAX_HOST_ID);
@@ -474,10 +473,10 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 	cp_sd *sd;
 	int r;
 
-	cp_sd_create_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_sd_create_opts, master))
-		return cp_error(-EINVAL, "domain create: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_sd_create_opts_init, master,
+			 "domain create");
+	if (r < 0)
+		return r;
 	if ((r = pool_need_sanlock(p)) < 0)
 		return r;
 	if (!o.pool_uuid) {

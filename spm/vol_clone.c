@@ -218,10 +218,10 @@ CP_EXPORT int cp_template_create(cp_pool *p, const char *dom,
 	cp_sd *sd;
 	int r;
 
-	cp_template_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_template_opts, format))
-		return cp_error(-EINVAL, "template create: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_template_opts_init, format,
+			 "template create");
+	if (r < 0)
+		return r;
 	if ((r = cp_pool_domain(p, dom, &sd)) < 0)
 		return r;
 	if (!o.img_uuid || !cp_uuid_valid(o.img_uuid))
@@ -279,10 +279,9 @@ CP_EXPORT int cp_template_clone(cp_pool *p, const char *dom,
 	cp_sd *sd;
 	int r;
 
-	cp_clone_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_clone_opts, full))
-		return cp_error(-EINVAL, "template clone: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_clone_opts_init, full, "template clone");
+	if (r < 0)
+		return r;
 	if ((r = cp_pool_domain(p, dom, &sd)) < 0 ||
 	    (r = cp_sd_vol_md(sd, o.tmpl_img_uuid, o.tmpl_vol_uuid, &tm)) < 0)
 		return r;
