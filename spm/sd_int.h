@@ -146,6 +146,13 @@ int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 int sd_check_chain(cp_sd *sd, const char *img, const char *vol);
 /* domain.c: replace dom_md/metadata of a file domain atomically. */
 int sd_file_write_domain_md(const char *root, const struct cp_domain_md *d);
+/* domain.c: qsort order of struct cp_uuid_str. */
+int sd_uuid_cmp(const void *a, const void *b);
+/* domain.c: the UUIDs named by the entries of dp (closed) that are a UUID
+ * followed by suffix, sorted; what names the directory in messages.
+ * Caller frees *out. */
+int sd_list_uuids(DIR *dp, const char *what, const char *suffix,
+		  struct cp_uuid_str **out, size_t *n);
 
 /* ---- file domains: confinement and ownership (domain.c) ----
  * Everything inside a file domain is opened beneath the domain directory
