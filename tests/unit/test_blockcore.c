@@ -38,63 +38,6 @@ static bool all_bytes(const void *buf, size_t len, uint8_t v)
 	return true;
 }
 
-struct counter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned inflight;
-	unsigned done;
-	unsigned errors;
-	int last_err;
-	pthread_t submitter;
-	unsigned same_thread;
-};
-
-static void counter_init(struct counter *c)
-{
-	memset(c, 0, sizeof(*c));
-	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
-	c->submitter = pthread_self();
-}
-
-static void counter_destroy(struct counter *c)
-{
-	pthread_mutex_destroy(&c->lock);
-	pthread_cond_destroy(&c->cond);
-}
-
-static void counter_add(struct counter *c)
-{
-	pthread_mutex_lock(&c->lock);
-	c->inflight++;
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void counter_cb(void *opaque, int ret)
-{
-	struct counter *c = opaque;
-	pthread_mutex_lock(&c->lock);
-	if (pthread_equal(pthread_self(), c->submitter))
-		c->same_thread++;
-	if (ret < 0) {
-		c->errors++;
-		c->last_err = ret;
-	}
-	c->inflight--;
-	c->done++;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* Wait until at most max requests are in flight. */
-static void counter_wait(struct counter *c, unsigned max)
-{
-	pthread_mutex_lock(&c->lock);
-	while (c->inflight > max)
-		pthread_cond_wait(&c->cond, &c->lock);
-	pthread_mutex_unlock(&c->lock);
-}
-
 /* ---- file device fixture ---------------------------------------------- */
 
 struct fcfg {

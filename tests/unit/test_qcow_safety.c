@@ -195,23 +195,6 @@ static void env_free(struct env *e)
 
 /* --- the ops -------------------------------------------------------------- */
 
-struct waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int left, err;
-};
-
-static void wait_cb(void *opaque, int ret)
-{
-	struct waiter *w = opaque;
-	pthread_mutex_lock(&w->lock);
-	if (ret < 0 && !w->err)
-		w->err = ret;
-	if (--w->left == 0)
-		pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
 /* One op: offset and length.  extl2 scenarios write whole subclusters
  * (mostly: the rest are unaligned and need copy-on-write from the base). */
 static void pick(const struct scen *s, uint64_t *seed, uint64_t *off,
@@ -268,8 +251,8 @@ static int run_ops(struct env *e, struct model *m)
 			continue;
 		}
 		/* a batch of up to 4 writes in flight, distinct clusters */
-		struct waiter w = { PTHREAD_MUTEX_INITIALIZER,
-				    PTHREAD_COND_INITIALIZER, 0, 0 };
+		struct counter w;
+		counter_init(&w);
 		struct iovec iov[4];
 		uint64_t used[4];
 		int n = 0;
@@ -288,21 +271,17 @@ static int run_ops(struct env *e, struct model *m)
 			iov[n].iov_base = b;
 			iov[n].iov_len = len;
 			used[n] = off / s->cluster;
-			pthread_mutex_lock(&w.lock);
-			w.left++;
-			pthread_mutex_unlock(&w.lock);
-			int q = cp_image_pwritev_async(img, &iov[n], 1, off, wait_cb, &w);
+			counter_add(&w);
+			int q = cp_image_pwritev_async(img, &iov[n], 1, off, counter_cb, &w);
 			if (q < 0) {
-				wait_cb(&w, q);
+				counter_cb(&w, q);
 				break;
 			}
 			n++;
 		}
-		pthread_mutex_lock(&w.lock);
-		while (w.left)
-			pthread_cond_wait(&w.cond, &w.lock);
-		pthread_mutex_unlock(&w.lock);
-		r = w.err;
+		counter_wait(&w, 0);
+		r = w.first_err;
+		counter_destroy(&w);
 	}
 	free(buf);
 	int r2 = env_close(e, img);
@@ -550,13 +529,7 @@ static void alloc_across(const char *name, uint64_t size, uint32_t cluster,
 				 (unsigned long long)i, got[i], want[i]);
 	assert_int_equal(cp_image_close(img), 0);
 	assert_int_equal(open_mode(d, true, true, &img), 0);
-	struct cp_check_result res;
-	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
-	if (res.corruptions || res.leaks)
-		fail_msg("%s: check: %llu corruptions, %llu leaks", name,
-			 (unsigned long long)res.corruptions,
-			 (unsigned long long)res.leaks);
-	assert_int_equal(cp_image_close(img), 0);
+	image_check_clean(img, name);
 	printf("# %s: %llu clusters, %llu refcount blocks' ranges\n", name,
 	       (unsigned long long)ncl,
 	       (unsigned long long)(ncl / (cluster * 8ull / refbits) + 1));

@@ -30,6 +30,68 @@ void fill_random(void *buf, size_t len, uint64_t seed)
 		p[i] = (uint8_t)(rng_next(&s) >> 56);
 }
 
+void counter_init(struct counter *c)
+{
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	c->submitter = pthread_self();
+}
+
+void counter_destroy(struct counter *c)
+{
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+}
+
+void counter_add(struct counter *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->inflight++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void counter_cb(void *opaque, int ret)
+{
+	struct counter *c = opaque;
+	if (c->sync_dev) {
+		uint8_t b[512];
+		c->sync_ret = cp_bdev_pread(c->sync_dev, b, sizeof(b), 0);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (pthread_equal(pthread_self(), c->submitter))
+		c->same_thread++;
+	if (ret < 0) {
+		if (!c->errors)
+			c->first_err = ret;
+		c->errors++;
+		c->last_err = ret;
+	}
+	c->inflight--;
+	c->done++;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void counter_wait(struct counter *c, unsigned max)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->inflight > max)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void image_check_clean(cp_image *img, const char *what)
+{
+	struct cp_check_result r;
+	assert_int_equal(cp_image_check(img, 0, &r, NULL, NULL), 0);
+	if (r.corruptions || r.leaks)
+		fail_msg("%s: check: %llu corruptions, %llu leaks", what,
+			 (unsigned long long)r.corruptions,
+			 (unsigned long long)r.leaks);
+	assert_int_equal(cp_image_close(img), 0);
+}
+
 void model_init(struct model *m, uint64_t size, const uint8_t *base)
 {
 	m->size = size;

@@ -1,5 +1,6 @@
-/* Helpers shared by the unit tests: a seeded RNG, the crash model and the
- * power-cut sweep that uses it.
+/* Helpers shared by the unit tests: a seeded RNG, a counter of
+ * asynchronous requests, the crash model and the power-cut sweep that
+ * uses it.
  *
  * The crash model remembers, for each byte of a device, its content at
  * the last completed flush and the values written to it since: after a
@@ -8,6 +9,7 @@
 #ifndef CP_UNIT_LIB_H
 #define CP_UNIT_LIB_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +22,34 @@ uint64_t rng_next(uint64_t *s);
 
 /* Fill buf with bytes derived from seed. */
 void fill_random(void *buf, size_t len, uint64_t seed);
+
+/* Requests in flight: counter_add() before each submission, counter_cb
+ * (opaque: the counter) as its callback, counter_wait() for the
+ * completions. */
+struct counter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned inflight, done, errors;
+	int first_err, last_err;
+	pthread_t submitter;   /* the thread that ran counter_init() */
+	unsigned same_thread;  /* callbacks that ran on the submitter */
+	/* set: each callback first makes a synchronous read of this device
+	 * (which a completion thread must refuse) and leaves its result in
+	 * sync_ret */
+	cp_bdev *sync_dev;
+	int sync_ret;
+};
+
+void counter_init(struct counter *c);
+void counter_destroy(struct counter *c);
+void counter_add(struct counter *c);
+void counter_cb(void *opaque, int ret);
+/* Wait until at most max requests are in flight. */
+void counter_wait(struct counter *c, unsigned max);
+
+/* img (opened for check) checks with neither corruption nor leak;
+ * then it is closed.  what names it in a failure. */
+void image_check_clean(cp_image *img, const char *what);
 
 #define MAXV 8 /* versions of a byte remembered after the last flush */
 
