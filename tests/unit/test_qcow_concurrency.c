@@ -182,33 +182,20 @@ static void run_slots(const struct cfg *c)
 	unlink(bpath);
 }
 
-static void test_slots_64k(void **s)
+/* cluster, extl2, backing, aio, cache */
+static const struct cfg slot_cfgs[] = {
+	{ 65536, false, false, CP_AIO_IO_URING, CP_CACHE_NONE },
+	{ 65536, false, true, CP_AIO_IO_URING, CP_CACHE_NONE },
+	{ 131072, true, true, CP_AIO_NATIVE, CP_CACHE_NONE },
+	{ 65536, false, true, CP_AIO_THREADS, CP_CACHE_WRITEBACK },
+};
+
+static void test_slots(void **s)
 {
-	(void)s;
-	struct cfg c = { 65536, false, false, CP_AIO_IO_URING, CP_CACHE_NONE };
-	run_slots(&c);
+	run_slots(*s);
 }
 
-static void test_slots_backing(void **s)
-{
-	(void)s;
-	struct cfg c = { 65536, false, true, CP_AIO_IO_URING, CP_CACHE_NONE };
-	run_slots(&c);
-}
-
-static void test_slots_extl2_backing(void **s)
-{
-	(void)s;
-	struct cfg c = { 131072, true, true, CP_AIO_NATIVE, CP_CACHE_NONE };
-	run_slots(&c);
-}
-
-static void test_slots_threads_writeback(void **s)
-{
-	(void)s;
-	struct cfg c = { 65536, false, true, CP_AIO_THREADS, CP_CACHE_WRITEBACK };
-	run_slots(&c);
-}
+#define SLOTS_TEST(name, i) { name, test_slots, NULL, NULL, (void *)&slot_cfgs[i] }
 
 /* --- overlapping random writes ------------------------------------------------ */
 
@@ -418,10 +405,10 @@ static int teardown(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_slots_64k),
-		cmocka_unit_test(test_slots_backing),
-		cmocka_unit_test(test_slots_extl2_backing),
-		cmocka_unit_test(test_slots_threads_writeback),
+		SLOTS_TEST("slots-64k", 0),
+		SLOTS_TEST("slots-backing", 1),
+		SLOTS_TEST("slots-extl2-backing", 2),
+		SLOTS_TEST("slots-threads-writeback", 3),
 		cmocka_unit_test(test_overlapping_random),
 		cmocka_unit_test(test_async_qd64),
 	};
