@@ -46,22 +46,8 @@ static void model_grow(struct model *m, uint64_t size)
 	m->size = size;
 }
 
-/* --- the environment: overlay on RAM, optional base on RAM ------------------- */
-
-struct env {
-	cp_bdev *top, *base;
-	uint8_t *base_content;
-	uint64_t base_size;
-};
-
-static int open_base(void *opaque, const char *name, cp_bdev **out)
-{
-	struct env *e = opaque;
-	if (strcmp(name, "base.img") || !e->base)
-		return cp_error(-ENOENT, "no backing file '%s'", name);
-	*out = e->base;
-	return 0;
-}
+/* --- the environment: overlay on RAM, optional base on RAM (unit_lib.c's
+ * struct ram_chain) ---------------------------------------------------------- */
 
 struct scenario {
 	const char *name;
@@ -76,17 +62,12 @@ struct scenario {
 	bool discards;
 };
 
-static void test_open_opts(struct env *e, struct cp_open_opts *o)
+static void test_open_opts(struct ram_chain *e, struct cp_open_opts *o)
 {
-	cp_open_opts_init(o);
-	o->open_backing = open_base;
-	o->open_backing_opaque = e;
-	o->l2_cache_size = 2048; /* small caches: force evictions */
-	o->l2_cache_entry_size = 512;
-	o->refcount_cache_size = 512;
+	ram_chain_open_opts(e, o, 2048); /* small caches: force evictions */
 }
 
-static void open_img(struct env *e, cp_image **img)
+static void open_img(struct ram_chain *e, cp_image **img)
 {
 	struct cp_open_opts o;
 	test_open_opts(e, &o);
@@ -97,7 +78,7 @@ static void open_img(struct env *e, cp_image **img)
 
 /* Run the scenario's guest operations.  Returns 0, or the first error
  * (after a cut). */
-static int run_ops(const struct scenario *s, struct env *e, struct model *m)
+static int run_ops(const struct scenario *s, struct ram_chain *e, struct model *m)
 {
 	cp_image *img;
 	struct cp_open_opts o;
@@ -173,14 +154,9 @@ static int run_ops(const struct scenario *s, struct env *e, struct model *m)
 }
 
 /* keep: the RAM device's keep_seed (0: drop every unflushed write) */
-static void make_env(const struct scenario *s, struct env *e, uint64_t keep)
+static void make_env(const struct scenario *s, struct ram_chain *e,
+		     uint64_t keep)
 {
-	memset(e, 0, sizeof(*e));
-	struct cp_ram_opts ro;
-	cp_ram_opts_init(&ro);
-	ro.max_size = 256ull << 20;
-	ro.keep_seed = keep;
-	assert_int_equal(cp_bdev_open_ram(&ro, &e->top), 0);
 	struct cp_create_opts co;
 	cp_create_opts_init(&co);
 	co.virtual_size = s->size;
@@ -189,32 +165,18 @@ static void make_env(const struct scenario *s, struct env *e, uint64_t keep)
 	co.refcount_bits = s->refbits;
 	co.extended_l2 = s->extl2;
 	co.lazy_refcounts = s->lazy;
+	uint8_t *base = NULL;
 	if (s->backing) {
-		assert_int_equal(cp_bdev_open_ram(&ro, &e->base), 0);
-		e->base_size = s->size;
-		e->base_content = malloc(s->size);
+		base = malloc(s->size);
 		uint64_t seed = s->seed ^ 0x5a5a;
 		for (uint64_t i = 0; i < s->size; i += 8) {
 			uint64_t v = rng_next(&seed);
-			memcpy(e->base_content + i, &v, 8);
+			memcpy(base + i, &v, 8);
 		}
 		/* a raw base, with a hole in the middle */
-		memset(e->base_content + s->size / 4, 0, s->size / 4);
-		assert_int_equal(cp_bdev_pwrite(e->base, e->base_content, s->size, 0), 0);
-		assert_int_equal(cp_bdev_flush(e->base), 0);
-		co.backing_file = "base.img";
-		co.backing_format = "raw";
+		memset(base + s->size / 4, 0, s->size / 4);
 	}
-	int r = cp_image_create_dev(e->top, "top.qcow2", &co, open_base, e);
-	if (r < 0)
-		fail_msg("create: %s", cp_last_error());
-}
-
-static void free_env(struct env *e)
-{
-	cp_bdev_close(e->top);
-	cp_bdev_close(e->base);
-	free(e->base_content);
+	ram_chain_make(e, keep, &co, base, s->size);
 }
 
 static void count_leak(void *opaque, const char *msg)
@@ -223,7 +185,7 @@ static void count_leak(void *opaque, const char *msg)
 	(void)msg;
 }
 
-static void verify_after_cut(const struct scenario *s, struct env *e,
+static void verify_after_cut(const struct scenario *s, struct ram_chain *e,
 			     struct model *m, int cut, uint64_t keep)
 {
 	assert_int_equal(cp_ram_restart(e->top), 0);
@@ -250,7 +212,7 @@ static void verify_after_cut(const struct scenario *s, struct env *e,
 	struct cp_open_opts o;
 	cp_open_opts_init(&o);
 	o.for_check = true;
-	o.open_backing = open_base;
+	o.open_backing = ram_chain_open_base;
 	o.open_backing_opaque = e;
 	assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
 	struct cp_check_result res;
@@ -272,7 +234,7 @@ static void verify_after_cut(const struct scenario *s, struct env *e,
 
 struct sweep_env {
 	const struct scenario *s;
-	struct env e;
+	struct ram_chain e;
 };
 
 static cp_bdev *sweep_make(void *opaque, uint64_t keep, struct model *m)
@@ -311,7 +273,7 @@ static void sweep_verify(void *opaque, struct model *m, uint64_t cut,
 static void sweep_free(void *opaque)
 {
 	struct sweep_env *x = opaque;
-	free_env(&x->e);
+	ram_chain_free(&x->e);
 }
 
 static void run_scenario(const struct scenario *s)

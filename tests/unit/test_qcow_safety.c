@@ -86,39 +86,26 @@ struct scen {
 
 struct env {
 	const struct scen *s;
-	cp_bdev *top, *base, *twin;
-	uint8_t *base_content; /* the guest content when the ops start */
+	/* rc.base_content: the guest content when the ops start */
+	struct ram_chain rc;
+	cp_bdev *twin;
 };
-
-static int open_base(void *opaque, const char *name, cp_bdev **out)
-{
-	struct env *e = opaque;
-	if (strcmp(name, "base.img") || !e->base)
-		return cp_error(-ENOENT, "no backing file '%s'", name);
-	*out = e->base;
-	return 0;
-}
 
 static void env_open_opts(struct env *e, struct cp_open_opts *o)
 {
-	cp_open_opts_init(o);
-	o->open_backing = open_base;
-	o->open_backing_opaque = e;
 	/* small caches: L2 slices are written between flushes */
-	o->l2_cache_size = 512ull * e->s->l2slices;
-	o->l2_cache_entry_size = 512;
-	o->refcount_cache_size = 512;
+	ram_chain_open_opts(&e->rc, o, 512ull * e->s->l2slices);
 }
 
 static int env_open(struct env *e, cp_image **img)
 {
 	struct cp_open_opts o;
 	env_open_opts(e, &o);
-	int r = cp_image_open_dev(e->top, "top.qcow2", &o, img);
+	int r = cp_image_open_dev(e->rc.top, "top.qcow2", &o, img);
 	if (r < 0)
 		return r;
 	if (e->s->async) {
-		e->twin = ram_twin(e->top);
+		e->twin = ram_twin(e->rc.top);
 		(*img)->q->dev = e->twin;
 	}
 	return 0;
@@ -136,13 +123,6 @@ static void env_make(const struct scen *s, struct env *e, uint64_t keep)
 {
 	memset(e, 0, sizeof(*e));
 	e->s = s;
-	struct cp_ram_opts ro;
-	cp_ram_opts_init(&ro);
-	ro.max_size = 256ull << 20;
-	ro.keep_seed = keep;
-	assert_int_equal(cp_bdev_open_ram(&ro, &e->top), 0);
-	e->base_content = calloc(1, s->size);
-	assert_non_null(e->base_content);
 	struct cp_create_opts co;
 	cp_create_opts_init(&co);
 	co.virtual_size = s->size;
@@ -150,47 +130,41 @@ static void env_make(const struct scen *s, struct env *e, uint64_t keep)
 	co.refcount_bits = s->refbits;
 	co.extended_l2 = s->extl2;
 	co.lazy_refcounts = s->lazy;
+	uint8_t *base = calloc(1, s->size);
+	assert_non_null(base);
 	if (s->backing) {
 		/* non-zero everywhere: a lost write cannot pass for old data */
-		assert_int_equal(cp_bdev_open_ram(&ro, &e->base), 0);
 		uint64_t seed = s->seed ^ 0x5a5a;
 		for (uint64_t i = 0; i < s->size; i += 8) {
 			uint64_t v = rng_next(&seed) | 0x0101010101010101ull;
-			memcpy(e->base_content + i, &v, 8);
+			memcpy(base + i, &v, 8);
 		}
-		assert_int_equal(cp_bdev_pwrite(e->base, e->base_content, s->size, 0), 0);
-		assert_int_equal(cp_bdev_flush(e->base), 0);
-		co.backing_file = "base.img";
-		co.backing_format = "raw";
 	}
-	int r = cp_image_create_dev(e->top, "top.qcow2", &co, open_base, e);
-	if (r < 0)
-		fail_msg("create: %s", cp_last_error());
+	ram_chain_make(&e->rc, keep, &co, s->backing ? base : NULL, s->size);
+	e->rc.base_content = base; /* the guest's content, base or not */
 	if (s->prefill) {
 		/* every cluster owned by the image, one subcluster written */
 		cp_image *img;
 		struct cp_open_opts o;
 		env_open_opts(e, &o);
-		assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
+		assert_int_equal(cp_image_open_dev(e->rc.top, "top.qcow2", &o, &img), 0);
 		uint32_t sub = s->extl2 ? s->cluster / 32 : s->cluster;
 		uint8_t *b = malloc(sub);
 		for (uint64_t c = 0; c < s->size; c += s->cluster) {
 			memset(b, (int)(0xa0 + (c / s->cluster) % 64), sub);
 			assert_int_equal(cp_image_pwrite(img, b, sub, c), 0);
-			memcpy(e->base_content + c, b, sub);
+			memcpy(e->rc.base_content + c, b, sub);
 		}
 		free(b);
 		assert_int_equal(cp_image_close(img), 0);
 	}
-	assert_int_equal(cp_bdev_flush(e->top), 0);
+	assert_int_equal(cp_bdev_flush(e->rc.top), 0);
 }
 
 static void env_free(struct env *e)
 {
 	cp_bdev_close(e->twin);
-	cp_bdev_close(e->top);
-	cp_bdev_close(e->base);
-	free(e->base_content);
+	ram_chain_free(&e->rc);
 }
 
 /* --- the ops -------------------------------------------------------------- */
@@ -299,11 +273,11 @@ static void no_report(void *opaque, const char *msg)
 static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 {
 	const struct scen *s = e->s;
-	assert_int_equal(cp_ram_restart(e->top), 0);
+	assert_int_equal(cp_ram_restart(e->rc.top), 0);
 	struct cp_open_opts o;
 	cp_image *img;
 	env_open_opts(e, &o);
-	int r = cp_image_open_dev(e->top, "top.qcow2", &o, &img);
+	int r = cp_image_open_dev(e->rc.top, "top.qcow2", &o, &img);
 	if (r < 0)
 		fail_msg("%s cut %llu keep %llu: open: %s", s->name,
 			 (unsigned long long)cut, (unsigned long long)keep,
@@ -322,7 +296,7 @@ static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 	free(got);
 	assert_int_equal(cp_image_close(img), 0);
 	o.for_check = true;
-	assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
+	assert_int_equal(cp_image_open_dev(e->rc.top, "top.qcow2", &o, &img), 0);
 	struct cp_check_result res;
 	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
 	if (res.corruptions)
@@ -338,8 +312,8 @@ static cp_bdev *sweep_make(void *opaque, uint64_t keep, struct model *m)
 {
 	struct env *e = opaque;
 	env_make(e->s, e, keep);
-	model_init(m, e->s->size, e->base_content);
-	return e->top;
+	model_init(m, e->s->size, e->rc.base_content);
+	return e->rc.top;
 }
 
 static int sweep_ops(void *opaque, struct model *m)

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,56 @@ int64_t model_verify(const struct model *m, const uint8_t *got, uint64_t size)
 			return (int64_t)o;
 	}
 	return -1;
+}
+
+void ram_chain_make(struct ram_chain *c, uint64_t keep,
+		    struct cp_create_opts *co, uint8_t *base, uint64_t size)
+{
+	memset(c, 0, sizeof(*c));
+	struct cp_ram_opts ro;
+	cp_ram_opts_init(&ro);
+	ro.max_size = 256ull << 20;
+	ro.keep_seed = keep;
+	assert_int_equal(cp_bdev_open_ram(&ro, &c->top), 0);
+	if (base) {
+		assert_int_equal(cp_bdev_open_ram(&ro, &c->base), 0);
+		c->base_content = base;
+		assert_int_equal(cp_bdev_pwrite(c->base, base, size, 0), 0);
+		assert_int_equal(cp_bdev_flush(c->base), 0);
+		co->backing_file = "base.img";
+		co->backing_format = "raw";
+	}
+	int r = cp_image_create_dev(c->top, "top.qcow2", co, ram_chain_open_base,
+				    c);
+	if (r < 0)
+		fail_msg("create: %s", cp_last_error());
+}
+
+int ram_chain_open_base(void *opaque, const char *name, cp_bdev **out)
+{
+	struct ram_chain *c = opaque;
+	if (strcmp(name, "base.img") || !c->base)
+		return cp_error(-ENOENT, "no backing file '%s'", name);
+	*out = c->base;
+	return 0;
+}
+
+void ram_chain_open_opts(struct ram_chain *c, struct cp_open_opts *o,
+			 uint64_t l2_size)
+{
+	cp_open_opts_init(o);
+	o->open_backing = ram_chain_open_base;
+	o->open_backing_opaque = c;
+	o->l2_cache_size = l2_size;
+	o->l2_cache_entry_size = 512;
+	o->refcount_cache_size = 512;
+}
+
+void ram_chain_free(struct ram_chain *c)
+{
+	cp_bdev_close(c->top);
+	cp_bdev_close(c->base);
+	free(c->base_content);
 }
 
 void cut_sweep_run(const struct cut_sweep *cs)

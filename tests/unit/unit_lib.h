@@ -1,6 +1,6 @@
 /* Helpers shared by the unit tests: a seeded RNG, a counter of
- * asynchronous requests, the crash model and the power-cut sweep that
- * uses it.
+ * asynchronous requests, the crash model, an image chain on RAM devices
+ * and the power-cut sweep that uses them.
  *
  * The crash model remembers, for each byte of a device, its content at
  * the last completed flush and the values written to it since: after a
@@ -71,6 +71,28 @@ void model_flush(struct model *m);
 /* Returns the first of size offsets whose content got[] is impossible,
  * or -1. */
 int64_t model_verify(const struct model *m, const uint8_t *got, uint64_t size);
+
+/* An image chain on RAM devices for the power-cut tests: top.qcow2 on
+ * top, optionally over a raw base.img on base. */
+struct ram_chain {
+	cp_bdev *top, *base;
+	uint8_t *base_content; /* what base.img holds (NULL: no base) */
+};
+
+/* A fresh chain: top a RAM device with keep_seed keep (0: a cut drops
+ * every unflushed write) and top.qcow2 created on it with co; with base
+ * (size bytes, malloc'd, the chain takes it) first a RAM base.img holding
+ * it, named in co as top's backing file. */
+void ram_chain_make(struct ram_chain *c, uint64_t keep,
+		    struct cp_create_opts *co, uint8_t *base, uint64_t size);
+/* The backing hook (opaque: the chain): base.img is c->base. */
+int ram_chain_open_base(void *opaque, const char *name, cp_bdev **out);
+/* Open options for top.qcow2: the backing hook, and small caches (l2_size
+ * bytes of 512-byte L2 slices, one 512-byte refcount block) so that
+ * metadata is written back between flushes. */
+void ram_chain_open_opts(struct ram_chain *c, struct cp_open_opts *o,
+			 uint64_t l2_size);
+void ram_chain_free(struct ram_chain *c);
 
 /* A power-cut sweep over a scenario on a RAM device.  A dry run counts the
  * device writes the scenario's operations cause (and its result must be
