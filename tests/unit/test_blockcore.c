@@ -234,9 +234,7 @@ static void test_async_qd64(void **state)
 					  counter_cb, &cnt),
 		    0);
 	}
-	counter_add(&cnt);
-	assert_int_equal(cp_bdev_flush_async(dev, counter_cb, &cnt), 0);
-	counter_wait(&cnt, 0);
+	counter_flush_wait(&cnt, dev);
 	assert_int_equal(cnt.errors, 0);
 	assert_int_equal(cnt.done, NBLK + 17);
 	assert_int_equal(cnt.same_thread, 0);
@@ -764,9 +762,7 @@ static void test_ram_async(void **state)
 						       counter_cb, &cnt),
 				 0);
 	}
-	counter_add(&cnt);
-	assert_int_equal(cp_bdev_flush_async(dev, counter_cb, &cnt), 0);
-	counter_wait(&cnt, 0);
+	counter_flush_wait(&cnt, dev);
 	assert_int_equal(cnt.done, 301);
 	assert_int_equal(cnt.errors, 0);
 	assert_int_equal(cnt.same_thread, 0);

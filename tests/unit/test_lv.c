@@ -388,9 +388,7 @@ static void async_qd32(const struct lcfg *cfg)
 							      counter_cb, &c),
 					 0);
 		}
-		counter_add(&c);
-		assert_int_equal(cp_bdev_flush_async(dev, counter_cb, &c), 0);
-		counter_wait(&c, 0);
+		counter_flush_wait(&c, dev);
 		assert_int_equal(c.errors, 0);
 		for (int i = 0; i < QD; i++)
 			assert_memory_equal(bufs[i], shadow + i * slot, slot);

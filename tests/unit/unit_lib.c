@@ -82,6 +82,13 @@ void counter_wait(struct counter *c, unsigned max)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void counter_flush_wait(struct counter *c, cp_bdev *dev)
+{
+	counter_add(c);
+	assert_int_equal(cp_bdev_flush_async(dev, counter_cb, c), 0);
+	counter_wait(c, 0);
+}
+
 void image_check_clean(cp_image *img, const char *what)
 {
 	struct cp_check_result r;

@@ -46,6 +46,9 @@ void counter_add(struct counter *c);
 void counter_cb(void *opaque, int ret);
 /* Wait until at most max requests are in flight. */
 void counter_wait(struct counter *c, unsigned max);
+/* A flush of dev behind the requests in flight, counted too, then wait
+ * for all of them. */
+void counter_flush_wait(struct counter *c, cp_bdev *dev);
 
 /* img (opened for check) checks with neither corruption nor leak;
  * then it is closed.  what names it in a failure. */
