@@ -322,10 +322,7 @@ int cp_image_create_dev(cp_bdev *dev, const char *name,
 {
 	CP_API_ENTER();
 	struct cp_create_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_create_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_create_opts_init);
 	return create_on(dev, name, &o, open_backing, opaque);
 }
 
@@ -333,10 +330,7 @@ int cp_image_create(const char *path, const struct cp_create_opts *opts)
 {
 	CP_API_ENTER();
 	struct cp_create_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_create_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_create_opts_init);
 	if (o.format == CP_FMT_AUTO)
 		o.format = CP_FMT_QCOW2;
 	int r = validate(path, &o);

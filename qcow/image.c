@@ -411,10 +411,7 @@ int cp_image_open_dev(cp_bdev *dev, const char *name,
 {
 	CP_API_ENTER();
 	struct cp_open_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_open_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_open_opts_init);
 	struct chain ch = { .n = 0 };
 	ch.names[ch.n++] = strdup(name);
 	int r = image_open(dev, false, name, &o, o.format, 0, &ch, out);
@@ -427,10 +424,7 @@ int cp_image_open(const char *path, const struct cp_open_opts *opts,
 {
 	CP_API_ENTER();
 	struct cp_open_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_open_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_open_opts_init);
 	if (!strncmp(path, "json:", 5)) {
 		char *jn;
 		enum cp_fmt jf;

@@ -328,10 +328,7 @@ int cp_image_commit(cp_image *top, const struct cp_commit_opts *opts)
 {
 	CP_API_ENTER();
 	struct cp_commit_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_commit_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_commit_opts_init);
 	if (!top->backing)
 		return cp_error(-EINVAL, "%s: image has no backing file to commit into",
 				top->filename);
@@ -445,10 +442,7 @@ int cp_image_rebase(cp_image *img, const struct cp_rebase_opts *opts)
 {
 	CP_API_ENTER();
 	struct cp_rebase_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_rebase_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_rebase_opts_init);
 	if (!img->q)
 		return cp_error(-EINVAL, "%s: raw images have no backing file",
 				img->filename);
@@ -638,10 +632,7 @@ int cp_image_convert(cp_image *src, cp_image *dst, const struct cp_convert_opts 
 {
 	CP_API_ENTER();
 	struct cp_convert_opts o;
-	if (opts)
-		o = *opts;
-	else
-		cp_convert_opts_init(&o);
+	QC_OPTS_OR_DEFAULTS(o, opts, cp_convert_opts_init);
 	if (cp_image_size(dst) < cp_image_size(src))
 		return cp_error(-EINVAL, "%s: target (%" PRIu64 " bytes) is smaller than the source (%" PRIu64 " bytes)",
 				cp_image_filename(dst), cp_image_size(dst),

@@ -501,6 +501,15 @@ struct cp_image {
 	struct img_async *async; /* image.c: async state and workers */
 	bool probed;          /* raw without -f: sector 0 writes are checked */
 };
+/* The options of a public call (image.c, create.c, ops.c): a copy of
+ * *opts, or the defaults (init) when opts is NULL. */
+#define QC_OPTS_OR_DEFAULTS(o, opts, init)                                     \
+	do {                                                                   \
+		if (opts)                                                      \
+			(o) = *(opts);                                         \
+		else                                                           \
+			init(&(o));                                            \
+	} while (0)
 /* Open a chain named relative to img (through its backing hook if any). */
 int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 		     bool no_backing, cp_image **out);

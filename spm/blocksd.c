@@ -747,12 +747,6 @@ static int blk_vol_find(cp_sd *sd, const char *img, const char *vol,
 	return r;
 }
 
-static int blk_uuid_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct cp_uuid_str *)a)->s,
-		      ((const struct cp_uuid_str *)b)->s);
-}
-
 /* UUIDs of volume LVs: images (distinct IU_ values) when img is NULL,
  * else the volumes of img. */
 static int blk_list(cp_sd *sd, const char *img, struct cp_uuid_str **out,
@@ -805,7 +799,7 @@ static int blk_list(cp_sd *sd, const char *img, struct cp_uuid_str **out,
 		free(u);
 		return 0;
 	}
-	qsort(u, cnt, sizeof(*u), blk_uuid_cmp);
+	qsort(u, cnt, sizeof(*u), sd_uuid_cmp);
 	*out = u;
 	*nout = cnt;
 	return 0;

@@ -24,6 +24,7 @@
 #include "common.h"
 #include "spm.h"
 #include "sd_int.h"
+#include "vector.h"
 
 /* ---- little-endian helpers ------------------------------------------------ */
 
@@ -872,11 +873,10 @@ CP_EXPORT int cp_domain_create(const struct cp_domain_create_opts *opts,
 	uint8_t buf[CP_MD_SECTOR_SIZE];
 	int r;
 
-	cp_domain_create_opts_init(&o);
-	if (!opts || opts->size < offsetof(struct cp_domain_create_opts, name))
-		return cp_error(-EINVAL, "domain create: bad options");
-	memcpy(&o, opts, CP_MIN(opts->size, sizeof(o)));
-	o.size = sizeof(o);
+	r = SD_OPTS_COPY(o, opts, cp_domain_create_opts_init, name,
+			 "domain create");
+	if (r < 0)
+		return r;
 
 	r = dom_check_root(o.root);
 	if (r < 0)
@@ -1010,10 +1010,43 @@ CP_EXPORT int cp_domain_image_create(const char *root, const char *dom_uuid,
 	return dom_fsync_dir(images);
 }
 
-static int uuid_cmp(const void *a, const void *b)
+int sd_uuid_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct cp_uuid_str *)a)->s,
 		      ((const struct cp_uuid_str *)b)->s);
+}
+
+CP_VECTOR(dom_uuid_vec, struct cp_uuid_str);
+
+int sd_list_uuids(DIR *dp, const char *what, const char *suffix,
+		  struct cp_uuid_str **out, size_t *n)
+{
+	dom_uuid_vec v = {0};
+	size_t sl = strlen(suffix);
+	struct dirent *de;
+
+	while ((de = readdir(dp))) {
+		const char *nm = de->d_name;
+		struct cp_uuid_str u;
+
+		if (strlen(nm) != CP_UUID_STR_LEN + sl ||
+		    strcmp(nm + CP_UUID_STR_LEN, suffix) != 0 ||
+		    !dom_uuid_valid_n(nm))
+			continue;
+		memcpy(u.s, nm, CP_UUID_STR_LEN);
+		u.s[CP_UUID_STR_LEN] = '\0';
+		if (dom_uuid_vec_append(&v, u) < 0) {
+			closedir(dp);
+			dom_uuid_vec_reset(&v);
+			return cp_error(-ENOMEM, "%s: out of memory", what);
+		}
+	}
+	closedir(dp);
+	if (v.len)
+		qsort(v.ptr, v.len, sizeof(*v.ptr), sd_uuid_cmp);
+	*out = v.ptr;
+	*n = v.len;
+	return 0;
 }
 
 CP_EXPORT int cp_domain_list_volumes(const char *root, const char *dom_uuid,
@@ -1022,9 +1055,6 @@ CP_EXPORT int cp_domain_list_volumes(const char *root, const char *dom_uuid,
 {
 	CP_API_ENTER();
 	char path[PATH_MAX];
-	struct cp_uuid_str *v = NULL;
-	size_t cnt = 0, cap = 0;
-	struct dirent *de;
 	DIR *dp;
 	int r = dom_check_root(root);
 
@@ -1038,32 +1068,5 @@ CP_EXPORT int cp_domain_list_volumes(const char *root, const char *dom_uuid,
 	dp = opendir(path);
 	if (!dp)
 		return cp_error(-errno, "%s: %s", path, strerror(errno));
-	while ((de = readdir(dp))) {
-		const char *nm = de->d_name;
-
-		if (strlen(nm) != CP_UUID_STR_LEN + 5 ||
-		    strcmp(nm + CP_UUID_STR_LEN, ".meta") != 0 ||
-		    !dom_uuid_valid_n(nm))
-			continue;
-		if (cnt == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			struct cp_uuid_str *nv = realloc(v, ncap * sizeof(*nv));
-			if (!nv) {
-				free(v);
-				closedir(dp);
-				return cp_error(-ENOMEM, "%s: out of memory", path);
-			}
-			v = nv;
-			cap = ncap;
-		}
-		memcpy(v[cnt].s, nm, CP_UUID_STR_LEN);
-		v[cnt].s[CP_UUID_STR_LEN] = '\0';
-		cnt++;
-	}
-	closedir(dp);
-	if (cnt)
-		qsort(v, cnt, sizeof(*v), uuid_cmp);
-	*out = v;
-	*n = cnt;
-	return 0;
+	return sd_list_uuids(dp, path, ".meta", out, n);
 }

@@ -234,20 +234,11 @@ static int fsd_extend(cp_sd *sd, const char *device)
 			sd->uuid);
 }
 
-static int uuid_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct cp_uuid_str *)a)->s,
-		      ((const struct cp_uuid_str *)b)->s);
-}
-
 /* UUID names in directory fd (closed): entries of exactly 36 + strlen(suffix)
  * characters ending in suffix. */
 static int fsd_list_uuids(int fd, const char *what, const char *suffix,
 			  struct cp_uuid_str **out, size_t *n)
 {
-	struct cp_uuid_str *v = NULL;
-	size_t cnt = 0, cap = 0, sl = strlen(suffix);
-	struct dirent *de;
 	DIR *dp = fdopendir(fd);
 
 	if (!dp) {
@@ -255,34 +246,7 @@ static int fsd_list_uuids(int fd, const char *what, const char *suffix,
 		close(fd);
 		return cp_error(err, "%s: %s", what, strerror(-err));
 	}
-	while ((de = readdir(dp))) {
-		if (strlen(de->d_name) != CP_UUID_STR_LEN + sl ||
-		    strcmp(de->d_name + CP_UUID_STR_LEN, suffix))
-			continue;
-		char u[CP_UUID_STR_LEN + 1];
-		memcpy(u, de->d_name, CP_UUID_STR_LEN);
-		u[CP_UUID_STR_LEN] = '\0';
-		if (!cp_uuid_valid(u))
-			continue;
-		if (cnt == cap) {
-			size_t nc = cap ? cap * 2 : 16;
-			struct cp_uuid_str *nv = realloc(v, nc * sizeof(*nv));
-			if (!nv) {
-				closedir(dp);
-				free(v);
-				return cp_error(-ENOMEM, "out of memory");
-			}
-			v = nv;
-			cap = nc;
-		}
-		strcpy(v[cnt++].s, u);
-	}
-	closedir(dp);
-	if (cnt)
-		qsort(v, cnt, sizeof(*v), uuid_cmp);
-	*out = v;
-	*n = cnt;
-	return 0;
+	return sd_list_uuids(dp, what, suffix, out, n);
 }
 
 static int fsd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n)

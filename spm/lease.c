@@ -1180,62 +1180,43 @@ struct cp_lease_client {
 	int unused;
 };
 
-CP_EXPORT int cp_lockspace_format(const struct cp_lockspace_opts *o)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lockspace format");
-}
-CP_EXPORT int cp_lockspace_read_io_timeout(const struct cp_lockspace_opts *o,
-					   uint32_t *io_timeout)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lockspace read");
-}
-CP_EXPORT int cp_lockspace_join(const struct cp_lockspace_opts *o,
-				uint64_t host_id)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lockspace join");
-}
-CP_EXPORT int cp_lockspace_join_start(const struct cp_lockspace_opts *o,
-				      uint64_t host_id)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lockspace join");
-}
-CP_EXPORT int cp_lockspace_leave(const struct cp_lockspace_opts *o,
-				 uint64_t host_id)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lockspace leave");
-}
-CP_EXPORT int cp_lockspace_status(const struct cp_lockspace_opts *o,
-				  uint64_t host_id)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lockspace status");
-}
-CP_EXPORT int cp_lockspace_host_state(const char *lockspace, uint64_t host_id)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("host status");
-}
-CP_EXPORT int cp_lease_format(const struct cp_lease_opts *o)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lease format");
-}
-CP_EXPORT int cp_lease_read(const struct cp_lease_opts *o,
-			    struct cp_lease_owner *out)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lease read");
-}
-CP_EXPORT int cp_lease_client_open(cp_lease_client **out)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("sanlock register");
-}
+/* Every call that needs the daemon fails the same way: one definition. */
+#define NOSANLOCK_STUB(name, what, params)                                     \
+	CP_EXPORT int name params                                              \
+	{                                                                      \
+		CP_API_ENTER();                                                \
+		return NOSANLOCK(what);                                        \
+	}
+
+NOSANLOCK_STUB(cp_lockspace_format, "lockspace format",
+	       (const struct cp_lockspace_opts *o))
+NOSANLOCK_STUB(cp_lockspace_read_io_timeout, "lockspace read",
+	       (const struct cp_lockspace_opts *o, uint32_t *io_timeout))
+NOSANLOCK_STUB(cp_lockspace_join, "lockspace join",
+	       (const struct cp_lockspace_opts *o, uint64_t host_id))
+NOSANLOCK_STUB(cp_lockspace_join_start, "lockspace join",
+	       (const struct cp_lockspace_opts *o, uint64_t host_id))
+NOSANLOCK_STUB(cp_lockspace_leave, "lockspace leave",
+	       (const struct cp_lockspace_opts *o, uint64_t host_id))
+NOSANLOCK_STUB(cp_lockspace_status, "lockspace status",
+	       (const struct cp_lockspace_opts *o, uint64_t host_id))
+NOSANLOCK_STUB(cp_lockspace_host_state, "host status",
+	       (const char *lockspace, uint64_t host_id))
+NOSANLOCK_STUB(cp_lease_format, "lease format", (const struct cp_lease_opts *o))
+NOSANLOCK_STUB(cp_lease_read, "lease read",
+	       (const struct cp_lease_opts *o, struct cp_lease_owner *out))
+NOSANLOCK_STUB(cp_lease_client_open, "sanlock register",
+	       (cp_lease_client **out))
+NOSANLOCK_STUB(cp_lease_client_check, "sanlock", (cp_lease_client *c))
+NOSANLOCK_STUB(cp_lease_acquire, "lease acquire",
+	       (cp_lease_client *c, const struct cp_lease_opts *lease,
+		const struct cp_lease_acquire_opts *opts, uint64_t *lver))
+NOSANLOCK_STUB(cp_lease_release, "lease release",
+	       (cp_lease_client *c, const struct cp_lease_opts *lease))
+NOSANLOCK_STUB(cp_lease_held, "lease inquire",
+	       (cp_lease_client *c, const struct cp_lease_opts *lease,
+		uint64_t *lver))
+
 CP_EXPORT void cp_lease_client_close(cp_lease_client *c)
 {
 }
@@ -1243,31 +1224,6 @@ CP_EXPORT int cp_lease_client_fd(const cp_lease_client *c)
 {
 	CP_API_ENTER();
 	return -1;
-}
-CP_EXPORT int cp_lease_client_check(cp_lease_client *c)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("sanlock");
-}
-CP_EXPORT int cp_lease_acquire(cp_lease_client *c,
-			       const struct cp_lease_opts *lease,
-			       const struct cp_lease_acquire_opts *opts,
-			       uint64_t *lver)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lease acquire");
-}
-CP_EXPORT int cp_lease_release(cp_lease_client *c,
-			       const struct cp_lease_opts *lease)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lease release");
-}
-CP_EXPORT int cp_lease_held(cp_lease_client *c,
-			    const struct cp_lease_opts *lease, uint64_t *lver)
-{
-	CP_API_ENTER();
-	return NOSANLOCK("lease inquire");
 }
 
 #endif /* CP_HAVE_SANLOCK */

@@ -183,6 +183,15 @@ static int lvm_check_vg_lv(const char *vg, const char *lv)
 	return r;
 }
 
+/* The start of every call on a VG (or an LV of it, lv not NULL): the
+ * caller's options copied, the names checked. */
+static int lvm_begin(const struct cp_lvm_opts *uo, struct cp_lvm_opts *o,
+		     const char *vg, const char *lv)
+{
+	int r = lvm_opts_copy(uo, o);
+	return r < 0 ? r : lvm_check_vg_lv(vg, lv);
+}
+
 /* ---- running commands ---------------------------------------------------- */
 
 CP_VECTOR(lvm_str_vec, char *);
@@ -771,9 +780,7 @@ int cp_lvm_vg_create(const struct cp_lvm_opts *uo, const char *vg,
 	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_name("VG", vg);
+	int r = lvm_begin(uo, &o, vg, NULL);
 	if (r == 0)
 		r = lvm_check_tags(tags);
 	if (r < 0)
@@ -814,9 +821,7 @@ int cp_lvm_vg_extend(const struct cp_lvm_opts *uo, const char *vg,
 {
 	CP_API_ENTER();
 	struct cp_lvm_opts o;
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_name("VG", vg);
+	int r = lvm_begin(uo, &o, vg, NULL);
 	if (r == 0)
 		r = lvm_check_device(device);
 	if (r < 0)
@@ -827,15 +832,17 @@ int cp_lvm_vg_extend(const struct cp_lvm_opts *uo, const char *vg,
 	return lvm_run_simple(&o, args, vg, what);
 }
 
-int cp_lvm_vg_change_tags(const struct cp_lvm_opts *uo, const char *vg,
-			  const char *const *add, const char *const *del)
+/* vgchange (lv NULL) or lvchange of the tags of vg or vg/lv: del removed
+ * and add added in one metadata commit. */
+static int lvm_change_tags(const struct cp_lvm_opts *uo, const char *vg,
+			   const char *lv, const char *const *add,
+			   const char *const *del)
 {
-	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_name("VG", vg);
+	const char *cmd = lv ? "lvchange" : "vgchange";
+	char target[2 * LVM_NAME_MAX + 2], what[300];
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r == 0)
 		r = lvm_check_tags(add);
 	if (r == 0)
@@ -844,14 +851,24 @@ int cp_lvm_vg_change_tags(const struct cp_lvm_opts *uo, const char *vg,
 		return r;
 	if ((!add || !add[0]) && (!del || !del[0]))
 		return 0;
-	lvm_arg(&a, "vgchange");
+	if (lv)
+		snprintf(target, sizeof(target), "%s/%s", vg, lv);
+	else
+		snprintf(target, sizeof(target), "%s", vg);
+	snprintf(what, sizeof(what), "%s tags of %s", cmd, target);
+	lvm_arg(&a, cmd);
 	lvm_tag_args(&a, "--deltag", del);
 	lvm_tag_args(&a, "--addtag", add);
 	lvm_arg(&a, "--");
-	lvm_arg(&a, vg);
-	char what[256];
-	snprintf(what, sizeof(what), "vgchange tags of %s", vg);
+	lvm_arg(&a, target);
 	return lvm_run_simple(&o, a.v, vg, what);
+}
+
+int cp_lvm_vg_change_tags(const struct cp_lvm_opts *uo, const char *vg,
+			  const char *const *add, const char *const *del)
+{
+	CP_API_ENTER();
+	return lvm_change_tags(uo, vg, NULL, add, del);
 }
 
 void cp_lvm_vg_info_clear(struct cp_lvm_vg_info *info)
@@ -867,9 +884,7 @@ int cp_lvm_vg_info(const struct cp_lvm_opts *uo, const char *vg,
 	struct cp_lvm_opts o;
 	struct lvm_report rep;
 	memset(out, 0, sizeof(*out));
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_name("VG", vg);
+	int r = lvm_begin(uo, &o, vg, NULL);
 	if (r < 0)
 		return r;
 	const char *args[] = {
@@ -1004,9 +1019,7 @@ int cp_lvm_lv_create(const struct cp_lvm_opts *uo, const char *vg,
 	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	struct lvm_args a = {0};
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r == 0)
 		r = lvm_check_tags(tags);
 	if (r < 0)
@@ -1039,9 +1052,7 @@ static int lvm_lv_resize(const struct cp_lvm_opts *uo, const char *vg,
 	const char *cmd = grow ? "lvextend" : "lvreduce";
 	char target[2 * LVM_NAME_MAX + 2], what[400];
 	uint64_t cur = 0;
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r < 0)
 		return r;
 	if (size == 0 || size > INT64_MAX)
@@ -1118,9 +1129,7 @@ int cp_lvm_lv_remove(const struct cp_lvm_opts *uo, const char *vg,
 	CP_API_ENTER();
 	struct cp_lvm_opts o;
 	char target[2 * LVM_NAME_MAX + 2], what[300];
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r < 0)
 		return r;
 	snprintf(target, sizeof(target), "%s/%s", vg, lv);
@@ -1136,28 +1145,7 @@ int cp_lvm_lv_change_tags(const struct cp_lvm_opts *uo, const char *vg,
 			  const char *const *del)
 {
 	CP_API_ENTER();
-	struct cp_lvm_opts o;
-	struct lvm_args a = {0};
-	char target[2 * LVM_NAME_MAX + 2], what[300];
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
-	if (r == 0)
-		r = lvm_check_tags(add);
-	if (r == 0)
-		r = lvm_check_tags(del);
-	if (r < 0)
-		return r;
-	if ((!add || !add[0]) && (!del || !del[0]))
-		return 0;
-	snprintf(target, sizeof(target), "%s/%s", vg, lv);
-	snprintf(what, sizeof(what), "lvchange tags of %s", target);
-	lvm_arg(&a, "lvchange");
-	lvm_tag_args(&a, "--deltag", del);
-	lvm_tag_args(&a, "--addtag", add);
-	lvm_arg(&a, "--");
-	lvm_arg(&a, target);
-	return lvm_run_simple(&o, a.v, vg, what);
+	return lvm_change_tags(uo, vg, lv, add, del);
 }
 
 void cp_lvm_lv_list_free(struct cp_lvm_lv_info *lvs, size_t n)
@@ -1183,9 +1171,7 @@ int cp_lvm_lv_list(const struct cp_lvm_opts *uo, const char *vg,
 	struct lvm_report rep;
 	*out = NULL;
 	*n = 0;
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_name("VG", vg);
+	int r = lvm_begin(uo, &o, vg, NULL);
 	if (r < 0)
 		return r;
 	char what[256];
@@ -1279,9 +1265,7 @@ int cp_lvm_lv_map(const struct cp_lvm_opts *uo, const char *vg, const char *lv,
 
 	out->nsegs = 0;
 	out->segs = NULL;
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r < 0)
 		return r;
 	snprintf(target, sizeof(target), "%s/%s", vg, lv);
@@ -1432,9 +1416,7 @@ int cp_lvm_open_lv(const struct cp_lvm_opts *uo, const char *vg, const char *lv,
 	struct cp_linear_map map;
 	char path[2 * LVM_NAME_MAX + 8];
 	*out = NULL;
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r < 0)
 		return r;
 	/* With device-mapper: the activated LV (activation itself is the
@@ -1458,9 +1440,7 @@ int cp_lvm_refresh_lv(const struct cp_lvm_opts *uo, const char *vg,
 	struct cp_lvm_opts o;
 	struct cp_linear_map map;
 	char target[2 * LVM_NAME_MAX + 2];
-	int r = lvm_opts_copy(uo, &o);
-	if (r == 0)
-		r = lvm_check_vg_lv(vg, lv);
+	int r = lvm_begin(uo, &o, vg, lv);
 	if (r < 0)
 		return r;
 	snprintf(target, sizeof(target), "%s/%s", vg, lv);

@@ -169,6 +169,24 @@ static int pool_add_locked(cp_pool *p, cp_sd *sd)
 	return 0;
 }
 
+/* Open the domain uuid at loc and take it into the pool, unless the pool
+ * knows it already or it does not open (reported by inspection; not ours
+ * to guess). */
+static void pool_scan_add(cp_pool *p, const struct cp_sd_loc *loc,
+			  const char *uuid)
+{
+	cp_sd *sd;
+
+	pthread_mutex_lock(&p->lock);
+	bool known = pool_find_locked(p, uuid) != NULL;
+	pthread_mutex_unlock(&p->lock);
+	if (known || cp_sd_open(loc, uuid, &sd) < 0)
+		return;
+	pthread_mutex_lock(&p->lock);
+	pool_add_locked(p, sd);
+	pthread_mutex_unlock(&p->lock);
+}
+
 static int pool_scan_file_root(cp_pool *p, const char *root)
 {
 	struct cp_sd_loc loc;
@@ -185,7 +203,6 @@ static int pool_scan_file_root(cp_pool *p, const char *root)
 	while ((de = readdir(dp))) {
 		char md[PATH_MAX];
 		struct stat st;
-		cp_sd *sd;
 
 		if (strlen(de->d_name) != CP_UUID_STR_LEN ||
 		    !cp_uuid_valid(de->d_name))
@@ -193,16 +210,7 @@ static int pool_scan_file_root(cp_pool *p, const char *root)
 		snprintf(md, sizeof(md), "%s/%s/dom_md/metadata", root, de->d_name);
 		if (stat(md, &st) < 0)
 			continue;  /* an unfinished create */
-		pthread_mutex_lock(&p->lock);
-		bool known = pool_find_locked(p, de->d_name) != NULL;
-		pthread_mutex_unlock(&p->lock);
-		if (known)
-			continue;
-		if (cp_sd_open(&loc, de->d_name, &sd) < 0)
-			continue;  /* reported by inspection; not ours to guess */
-		pthread_mutex_lock(&p->lock);
-		pool_add_locked(p, sd);
-		pthread_mutex_unlock(&p->lock);
+		pool_scan_add(p, &loc, de->d_name);
 	}
 	closedir(dp);
 	return 0;
@@ -220,20 +228,9 @@ static int pool_scan_block(cp_pool *p)
 	cp_sd_loc_init(&loc);
 	loc.type = CP_DOMAIN_TYPE_BLOCK;
 	loc.lvm = &p->lvm;
-	for (size_t i = 0; i < n; i++) {
-		cp_sd *sd;
-
-		if (!cp_uuid_valid(vgs[i]))
-			continue;
-		pthread_mutex_lock(&p->lock);
-		bool known = pool_find_locked(p, vgs[i]) != NULL;
-		pthread_mutex_unlock(&p->lock);
-		if (known || cp_sd_open(&loc, vgs[i], &sd) < 0)
-			continue;
-		pthread_mutex_lock(&p->lock);
-		pool_add_locked(p, sd);
-		pthread_mutex_unlock(&p->lock);
-	}
+	for (size_t i = 0; i < n; i++)
+		if (cp_uuid_valid(vgs[i]))
+			pool_scan_add(p, &loc, vgs[i]);
 	cp_lvm_names_free(vgs);
 	return 0;
 }
@@ -261,11 +258,10 @@ CP_EXPORT int cp_pool_open(const struct cp_pool_opts *uo, cp_pool **out)
 	CP_API_ENTER();
 	struct cp_pool_opts o;
 	cp_pool *p;
+	int r = SD_OPTS_COPY(o, uo, cp_pool_opts_init, lvm_devices, "pool");
 
-	cp_pool_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_pool_opts, lvm_devices))
-		return cp_error(-EINVAL, "pool: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	if (r < 0)
+		return r;
 	if (o.host_id < 1 || o.host_id > CP_LEASE_MAX_HOST_ID)
 		return cp_error(-EINVAL, "host id %" PRIu64 " is not in 1..%d",
 				o.host_id, CP_LEASE_MAX_HOST_ID);
@@ -474,10 +470,10 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 	cp_sd *sd;
 	int r;
 
-	cp_sd_create_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_sd_create_opts, master))
-		return cp_error(-EINVAL, "domain create: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_sd_create_opts_init, master,
+			 "domain create");
+	if (r < 0)
+		return r;
 	if ((r = pool_need_sanlock(p)) < 0)
 		return r;
 	if (!o.pool_uuid) {

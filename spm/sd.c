@@ -63,11 +63,10 @@ CP_EXPORT int cp_sd_create(const struct cp_sd_create_opts *opts,
 	char uuid[CP_UUID_STR_LEN + 1];
 	int r;
 
-	cp_sd_create_opts_init(&o);
-	if (!opts || opts->size < offsetof(struct cp_sd_create_opts, master))
-		return cp_error(-EINVAL, "domain create: bad options");
-	memcpy(&o, opts, CP_MIN(opts->size, sizeof(o)));
-	o.size = sizeof(o);
+	r = SD_OPTS_COPY(o, opts, cp_sd_create_opts_init, master,
+			 "domain create");
+	if (r < 0)
+		return r;
 	if ((r = sd_check_loc(&o.loc)) < 0)
 		return r;
 	if (o.io_timeout < 1 || o.io_timeout > 255)

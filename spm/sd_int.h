@@ -16,10 +16,14 @@
 #ifndef CP_SPM_SD_INT_H
 #define CP_SPM_SD_INT_H
 
+#include <dirent.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/types.h>
 
+#include "common.h"
 #include "spm.h"
 
 struct sd_backend;
@@ -144,6 +148,13 @@ int sd_open_chain(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 int sd_check_chain(cp_sd *sd, const char *img, const char *vol);
 /* domain.c: replace dom_md/metadata of a file domain atomically. */
 int sd_file_write_domain_md(const char *root, const struct cp_domain_md *d);
+/* domain.c: qsort order of struct cp_uuid_str. */
+int sd_uuid_cmp(const void *a, const void *b);
+/* domain.c: the UUIDs named by the entries of dp (closed) that are a UUID
+ * followed by suffix, sorted; what names the directory in messages.
+ * Caller frees *out. */
+int sd_list_uuids(DIR *dp, const char *what, const char *suffix,
+		  struct cp_uuid_str **out, size_t *n);
 
 /* ---- file domains: confinement and ownership (domain.c) ----
  * Everything inside a file domain is opened beneath the domain directory
@@ -169,5 +180,32 @@ int sd_own(int fd, const char *what, mode_t mode, uint32_t uid, uint32_t gid);
 int sd_atomic_write_at(int dirfd, const char *what, const char *name,
 		       const uint8_t *buf, size_t len, uint32_t uid,
 		       uint32_t gid);
+
+/* ---- options of the public calls (every file) ----
+ * Copy the caller's options uo over the defaults already in *o (its
+ * _opts_init): uo must be given and reach at least the first `need` bytes
+ * (offsetof the first field a caller may leave out); a caller built
+ * against a smaller struct keeps the defaults for the rest, and o's size
+ * is then its own.  Else -EINVAL "<what>: bad options". */
+static inline int sd_opts_copy(void *o, size_t o_size, const void *uo,
+			       size_t need, const char *what)
+{
+	size_t size;
+	if (!uo)
+		return cp_error(-EINVAL, "%s: bad options", what);
+	memcpy(&size, uo, sizeof(size)); /* the first member */
+	if (size < need)
+		return cp_error(-EINVAL, "%s: bad options", what);
+	memcpy(o, uo, CP_MIN(size, o_size));
+	size = o_size; /* *o is whole now */
+	memcpy(o, &size, sizeof(size));
+	return 0;
+}
+
+/* The usual call: o (a struct, not a pointer) filled by init, then the
+ * caller's uo over it; first is the first field uo may leave out. */
+#define SD_OPTS_COPY(o, uo, init, first, what)                                 \
+	(init(&(o)), sd_opts_copy(&(o), sizeof(o), (uo),                       \
+				  offsetof(__typeof__(o), first), (what)))
 
 #endif

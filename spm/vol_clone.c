@@ -43,7 +43,6 @@ static int collapse_run(struct vol_op_ctx *x)
 			       CP_DATA, CP_MD)) < 0)
 		return r;
 	if (t->step < CP_COPIED) {
-		struct cp_sd_chain src, dst;
 		struct cp_convert_opts co;
 		if ((r = pool_guard(p, "copy")) < 0)
 			return r;
@@ -55,28 +54,13 @@ static int collapse_run(struct vol_op_ctx *x)
 		ft.src_img_uuid[0] = '\0';
 		if ((r = vol_format(sd, &ft)) < 0)
 			return r;
-		if ((r = cp_sd_open_image(sd, t->img_uuid, t->vol_uuid, false,
-					  &src)) < 0)
-			return r;
-		if ((r = cp_sd_open_image(sd, t->src_img_uuid, t->src_vol_uuid,
-					  true, &dst)) < 0) {
-			cp_sd_close_image(&src);
-			return r;
-		}
 		cp_convert_opts_init(&co);
 		co.target_is_zero = fmt == CP_VOL_FORMAT_COW &&
 				    alloc == CP_VOL_ALLOC_SPARSE;
-		co.out_of_order = true;
-		co.progress = task_progress;
-		co.opaque = &px;
-		r = cp_image_convert(src.img, dst.img, &co);
-		int r2 = cp_sd_close_image(&dst);
-		cp_sd_close_image(&src);
-		if (r == 0)
-			r = r2;
-		if (r < 0)
-			return cp_error_prefix(r, "copy of volume %s", t->vol_uuid);
-		if ((r = task_step(p, t, CP_COPIED)) < 0)
+		if ((r = vol_convert(sd, t->img_uuid, t->vol_uuid, sd,
+				     t->src_img_uuid, t->src_vol_uuid, &co,
+				     &px)) < 0 ||
+		    (r = task_step(p, t, CP_COPIED)) < 0)
 			return r;
 	}
 	return md_set_role(p, sd, t->src_img_uuid, t->src_vol_uuid, 0,
@@ -218,10 +202,10 @@ CP_EXPORT int cp_template_create(cp_pool *p, const char *dom,
 	cp_sd *sd;
 	int r;
 
-	cp_template_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_template_opts, format))
-		return cp_error(-EINVAL, "template create: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_template_opts_init, format,
+			 "template create");
+	if (r < 0)
+		return r;
 	if ((r = cp_pool_domain(p, dom, &sd)) < 0)
 		return r;
 	if (!o.img_uuid || !cp_uuid_valid(o.img_uuid))
@@ -279,10 +263,9 @@ CP_EXPORT int cp_template_clone(cp_pool *p, const char *dom,
 	cp_sd *sd;
 	int r;
 
-	cp_clone_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_clone_opts, full))
-		return cp_error(-EINVAL, "template clone: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_clone_opts_init, full, "template clone");
+	if (r < 0)
+		return r;
 	if ((r = cp_pool_domain(p, dom, &sd)) < 0 ||
 	    (r = cp_sd_vol_md(sd, o.tmpl_img_uuid, o.tmpl_vol_uuid, &tm)) < 0)
 		return r;

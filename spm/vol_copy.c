@@ -59,7 +59,6 @@ static int copy_run(struct vol_op_ctx *x)
 			r = task_step(p, t, 1);
 	}
 	for (size_t i = 0; i < n && r == 0; i++) {
-		struct cp_sd_chain sc, dc;
 		struct cp_convert_opts co;
 		struct cp_task ft;
 		if (t->step >= 2 + i)
@@ -77,29 +76,13 @@ static int copy_run(struct vol_op_ctx *x)
 		ft.u64[TU_CAPACITY] = chain[i].capacity;
 		if ((r = pool_guard(p, "copy")) < 0 || (r = vol_format(dst, &ft)) < 0)
 			break;
-		if ((r = cp_sd_open_image(src, t->img_uuid, chain[i].vol_uuid,
-					  false, &sc)) < 0)
-			break;
-		if ((r = cp_sd_open_image(dst, t->img_uuid, chain[i].vol_uuid,
-					  true, &dc)) < 0) {
-			cp_sd_close_image(&sc);
-			break;
-		}
 		cp_convert_opts_init(&co);
 		co.source_top_only = chain[i].parent_uuid[0] != '\0';
 		co.target_is_zero = chain[i].format == CP_VOL_FORMAT_COW;
-		co.out_of_order = true;
-		co.progress = task_progress;
-		co.opaque = &px;
-		r = cp_image_convert(sc.img, dc.img, &co);
-		int r2 = cp_sd_close_image(&dc);
-		cp_sd_close_image(&sc);
-		if (r == 0)
-			r = r2;
-		if (r < 0) {
-			r = cp_error_prefix(r, "copy of volume %s", chain[i].vol_uuid);
+		if ((r = vol_convert(src, t->img_uuid, chain[i].vol_uuid, dst,
+				     t->img_uuid, chain[i].vol_uuid, &co,
+				     &px)) < 0)
 			break;
-		}
 		r = task_step(p, t, (uint32_t)(2 + i));
 	}
 	for (size_t i = 0; i < n && r == 0; i++)

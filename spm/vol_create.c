@@ -277,10 +277,10 @@ CP_EXPORT int cp_vol_create(cp_pool *p, const char *dom,
 	cp_sd *sd;
 	int r;
 
-	cp_vol_create_opts_init(&o);
-	if (!uo || uo->size < offsetof(struct cp_vol_create_opts, capacity))
-		return cp_error(-EINVAL, "volume create: bad options");
-	memcpy(&o, uo, CP_MIN(uo->size, sizeof(o)));
+	r = SD_OPTS_COPY(o, uo, cp_vol_create_opts_init, capacity,
+			 "volume create");
+	if (r < 0)
+		return r;
 	if ((r = cp_pool_domain(p, dom, &sd)) < 0)
 		return r;
 	if (o.format != CP_VOL_FORMAT_RAW && o.format != CP_VOL_FORMAT_COW)

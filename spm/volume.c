@@ -118,6 +118,32 @@ void task_progress(void *opaque, uint64_t done, uint64_t total)
 		tj_update(pool_journal(x->p), x->t);
 }
 
+int vol_convert(cp_sd *src, const char *simg, const char *svol, cp_sd *dst,
+		const char *dimg, const char *dvol, struct cp_convert_opts *co,
+		struct progress_ctx *px)
+{
+	struct cp_sd_chain s, d;
+	int r = cp_sd_open_image(src, simg, svol, false, &s);
+
+	if (r < 0)
+		return r;
+	if ((r = cp_sd_open_image(dst, dimg, dvol, true, &d)) < 0) {
+		cp_sd_close_image(&s);
+		return r;
+	}
+	co->out_of_order = true;
+	co->progress = task_progress;
+	co->opaque = px;
+	r = cp_image_convert(s.img, d.img, co);
+	int r2 = cp_sd_close_image(&d);
+	cp_sd_close_image(&s);
+	if (r == 0)
+		r = r2;
+	if (r < 0)
+		return cp_error_prefix(r, "copy of volume %s", svol);
+	return 0;
+}
+
 /* A task failed with err before its end: undo what it changed now, while
  * still the SPM (roll-back operations: rollback; roll-forward ones:
  * restore, which makes the volumes LEGAL again), and record it FAILED at

@@ -116,6 +116,13 @@ struct progress_ctx {
 	struct timespec last;
 };
 void task_progress(void *opaque, uint64_t done, uint64_t total);
+/* Copy what volume simg/svol of src reads as (co->source_top_only: what
+ * its top layer holds) into the formatted volume dimg/dvol of dst, with
+ * cp_image_convert(co) out of order and its progress through px; -errno
+ * naming svol. */
+int vol_convert(cp_sd *src, const char *simg, const char *svol, cp_sd *dst,
+		const char *dimg, const char *dvol, struct cp_convert_opts *co,
+		struct progress_ctx *px);
 
 uint64_t round_up(uint64_t v, uint64_t a);
 /* The first two steps of a new volume img/vol of task t: its data

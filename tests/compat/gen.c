@@ -144,11 +144,55 @@ static int cmd_ops(int argc, char **argv)
 	return 0;
 }
 
-static int cmd_data(int argc, char **argv)
+/* Write len bytes to stdout, a block of bs bytes at a time (the last one
+ * cut short), next(block, bs) filling each block first when given.
+ * Returns 0, or 1 after a write error. */
+static int emit(unsigned char *block, size_t bs, uint64_t len,
+		void (*next)(unsigned char *, size_t))
+{
+	while (len > 0) {
+		size_t n = (size_t)min_u64(len, bs);
+
+		if (next)
+			next(block, bs);
+		if (fwrite(block, 1, n, stdout) != n) {
+			perror("cp_gen: write");
+			return 1;
+		}
+		len -= n;
+	}
+	return 0;
+}
+
+/* A block of cmd_data: random bytes, text with one byte changed, or
+ * zeroes. */
+static void data_block(unsigned char *block, size_t bs)
 {
 	static const char text[] =
 		"cowpool compat test data: the quick brown fox jumps over "
 		"the lazy dog 0123456789\n";
+
+	switch (rnd_below(3)) {
+	case 0:
+		for (size_t i = 0; i < bs; i += 8) {
+			uint64_t r = rnd();
+
+			memcpy(block + i, &r, 8);
+		}
+		break;
+	case 1:
+		for (size_t i = 0; i < bs; i++)
+			block[i] = (unsigned char)text[i % (sizeof(text) - 1)];
+		block[rnd_below(bs)] ^= 0x5a;
+		break;
+	default:
+		memset(block, 0, bs);
+		break;
+	}
+}
+
+static int cmd_data(int argc, char **argv)
+{
 	unsigned char block[4096];
 
 	if (argc != 4) {
@@ -156,35 +200,7 @@ static int cmd_data(int argc, char **argv)
 		return 2;
 	}
 	rng_state = parse_u64(argv[2]);
-	uint64_t left = parse_u64(argv[3]);
-
-	while (left > 0) {
-		size_t n = (size_t)min_u64(left, sizeof(block));
-
-		switch (rnd_below(3)) {
-		case 0:
-			for (size_t i = 0; i < sizeof(block); i += 8) {
-				uint64_t r = rnd();
-
-				memcpy(block + i, &r, 8);
-			}
-			break;
-		case 1:
-			for (size_t i = 0; i < sizeof(block); i++)
-				block[i] = (unsigned char)text[i % (sizeof(text) - 1)];
-			block[rnd_below(sizeof(block))] ^= 0x5a;
-			break;
-		default:
-			memset(block, 0, sizeof(block));
-			break;
-		}
-		if (fwrite(block, 1, n, stdout) != n) {
-			perror("cp_gen: write");
-			return 1;
-		}
-		left -= n;
-	}
-	return 0;
+	return emit(block, sizeof(block), parse_u64(argv[3]), data_block);
 }
 
 static int cmd_fill(int argc, char **argv)
@@ -196,18 +212,7 @@ static int cmd_fill(int argc, char **argv)
 		return 2;
 	}
 	memset(block, (int)(parse_u64(argv[2]) & 0xff), sizeof(block));
-	uint64_t left = parse_u64(argv[3]);
-
-	while (left > 0) {
-		size_t n = (size_t)min_u64(left, sizeof(block));
-
-		if (fwrite(block, 1, n, stdout) != n) {
-			perror("cp_gen: write");
-			return 1;
-		}
-		left -= n;
-	}
-	return 0;
+	return emit(block, sizeof(block), parse_u64(argv[3]), NULL);
 }
 
 static int cmd_sectors(int argc, char **argv)

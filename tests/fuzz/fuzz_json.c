@@ -30,7 +30,8 @@
 #include "json.h"
 #include "jsonw.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_json"
+#include "fuzz.h"
 
 #define MAX_DEPTH 32         /* below the writer's CP_JSONW_DEPTH */
 #define MAX_VALUES 4096
@@ -38,11 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "fuzz_json: %s:%d: %s\n", __FILE__,    \
-				__LINE__, #cond);                              \
-			__builtin_trap();                                      \
-		}                                                              \
+		if (!(cond))                                                   \
+			FINDING("%s:%d: %s", __FILE__, __LINE__, #cond);       \
 	} while (0)
 
 /* Walks the tree; returns the number of values, checks depth and strings. */

@@ -30,14 +30,8 @@
 #include "nbd.h"
 #include "qcow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FINDING(...)                                                           \
-	do {                                                                   \
-		fprintf(stderr, "fuzz_nbd: " __VA_ARGS__);                     \
-		fputc('\n', stderr);                                           \
-		__builtin_trap();                                              \
-	} while (0)
+#define FUZZ_NAME "fuzz_nbd"
+#include "fuzz.h"
 
 struct feed {
 	int fd;

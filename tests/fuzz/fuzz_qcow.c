@@ -39,7 +39,8 @@
 #include "common.h"
 #include "qcow.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_NAME "fuzz_qcow"
+#include "fuzz.h"
 
 #define RAM_MAX (8ull << 20)        /* device size limit (ENOSPC past it) */
 #define WINDOW_LIMIT (64ull << 20)  /* only this much of the disk is used */
@@ -54,18 +55,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * errno it returned. */
 #define EXPECT_MSG(r)                                                          \
 	do {                                                                   \
-		if ((r) < 0 && cp_last_errno() != (r)) {                       \
-			fprintf(stderr, "fuzz_qcow: %s:%d: error %d without a message\n", \
-				__FILE__, __LINE__, (int)(r));                 \
-			__builtin_trap();                                      \
-		}                                                              \
-	} while (0)
-
-#define FINDING(...)                                                           \
-	do {                                                                   \
-		fprintf(stderr, "fuzz_qcow: " __VA_ARGS__);                    \
-		fputc('\n', stderr);                                           \
-		__builtin_trap();                                              \
+		if ((r) < 0 && cp_last_errno() != (r))                         \
+			FINDING("%s:%d: error %d without a message", __FILE__, \
+				__LINE__, (int)(r));                           \
 	} while (0)
 
 /* FUZZ_QCOW_VERBOSE=1 in the environment: log the read-write operations

@@ -64,30 +64,12 @@ static cp_pool *open_pool(void)
 	return p;
 }
 
-static void create_domain(cp_pool *p, const char *dir, bool master,
-			  char *uuid_out)
-{
-	struct cp_sd_create_opts o;
-	struct cp_domain_md md;
-
-	cp_sd_create_opts_init(&o);
-	o.loc.type = CP_DOMAIN_TYPE_FILE;
-	o.loc.root = dir;
-	o.pool_uuid = POOL;
-	o.name = master ? "master" : "data2";
-	o.master = master;
-	o.io_timeout = 1;
-	o.chunk_size = 64 * MIB;
-	OK(cp_pool_domain_create(p, &o, &md));
-	strcpy(uuid_out, md.dom_uuid);
-}
-
 static void start(cp_pool **p, char *dom, char *dom2)
 {
 	*p = open_pool();
-	create_domain(*p, root, true, dom);
+	create_domain(*p, root, true, NULL, dom);
 	if (dom2)
-		create_domain(*p, root2, false, dom2);
+		create_domain(*p, root2, false, NULL, dom2);
 	OK(cp_pool_join(*p));
 	OK(cp_spm_start(*p));
 }
@@ -116,27 +98,6 @@ static struct cp_volmeta vol_md(cp_pool *p, const char *dom, const char *img,
 	OK(cp_pool_domain(p, dom, &sd));
 	OK(cp_sd_vol_md(sd, img, vol, &m));
 	return m;
-}
-
-/* No task RUNNING or RECOVERING, none left to undo; the last one's state. */
-static enum cp_task_state tasks_settled(cp_pool *p, const char *last)
-{
-	enum cp_task_state st = 0;
-	struct cp_task *t;
-	size_t n;
-
-	OK(cp_task_list(p, &t, &n));
-	for (size_t i = 0; i < n; i++) {
-		CHECK(t[i].state != CP_TASK_RUNNING &&
-		      t[i].state != CP_TASK_RECOVERING,
-		      "task %s (%s) still %s", t[i].task_uuid,
-		      cp_task_type_name(t[i].type),
-		      cp_task_state_name(t[i].state));
-		if (last && !strcmp(t[i].task_uuid, last))
-			st = t[i].state;
-	}
-	free(t);
-	return st;
 }
 
 /* Every volume of every image of dom LEGAL. */
@@ -345,7 +306,7 @@ static void confine(void)
 	r = cp_vol_prepare(p, dom, v.img_uuid, v.vol_uuid, false);
 	CHECK(r == -ELOOP, "prepare of a link: %d", r);
 	same_file(secret, &sec);
-	tasks_settled(p, NULL);
+	tasks_settled(p, NULL, false);
 
 	/* an image directory that is a link to an outside directory */
 	char img2[40], odir2[PATH_MAX + 16];
@@ -361,7 +322,7 @@ static void confine(void)
 	r = cp_vol_create(p, dom, &co, &m);
 	CHECK(r == -ELOOP, "create through a linked image directory: %d", r);
 	CHECK(dir_entries(odir2) == 0, "nothing written outside the domain");
-	tasks_settled(p, NULL);
+	tasks_settled(p, NULL, false);
 
 	/* a backing name that is a file of the domain but no volume */
 	new_volume(p, dom, NULL, NULL, CP_VOL_FORMAT_COW, 4 * MIB, &base);
@@ -394,7 +355,7 @@ static void confine(void)
 	r = cp_vol_create(p, dom, &co, &m);
 	CHECK(r == -EUCLEAN && strstr(cp_last_error(), "not a volume"),
 	      "snapshot on a chain leaving the volumes: %d", r);
-	tasks_settled(p, NULL);
+	tasks_settled(p, NULL, false);
 	m = vol_md(p, dom, base.img_uuid, leaf.vol_uuid);
 	CHECK(m.role == CP_VOL_ROLE_LEAF && m.legality == CP_VOL_LEGAL,
 	      "leaf untouched");
@@ -461,7 +422,7 @@ static void merge(void)
 	OK(cp_uuid_generate(task));
 	r = cp_vol_merge(p, dom, base.img_uuid, leaf.vol_uuid, task, NULL, NULL);
 	CHECK(r == -ENOSPC, "merge on a full file system: %d", r);
-	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "task FAILED at once");
+	CHECK(tasks_settled(p, task, false) == CP_TASK_FAILED, "task FAILED at once");
 	m = vol_md(p, dom, base.img_uuid, leaf.vol_uuid);
 	CHECK(m.legality == CP_VOL_LEGAL && m.role == CP_VOL_ROLE_LEAF,
 	      "leaf LEGAL after the failed merge");
@@ -480,7 +441,7 @@ static void merge(void)
 	p = open_pool();
 	OK(cp_pool_join(p));
 	OK(cp_spm_start(p));
-	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "still FAILED");
+	CHECK(tasks_settled(p, task, false) == CP_TASK_FAILED, "still FAILED");
 	m = vol_md(p, dom, base.img_uuid, leaf.vol_uuid);
 	CHECK(m.legality == CP_VOL_LEGAL, "leaf LEGAL after the restart");
 
@@ -514,7 +475,7 @@ static void merge(void)
 		CHECK(WIFSIGNALED(status) || (WIFEXITED(status) &&
 					      WEXITSTATUS(status) == 0),
 		      "point %d: child status 0x%x", point, status);
-		enum cp_task_state st = tasks_settled(p, task);
+		enum cp_task_state st = tasks_settled(p, task, false);
 		CHECK(st == CP_TASK_FAILED || st == 0,
 		      "point %d: task %s", point, cp_task_state_name(st));
 		m = vol_md(p, dom, base.img_uuid, leaf.vol_uuid);
@@ -539,7 +500,7 @@ static void merge(void)
 	CHECK(!memcmp(ref, got, size), "data after the merge");
 	free(got);
 	free(ref);
-	tasks_settled(p, NULL);
+	tasks_settled(p, NULL, false);
 	all_legal(p, dom);
 	cp_pool_close(p);
 	printf("merge: ENOSPC half-way left the layer LEGAL and intact (in "
@@ -581,7 +542,7 @@ static void full(void)
 	OK(cp_uuid_generate(task));
 	r = cp_vol_create(p, dom, &sc, &m);
 	CHECK(r == -ENOSPC, "snapshot on a full file system: %d", r);
-	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "snapshot FAILED");
+	CHECK(tasks_settled(p, task, false) == CP_TASK_FAILED, "snapshot FAILED");
 	m = vol_md(p, dom, a.img_uuid, a2.vol_uuid);
 	CHECK(m.role == CP_VOL_ROLE_LEAF, "the leaf is the leaf again");
 	all_legal(p, dom);
@@ -589,7 +550,7 @@ static void full(void)
 	OK(cp_uuid_generate(task));
 	r = cp_template_create(p, dom, &to, NULL, NULL, &m);
 	CHECK(r == -ENOSPC, "template on a full file system: %d", r);
-	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "template FAILED");
+	CHECK(tasks_settled(p, task, false) == CP_TASK_FAILED, "template FAILED");
 	all_legal(p, dom);
 	for (int full_clone = 0; full_clone < 2; full_clone++) {
 		struct cp_clone_opts cl;
@@ -602,7 +563,7 @@ static void full(void)
 		r = cp_template_clone(p, dom, &cl, NULL, NULL, &m);
 		CHECK(r == -ENOSPC, "%s clone on a full file system: %d",
 		      full_clone ? "full" : "thin", r);
-		CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "clone FAILED");
+		CHECK(tasks_settled(p, task, false) == CP_TASK_FAILED, "clone FAILED");
 		all_legal(p, dom);
 	}
 
@@ -610,7 +571,7 @@ static void full(void)
 	OK(cp_uuid_generate(task));
 	r = cp_img_copy(p, dom2, c.img_uuid, dom, task, NULL, NULL);
 	CHECK(r == -ENOSPC, "copy to a full file system: %d", r);
-	CHECK(tasks_settled(p, task) == CP_TASK_FAILED, "copy FAILED");
+	CHECK(tasks_settled(p, task, false) == CP_TASK_FAILED, "copy FAILED");
 	cp_sd *sd;
 	struct cp_uuid_str *vols;
 	size_t nv;
@@ -628,7 +589,7 @@ static void full(void)
 	co.allocation = CP_VOL_ALLOC_PREALLOCATED;
 	r = cp_vol_create(p, dom, &co, &m);
 	CHECK(r == -ENOSPC, "create on a full file system: %d", r);
-	tasks_settled(p, NULL);
+	tasks_settled(p, NULL, false);
 	all_legal(p, dom);
 
 	CHECK(statvfs(root, &v0) == 0, "statvfs");
@@ -640,7 +601,7 @@ static void full(void)
 	CHECK(statvfs(root, &v1) == 0, "statvfs");
 	CHECK(v1.f_bavail > v0.f_bavail, "space freed (%llu -> %llu blocks)",
 	      (unsigned long long)v0.f_bavail, (unsigned long long)v1.f_bavail);
-	tasks_settled(p, NULL);
+	tasks_settled(p, NULL, false);
 	all_legal(p, dom);
 	CHECK(unlink(filler) == 0, "rm filler");
 	cp_pool_close(p);
@@ -679,35 +640,29 @@ static void journal(void)
 
 int main(int argc, char **argv)
 {
-	const char *scenario = argc > 1 ? argv[1] : "";
+	static const struct pool_scenario scenarios[] = {
+		{ "perms", perms },
+		{ "confine", confine },
+		{ "merge", merge },
+		{ "full", full },
+		{ "journal", journal },
+	};
+	const char *gid = NULL;
+	const struct pool_opt opts[] = {
+		{ "--root", &root },
+		{ "--root2", &root2 },
+		{ "--disk-gid", &gid },
+	};
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (int i = 2; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--root"))
-			root = argv[i + 1];
-		else if (!strcmp(argv[i], "--root2"))
-			root2 = argv[i + 1];
-		else if (!strcmp(argv[i], "--disk-gid"))
-			disk_gid = (uint32_t)strtoul(argv[i + 1], NULL, 10);
-	}
+	parse_opts(argc, argv, 2, opts, CP_ARRAY_SIZE(opts));
+	if (gid)
+		disk_gid = (uint32_t)strtoul(gid, NULL, 10);
 	if (!root || !root2) {
 		fprintf(stderr, "usage: harden_test perms|confine|merge|full|"
 			"journal --root DIR --root2 DIR [--disk-gid N]\n");
 		return 2;
 	}
-	if (!strcmp(scenario, "perms"))
-		perms();
-	else if (!strcmp(scenario, "confine"))
-		confine();
-	else if (!strcmp(scenario, "merge"))
-		merge();
-	else if (!strcmp(scenario, "full"))
-		full();
-	else if (!strcmp(scenario, "journal"))
-		journal();
-	else {
-		fprintf(stderr, "unknown scenario '%s'\n", scenario);
-		return 2;
-	}
-	return 0;
+	return run_scenario(scenarios, CP_ARRAY_SIZE(scenarios),
+			    argc > 1 ? argv[1] : "");
 }

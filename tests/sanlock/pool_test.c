@@ -80,35 +80,6 @@ static size_t chain_len(cp_pool *p, const char *dom, const char *img,
 	return n;
 }
 
-static void create_domain(cp_pool *p, const char *dir, bool master,
-			  char *uuid_out)
-{
-	struct cp_sd_create_opts o;
-	struct cp_domain_md md;
-
-	const char *devs[] = {lvm_dev, NULL};
-
-	cp_sd_create_opts_init(&o);
-	o.loc.type = CP_DOMAIN_TYPE_FILE;
-	o.loc.root = dir;
-	if (master && lvm_dev) {
-		/* the master on the block domain, the second domain a file one */
-		o.loc.type = CP_DOMAIN_TYPE_BLOCK;
-		o.loc.root = NULL;
-		o.devices = devs;
-		o.extent_size = 4 * MIB;
-		o.max_volumes = 64;
-	}
-	o.pool_uuid = POOL;
-	o.name = master ? "master" : "data2";
-	o.master = master;
-	o.io_timeout = 1;
-	o.chunk_size = 64 * MIB;
-	OK(cp_pool_domain_create(p, &o, &md));
-	CHECK(md.master == master, "master flag");
-	strcpy(uuid_out, md.dom_uuid);
-}
-
 static void new_image(cp_pool *p, const char *dom, uint64_t size,
 		      struct cp_volmeta *out)
 {
@@ -139,24 +110,6 @@ static void snapshot(cp_pool *p, const char *dom, const char *img,
 	CHECK(!strcmp(out->parent_uuid, leaf), "parent recorded");
 }
 
-static void all_tasks_done(cp_pool *p, bool clear)
-{
-	struct cp_task *t;
-	size_t n;
-
-	OK(cp_task_list(p, &t, &n));
-	for (size_t i = 0; i < n; i++) {
-		CHECK(t[i].state != CP_TASK_RUNNING &&
-		      t[i].state != CP_TASK_RECOVERING,
-		      "task %s (%s) still %s: %s", t[i].task_uuid,
-		      cp_task_type_name(t[i].type), cp_task_state_name(t[i].state),
-		      t[i].message);
-		if (clear)
-			OK(cp_task_clear(p, t[i].task_uuid));
-	}
-	free(t);
-}
-
 static void lifecycle(void)
 {
 	cp_pool *p = open_pool();
@@ -169,8 +122,8 @@ static void lifecycle(void)
 	cp_sd *sd;
 	size_t n;
 
-	create_domain(p, root, true, dom);
-	create_domain(p, root2, false, dom2);
+	create_domain(p, root, true, lvm_dev, dom);
+	create_domain(p, root2, false, lvm_dev, dom2);
 	OK(cp_pool_join(p));
 	/* not SPM yet: structural calls refused */
 	struct cp_vol_create_opts co;
@@ -348,7 +301,7 @@ static void lifecycle(void)
 	free(imgs);
 	free(ref);
 
-	all_tasks_done(p, true);
+	tasks_settled(p, NULL, true);
 	struct cp_task *t;
 	OK(cp_task_list(p, &t, &n));
 	CHECK(n == 0, "cleared");
@@ -387,8 +340,8 @@ static void world_start(cp_pool *p, struct world *w)
 {
 	memset(w, 0, sizeof(*w));
 	w->size = 16 * MIB;
-	create_domain(p, root, true, w->dom);
-	create_domain(p, root2, false, w->dom2);
+	create_domain(p, root, true, lvm_dev, w->dom);
+	create_domain(p, root2, false, lvm_dev, w->dom2);
 	OK(cp_pool_join(p));
 	OK(cp_spm_start(p));
 }
@@ -558,7 +511,7 @@ static void wipe(cp_pool *p, struct world *w)
 		}
 		free(imgs);
 	}
-	all_tasks_done(p, true);
+	tasks_settled(p, NULL, true);
 	free(w->ref);
 	w->ref = NULL;
 }
@@ -799,31 +752,23 @@ static void lease_loss(void)
 
 int main(int argc, char **argv)
 {
-	const char *scenario = argc > 1 ? argv[1] : "";
+	static const struct pool_scenario scenarios[] = {
+		{ "lifecycle", lifecycle },
+		{ "crash", crash },
+		{ "lease-loss", lease_loss },
+	};
+	const struct pool_opt opts[] = {
+		{ "--root", &root },
+		{ "--root2", &root2 },
+		{ "--lvm-device", &lvm_dev },
+		{ "--lvm-system-dir", &lvm_sysdir },
+	};
 
-	for (int i = 2; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--root"))
-			root = argv[i + 1];
-		else if (!strcmp(argv[i], "--root2"))
-			root2 = argv[i + 1];
-		else if (!strcmp(argv[i], "--lvm-device"))
-			lvm_dev = argv[i + 1];
-		else if (!strcmp(argv[i], "--lvm-system-dir"))
-			lvm_sysdir = argv[i + 1];
-	}
+	parse_opts(argc, argv, 2, opts, CP_ARRAY_SIZE(opts));
 	if (!root || !root2) {
 		fprintf(stderr, "usage: pool_test lifecycle|crash|lease-loss --root DIR --root2 DIR\n");
 		return 2;
 	}
-	if (!strcmp(scenario, "lifecycle"))
-		lifecycle();
-	else if (!strcmp(scenario, "crash"))
-		crash();
-	else if (!strcmp(scenario, "lease-loss"))
-		lease_loss();
-	else {
-		fprintf(stderr, "unknown scenario '%s'\n", scenario);
-		return 2;
-	}
-	return 0;
+	return run_scenario(scenarios, CP_ARRAY_SIZE(scenarios),
+			    argc > 1 ? argv[1] : "");
 }

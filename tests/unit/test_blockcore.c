@@ -39,63 +39,6 @@ static bool all_bytes(const void *buf, size_t len, uint8_t v)
 	return true;
 }
 
-struct counter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned inflight;
-	unsigned done;
-	unsigned errors;
-	int last_err;
-	pthread_t submitter;
-	unsigned same_thread;
-};
-
-static void counter_init(struct counter *c)
-{
-	memset(c, 0, sizeof(*c));
-	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
-	c->submitter = pthread_self();
-}
-
-static void counter_destroy(struct counter *c)
-{
-	pthread_mutex_destroy(&c->lock);
-	pthread_cond_destroy(&c->cond);
-}
-
-static void counter_add(struct counter *c)
-{
-	pthread_mutex_lock(&c->lock);
-	c->inflight++;
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void counter_cb(void *opaque, int ret)
-{
-	struct counter *c = opaque;
-	pthread_mutex_lock(&c->lock);
-	if (pthread_equal(pthread_self(), c->submitter))
-		c->same_thread++;
-	if (ret < 0) {
-		c->errors++;
-		c->last_err = ret;
-	}
-	c->inflight--;
-	c->done++;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* Wait until at most max requests are in flight. */
-static void counter_wait(struct counter *c, unsigned max)
-{
-	pthread_mutex_lock(&c->lock);
-	while (c->inflight > max)
-		pthread_cond_wait(&c->cond, &c->lock);
-	pthread_mutex_unlock(&c->lock);
-}
-
 /* ---- file device fixture ---------------------------------------------- */
 
 struct fcfg {
@@ -292,9 +235,7 @@ static void test_async_qd64(void **state)
 					  counter_cb, &cnt),
 		    0);
 	}
-	counter_add(&cnt);
-	assert_int_equal(cp_bdev_flush_async(dev, counter_cb, &cnt), 0);
-	counter_wait(&cnt, 0);
+	counter_flush_wait(&cnt, dev);
 	assert_int_equal(cnt.errors, 0);
 	assert_int_equal(cnt.done, NBLK + 17);
 	assert_int_equal(cnt.same_thread, 0);
@@ -838,9 +779,7 @@ static void test_ram_async(void **state)
 						       counter_cb, &cnt),
 				 0);
 	}
-	counter_add(&cnt);
-	assert_int_equal(cp_bdev_flush_async(dev, counter_cb, &cnt), 0);
-	counter_wait(&cnt, 0);
+	counter_flush_wait(&cnt, dev);
 	assert_int_equal(cnt.done, 301);
 	assert_int_equal(cnt.errors, 0);
 	assert_int_equal(cnt.same_thread, 0);

@@ -345,61 +345,6 @@ static void test_boundaries(void **state)
 
 /* ---- async -------------------------------------------------------------- */
 
-struct counter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned inflight, done, errors;
-	int last_err;
-	pthread_t submitter;
-	unsigned same_thread;
-	cp_bdev *dev;
-	int sync_ret;
-	bool try_sync;
-};
-
-static void counter_init(struct counter *c)
-{
-	memset(c, 0, sizeof(*c));
-	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
-	c->submitter = pthread_self();
-}
-
-static void counter_cb(void *opaque, int ret)
-{
-	struct counter *c = opaque;
-	if (c->try_sync) {
-		uint8_t b[512];
-		c->sync_ret = cp_bdev_pread(c->dev, b, sizeof(b), 0);
-	}
-	pthread_mutex_lock(&c->lock);
-	if (pthread_equal(pthread_self(), c->submitter))
-		c->same_thread++;
-	if (ret < 0) {
-		c->errors++;
-		c->last_err = ret;
-	}
-	c->inflight--;
-	c->done++;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void counter_add(struct counter *c)
-{
-	pthread_mutex_lock(&c->lock);
-	c->inflight++;
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void counter_wait(struct counter *c)
-{
-	pthread_mutex_lock(&c->lock);
-	while (c->inflight)
-		pthread_cond_wait(&c->cond, &c->lock);
-	pthread_mutex_unlock(&c->lock);
-}
-
 static void async_qd32(const struct lcfg *cfg)
 {
 	enum { QD = 32 };
@@ -432,7 +377,7 @@ static void async_qd32(const struct lcfg *cfg)
 							       counter_cb, &c),
 					 0);
 		}
-		counter_wait(&c);
+		counter_wait(&c, 0);
 		assert_int_equal(c.errors, 0);
 		/* read back the whole slots, again QD32 */
 		for (int i = 0; i < QD; i++) {
@@ -443,9 +388,7 @@ static void async_qd32(const struct lcfg *cfg)
 							      counter_cb, &c),
 					 0);
 		}
-		counter_add(&c);
-		assert_int_equal(cp_bdev_flush_async(dev, counter_cb, &c), 0);
-		counter_wait(&c);
+		counter_flush_wait(&c, dev);
 		assert_int_equal(c.errors, 0);
 		for (int i = 0; i < QD; i++)
 			assert_memory_equal(bufs[i], shadow + i * slot, slot);
@@ -462,20 +405,19 @@ static void async_qd32(const struct lcfg *cfg)
 	v.iov_len = 0;
 	assert_int_equal(cp_bdev_preadv_async(dev, &v, 1, 0, counter_cb, &c),
 			 0);
-	counter_wait(&c);
+	counter_wait(&c, 0);
 	assert_int_equal(c.errors, 1);
 	assert_int_equal(c.last_err, -ENOSPC);
 	assert_int_equal(c.same_thread, 0);
 
 	/* A synchronous call from a callback of the device: -EDEADLK. */
-	c.try_sync = true;
-	c.dev = dev;
+	c.sync_dev = dev;
 	c.sync_ret = 1;
 	v.iov_len = 4096;
 	counter_add(&c);
 	assert_int_equal(
 	    cp_bdev_preadv_async(dev, &v, 1, MiB - 512, counter_cb, &c), 0);
-	counter_wait(&c);
+	counter_wait(&c, 0);
 	assert_int_equal(c.sync_ret, -EDEADLK);
 
 	cp_bdev_close(dev);
@@ -540,7 +482,7 @@ static void test_end_and_remap(void **state)
 
 	make_map(&m, map_grown, CP_ARRAY_SIZE(map_grown));
 	assert_int_equal(cp_bdev_linear_remap(dev, &m.map), 0);
-	counter_wait(&c);
+	counter_wait(&c, 0);
 	assert_int_equal(c.errors, 0);
 	assert_memory_equal(abuf, shadow, BASE_SIZE);
 	cp_bdev_free_buf(abuf);

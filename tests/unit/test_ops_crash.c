@@ -334,50 +334,10 @@ static void make_chain(struct env *e, uint32_t cluster)
 	scribble(e, "top.qcow2", 3, 10);
 }
 
-static void test_commit(void **s)
+/* Damage top's refcounts (one too low, one leak): the repair's input. */
+static void damage_refcounts(struct env *e)
 {
-	(void)s;
-	struct env e;
-	make_chain(&e, 65536);
-	run_cuts("commit", &e, OP_COMMIT, "top.qcow2", commit_done);
-	env_free(&e);
-}
-
-static void test_commit_small_clusters(void **s)
-{
-	(void)s;
-	struct env e;
-	make_chain(&e, 4096);
-	run_cuts("commit-4k", &e, OP_COMMIT, "top.qcow2", commit_done);
-	env_free(&e);
-}
-
-static void test_commit_to_base(void **s)
-{
-	(void)s;
-	struct env e;
-	make_chain(&e, 65536);
-	run_cuts("commit-b", &e, OP_COMMIT_BASE, "top.qcow2", commit_base_done);
-	env_free(&e);
-}
-
-static void test_rebase(void **s)
-{
-	(void)s;
-	struct env e;
-	make_chain(&e, 65536);
-	/* top: mid -> base, i.e. drop mid from the chain safely */
-	run_cuts("rebase", &e, OP_REBASE, "top.qcow2", rebase_done);
-	env_free(&e);
-}
-
-/* Damage top's refcounts (one too low, one leak), then repair. */
-static void test_repair(void **s)
-{
-	(void)s;
-	struct env e;
-	make_chain(&e, 65536);
-	cp_bdev *d = e.dev[2];
+	cp_bdev *d = e->dev[2];
 	uint8_t hdr[512];
 	assert_int_equal(cp_bdev_pread(d, hdr, 512, 0), 0);
 	uint64_t rt = cp_be64(hdr + 48);
@@ -393,18 +353,46 @@ static void test_repair(void **s)
 	cp_put_be16(rc, 1);
 	assert_int_equal(cp_bdev_pwrite(d, rc, 2, rb + 2 * (clusters + 3)), 0);
 	assert_int_equal(cp_bdev_flush(d), 0);
-	run_cuts("repair", &e, OP_REPAIR, "top.qcow2", NULL);
+}
+
+/* One operation on the chain base <- mid <- top, cut at every write; the
+ * result is judged through top. */
+struct op_case {
+	const char *name;
+	uint32_t cluster;
+	enum op op;
+	void (*damage)(struct env *e); /* before the operation, or NULL */
+	void (*after_done)(struct env *e, const uint8_t *before);
+};
+
+static const struct op_case cases[] = {
+	{ "commit", 65536, OP_COMMIT, NULL, commit_done },
+	{ "commit-4k", 4096, OP_COMMIT, NULL, commit_done },
+	{ "commit-b", 65536, OP_COMMIT_BASE, NULL, commit_base_done },
+	/* top: mid -> base, i.e. drop mid from the chain safely */
+	{ "rebase", 65536, OP_REBASE, NULL, rebase_done },
+	{ "repair", 65536, OP_REPAIR, damage_refcounts, NULL },
+};
+
+#define NCASES (sizeof(cases) / sizeof(cases[0]))
+
+static void test_case(void **state)
+{
+	const struct op_case *c = *state;
+	struct env e;
+	make_chain(&e, c->cluster);
+	if (c->damage)
+		c->damage(&e);
+	run_cuts(c->name, &e, c->op, "top.qcow2", c->after_done);
 	env_free(&e);
 }
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_commit),
-		cmocka_unit_test(test_commit_small_clusters),
-		cmocka_unit_test(test_commit_to_base),
-		cmocka_unit_test(test_rebase),
-		cmocka_unit_test(test_repair),
-	};
+	/* one test per case, named after it */
+	struct CMUnitTest tests[NCASES];
+	for (size_t i = 0; i < NCASES; i++)
+		tests[i] = (struct CMUnitTest){ cases[i].name, test_case, NULL,
+						NULL, (void *)&cases[i] };
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

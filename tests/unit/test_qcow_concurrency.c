@@ -69,14 +69,7 @@ static cp_image *open_img(const char *path, const struct cfg *c, bool check)
 
 static void check_clean(const char *path, const struct cfg *c)
 {
-	cp_image *img = open_img(path, c, true);
-	struct cp_check_result r;
-	assert_int_equal(cp_image_check(img, 0, &r, NULL, NULL), 0);
-	if (r.corruptions || r.leaks)
-		fail_msg("%s: %llu corruptions, %llu leaks", path,
-			 (unsigned long long)r.corruptions,
-			 (unsigned long long)r.leaks);
-	assert_int_equal(cp_image_close(img), 0);
+	image_check_clean(open_img(path, c, true), path);
 }
 
 /* --- same clusters, own slots ---------------------------------------------- */
@@ -189,33 +182,20 @@ static void run_slots(const struct cfg *c)
 	unlink(bpath);
 }
 
-static void test_slots_64k(void **s)
+/* cluster, extl2, backing, aio, cache */
+static const struct cfg slot_cfgs[] = {
+	{ 65536, false, false, CP_AIO_IO_URING, CP_CACHE_NONE },
+	{ 65536, false, true, CP_AIO_IO_URING, CP_CACHE_NONE },
+	{ 131072, true, true, CP_AIO_NATIVE, CP_CACHE_NONE },
+	{ 65536, false, true, CP_AIO_THREADS, CP_CACHE_WRITEBACK },
+};
+
+static void test_slots(void **s)
 {
-	(void)s;
-	struct cfg c = { 65536, false, false, CP_AIO_IO_URING, CP_CACHE_NONE };
-	run_slots(&c);
+	run_slots(*s);
 }
 
-static void test_slots_backing(void **s)
-{
-	(void)s;
-	struct cfg c = { 65536, false, true, CP_AIO_IO_URING, CP_CACHE_NONE };
-	run_slots(&c);
-}
-
-static void test_slots_extl2_backing(void **s)
-{
-	(void)s;
-	struct cfg c = { 131072, true, true, CP_AIO_NATIVE, CP_CACHE_NONE };
-	run_slots(&c);
-}
-
-static void test_slots_threads_writeback(void **s)
-{
-	(void)s;
-	struct cfg c = { 65536, false, true, CP_AIO_THREADS, CP_CACHE_WRITEBACK };
-	run_slots(&c);
-}
+#define SLOTS_TEST(name, i) { name, test_slots, NULL, NULL, (void *)&slot_cfgs[i] }
 
 /* --- overlapping random writes ------------------------------------------------ */
 
@@ -345,23 +325,6 @@ static void test_overlapping_random(void **st)
 
 /* --- async, queue depth 64, one submitter ------------------------------------------ */
 
-struct async_state {
-	pthread_mutex_t m;
-	pthread_cond_t cv;
-	int done, errors;
-};
-
-static void async_cb(void *opaque, int ret)
-{
-	struct async_state *s = opaque;
-	pthread_mutex_lock(&s->m);
-	s->done++;
-	if (ret < 0)
-		s->errors++;
-	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->m);
-}
-
 static void test_async_qd64(void **st)
 {
 	(void)st;
@@ -373,53 +336,45 @@ static void test_async_qd64(void **st)
 	uint8_t *base = make_base(bpath, size);
 	create(path, &c, size, bpath);
 	cp_image *img = open_img(path, &c, false);
-	struct async_state s = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct counter s;
+	counter_init(&s);
 	int total = NTHREADS * ROUNDS;
 	uint8_t *bufs = cp_bdev_alloc_buf((size_t)total * SLOT);
 	struct iovec *iov = calloc((size_t)total, sizeof(*iov));
-	int submitted = 0;
 	/* the same writes as the slot test, 64 in flight at all times */
 	for (int j = 0; j < ROUNDS; j++) {
 		for (int t = 0; t < NTHREADS; t++) {
 			int n = j * NTHREADS + t;
-			pthread_mutex_lock(&s.m);
-			while (submitted - s.done >= 64)
-				pthread_cond_wait(&s.cv, &s.m);
-			pthread_mutex_unlock(&s.m);
+			counter_wait(&s, 63);
 			memset(bufs + (size_t)n * SLOT, (uint8_t)(t * 7 + j + 1), SLOT);
 			iov[n].iov_base = bufs + (size_t)n * SLOT;
 			iov[n].iov_len = SLOT;
 			uint64_t off = slot_cluster(j) * c.cluster + (uint64_t)t * SLOT;
+			counter_add(&s);
 			assert_int_equal(cp_image_pwritev_async(img, &iov[n], 1, off,
-								async_cb, &s), 0);
-			submitted++;
+								counter_cb, &s), 0);
 		}
 	}
-	pthread_mutex_lock(&s.m);
-	while (s.done < submitted)
-		pthread_cond_wait(&s.cv, &s.m);
-	pthread_mutex_unlock(&s.m);
+	counter_wait(&s, 0);
 	assert_int_equal(s.errors, 0);
+	counter_destroy(&s);
 	/* async reads of everything back, QD 64, compared with sync reads */
 	uint8_t *a = cp_bdev_alloc_buf(size), *b = malloc(size);
-	struct async_state r = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct counter r;
+	counter_init(&r);
 	int nreq = (int)(size / 65536);
 	struct iovec *riov = calloc((size_t)nreq, sizeof(*riov));
 	for (int i = 0; i < nreq; i++) {
-		pthread_mutex_lock(&r.m);
-		while (i - r.done >= 64)
-			pthread_cond_wait(&r.cv, &r.m);
-		pthread_mutex_unlock(&r.m);
+		counter_wait(&r, 63);
 		riov[i].iov_base = a + (size_t)i * 65536;
 		riov[i].iov_len = 65536;
+		counter_add(&r);
 		assert_int_equal(cp_image_preadv_async(img, &riov[i], 1,
-						       (uint64_t)i * 65536, async_cb, &r), 0);
+						       (uint64_t)i * 65536, counter_cb, &r), 0);
 	}
-	pthread_mutex_lock(&r.m);
-	while (r.done < nreq)
-		pthread_cond_wait(&r.cv, &r.m);
-	pthread_mutex_unlock(&r.m);
+	counter_wait(&r, 0);
 	assert_int_equal(r.errors, 0);
+	counter_destroy(&r);
 	assert_int_equal(cp_image_pread(img, b, size, 0), 0);
 	assert_memory_equal(a, b, size);
 	verify_slots(img, c.cluster, base);
@@ -450,10 +405,10 @@ static int teardown(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_slots_64k),
-		cmocka_unit_test(test_slots_backing),
-		cmocka_unit_test(test_slots_extl2_backing),
-		cmocka_unit_test(test_slots_threads_writeback),
+		SLOTS_TEST("slots-64k", 0),
+		SLOTS_TEST("slots-backing", 1),
+		SLOTS_TEST("slots-extl2-backing", 2),
+		SLOTS_TEST("slots-threads-writeback", 3),
 		cmocka_unit_test(test_overlapping_random),
 		cmocka_unit_test(test_async_qd64),
 	};

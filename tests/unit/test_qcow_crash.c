@@ -46,22 +46,8 @@ static void model_grow(struct model *m, uint64_t size)
 	m->size = size;
 }
 
-/* --- the environment: overlay on RAM, optional base on RAM ------------------- */
-
-struct env {
-	cp_bdev *top, *base;
-	uint8_t *base_content;
-	uint64_t base_size;
-};
-
-static int open_base(void *opaque, const char *name, cp_bdev **out)
-{
-	struct env *e = opaque;
-	if (strcmp(name, "base.img") || !e->base)
-		return cp_error(-ENOENT, "no backing file '%s'", name);
-	*out = e->base;
-	return 0;
-}
+/* --- the environment: overlay on RAM, optional base on RAM (unit_lib.c's
+ * struct ram_chain) ---------------------------------------------------------- */
 
 struct scenario {
 	const char *name;
@@ -76,17 +62,12 @@ struct scenario {
 	bool discards;
 };
 
-static void test_open_opts(struct env *e, struct cp_open_opts *o)
+static void test_open_opts(struct ram_chain *e, struct cp_open_opts *o)
 {
-	cp_open_opts_init(o);
-	o->open_backing = open_base;
-	o->open_backing_opaque = e;
-	o->l2_cache_size = 2048; /* small caches: force evictions */
-	o->l2_cache_entry_size = 512;
-	o->refcount_cache_size = 512;
+	ram_chain_open_opts(e, o, 2048); /* small caches: force evictions */
 }
 
-static void open_img(struct env *e, cp_image **img)
+static void open_img(struct ram_chain *e, cp_image **img)
 {
 	struct cp_open_opts o;
 	test_open_opts(e, &o);
@@ -97,7 +78,7 @@ static void open_img(struct env *e, cp_image **img)
 
 /* Run the scenario's guest operations.  Returns 0, or the first error
  * (after a cut). */
-static int run_ops(const struct scenario *s, struct env *e, struct model *m)
+static int run_ops(const struct scenario *s, struct ram_chain *e, struct model *m)
 {
 	cp_image *img;
 	struct cp_open_opts o;
@@ -173,14 +154,9 @@ static int run_ops(const struct scenario *s, struct env *e, struct model *m)
 }
 
 /* keep: the RAM device's keep_seed (0: drop every unflushed write) */
-static void make_env(const struct scenario *s, struct env *e, uint64_t keep)
+static void make_env(const struct scenario *s, struct ram_chain *e,
+		     uint64_t keep)
 {
-	memset(e, 0, sizeof(*e));
-	struct cp_ram_opts ro;
-	cp_ram_opts_init(&ro);
-	ro.max_size = 256ull << 20;
-	ro.keep_seed = keep;
-	assert_int_equal(cp_bdev_open_ram(&ro, &e->top), 0);
 	struct cp_create_opts co;
 	cp_create_opts_init(&co);
 	co.virtual_size = s->size;
@@ -189,32 +165,18 @@ static void make_env(const struct scenario *s, struct env *e, uint64_t keep)
 	co.refcount_bits = s->refbits;
 	co.extended_l2 = s->extl2;
 	co.lazy_refcounts = s->lazy;
+	uint8_t *base = NULL;
 	if (s->backing) {
-		assert_int_equal(cp_bdev_open_ram(&ro, &e->base), 0);
-		e->base_size = s->size;
-		e->base_content = malloc(s->size);
+		base = malloc(s->size);
 		uint64_t seed = s->seed ^ 0x5a5a;
 		for (uint64_t i = 0; i < s->size; i += 8) {
 			uint64_t v = rng_next(&seed);
-			memcpy(e->base_content + i, &v, 8);
+			memcpy(base + i, &v, 8);
 		}
 		/* a raw base, with a hole in the middle */
-		memset(e->base_content + s->size / 4, 0, s->size / 4);
-		assert_int_equal(cp_bdev_pwrite(e->base, e->base_content, s->size, 0), 0);
-		assert_int_equal(cp_bdev_flush(e->base), 0);
-		co.backing_file = "base.img";
-		co.backing_format = "raw";
+		memset(base + s->size / 4, 0, s->size / 4);
 	}
-	int r = cp_image_create_dev(e->top, "top.qcow2", &co, open_base, e);
-	if (r < 0)
-		fail_msg("create: %s", cp_last_error());
-}
-
-static void free_env(struct env *e)
-{
-	cp_bdev_close(e->top);
-	cp_bdev_close(e->base);
-	free(e->base_content);
+	ram_chain_make(e, keep, &co, base, s->size);
 }
 
 static void count_leak(void *opaque, const char *msg)
@@ -223,7 +185,7 @@ static void count_leak(void *opaque, const char *msg)
 	(void)msg;
 }
 
-static void verify_after_cut(const struct scenario *s, struct env *e,
+static void verify_after_cut(const struct scenario *s, struct ram_chain *e,
 			     struct model *m, int cut, uint64_t keep)
 {
 	assert_int_equal(cp_ram_restart(e->top), 0);
@@ -250,7 +212,7 @@ static void verify_after_cut(const struct scenario *s, struct env *e,
 	struct cp_open_opts o;
 	cp_open_opts_init(&o);
 	o.for_check = true;
-	o.open_backing = open_base;
+	o.open_backing = ram_chain_open_base;
 	o.open_backing_opaque = e;
 	assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
 	struct cp_check_result res;
@@ -268,141 +230,99 @@ static void verify_after_cut(const struct scenario *s, struct env *e,
 	assert_int_equal(cp_image_close(img), 0);
 }
 
+/* --- the sweep's callbacks (unit_lib.c's cut_sweep_run) --------------------- */
+
+struct sweep_env {
+	const struct scenario *s;
+	struct ram_chain e;
+};
+
+static cp_bdev *sweep_make(void *opaque, uint64_t keep, struct model *m)
+{
+	struct sweep_env *x = opaque;
+	make_env(x->s, &x->e, keep);
+	model_init(m, x->s->size, x->e.base_content);
+	return x->e.top;
+}
+
+static int sweep_ops(void *opaque, struct model *m)
+{
+	struct sweep_env *x = opaque;
+	return run_ops(x->s, &x->e, m);
+}
+
+static int sweep_open(void *opaque, cp_image **img)
+{
+	struct sweep_env *x = opaque;
+	open_img(&x->e, img);
+	return 0;
+}
+
+static int sweep_close(void *opaque, cp_image *img)
+{
+	return cp_image_close(img);
+}
+
+static void sweep_verify(void *opaque, struct model *m, uint64_t cut,
+			 uint64_t keep)
+{
+	struct sweep_env *x = opaque;
+	verify_after_cut(x->s, &x->e, m, (int)cut, keep);
+}
+
+static void sweep_free(void *opaque)
+{
+	struct sweep_env *x = opaque;
+	ram_chain_free(&x->e);
+}
+
 static void run_scenario(const struct scenario *s)
 {
-	struct env e;
-	struct model m;
-	/* dry run: count the writes */
-	make_env(s, &e, 0);
-	model_init(&m, s->size, e.base_content);
-	uint64_t w0 = cp_ram_write_count(e.top);
-	int r = run_ops(s, &e, &m);
-	if (r < 0)
-		fail_msg("%s: dry run failed: %s", s->name, cp_last_error());
-	uint64_t total = cp_ram_write_count(e.top) - w0;
-	/* the uncut result is the final model exactly */
-	{
-		cp_image *img;
-		open_img(&e, &img);
-		uint8_t *got = malloc(m.size);
-		assert_int_equal(cp_image_pread(img, got, m.size, 0), 0);
-		assert_memory_equal(got, m.cur, m.size);
-		free(got);
-		cp_image_close(img);
-	}
-	model_free(&m);
-	free_env(&e);
-	assert_true(total > 0);
-
-	for (uint64_t cut = 0; cut < total; cut++) {
-		for (int pass = 0; pass < 5; pass++) { /* 0: drop all */
-			uint64_t keep = pass ? (s->seed * 1000003u + cut) * 7919u + (uint64_t)pass : 0;
-			make_env(s, &e, keep);
-			model_init(&m, s->size, e.base_content);
-			uint64_t start = cp_ram_write_count(e.top);
-			assert_int_equal(cp_ram_set_cut_after(e.top, (int64_t)(start + cut)), 0);
-			r = run_ops(s, &e, &m);
-			(void)r;
-			if (!cp_ram_is_cut(e.top))
-				assert_int_equal(cp_ram_cut(e.top), 0);
-			verify_after_cut(s, &e, &m, (int)cut, keep);
-			model_free(&m);
-			free_env(&e);
-		}
-	}
-	printf("# %s: %llu cut points x 5 verified\n", s->name,
-	       (unsigned long long)total);
+	struct sweep_env x = { .s = s };
+	struct cut_sweep cs = {
+		.name = s->name, .seed = s->seed, .passes = 5, .env = &x,
+		.make = sweep_make, .run = sweep_ops, .open = sweep_open,
+		.close = sweep_close, .verify = sweep_verify, .free = sweep_free,
+	};
+	cut_sweep_run(&cs);
 }
 
-static void test_alloc_writes(void **state)
-{
-	(void)state;
-	struct scenario s = { "alloc-64k", 4 << 20, 65536, 3, 16, false, false,
-			      false, 24, 11, false, false };
-	run_scenario(&s);
-}
-
-static void test_alloc_small_clusters(void **state)
-{
-	(void)state;
+/* name, size, cluster, version, refbits, extl2, lazy, backing, nops, seed,
+ * resize, discards */
+static const struct scenario scenarios[] = {
+	{ "alloc-64k", 4 << 20, 65536, 3, 16, false, false, false, 24, 11, false, false },
 	/* 512-byte clusters, 1-bit refcounts: refcount blocks and the
 	 * refcount table must grow during the run */
-	struct scenario s = { "alloc-512-rc1", 1 << 20, 512, 3, 1, false, false,
-			      false, 20, 12, false, false };
-	run_scenario(&s);
-}
-
-static void test_alloc_v2(void **state)
-{
-	(void)state;
-	struct scenario s = { "alloc-v2-4k", 2 << 20, 4096, 2, 16, false, false,
-			      false, 20, 13, false, false };
-	run_scenario(&s);
+	{ "alloc-512-rc1", 1 << 20, 512, 3, 1, false, false, false, 20, 12, false, false },
+	{ "alloc-v2-4k", 2 << 20, 4096, 2, 16, false, false, false, 20, 13, false, false },
 	/* 64-bit refcounts on 512-byte clusters: 64 clusters per refcount
 	 * block, so refcount blocks are evicted and created all the time */
-	struct scenario s2 = { "alloc-512-rc64", 1 << 20, 512, 3, 64, false, false,
-			       false, 20, 19, false, true };
-	s = s2;
-	run_scenario(&s);
-}
-
-static void test_cow_backing(void **state)
-{
-	(void)state;
-	struct scenario s = { "cow-backing", 2 << 20, 65536, 3, 16, false, false,
-			      true, 20, 14, false, false };
-	run_scenario(&s);
+	{ "alloc-512-rc64", 1 << 20, 512, 3, 64, false, false, false, 20, 19, false, true },
+	{ "cow-backing", 2 << 20, 65536, 3, 16, false, false, true, 20, 14, false, false },
 	/* 4 KiB clusters: eight L2 slices in a four-entry cache, so dirty
 	 * slices are evicted between flushes */
-	struct scenario s2 = { "cow-backing-4k", 2 << 20, 4096, 3, 16, false, false,
-			       true, 30, 20, false, false };
-	run_scenario(&s2);
-}
-
-static void test_cow_extl2(void **state)
-{
-	(void)state;
-	struct scenario s = { "cow-extl2", 2 << 20, 32768, 3, 16, true, false,
-			      true, 20, 15, false, false };
-	run_scenario(&s);
-}
-
-static void test_discard(void **state)
-{
-	(void)state;
-	struct scenario s = { "discard", 2 << 20, 16384, 3, 16, false, false,
-			      false, 30, 16, false, true };
-	run_scenario(&s);
-}
-
-static void test_resize(void **state)
-{
-	(void)state;
+	{ "cow-backing-4k", 2 << 20, 4096, 3, 16, false, false, true, 30, 20, false, false },
+	{ "cow-extl2", 2 << 20, 32768, 3, 16, true, false, true, 20, 15, false, false },
+	{ "discard", 2 << 20, 16384, 3, 16, false, false, false, 30, 16, false, true },
 	/* 512-byte clusters: growing 4x needs a new, larger L1 table */
-	struct scenario s = { "resize", 256 << 10, 512, 3, 16, false, false,
-			      false, 24, 17, true, false };
-	run_scenario(&s);
-}
+	{ "resize", 256 << 10, 512, 3, 16, false, false, false, 24, 17, true, false },
+	{ "lazy-refcounts", 2 << 20, 65536, 3, 64, false, true, false, 20, 18, false, true },
+};
 
-static void test_lazy(void **state)
+#define NSCEN (sizeof(scenarios) / sizeof(scenarios[0]))
+
+static void test_scenario(void **state)
 {
-	(void)state;
-	struct scenario s = { "lazy-refcounts", 2 << 20, 65536, 3, 64, false, true,
-			      false, 20, 18, false, true };
-	run_scenario(&s);
+	run_scenario(*state);
 }
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_alloc_writes),
-		cmocka_unit_test(test_alloc_small_clusters),
-		cmocka_unit_test(test_alloc_v2),
-		cmocka_unit_test(test_cow_backing),
-		cmocka_unit_test(test_cow_extl2),
-		cmocka_unit_test(test_discard),
-		cmocka_unit_test(test_resize),
-		cmocka_unit_test(test_lazy),
-	};
+	/* one test per scenario, named after it */
+	struct CMUnitTest tests[NSCEN];
+	for (size_t i = 0; i < NSCEN; i++)
+		tests[i] = (struct CMUnitTest){ scenarios[i].name, test_scenario,
+						NULL, NULL,
+						(void *)&scenarios[i] };
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

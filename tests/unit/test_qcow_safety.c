@@ -86,39 +86,26 @@ struct scen {
 
 struct env {
 	const struct scen *s;
-	cp_bdev *top, *base, *twin;
-	uint8_t *base_content; /* the guest content when the ops start */
+	/* rc.base_content: the guest content when the ops start */
+	struct ram_chain rc;
+	cp_bdev *twin;
 };
-
-static int open_base(void *opaque, const char *name, cp_bdev **out)
-{
-	struct env *e = opaque;
-	if (strcmp(name, "base.img") || !e->base)
-		return cp_error(-ENOENT, "no backing file '%s'", name);
-	*out = e->base;
-	return 0;
-}
 
 static void env_open_opts(struct env *e, struct cp_open_opts *o)
 {
-	cp_open_opts_init(o);
-	o->open_backing = open_base;
-	o->open_backing_opaque = e;
 	/* small caches: L2 slices are written between flushes */
-	o->l2_cache_size = 512ull * e->s->l2slices;
-	o->l2_cache_entry_size = 512;
-	o->refcount_cache_size = 512;
+	ram_chain_open_opts(&e->rc, o, 512ull * e->s->l2slices);
 }
 
 static int env_open(struct env *e, cp_image **img)
 {
 	struct cp_open_opts o;
 	env_open_opts(e, &o);
-	int r = cp_image_open_dev(e->top, "top.qcow2", &o, img);
+	int r = cp_image_open_dev(e->rc.top, "top.qcow2", &o, img);
 	if (r < 0)
 		return r;
 	if (e->s->async) {
-		e->twin = ram_twin(e->top);
+		e->twin = ram_twin(e->rc.top);
 		(*img)->q->dev = e->twin;
 	}
 	return 0;
@@ -136,13 +123,6 @@ static void env_make(const struct scen *s, struct env *e, uint64_t keep)
 {
 	memset(e, 0, sizeof(*e));
 	e->s = s;
-	struct cp_ram_opts ro;
-	cp_ram_opts_init(&ro);
-	ro.max_size = 256ull << 20;
-	ro.keep_seed = keep;
-	assert_int_equal(cp_bdev_open_ram(&ro, &e->top), 0);
-	e->base_content = calloc(1, s->size);
-	assert_non_null(e->base_content);
 	struct cp_create_opts co;
 	cp_create_opts_init(&co);
 	co.virtual_size = s->size;
@@ -150,67 +130,44 @@ static void env_make(const struct scen *s, struct env *e, uint64_t keep)
 	co.refcount_bits = s->refbits;
 	co.extended_l2 = s->extl2;
 	co.lazy_refcounts = s->lazy;
+	uint8_t *base = calloc(1, s->size);
+	assert_non_null(base);
 	if (s->backing) {
 		/* non-zero everywhere: a lost write cannot pass for old data */
-		assert_int_equal(cp_bdev_open_ram(&ro, &e->base), 0);
 		uint64_t seed = s->seed ^ 0x5a5a;
 		for (uint64_t i = 0; i < s->size; i += 8) {
 			uint64_t v = rng_next(&seed) | 0x0101010101010101ull;
-			memcpy(e->base_content + i, &v, 8);
+			memcpy(base + i, &v, 8);
 		}
-		assert_int_equal(cp_bdev_pwrite(e->base, e->base_content, s->size, 0), 0);
-		assert_int_equal(cp_bdev_flush(e->base), 0);
-		co.backing_file = "base.img";
-		co.backing_format = "raw";
 	}
-	int r = cp_image_create_dev(e->top, "top.qcow2", &co, open_base, e);
-	if (r < 0)
-		fail_msg("create: %s", cp_last_error());
+	ram_chain_make(&e->rc, keep, &co, s->backing ? base : NULL, s->size);
+	e->rc.base_content = base; /* the guest's content, base or not */
 	if (s->prefill) {
 		/* every cluster owned by the image, one subcluster written */
 		cp_image *img;
 		struct cp_open_opts o;
 		env_open_opts(e, &o);
-		assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
+		assert_int_equal(cp_image_open_dev(e->rc.top, "top.qcow2", &o, &img), 0);
 		uint32_t sub = s->extl2 ? s->cluster / 32 : s->cluster;
 		uint8_t *b = malloc(sub);
 		for (uint64_t c = 0; c < s->size; c += s->cluster) {
 			memset(b, (int)(0xa0 + (c / s->cluster) % 64), sub);
 			assert_int_equal(cp_image_pwrite(img, b, sub, c), 0);
-			memcpy(e->base_content + c, b, sub);
+			memcpy(e->rc.base_content + c, b, sub);
 		}
 		free(b);
 		assert_int_equal(cp_image_close(img), 0);
 	}
-	assert_int_equal(cp_bdev_flush(e->top), 0);
+	assert_int_equal(cp_bdev_flush(e->rc.top), 0);
 }
 
 static void env_free(struct env *e)
 {
 	cp_bdev_close(e->twin);
-	cp_bdev_close(e->top);
-	cp_bdev_close(e->base);
-	free(e->base_content);
+	ram_chain_free(&e->rc);
 }
 
 /* --- the ops -------------------------------------------------------------- */
-
-struct waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int left, err;
-};
-
-static void wait_cb(void *opaque, int ret)
-{
-	struct waiter *w = opaque;
-	pthread_mutex_lock(&w->lock);
-	if (ret < 0 && !w->err)
-		w->err = ret;
-	if (--w->left == 0)
-		pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
 
 /* One op: offset and length.  extl2 scenarios write whole subclusters
  * (mostly: the rest are unaligned and need copy-on-write from the base). */
@@ -268,8 +225,8 @@ static int run_ops(struct env *e, struct model *m)
 			continue;
 		}
 		/* a batch of up to 4 writes in flight, distinct clusters */
-		struct waiter w = { PTHREAD_MUTEX_INITIALIZER,
-				    PTHREAD_COND_INITIALIZER, 0, 0 };
+		struct counter w;
+		counter_init(&w);
 		struct iovec iov[4];
 		uint64_t used[4];
 		int n = 0;
@@ -288,21 +245,17 @@ static int run_ops(struct env *e, struct model *m)
 			iov[n].iov_base = b;
 			iov[n].iov_len = len;
 			used[n] = off / s->cluster;
-			pthread_mutex_lock(&w.lock);
-			w.left++;
-			pthread_mutex_unlock(&w.lock);
-			int q = cp_image_pwritev_async(img, &iov[n], 1, off, wait_cb, &w);
+			counter_add(&w);
+			int q = cp_image_pwritev_async(img, &iov[n], 1, off, counter_cb, &w);
 			if (q < 0) {
-				wait_cb(&w, q);
+				counter_cb(&w, q);
 				break;
 			}
 			n++;
 		}
-		pthread_mutex_lock(&w.lock);
-		while (w.left)
-			pthread_cond_wait(&w.cond, &w.lock);
-		pthread_mutex_unlock(&w.lock);
-		r = w.err;
+		counter_wait(&w, 0);
+		r = w.first_err;
+		counter_destroy(&w);
 	}
 	free(buf);
 	int r2 = env_close(e, img);
@@ -320,11 +273,11 @@ static void no_report(void *opaque, const char *msg)
 static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 {
 	const struct scen *s = e->s;
-	assert_int_equal(cp_ram_restart(e->top), 0);
+	assert_int_equal(cp_ram_restart(e->rc.top), 0);
 	struct cp_open_opts o;
 	cp_image *img;
 	env_open_opts(e, &o);
-	int r = cp_image_open_dev(e->top, "top.qcow2", &o, &img);
+	int r = cp_image_open_dev(e->rc.top, "top.qcow2", &o, &img);
 	if (r < 0)
 		fail_msg("%s cut %llu keep %llu: open: %s", s->name,
 			 (unsigned long long)cut, (unsigned long long)keep,
@@ -343,7 +296,7 @@ static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 	free(got);
 	assert_int_equal(cp_image_close(img), 0);
 	o.for_check = true;
-	assert_int_equal(cp_image_open_dev(e->top, "top.qcow2", &o, &img), 0);
+	assert_int_equal(cp_image_open_dev(e->rc.top, "top.qcow2", &o, &img), 0);
 	struct cp_check_result res;
 	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
 	if (res.corruptions)
@@ -353,95 +306,85 @@ static void verify(struct env *e, struct model *m, uint64_t cut, uint64_t keep)
 	assert_int_equal(cp_image_close(img), 0);
 }
 
+/* --- the sweep's callbacks (unit_lib.c's cut_sweep_run) ------------------- */
+
+static cp_bdev *sweep_make(void *opaque, uint64_t keep, struct model *m)
+{
+	struct env *e = opaque;
+	env_make(e->s, e, keep);
+	model_init(m, e->s->size, e->rc.base_content);
+	return e->rc.top;
+}
+
+static int sweep_ops(void *opaque, struct model *m)
+{
+	return run_ops(opaque, m);
+}
+
+static int sweep_open(void *opaque, cp_image **img)
+{
+	return env_open(opaque, img);
+}
+
+static int sweep_close(void *opaque, cp_image *img)
+{
+	return env_close(opaque, img);
+}
+
+static void sweep_verify(void *opaque, struct model *m, uint64_t cut,
+			 uint64_t keep)
+{
+	struct env *e = opaque;
+	cp_bdev_close(e->twin);
+	e->twin = NULL;
+	verify(e, m, cut, keep);
+}
+
+static void sweep_free(void *opaque)
+{
+	env_free(opaque);
+}
+
 static void sweep(const struct scen *s)
 {
-	struct env e;
-	struct model m;
-	env_make(s, &e, 0);
-	model_init(&m, s->size, e.base_content);
-	uint64_t w0 = cp_ram_write_count(e.top);
-	if (run_ops(&e, &m) < 0)
-		fail_msg("%s: dry run: %s", s->name, cp_last_error());
-	uint64_t total = cp_ram_write_count(e.top) - w0;
-	{
-		cp_image *img;
-		assert_int_equal(env_open(&e, &img), 0);
-		uint8_t *got = malloc(s->size);
-		assert_int_equal(cp_image_pread(img, got, s->size, 0), 0);
-		assert_memory_equal(got, m.cur, s->size);
-		free(got);
-		assert_int_equal(env_close(&e, img), 0);
-	}
-	model_free(&m);
-	env_free(&e);
-	assert_true(total > 0);
-	int passes = long_run() ? 9 : 4;
-	for (uint64_t cut = 0; cut < total; cut++) {
-		for (int pass = 0; pass < passes; pass++) {
-			uint64_t keep = pass ? (s->seed * 1000003u + cut) * 7919u + (uint64_t)pass : 0;
-			env_make(s, &e, keep);
-			model_init(&m, s->size, e.base_content);
-			uint64_t start = cp_ram_write_count(e.top);
-			assert_int_equal(cp_ram_set_cut_after(e.top, (int64_t)(start + cut)), 0);
-			(void)run_ops(&e, &m);
-			if (!cp_ram_is_cut(e.top))
-				assert_int_equal(cp_ram_cut(e.top), 0);
-			cp_bdev_close(e.twin);
-			e.twin = NULL;
-			verify(&e, &m, cut, keep);
-			model_free(&m);
-			env_free(&e);
-		}
-	}
-	printf("# %s: %llu cut points x %d verified\n", s->name,
-	       (unsigned long long)total, passes);
+	struct env e = { .s = s };
+	struct cut_sweep cs = {
+		.name = s->name, .seed = s->seed,
+		.passes = long_run() ? 9 : 4, .env = &e,
+		.make = sweep_make, .run = sweep_ops, .open = sweep_open,
+		.close = sweep_close, .verify = sweep_verify, .free = sweep_free,
+	};
+	cut_sweep_run(&cs);
 }
 
-/* Rule 1 alone: lazy refcounts write no refcount block (so no refcount
- * barrier flushes the data), and a lost data write would read as zeroes
- * where the base has non-zero bytes. */
-static void test_barrier_lazy_backing(void **state)
-{
-	(void)state;
-	/* 4 KiB clusters, 2 MiB: eight L2 slices in a four-entry cache */
-	struct scen s = { "barrier-lazy-backing", 2 << 20, 4096, 16, false,
-			  true, true, false, false, 4, 30, 31 };
-	sweep(&s);
-}
-
-/* Rule 1 alone: new subclusters of clusters the image already owns need
- * no allocation, so no refcount update at all. */
-static void test_barrier_extl2_owned(void **state)
-{
-	(void)state;
-	/* 16 KiB clusters, 4 MiB: eight L2 slices in a four-entry cache */
-	struct scen s = { "barrier-extl2-owned", 4 << 20, 16384, 16, true,
-			  false, true, true, false, 4, 30, 32 };
-	sweep(&s);
-}
-
-/* The async fast path: subclusters of owned clusters (extended L2) and
- * fresh whole clusters under lazy refcounts, over a non-zero base. */
-static void test_async_extl2_owned(void **state)
-{
-	(void)state;
-	/* the fast path needs 4 unpinned cache entries besides the
+/* name, size, cluster, refbits, extl2, lazy, backing, prefill, async,
+ * l2slices, nops, seed */
+static const struct scen sweeps[] = {
+	/* Rule 1 alone: lazy refcounts write no refcount block (so no
+	 * refcount barrier flushes the data), and a lost data write would
+	 * read as zeroes where the base has non-zero bytes.  4 KiB clusters,
+	 * 2 MiB: eight L2 slices in a four-entry cache */
+	{ "barrier-lazy-backing", 2 << 20, 4096, 16, false, true, true, false, false, 4, 30, 31 },
+	/* Rule 1 alone: new subclusters of clusters the image already owns
+	 * need no allocation, so no refcount update at all.  16 KiB
+	 * clusters, 4 MiB: eight L2 slices in a four-entry cache */
+	{ "barrier-extl2-owned", 4 << 20, 16384, 16, true, false, true, true, false, 4, 30, 32 },
+	/* The async fast path: subclusters of owned clusters (extended L2)
+	 * and fresh whole clusters under lazy refcounts, over a non-zero
+	 * base.  The fast path needs 4 unpinned cache entries besides the
 	 * batch's: 9 entries, 12 slices on the disk */
-	struct scen s = { "async-extl2-owned", 6 << 20, 16384, 16, true,
-			  false, true, true, true, 9, 12, 33 };
-	sweep(&s);
+	{ "async-extl2-owned", 6 << 20, 16384, 16, true, false, true, true, true, 9, 12, 33 },
+	{ "async-fresh", 3 << 20, 4096, 16, false, false, true, false, true, 9, 12, 34 },
+	{ "async-fresh-lazy", 3 << 20, 4096, 16, false, true, true, false, true, 9, 12, 35 },
+};
+
+static void test_sweep(void **state)
+{
+	sweep(*state);
 }
 
-static void test_async_fresh(void **state)
-{
-	(void)state;
-	struct scen s = { "async-fresh", 3 << 20, 4096, 16, false,
-			  false, true, false, true, 9, 12, 34 };
-	sweep(&s);
-	struct scen l = { "async-fresh-lazy", 3 << 20, 4096, 16, false,
-			  true, true, false, true, 9, 12, 35 };
-	sweep(&l);
-}
+/* one test per sweep, named after it */
+#define SWEEP_TEST(i) { sweeps[i].name, test_sweep, NULL, NULL, (void *)&sweeps[i] }
 
 /* --- raw access to the image's metadata ----------------------------------- */
 
@@ -560,13 +503,7 @@ static void alloc_across(const char *name, uint64_t size, uint32_t cluster,
 				 (unsigned long long)i, got[i], want[i]);
 	assert_int_equal(cp_image_close(img), 0);
 	assert_int_equal(open_mode(d, true, true, &img), 0);
-	struct cp_check_result res;
-	assert_int_equal(cp_image_check(img, 0, &res, no_report, NULL), 0);
-	if (res.corruptions || res.leaks)
-		fail_msg("%s: check: %llu corruptions, %llu leaks", name,
-			 (unsigned long long)res.corruptions,
-			 (unsigned long long)res.leaks);
-	assert_int_equal(cp_image_close(img), 0);
+	image_check_clean(img, name);
 	printf("# %s: %llu clusters, %llu refcount blocks' ranges\n", name,
 	       (unsigned long long)ncl,
 	       (unsigned long long)(ncl / (cluster * 8ull / refbits) + 1));
@@ -870,10 +807,11 @@ static void test_high_water(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_barrier_lazy_backing),
-		cmocka_unit_test(test_barrier_extl2_owned),
-		cmocka_unit_test(test_async_extl2_owned),
-		cmocka_unit_test(test_async_fresh),
+		SWEEP_TEST(0),
+		SWEEP_TEST(1),
+		SWEEP_TEST(2),
+		SWEEP_TEST(3),
+		SWEEP_TEST(4),
 		cmocka_unit_test(test_alloc_refblocks),
 		cmocka_unit_test(test_corrupt_bit_foreign),
 		cmocka_unit_test(test_corrupt_bit_session),
