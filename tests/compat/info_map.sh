@@ -214,4 +214,33 @@ for bad in 0 2; do
 	if cmp -s b.raw bq.raw; then ok; else fail "refcount $bad: content after cowpool repair differs from qemu's repair"; fi
 done
 
+# json:{...} backing names: info --backing-chain shows, for the layer a json:
+# name opens, the file name inside it (relative names as they are), both
+# as the human "image:" line and as the JSON "filename"; the overlay keeps
+# the json: name in backing-filename and full-backing-filename.  The same
+# for a json: name given as the image argument.
+mkdir jdir
+qemu-img create -q -f qcow2 -o cluster_size=65536 jdir/jb.qcow2 4M
+qemu-img create -q -f raw jb.raw 4M
+n=0
+for j in "{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"$TMP/jdir/jb.qcow2\"}}" \
+	 '{"driver":"qcow2","file":{"driver":"file","filename":"jdir/jb.qcow2"}}' \
+	 '{"file.driver":"file","file.filename":"jdir/jb.qcow2","driver":"qcow2"}' \
+	 '{"driver":"raw","file":{"driver":"file","filename":"jb.raw"}}'; do
+	n=$((n + 1))
+	bf=qcow2
+	[[ $j == *raw* ]] && bf=raw
+	qemu-img create -q -f qcow2 -b "json:$j" -F $bf jtop$n.qcow2 4M
+	qemu-img create -q -f qcow2 -b jtop$n.qcow2 -F qcow2 jover$n.qcow2 4M
+	for img in jtop$n.qcow2 jover$n.qcow2 "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"jtop$n.qcow2\"}}"; do
+		for o in human json; do
+			qemu-img info --backing-chain --output=$o "$img" >qj.out 2>qj.err
+			qrc=$?
+			run_capture cj "$COWPOOL" info --backing-chain --output=$o "$img"
+			expect_eq "info --backing-chain --output=$o $img (json:$j): exit status" "$qrc" "$RC"
+			same_text "info --backing-chain --output=$o $img (json:$j)" qj.out cj.out
+		done
+	done
+done
+
 cp_finish
