@@ -558,8 +558,12 @@ int qc_probed_write_check(cp_image *img, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, uint64_t len);
 
 /* jsonname.c: parse a json:{...} image name into its file name (malloc'd)
- * and format (CP_FMT_AUTO when it names none); -ENOTSUP for the shapes
- * cowpool does not understand. */
-int qc_json_name(const char *name, char **filename, enum cp_fmt *fmt);
+ * and the format to open it with: want (-f, or the overlay's backing
+ * format) when given, as in QEMU, else the name's driver, raw for the file
+ * protocol alone, CP_FMT_AUTO (probe) when it names none; -ENOTSUP for the
+ * shapes cowpool does not understand, -EINVAL for the protocol alone when
+ * a format is wanted. */
+int qc_json_name(const char *name, enum cp_fmt want, char **filename,
+		 enum cp_fmt *fmt);
 
 #endif
