@@ -15,6 +15,8 @@
 #     image, so must ours (and the snapshot lists, `qemu-img snapshot -l`,
 #     are the same); where it does not, ours must not make the image worse;
 #     on every repaired image `qemu-img check` and `cowpool check` agree;
+#   - the refcounts of a snapshot's L1 and L2 tables are counted: too low
+#     is a corruption that -r all repairs;
 #   - the guest data reads back as before the damage.
 
 . "$(dirname "$0")/../lib.sh"
@@ -49,6 +51,19 @@ d_l1_unaligned()    { local s; s=$(so "$1"); wr_be "$1" "$s" 8 $(( $(rd_be "$1" 
 d_l1_too_large()    { wr_be "$1" $(( $(so "$1") + 8 )) 4 $(( 0x400001 )); }
 d_l1_past_eof()     { wr_be "$1" "$(so "$1")" 8 $(( 1 << 30 )); }
 d_l1_is_active()    { wr_be "$1" "$(so "$1")" 8 "$(qh_l1_offset "$1")"; }
+# refcounts of a snapshot's clusters: s1's L1 table at 0, and the first
+# L2 table of snaptwo (shared with the active layer) at 1
+d_rc_snap_l1() { wr_be "$1" "$(refcount_pos "$1" $(( $(rd_be "$1" "$(so "$1")" 8) / CS )))" 2 0; }
+d_rc_snap_l2()
+{
+	local s e1 l2
+	s=$(so "$1")
+	e1=$(( s + ($(rd_be "$1" $((s + 36)) 4) + $(rd_be "$1" $((s + 12)) 2) +
+		    $(rd_be "$1" $((s + 14)) 2) + 40 + 7) / 8 * 8 ))
+	l2=$(( $(rd_be "$1" "$(rd_be "$1" "$e1" 8)" 8) & 0x00fffffffffffe00 ))
+	[ "$(rd_be "$1" "$(refcount_pos "$1" $((l2 / CS)))" 2)" -ge 2 ] || return 1
+	wr_be "$1" "$(refcount_pos "$1" $((l2 / CS)))" 2 1
+}
 d_extra_too_big()   { wr_be "$1" $(( $(so "$1") + 36 )) 4 2000; }
 d_dup_id()          { printf '2' | dd of="$1" bs=1 seek=$(( $(so "$1") + 64 )) conv=notrunc status=none; }
 # 520 entries of 128 KiB (id and name of 65535 bytes each, in a sparse
@@ -175,11 +190,11 @@ for v in 1.1 0.10; do
 	for c in count_over_max count_high count_low off_unaligned \
 		off_unaligned_empty off_past_eof off_unreadable off_at_reftable \
 		l1_unaligned l1_too_large l1_past_eof l1_is_active extra_too_big \
-		dup_id; do
+		dup_id rc_snap_l1 rc_snap_l2; do
 		scase "v$v-${c//_/-}" "d_$c" "base-$v.qcow2"
 	done
 done
 scase "v1.1-table-too-big" d_table_too_big base-1.1.qcow2
-expect_eq "number of damage cases run" 29 "$NCASES"
+expect_eq "number of damage cases run" 33 "$NCASES"
 
 cp_finish
