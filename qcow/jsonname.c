@@ -141,7 +141,8 @@ int qc_json_name(const char *name, enum cp_fmt want, char **filename,
 			r = cp_error(-EINVAL, "'%s': names the file protocol alone "
 				     "and cannot be opened as %s (as in QEMU: "
 				     "\"A block device must be specified for "
-				     "\"file\"\")", name, cp_fmt_name(want));
+				     "\"file\"\")", name,
+				     want == CP_FMT_RAW ? "raw" : "qcow2");
 		else
 			*fmt = CP_FMT_RAW;
 	} else {
