@@ -122,7 +122,9 @@ static int info_collect(const char *path, enum cp_fmt fmt,
 	if (cli_open(path, &opts, &img) < 0)
 		return -1;
 	memset(l, 0, sizeof(*l));
-	snprintf(l->filename, sizeof(l->filename), "%s", path);
+	/* as qemu-img: a json:{...} name shows the file it names */
+	snprintf(l->filename, sizeof(l->filename), "%s",
+		 strncmp(path, "json:", 5) ? path : cp_image_filename(img));
 	int r = cp_image_get_info(img, &l->info);
 	if (r < 0)
 		cli_error_image(path, r);

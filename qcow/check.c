@@ -23,8 +23,13 @@
  * repairing, a quiet verification pass produces the final counters.
  *
  * When some references cannot be known (an unreadable table, an unaligned
- * L2 or snapshot L1 offset, a damaged snapshot table or bitmap directory)
- * nothing is repaired: freeing "leaks" could then free live clusters.
+ * L2 or snapshot L1 offset, a damaged bitmap directory) nothing is
+ * repaired: freeing "leaks" could then free live clusters.
+ *
+ * The snapshot table is read first, as QEMU reads it (snapshot.c): a table
+ * QEMU cannot read fails the check; with -r all, entries past 64 MiB are
+ * dropped at once and a table with incomplete entries or cut extra data
+ * is rewritten after the refcounts are repaired.
  */
 #include "qcow_int.h"
 
@@ -35,8 +40,6 @@
 #include <string.h>
 
 #define CK_MAX_CLUSTERS 0x7fffffffull     /* as QEMU: nb_clusters <= INT_MAX */
-#define CK_MAX_SNAPSHOTS 65536u
-#define CK_MAX_SNAPSHOT_TABLE (64ull << 20) /* QCOW_MAX_SNAPSHOTS_SIZE */
 #define CK_MAX_BITMAP_DIR (64ull << 20)
 #define CK_MAX_BITMAP_TABLE (1ull << 27)    /* entries, BME_MAX_TABLE_SIZE */
 #define CK_REFT_RESERVED 0x1ffull
@@ -64,6 +67,8 @@ struct ck {
 	bool rebuild;   /* refcount structure must be rebuilt */
 	bool unsafe;    /* references not fully known: do not repair */
 	bool no_rebuild, rebuilt, changed;
+	struct qc_snaps sn;         /* the snapshot table as read */
+	uint64_t sn_corruptions, sn_fixed, sn_check_errors;
 };
 
 static void ck_msg(struct ck *c, const char *fmt, ...) CP_PRINTF(2, 3);
@@ -305,97 +310,123 @@ static int ck_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
 
 /* --- snapshots and bitmaps ---------------------------------------------- */
 
-static void ck_sn_str(struct ck *c, uint64_t off, unsigned len, char *s,
-		      size_t n)
-{
-	size_t l = CP_MIN((size_t)len, n - 1);
-	if (!l || cp_bdev_pread(c->q->dev, s, l, off) < 0)
-		l = 0;
-	s[l] = 0;
-}
-
-static int ck_snapshots(struct ck *c)
+/* QEMU's qcow2_check_read_snapshot_table: read the table as QEMU does
+ * (repairing what it repairs when the errors are to be fixed) before the
+ * refcounts are counted.  A table QEMU cannot read fails the check. */
+static int ck_sn_load(struct ck *c)
 {
 	struct qcow *q = c->q;
-	uint64_t start = q->snapshots_offset, off = start;
-	uint8_t h[40];
+	bool fix = (c->fix & 2u) && ck_can_write(c);
 	int r;
 
-	if (!q->nb_snapshots)
-		return 0;
-	if (q->nb_snapshots > CK_MAX_SNAPSHOTS || start % c->cs ||
-	    start >= c->file_len) {
-		ck_msg(c, "ERROR snapshot table offset=0x%" PRIx64 " (%u "
-		       "snapshots) is invalid; image header corrupted", start,
-		       q->nb_snapshots);
-		c->r.corruptions++;
-		c->unsafe = true;
-		return 0;
+	qc_snapshots_free(&c->sn);
+	c->sn_corruptions = 0;
+	r = qc_snapshots_validate(q, q->nb_snapshots, q->snapshots_offset);
+	if (r < 0) {
+		ck_msg(c, "ERROR snapshot table %s", r == -EFBIG ? "too large"
+			  : "offset invalid");
+		goto fail;
 	}
-	for (uint32_t i = 0; i < q->nb_snapshots; i++) {
-		off = CP_ALIGN_UP(off, 8);
-		if (off - start + sizeof(h) > CK_MAX_SNAPSHOT_TABLE) {
-			ck_msg(c, "ERROR snapshot table is too big");
-			c->r.corruptions++;
-			c->unsafe = true;
-			return 0;
-		}
-		r = cp_bdev_pread(q->dev, h, sizeof(h), off);
+	r = qc_snapshots_read(q, fix, &c->sn, c->report, c->opaque);
+	if (r < 0) {
+		const char *m = cp_last_error();
+		size_t nl = strlen(q->name);
+		if (!strncmp(m, q->name, nl) && !strncmp(m + nl, ": ", 2))
+			m += nl + 2;
+		ck_msg(c, "ERROR failed to read the snapshot table: %s", m);
+		goto fail;
+	}
+	c->sn_corruptions = c->sn.dropped;
+	if (c->sn.reduced) {
+		/* now: the refcount pass relies on the header's count */
+		r = qc_snapshots_set_count(q, c->sn.n);
 		if (r < 0) {
-			ck_msg(c, "ERROR failed to read the snapshot table: %s",
-			       strerror(-r));
-			c->r.check_errors++;
-			c->unsafe = true;
-			return 0;
+			ck_msg(c, "ERROR failed to update the snapshot count in "
+			       "the image header: %s", strerror(-r));
+			goto fail;
 		}
-		uint64_t l1_off = cp_be64(h);
-		uint32_t l1_size = cp_be32(h + 8), extra = cp_be32(h + 36);
-		unsigned id_len = cp_be16(h + 12), name_len = cp_be16(h + 14);
-		uint64_t id_off = off + sizeof(h) + extra;
-		uint64_t next = id_off + id_len + name_len;
-		char id[64], name[128];
+		c->sn_fixed += c->sn.reduced;
+		c->changed = true;
+	}
+	for (uint32_t i = 0; i < c->sn.n; i++) {
+		if (!qc_snapshots_incomplete(q, &c->sn, i))
+			continue;
+		c->sn_corruptions++;
+		ck_msg(c, "%s snapshot table entry %" PRIu32 " is incomplete",
+		       c->fix & 2u ? "Repairing" : "ERROR", i);
+	}
+	return 0;
+fail:
+	c->sn_check_errors++;
+	qc_snapshots_free(&c->sn);
+	return cp_error(r, "%s: %s", q->name, strerror(-r));
+}
 
-		if (next - start > CK_MAX_SNAPSHOT_TABLE) {
-			ck_msg(c, "ERROR snapshot table is too big");
-			c->r.corruptions++;
-			c->unsafe = true;
-			return 0;
-		}
-		/* as QEMU's qcow2_read_snapshots (not repaired here) */
-		if (extra > 1024) {
-			ck_msg(c, "ERROR Too much extra metadata in snapshot "
-			       "table entry %" PRIu32, i);
-			c->r.corruptions++;
-		} else if (q->version >= 3 && extra < 16) {
-			ck_msg(c, "ERROR snapshot table entry %" PRIu32 " is "
-			       "incomplete", i);
-			c->r.corruptions++;
-		}
-		if (l1_off % c->cs || l1_size > QC_MAX_L1_BYTES / 8) {
-			bool unaligned = l1_off % c->cs;
-			ck_sn_str(c, id_off, id_len, id, sizeof(id));
-			ck_sn_str(c, id_off + id_len, name_len, name,
-				  sizeof(name));
-			if (unaligned)
-				ck_msg(c, "ERROR snapshot %s (%s) l1_offset=%#"
-				       PRIx64 ": L1 table is not cluster "
-				       "aligned; snapshot table entry corrupted",
-				       id, name, l1_off);
-			else
-				ck_msg(c, "ERROR snapshot %s (%s) l1_size=%#"
-				       PRIx32 ": L1 table is too large; "
-				       "snapshot table entry corrupted", id,
-				       name, l1_size);
-			c->r.corruptions++;
-			c->unsafe = true;
+/* The clusters of the snapshots (as qcow2_check_refcounts counts them). */
+static int ck_snapshots(struct ck *c)
+{
+	const struct qc_snaps *s = &c->sn;
+	int r;
+
+	for (uint32_t i = 0; i < s->n; i++) {
+		const struct qc_snap *sn = &s->v[i];
+		if (sn->l1_offset % c->cs) {
+			ck_msg(c, "ERROR snapshot %s (%s) l1_offset=%#" PRIx64
+			       ": L1 table is not cluster aligned; snapshot "
+			       "table entry corrupted", sn->id, sn->name,
+			       sn->l1_offset);
+		} else if (sn->l1_size > QC_MAX_L1_BYTES / 8) {
+			ck_msg(c, "ERROR snapshot %s (%s) l1_size=%#" PRIx32
+			       ": L1 table is too large; snapshot table entry "
+			       "corrupted", sn->id, sn->name, sn->l1_size);
 		} else {
-			r = ck_l1(c, l1_off, l1_size, NULL, false);
+			r = ck_l1(c, sn->l1_offset, sn->l1_size, NULL, false);
 			if (r < 0)
 				return r;
+			continue;
 		}
-		off = next;
+		c->r.corruptions++;
+		/* its clusters would look leaked: freeing them would lose
+		 * the snapshot for good (QEMU frees them) */
+		c->unsafe = true;
 	}
-	return ck_inc(c, start, off - start);
+	return ck_inc(c, c->q->snapshots_offset, s->size);
+}
+
+/* QEMU's qcow2_check_fix_snapshot_table: rewrite a table whose entries
+ * were incomplete or had their extra data cut, once the refcounts are
+ * right (the new table is allocated as any cluster). */
+static int ck_sn_fix(struct ck *c)
+{
+	struct qcow *q = c->q;
+
+	if (!c->sn_corruptions || !(c->fix & 2u) || !ck_can_write(c))
+		return 0;
+	if (c->unsafe || c->r.check_errors) {
+		ck_msg(c, "ERROR not rewriting the snapshot table: the "
+		       "refcounts are not known to be right");
+		return 0;
+	}
+	int r = qc_snapshots_write(q, &c->sn, q->snapshots_offset, c->sn.size);
+	c->changed = true;
+	if (r < 0) {
+		ck_msg(c, "ERROR failed to update snapshot table: %s",
+		       strerror(-r));
+		c->sn_check_errors++;
+		return cp_error(r, "%s: %s", q->name, strerror(-r));
+	}
+	c->sn_fixed += c->sn_corruptions;
+	c->sn_corruptions = 0;
+	/* what the next passes count */
+	struct qc_snaps again;
+	r = qc_snapshots_read(q, false, &again, NULL, NULL);
+	if (r < 0) {
+		c->sn_check_errors++;
+		return r;
+	}
+	qc_snapshots_free(&c->sn);
+	c->sn = again;
+	return 0;
 }
 
 static void ck_bitmap_bad(struct ck *c, const char *what, uint64_t off)
@@ -1090,6 +1121,11 @@ int qc_check(struct qcow *q, unsigned repair, struct cp_check_result *res,
 		goto out;
 	}
 
+	r = ck_sn_load(&c);
+	if (r < 0) {
+		res->check_errors = c.sn_check_errors;
+		goto out;
+	}
 	r = ck_pass(&c);
 	if (r < 0)
 		goto out;
@@ -1105,6 +1141,19 @@ int qc_check(struct qcow *q, unsigned repair, struct cp_check_result *res,
 			goto out;
 		copied = c.copied_fixed;
 		fin = c.r;
+	}
+	if (c.sn_corruptions && (c.fix & 2u)) {
+		pthread_mutex_lock(&q->lock);
+		qc_cache_clear(&q->rbc);
+		qc_cache_clear(&q->l2c);
+		q->free_cluster_index = 0;
+		q->pending_free.len = 0;
+		pthread_mutex_unlock(&q->lock);
+		r = ck_sn_fix(&c);
+		if (r < 0) {
+			res->check_errors = c.sn_check_errors;
+			goto out;
+		}
 	}
 	if (c.changed) {
 		/* Final counters describe the image after repair. */
@@ -1131,7 +1180,10 @@ int qc_check(struct qcow *q, unsigned repair, struct cp_check_result *res,
 		res->corruptions_fixed = p1.corruptions_fixed;
 		res->leaks_fixed = p1.leaks_fixed;
 	}
-	res->check_errors += c.write_errors;
+	res->check_errors += c.write_errors + c.sn_check_errors;
+	/* the snapshot table's own problems, as QEMU adds them */
+	res->corruptions += c.sn_corruptions;
+	res->corruptions_fixed += c.sn_fixed;
 
 	if (repair) {
 		pthread_mutex_lock(&q->lock);
@@ -1162,6 +1214,7 @@ int qc_check(struct qcow *q, unsigned repair, struct cp_check_result *res,
 	}
 	r = 0;
 out:
+	qc_snapshots_free(&c.sn);
 	free(c.rc);
 	free(c.rcache_ri);
 	cp_bdev_free_buf(c.buf);

@@ -176,6 +176,10 @@ int qc_create(cp_bdev *dev, const char *name, const struct cp_create_opts *o,
 			goto out;
 	}
 	r = cp_bdev_pwrite(dev, buf, bytes, 0);
+	/* as qemu-img, the file ends with the L1 table's last entry (the
+	 * rest of its cluster reads as zeroes): same length, same disk size */
+	if (r >= 0 && L && !cp_bdev_is_blockdev(dev))
+		r = cp_bdev_truncate(dev, l1_off + l1_size * 8);
 	if (r >= 0)
 		r = cp_bdev_flush(dev);
 out:

@@ -294,12 +294,7 @@ int qc_header_read(struct qcow *q)
 			 q->name, q->l1_table_offset, q->refcount_table_offset);
 		goto out;
 	}
-	if (q->nb_snapshots > 65536 ||
-	    (q->nb_snapshots && q->snapshots_offset % q->cluster_size)) {
-		cp_error(r, "%s: invalid snapshot table (%u snapshots at 0x%" PRIx64 ")",
-			 q->name, q->nb_snapshots, q->snapshots_offset);
-		goto out;
-	}
+	/* the snapshot table: open.c and check.c (snapshot.c's rules) */
 
 	/* backing file name */
 	if (q->backing_file_offset) {

@@ -237,11 +237,10 @@ static int open_backing(cp_image *img, struct chain *ch)
 	char *jname = NULL;
 	enum cp_fmt jfmt = CP_FMT_AUTO;
 	if (!strncmp(q->backing_file, "json:", 5)) {
-		r = qc_json_name(q->backing_file, &jname, &jfmt);
+		r = qc_json_name(q->backing_file, bf, &jname, &jfmt);
 		if (r < 0)
 			return cp_error_prefix(r, "%s: backing file", img->filename);
-		if (jfmt != CP_FMT_AUTO)
-			bf = jfmt;
+		bf = jfmt;
 	}
 	const char *bname = jname ? jname : q->backing_file;
 	if (o->open_backing) {
@@ -428,11 +427,10 @@ int cp_image_open(const char *path, const struct cp_open_opts *opts,
 	if (!strncmp(path, "json:", 5)) {
 		char *jn;
 		enum cp_fmt jf;
-		int r = qc_json_name(path, &jn, &jf);
+		int r = qc_json_name(path, o.format, &jn, &jf);
 		if (r < 0)
 			return r;
-		if (o.format == CP_FMT_AUTO)
-			o.format = jf;
+		o.format = jf;
 		r = cp_image_open(jn, &o, out);
 		free(jn);
 		return r;
@@ -1255,11 +1253,10 @@ int qc_open_relative(cp_image *img, const char *name, enum cp_fmt fmt,
 	if (!strncmp(name, "json:", 5)) {
 		char *jn;
 		enum cp_fmt jf;
-		int r = qc_json_name(name, &jn, &jf);
+		int r = qc_json_name(name, o.format, &jn, &jf);
 		if (r < 0)
 			return r;
-		if (o.format == CP_FMT_AUTO)
-			o.format = jf;
+		o.format = jf;
 		if (o.open_backing) {
 			cp_bdev *dev;
 			r = o.open_backing(o.open_backing_opaque, jn, &dev);

@@ -761,12 +761,15 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 			       qc_l2_entry(q, slice, i + (uint32_t)k) == 0 &&
 			       qc_l2_bitmap(q, slice, i + (uint32_t)k) == 0)
 				k++;
-			uint64_t h;
+			/* the allocation may write a refcount block past the
+			 * run (never in it): whether the run reads as zeroes
+			 * is decided by what was known before */
+			uint64_t h, kzf = q->known_zero_from;
 			r = qc_alloc_clusters_locked(q, k, &h);
 			if (r < 0)
 				break;
-			bool kz = h >= q->known_zero_from;
-			if (kz)
+			bool kz = h >= kzf;
+			if (kz && h + k * cs > q->known_zero_from)
 				q->known_zero_from = h + k * cs;
 			if (pre == CP_PREALLOC_FALLOC || pre == CP_PREALLOC_FULL) {
 				r = cp_bdev_preallocate(q->dev, h, k * cs, pre);

@@ -66,6 +66,15 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 			     q->name);
 		goto fail;
 	}
+	if (!o->for_check) {
+		/* as QEMU, which reads the table at every open (check reports
+		 * what is wrong with it and repairs it) */
+		struct qc_snaps sn;
+		r = qc_snapshots_read(q, false, &sn, NULL, NULL);
+		qc_snapshots_free(&sn);
+		if (r < 0)
+			goto fail;
+	}
 	if (q->nb_snapshots && !q->readonly && !o->for_check) {
 		r = cp_error(-ENOTSUP, "%s: image has %u internal snapshot(s); cowpool opens such images read-only",
 			     q->name, q->nb_snapshots);

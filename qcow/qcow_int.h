@@ -334,6 +334,49 @@ void qc_refblock_set(const struct qcow *q, void *block, uint64_t i,
 		     uint64_t v);
 
 /* ------------------------------------------------------------------------
+ * snapshot.c - the internal snapshot table (QEMU's reading and writing)
+ */
+#define QC_MAX_SNAPSHOTS 65536u
+struct qc_snap {
+	uint64_t l1_offset;
+	uint32_t l1_size;
+	uint32_t date_sec, date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size, disk_size, icount;
+	uint32_t extra_size; /* as stored (cut to 1024 by a repair) */
+	uint8_t *unknown;    /* extra data past the 24 bytes known */
+	char *id, *name;
+};
+struct qc_snaps {
+	struct qc_snap *v;
+	uint32_t n;
+	uint64_t size;     /* bytes from the table's offset to its end */
+	uint32_t reduced;  /* repair: overhanging snapshots dropped */
+	uint32_t dropped;  /* repair: entries whose extra data was cut */
+};
+/* QEMU's qcow2_validate_table for the snapshot table: at most 65536
+ * entries (-EFBIG), a cluster aligned offset that leaves room for them
+ * below 2^63 (-EINVAL). */
+int qc_snapshots_validate(const struct qcow *q, uint32_t nb, uint64_t off);
+/* Read the table q->nb_snapshots / q->snapshots_offset point at.  Past the
+ * end of the file it reads zeroes; more than 1024 bytes of extra data in an
+ * entry or a table over 64 MiB fail with -EFBIG, unless repair: then the
+ * extra data is cut (s->dropped) and the overhanging entries dropped
+ * (s->reduced), each said through report. */
+int qc_snapshots_read(struct qcow *q, bool repair, struct qc_snaps *s,
+		      cp_check_report_fn report, void *opaque);
+void qc_snapshots_free(struct qc_snaps *s);
+/* 1 if entry i of a v3 image lacks the 16 bytes of extra data v3 requires */
+uint32_t qc_snapshots_incomplete(const struct qcow *q, const struct qc_snaps *s,
+				 uint32_t i);
+/* Write nb_snapshots in the header (flushed). */
+int qc_snapshots_set_count(struct qcow *q, uint32_t nb);
+/* Write s as a new table in fresh clusters, point the header at it and
+ * free the old table's clusters (refcounts must be right: check only). */
+int qc_snapshots_write(struct qcow *q, const struct qc_snaps *s,
+		       uint64_t old_off, uint64_t old_size);
+
+/* ------------------------------------------------------------------------
  * cluster.c - L1/L2 mapping
  */
 enum qc_ctype {
@@ -537,8 +580,12 @@ int qc_probed_write_check(cp_image *img, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, uint64_t len);
 
 /* jsonname.c: parse a json:{...} image name into its file name (malloc'd)
- * and format (CP_FMT_AUTO when it names none); -ENOTSUP for the shapes
- * cowpool does not understand. */
-int qc_json_name(const char *name, char **filename, enum cp_fmt *fmt);
+ * and the format to open it with: want (-f, or the overlay's backing
+ * format) when given, as in QEMU, else the name's driver, raw for the file
+ * protocol alone, CP_FMT_AUTO (probe) when it names none; -ENOTSUP for the
+ * shapes cowpool does not understand, -EINVAL for the protocol alone when
+ * a format is wanted. */
+int qc_json_name(const char *name, enum cp_fmt want, char **filename,
+		 enum cp_fmt *fmt);
 
 #endif

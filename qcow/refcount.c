@@ -340,7 +340,10 @@ out:
 
 /* Make sure range ri has a refcount block (creating it at the range's first
  * free cluster). */
-static int ensure_refblock(struct qcow *q, uint64_t ri)
+/* Make sure range ri has a refcount block.  A new block goes to the first
+ * cluster of the range at or after cluster `from` (when from lies in the
+ * range; else at the range's start) that holds no fixed metadata. */
+static int ensure_refblock_from(struct qcow *q, uint64_t ri, uint64_t from)
 {
 	uint64_t off;
 	if (ri >= q->reftable_entries)
@@ -351,6 +354,8 @@ static int ensure_refblock(struct qcow *q, uint64_t ri)
 	uint64_t cs = q->cluster_size;
 	uint64_t c = ri << q->refblock_bits;
 	uint64_t end = c + q->refblock_entries;
+	if (from > c && from < end)
+		c = from;
 	/* no block: every cluster of the range has refcount 0; skip any that
 	 * the fixed metadata occupies (only possible in damaged images) */
 	for (; c < end; c++) {
@@ -384,6 +389,11 @@ static int ensure_refblock(struct qcow *q, uint64_t ri)
 	qc_note_alloc_locked(q, (c + 1) * cs, true);
 	q->barrier_needed = true;
 	return 0;
+}
+
+static int ensure_refblock(struct qcow *q, uint64_t ri)
+{
+	return ensure_refblock_from(q, ri, 0);
 }
 
 int qc_refcount_update_locked(struct qcow *q, uint64_t off, uint64_t len,
@@ -560,7 +570,9 @@ int qc_alloc_clusters_locked(struct qcow *q, uint64_t n, uint64_t *off)
 			if (r < 0)
 				return r;
 			if (!boff) {
-				r = ensure_refblock(q, ri);
+				/* as QEMU: past the run when the range holds
+				 * its end (the run stays contiguous) */
+				r = ensure_refblock_from(q, ri, c + n);
 				if (r < 0)
 					return r;
 				created = true;

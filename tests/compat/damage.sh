@@ -30,6 +30,7 @@
 # of them leaves the others' data to verify.
 
 . "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/damage_lib.sh"
 requires qemu-img qemu-io od dd
 requires_gen
 cp_init
@@ -97,16 +98,6 @@ mask()
 	done
 }
 
-# qcheck_counts IMG: "corruptions leaks" from qemu-img check --output=json
-qcheck_counts()
-{
-	qemu-img check --output=json "$1" >qcc.json 2>/dev/null
-	local c l
-	c=$(json_member qcc.json corruptions)
-	l=$(json_member qcc.json leaks)
-	echo "${c:-0} ${l:-0}"
-}
-
 # dcase TAG KIND DAMAGED_RANGES DAMAGE_FN
 # KIND: plain | snap | comp (the base image);  DAMAGE_FN IMG applies the
 # damage with dd;  DAMAGED_RANGES: guest ranges whose content the damage
@@ -142,18 +133,10 @@ dcase()
 	if cmp -s c.qcow2 img.qcow2; then ok; else
 		fail "$tag: cowpool check without -r modified the image"
 	fi
-	local before
-	before=$(qcheck_counts img.qcow2)
 
 	# repair
-	run_capture qr qemu-img check -r all -f qcow2 q.qcow2
-	local qrrc=$RC
-	run_capture cr "$COWPOOL" check -r all -f qcow2 c.qcow2
-	local crrc=$RC
-	run_capture qafter qemu-img check -f qcow2 q.qcow2
-	local qafter=$RC
-	run_capture cafter qemu-img check -f qcow2 c.qcow2
-	local cafter=$RC
+	repair_both img.qcow2
+	local before=$BEFORE qrrc=$QRRC crrc=$CRRC qafter=$QAFTER cafter=$CAFTER
 	echo "$tag: check $qrc; check -r all: qemu-img $qrrc (then $qafter), cowpool $crrc (then $cafter)"
 	if [ "$qafter" -eq 0 ]; then
 		expect_eq "$tag: qemu-img check after cowpool check -r all (qemu's own repair leaves it clean)" \
@@ -164,16 +147,7 @@ dcase()
 		expect_eq "$tag: cowpool check after its own repair" 0 "$RC"
 	else
 		# qemu cannot repair this class: we must not make it worse
-		local after cb lb ca la
-		after=$(qcheck_counts c.qcow2)
-		read -r cb lb <<<"$before"
-		read -r ca la <<<"$after"
-		if { [ "$cafter" -ne 1 ] || [ "$qrc" -eq 1 ]; } &&
-			[ "$ca" -le "$cb" ] && [ "$la" -le "$lb" ]; then
-			ok
-		else
-			fail "$tag: cowpool check -r all made it worse: qemu-img check exit $cafter, corruptions/leaks $before -> $after"
-		fi
+		expect_not_worse "$tag" "$before" c.qcow2 "$qrc" "$cafter"
 		echo "NOTE: $tag: qemu-img check -r all cannot repair this (qemu-img check exit $qafter afterwards; ours $cafter)"
 	fi
 

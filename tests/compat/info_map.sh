@@ -214,4 +214,49 @@ for bad in 0 2; do
 	if cmp -s b.raw bq.raw; then ok; else fail "refcount $bad: content after cowpool repair differs from qemu's repair"; fi
 done
 
+# json:{...} backing names: info --backing-chain shows, for the layer a json:
+# name opens, the file name inside it (relative names as they are), both
+# as the human "image:" line and as the JSON "filename"; the overlay keeps
+# the json: name in backing-filename and full-backing-filename.  The same
+# for a json: name given as the image argument.
+mkdir jdir
+qemu-img create -q -f qcow2 -o cluster_size=65536 jdir/jb.qcow2 4M
+qemu-img create -q -f raw jb.raw 4M
+n=0
+for j in "{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"$TMP/jdir/jb.qcow2\"}}" \
+	 '{"driver":"qcow2","file":{"driver":"file","filename":"jdir/jb.qcow2"}}' \
+	 '{"file.driver":"file","file.filename":"jdir/jb.qcow2","driver":"qcow2"}' \
+	 '{"driver":"raw","file":{"driver":"file","filename":"jb.raw"}}' \
+	 '{"driver":"qcow2","file":{"driver":"file","filename":"jdir/jb.qcow2","aio":"threads"}}' \
+	 '{"driver":"qcow2","cache":{"direct":false},"l2-cache-size":65536,"file":{"driver":"file","filename":"jdir/jb.qcow2"}}' \
+	 '{"driver":"raw","file":{"driver":"file","filename":"jdir/jb.qcow2"}}' \
+	 '{"driver":"file","filename":"jdir/jb.qcow2"}'; do
+	n=$((n + 1))
+	bf=qcow2
+	[[ $j == *jb.raw* ]] && bf=raw
+	qemu-img create -q -f qcow2 -u -b "json:$j" -F $bf jtop$n.qcow2 4M
+	qemu-img create -q -f qcow2 -u -b jtop$n.qcow2 -F qcow2 jover$n.qcow2 4M
+	for img in jtop$n.qcow2 jover$n.qcow2 "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"jtop$n.qcow2\"}}"; do
+		for o in human json; do
+			qemu-img info --backing-chain --output=$o "$img" >qj.out 2>qj.err
+			qrc=$?
+			run_capture cj "$COWPOOL" info --backing-chain --output=$o "$img"
+			expect_eq "info --backing-chain --output=$o $img (json:$j): exit status" "$qrc" "$RC"
+			same_text "info --backing-chain --output=$o $img (json:$j)" qj.out cj.out
+		done
+	done
+	# the data read through the chain: as in QEMU, the overlay's backing
+	# format wins over the json: name's driver, and the file protocol
+	# alone with a backing format is refused
+	qemu-io -r -c "read -q -P 0 0 64k" jtop$n.qcow2 >qr.out 2>&1
+	qrc=$?
+	grep -q -e fail -e "can't open" qr.out && qrc=1
+	run_capture cr "$COWPOOL" io -r -c "read -q -P 0 0 64k" jtop$n.qcow2
+	expect_eq "read through json:$j: exit status (qemu-io: $(head -c 100 qr.out))" "$qrc" "$RC"
+done
+qemu-io -c "write -q -P 0x66 0 64k" jdir/jb.qcow2
+qemu-img create -q -f qcow2 -u -b 'json:{"driver":"raw","file":{"driver":"file","filename":"jdir/jb.qcow2"}}' -F qcow2 jfmt.qcow2 4M
+"$COWPOOL" io -r -c "read -q -P 0x66 0 64k" jfmt.qcow2 && ok ||
+	fail "the backing format qcow2 does not win over the json: name's driver raw"
+
 cp_finish

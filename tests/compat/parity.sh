@@ -23,9 +23,12 @@
 #   raw512   raw files whose size is not a multiple of 512: info, map,
 #            measure, compare, convert and create give qemu-img's output
 #   numbers  sizes and patterns in qemu-img's grammar (0x1000, 1.5M, 0x5a)
+#   layout   a new qcow2 image is byte for byte qemu-img's (the file ends
+#            with the L1 table), also with metadata preallocation past the
+#            first refcount block's range (same length, same mapping)
 # Usage: parity.sh [GROUP...]; no argument runs them all.
 
-PARITY_GROUPS=" discard probe json create measure resize zeroes raw512 numbers "
+PARITY_GROUPS=" discard probe json create measure resize zeroes raw512 numbers layout "
 for g in "$@"; do
 	if [[ $PARITY_GROUPS != *" $g "* ]]; then
 		echo "usage: $0 [GROUP...]; groups:$PARITY_GROUPS" >&2
@@ -325,6 +328,36 @@ if want raw512; then
 	qemu-img create -q -f raw q.raw 1000
 	"$COWPOOL" create -q -f raw c.raw 1000
 	expect_eq "create -f raw 1000: file length" "$(stat -c %s q.raw)" "$(stat -c %s c.raw)"
+fi
+
+# ---- layout of new images ---------------------------------------------------------
+if want layout; then
+	for o in cluster_size=65536 cluster_size=2M compat=0.10 extended_l2=on \
+		 lazy_refcounts=on refcount_bits=1; do
+		for sz in 0 1M 3G; do
+			rm -f lq.qcow2 lc.qcow2
+			qemu-img create -q -f qcow2 -o "$o" lq.qcow2 "$sz"
+			"$COWPOOL" create -q -f qcow2 -o "$o" lc.qcow2 "$sz"
+			[ "$sz" = 0 ] && continue # the L1 offset of an empty table differs
+			if cmp -s lq.qcow2 lc.qcow2; then ok; else
+				fail "create -o $o $sz: not qemu-img's image ($(stat -c %s lq.qcow2) vs $(stat -c %s lc.qcow2) bytes; $(cmp lq.qcow2 lc.qcow2 | head -n 1))"
+			fi
+		done
+	done
+	# 5 GiB of 64 KiB clusters: three refcount block ranges; QEMU keeps
+	# each run of data clusters contiguous and puts the next range's
+	# refcount block after it
+	for o in cluster_size=65536 cluster_size=32768; do
+		rm -f lq.qcow2 lc.qcow2
+		qemu-img create -q -f qcow2 -o "$o,preallocation=metadata" lq.qcow2 5G
+		"$COWPOOL" create -q -f qcow2 -o "$o,preallocation=metadata" lc.qcow2 5G
+		expect_eq "create -o $o,preallocation=metadata 5G: file length" \
+			"$(stat -c %s lq.qcow2)" "$(stat -c %s lc.qcow2)"
+		diff <(qemu-img map --output=json lq.qcow2) \
+			<(qemu-img map --output=json lc.qcow2) >lm.diff && ok ||
+			fail "create -o $o,preallocation=metadata 5G: mapping differs: $(head -n 4 lm.diff)"
+	done
+	rm -f lq.qcow2 lc.qcow2
 fi
 
 cp_finish
