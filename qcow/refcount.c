@@ -405,6 +405,8 @@ int qc_refcount_update_locked(struct qcow *q, uint64_t off, uint64_t len,
 		return 0;
 	if (delta > 0 && off + len > q->host_end)
 		q->host_end = CP_ALIGN_UP(off + len, cs);
+	if (delta > 0) /* clusters taken into use: the high-water mark */
+		qc_note_alloc_locked(q, CP_ALIGN_UP(off + len, cs), false);
 	for (uint64_t c = first; c <= last;) {
 		uint64_t ri = c >> q->refblock_bits, boff;
 		int r;
