@@ -181,9 +181,17 @@ struct cli_opt {
 /* qemu's --object and --image-opts: refused. */
 #define CLI_OPT_OBJECT CLI_O_REFUSE(0, "object", "object", NULL)
 #define CLI_OPT_IMAGE_OPTS CLI_O_REFUSE(0, "image-opts", NULL, NULL)
+/* -T cache (help h), -i aio, -U: the open options of the commands that
+ * read images, into *o (struct cp_open_opts). */
+#define CLI_OPTS_OPEN(o, h)                                                    \
+	CLI_OPT_SRC_T(&(o)->cache, h), CLI_OPT_AIO(&(o)->aio),                  \
+	    CLI_OPT_U(&(o)->force_share)
 /* The end of a qemu-img command's table: --object and --image-opts
  * refused, then CLI_OPT_END. */
 #define CLI_OPT_QEMU_END CLI_OPT_OBJECT, CLI_OPT_IMAGE_OPTS, CLI_OPT_END
+/* The end of the table of a qemu-img command that reads images:
+ * CLI_OPTS_OPEN(o, h), then CLI_OPT_QEMU_END. */
+#define CLI_OPTS_OPEN_END(o, h) CLI_OPTS_OPEN(o, h), CLI_OPT_QEMU_END
 
 struct cli_parser {
 	const char *cmd;             /* errors: "cowpool: <cmd>: ..." */
@@ -205,12 +213,18 @@ struct cli_parser {
  * after printing --help (exit 0); -1 with the error printed.  The
  * positionals are moved to argv[1..]: p->pos, p->npos. */
 int cli_parse(struct cli_parser *p, int argc, char **argv);
-/* For the qemu-img commands that take exactly nfiles (1 or 2) image file
- * names: cli_parse(), then "<cmd>: expecting one image file name" (two
- * ... names) if the count is wrong.  true: go on with p->pos; false: the
- * command returns *status (0 after --help, 1 after an error). */
-bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
-		     int *status);
+/* The start of the qemu-img commands that take exactly nfiles (1 or 2)
+ * image file names: cli_parse() of argv with table, then "<cmd>:
+ * expecting one image file name" (two ... names) if the count is wrong.
+ * files[0..nfiles) receive the names; files[0] is NULL when the command
+ * must return the status returned (0 after --help, 1 after an error). */
+int cli_parse_files(const char *cmd, const struct cli_opt *table, int argc,
+		    char **argv, int nfiles, const char **files);
+/* cli_parse_files() for one image file name, then cli_open() of it with
+ * opts: *img is the image (cp_image_filename(): the name as given), or
+ * NULL when the command must return the status returned. */
+int cli_parse_open(const char *cmd, const struct cli_opt *table, int argc,
+		   char **argv, const struct cp_open_opts *opts, cp_image **img);
 /* cli_parse() for the commands with -o (CLI_OPT_OPTIONS into *optlist):
  * true: go on; false (after --help or an error, *optlist freed): the
  * command returns *status (0 after --help, 1 after an error). */

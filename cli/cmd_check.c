@@ -120,32 +120,29 @@ int cli_cmd_check(int argc, char **argv)
 	struct cp_open_opts opts;
 	bool json = false, quiet = false;
 	unsigned repair = 0;
+	cp_image *img;
 
 	cp_open_opts_init(&opts);
+	/* like qemu-img, the backing chain is opened: a missing backing file
+	 * or a loop is an error */
+	opts.for_check = true;
 	const struct cli_opt table[] = {
 	    CLI_OPT_F(&opts.format,
 		      "image format (qcow2, raw; probed if omitted)"),
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_O_FN('r', "repair", "leaks|all", check_opt_repair, &repair,
 		     "repair leaked clusters only, or all errors"),
-	    CLI_OPT_SRC_T(&opts.cache, "cache mode (none, writeback, "
-				       "writethrough,\ndirectsync, unsafe)"),
-	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_QEMU_END,
+	    CLI_OPTS_OPEN_END(&opts,
+			      "cache mode (none, writeback, writethrough,\n"
+			      "directsync, unsafe)"),
 	};
-	struct cli_parser p = {.cmd = "check", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
+	const char *file;
+	int st = cli_parse_files("check", table, argc, argv, 1, &file);
+	if (!file)
 		return st;
 
-	const char *file = p.pos[0];
-	cp_image *img;
 	opts.readonly = !repair;
-	opts.for_check = true;
-	/* like qemu-img, the backing chain is opened: a missing backing file
-	 * or a loop is an error */
 	if (cli_open(file, &opts, &img) < 0)
 		return CHECK_EXIT_FAILED;
 
