@@ -24,6 +24,17 @@
 #define CP_ALIGN_DOWN(n, a) ((n) / (a) * (a))
 #define CP_IS_ALIGNED(n, a) (((n) % (a)) == 0)
 #define CP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* Append item to the singly linked FIFO head..tail (lvalues; NULL when
+ * empty) whose items link through ->next. */
+#define CP_FIFO_PUSH(head, tail, item)                                         \
+	do {                                                                   \
+		(item)->next = NULL;                                           \
+		if (tail)                                                      \
+			(tail)->next = (item);                                 \
+		else                                                           \
+			(head) = (item);                                       \
+		(tail) = (item);                                               \
+	} while (0)
 
 /* Errors (docs/hacking.md, Errors).  The calling thread keeps one last
  * error: the -errno a function failed with and the message it recorded for

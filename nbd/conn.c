@@ -894,13 +894,8 @@ static void slot_io_cpl(void *opaque, int ret)
 	struct nbd_conn *c = sl->conn;
 
 	sl->ret = ret;
-	sl->next = NULL;
 	pthread_mutex_lock(&c->lock);
-	if (c->done_tail)
-		c->done_tail->next = sl;
-	else
-		c->done_head = sl;
-	c->done_tail = sl;
+	CP_FIFO_PUSH(c->done_head, c->done_tail, sl);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 }
