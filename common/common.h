@@ -136,4 +136,9 @@ int cp_parse_size(const char *s, uint64_t *out);
  * a closed peer is -EPIPE, not SIGPIPE; EINTR is retried).  0 or -errno. */
 int cp_send_all(int fd, const void *buf, size_t len);
 
+/* thread.c: start fn(arg) on a detached thread (stack_size bytes of
+ * stack; 0: the default).  0 or -errno (no message). */
+int cp_thread_start_detached(void *(*fn)(void *), void *arg,
+			     size_t stack_size);
+
 #endif
