@@ -115,13 +115,9 @@ int cli_cmd_measure(int argc, char **argv)
 	};
 	struct cli_parser p = {.cmd = "measure", .opts = table};
 	int st;
-	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, cli_create_opts_help,
+			       &out_fmt, &st))
 		return st;
-	if (optstr && cli_create_opts_want_help(optstr)) {
-		cli_create_opts_help(out_fmt);
-		free(optstr);
-		return 0;
-	}
 	if (p.npos > 1) {
 		cli_error("measure: at most one filename argument is allowed");
 		goto out;

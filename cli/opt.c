@@ -223,9 +223,14 @@ int cli_parse_open(const char *cmd, const struct cli_opt *table, int argc,
 }
 
 bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
-		       char **optlist, int *status)
+		       char **optlist, void (*help)(enum cp_fmt fmt),
+		       const enum cp_fmt *fmt, int *status)
 {
 	int r = cli_parse(p, argc, argv);
+	if (!r && help && *optlist && cli_optlist_wants_help(*optlist)) {
+		help(*fmt);
+		r = CLI_PARSE_HELP;
+	}
 	if (r) {
 		free(*optlist);
 		*optlist = NULL;
