@@ -868,46 +868,6 @@ int cp_bdev_flush_async(cp_bdev *dev, cp_io_cb cb, void *opaque)
 
 /* ---- synchronous requests ------------------------------------------------ */
 
-struct bc_waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int ret;
-};
-
-static void bc_waiter_init(struct bc_waiter *w)
-{
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-	w->done = false;
-	w->ret = 0;
-}
-
-static void bc_waiter_cb(void *opaque, int ret)
-{
-	struct bc_waiter *w = opaque;
-	pthread_mutex_lock(&w->lock);
-	w->ret = ret;
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static int bc_waiter_wait(struct bc_waiter *w)
-{
-	pthread_mutex_lock(&w->lock);
-	while (!w->done)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
-	return w->ret;
-}
-
-static void bc_waiter_destroy(struct bc_waiter *w)
-{
-	pthread_mutex_destroy(&w->lock);
-	pthread_cond_destroy(&w->cond);
-}
-
 static int bc_check_not_cpl_thread(cp_bdev *dev, const char *what)
 {
 	if (bc_thread_is_dev(dev))
@@ -921,21 +881,17 @@ static int bc_check_not_cpl_thread(cp_bdev *dev, const char *what)
 static int bc_rw_sync(cp_bdev *dev, enum bc_op op, const struct iovec *iov,
 		      int iovcnt, uint64_t offset)
 {
-	struct bc_waiter w;
+	struct cp_waiter w = CP_WAITER_INIT(1);
 	int r = bc_check_not_cpl_thread(dev, bc_op_name(op));
 	if (r < 0)
 		return r;
-	bc_waiter_init(&w);
 	if (op == BC_OP_FLUSH)
-		r = cp_bdev_flush_async(dev, bc_waiter_cb, &w);
+		r = cp_bdev_flush_async(dev, cp_waiter_done, &w);
 	else
-		r = bc_rw_async(dev, op, iov, iovcnt, offset, bc_waiter_cb, &w);
-	if (r < 0) {
-		bc_waiter_destroy(&w);
+		r = bc_rw_async(dev, op, iov, iovcnt, offset, cp_waiter_done, &w);
+	if (r < 0)
 		return r; /* not queued; message already set */
-	}
-	r = bc_waiter_wait(&w);
-	bc_waiter_destroy(&w);
+	r = cp_waiter_wait(&w);
 	if (r < 0 && op == BC_OP_FLUSH)
 		return cp_error(r, "%s: fdatasync: %s", dev->name,
 				strerror(-r));
