@@ -253,17 +253,23 @@ void cp_jsonw_value(struct cp_jsonw *w, const char *key, const cp_json *v)
 	}
 }
 
+int cp_json_print(FILE *f, const cp_json *v)
+{
+	struct cp_jsonw w;
+	cp_jsonw_init(&w);
+	cp_jsonw_value(&w, NULL, v);
+	if (w.buf)
+		fputs(w.buf, f);
+	cp_jsonw_free(&w);
+	return ferror(f) ? -EIO : 0;
+}
+
 static void json_pretty(FILE *f, const cp_json *v, int level)
 {
 	enum cp_json_type t = cp_json_type(v);
 	size_t n = cp_json_count(v);
 	if ((t != CP_JSON_ARRAY && t != CP_JSON_OBJECT) || !n) {
-		struct cp_jsonw w;
-		cp_jsonw_init(&w);
-		cp_jsonw_value(&w, NULL, v);
-		if (w.buf)
-			fputs(w.buf, f);
-		cp_jsonw_free(&w);
+		cp_json_print(f, v);
 		return;
 	}
 	fputc(t == CP_JSON_OBJECT ? '{' : '[', f);
