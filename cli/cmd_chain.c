@@ -35,8 +35,7 @@ static int chain_measure_layer(cp_image *img, struct chain_layer *l)
 		if (r < 0)
 			return r;
 		if (!n)
-			return cp_error(-EIO,
-					"%s: empty allocation run at "
+			return cp_error(-EIO, "%s: empty allocation run at "
 					"offset %" PRIu64,
 					cp_image_filename(img), off);
 		n = CP_MIN(n, size - off);

@@ -46,9 +46,8 @@ int cli_cmd_rebase(int argc, char **argv)
 		return st;
 
 	if (!backing && !ro.unsafe)
-		return cli_error(
-		    "rebase: must specify backing file (-b) or use "
-		    "unsafe mode (-u)");
+		return cli_error("rebase: must specify backing file (-b) or use "
+				 "unsafe mode (-u)");
 	if (backing_fmt && cli_parse_fmt(backing_fmt, &bfmt) < 0)
 		return 1;
 	/* qemu-img 7.2 refuses to record a backing file without its format;
