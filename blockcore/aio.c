@@ -48,20 +48,17 @@ static int bc_aio_submit_locked(cp_bdev *dev, struct bc_req *req)
 	int cnt = req->iovcnt - req->iov_idx;
 	long long off = (long long)(req->offset + req->done);
 
+	bool wr = req->op == BC_OP_WRITE;
 	switch (req->op) {
 	case BC_OP_READ:
-		if (cnt == 1)
-			io_prep_pread(iocb, dev->fd, iov->iov_base,
-				      iov->iov_len, off);
-		else
-			io_prep_preadv(iocb, dev->fd, iov, cnt, off);
-		break;
 	case BC_OP_WRITE:
+		/* the plain form for one buffer */
 		if (cnt == 1)
-			io_prep_pwrite(iocb, dev->fd, iov->iov_base,
-				       iov->iov_len, off);
+			(wr ? io_prep_pwrite : io_prep_pread)(
+			    iocb, dev->fd, iov->iov_base, iov->iov_len, off);
 		else
-			io_prep_pwritev(iocb, dev->fd, iov, cnt, off);
+			(wr ? io_prep_pwritev : io_prep_preadv)(iocb, dev->fd,
+								iov, cnt, off);
 		break;
 	case BC_OP_FLUSH:
 	default:

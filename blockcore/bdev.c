@@ -56,52 +56,34 @@ static int bc_parse(const char *s, const char *const *names, size_t n,
 			s ? s : "", list);
 }
 
-int cp_aio_parse(const char *s, enum cp_aio *out)
-{
-	CP_API_ENTER();
-	int r =
-	    bc_parse(s, bc_aio_names, CP_ARRAY_SIZE(bc_aio_names), "aio mode");
-	if (r < 0)
-		return r;
-	*out = (enum cp_aio)r;
-	return 0;
-}
+/* int cp_<kind>_parse(const char *s, enum cp_<kind> *out): s looked up in
+ * bc_<kind>_names; what names the value in the error. */
+#define BC_PARSER(kind, what)                                                  \
+	int cp_##kind##_parse(const char *s, enum cp_##kind *out)              \
+	{                                                                      \
+		CP_API_ENTER();                                                \
+		int r = bc_parse(s, bc_##kind##_names,                         \
+				 CP_ARRAY_SIZE(bc_##kind##_names), what);      \
+		if (r < 0)                                                     \
+			return r;                                              \
+		*out = (enum cp_##kind)r;                                      \
+		return 0;                                                      \
+	}
+BC_PARSER(aio, "aio mode")
+BC_PARSER(cache, "cache mode")
+BC_PARSER(prealloc, "preallocation mode")
 
-int cp_cache_parse(const char *s, enum cp_cache *out)
-{
-	CP_API_ENTER();
-	int r = bc_parse(s, bc_cache_names, CP_ARRAY_SIZE(bc_cache_names),
-			 "cache mode");
-	if (r < 0)
-		return r;
-	*out = (enum cp_cache)r;
-	return 0;
-}
-
-int cp_prealloc_parse(const char *s, enum cp_prealloc *out)
-{
-	CP_API_ENTER();
-	int r = bc_parse(s, bc_prealloc_names, CP_ARRAY_SIZE(bc_prealloc_names),
-			 "preallocation mode");
-	if (r < 0)
-		return r;
-	*out = (enum cp_prealloc)r;
-	return 0;
-}
-
-const char *cp_aio_name(enum cp_aio aio)
-{
-	if ((unsigned)aio < CP_ARRAY_SIZE(bc_aio_names))
-		return bc_aio_names[aio];
-	return "unknown";
-}
-
-const char *cp_prealloc_name(enum cp_prealloc p)
-{
-	if ((unsigned)p < CP_ARRAY_SIZE(bc_prealloc_names))
-		return bc_prealloc_names[p];
-	return "unknown";
-}
+/* const char *cp_<kind>_name(enum cp_<kind> v): its bc_<kind>_names
+ * entry, "unknown" out of range. */
+#define BC_NAMER(kind)                                                         \
+	const char *cp_##kind##_name(enum cp_##kind v)                         \
+	{                                                                      \
+		if ((unsigned)v < CP_ARRAY_SIZE(bc_##kind##_names))            \
+			return bc_##kind##_names[v];                           \
+		return "unknown";                                              \
+	}
+BC_NAMER(aio)
+BC_NAMER(prealloc)
 
 void cp_bdev_opts_init(struct cp_bdev_opts *opts)
 {
@@ -407,12 +389,7 @@ static int bc_dispatch(cp_bdev *dev, struct bc_req *req)
 	}
 	pthread_mutex_lock(&dev->sq_lock);
 	if (dev->inflight >= dev->queue_depth) {
-		req->next = NULL;
-		if (dev->pend_tail)
-			dev->pend_tail->next = req;
-		else
-			dev->pend_head = req;
-		dev->pend_tail = req;
+		CP_FIFO_PUSH(dev->pend_head, dev->pend_tail, req);
 		pthread_mutex_unlock(&dev->sq_lock);
 		return 0;
 	}
@@ -566,46 +543,42 @@ int bc_helper_push(cp_bdev *dev, struct bc_req *req)
 	return 0;
 }
 
-int bc_fd_pread_full(int fd, void *buf, size_t len, uint64_t offset,
-		     unsigned align)
+/* bc_fd_pread_full() (wbuf NULL) or bc_fd_pwrite_full() (rbuf NULL). */
+static int bc_fd_rw_full(int fd, char *rbuf, const char *wbuf, size_t len,
+			 uint64_t offset, unsigned align)
 {
-	char *p = buf;
 	size_t done = 0;
 	while (done < len) {
-		ssize_t r =
-		    pread(fd, p + done, len - done, (off_t)(offset + done));
+		off_t off = (off_t)(offset + done);
+		ssize_t r = wbuf ? pwrite(fd, wbuf + done, len - done, off)
+				 : pread(fd, rbuf + done, len - done, off);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
+		if (r == 0 && wbuf)
+			return -EIO;
 		if (r == 0)
 			break;
 		done += (size_t)r;
 		if (align > 1 && !CP_IS_ALIGNED(done, align))
 			break;
 	}
-	memset(p + done, 0, len - done);
+	if (rbuf)
+		memset(rbuf + done, 0, len - done);
 	return 0;
+}
+
+int bc_fd_pread_full(int fd, void *buf, size_t len, uint64_t offset,
+		     unsigned align)
+{
+	return bc_fd_rw_full(fd, buf, NULL, len, offset, align);
 }
 
 int bc_fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t offset)
 {
-	const char *p = buf;
-	size_t done = 0;
-	while (done < len) {
-		ssize_t r =
-		    pwrite(fd, p + done, len - done, (off_t)(offset + done));
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return -EIO;
-		done += (size_t)r;
-	}
-	return 0;
+	return bc_fd_rw_full(fd, NULL, buf, len, offset, 1);
 }
 
 static bool bc_range_overlaps_locked(cp_bdev *dev, struct bc_range rg)
@@ -895,46 +868,6 @@ int cp_bdev_flush_async(cp_bdev *dev, cp_io_cb cb, void *opaque)
 
 /* ---- synchronous requests ------------------------------------------------ */
 
-struct bc_waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int ret;
-};
-
-static void bc_waiter_init(struct bc_waiter *w)
-{
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-	w->done = false;
-	w->ret = 0;
-}
-
-static void bc_waiter_cb(void *opaque, int ret)
-{
-	struct bc_waiter *w = opaque;
-	pthread_mutex_lock(&w->lock);
-	w->ret = ret;
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static int bc_waiter_wait(struct bc_waiter *w)
-{
-	pthread_mutex_lock(&w->lock);
-	while (!w->done)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
-	return w->ret;
-}
-
-static void bc_waiter_destroy(struct bc_waiter *w)
-{
-	pthread_mutex_destroy(&w->lock);
-	pthread_cond_destroy(&w->cond);
-}
-
 static int bc_check_not_cpl_thread(cp_bdev *dev, const char *what)
 {
 	if (bc_thread_is_dev(dev))
@@ -948,21 +881,17 @@ static int bc_check_not_cpl_thread(cp_bdev *dev, const char *what)
 static int bc_rw_sync(cp_bdev *dev, enum bc_op op, const struct iovec *iov,
 		      int iovcnt, uint64_t offset)
 {
-	struct bc_waiter w;
+	struct cp_waiter w = CP_WAITER_INIT(1);
 	int r = bc_check_not_cpl_thread(dev, bc_op_name(op));
 	if (r < 0)
 		return r;
-	bc_waiter_init(&w);
 	if (op == BC_OP_FLUSH)
-		r = cp_bdev_flush_async(dev, bc_waiter_cb, &w);
+		r = cp_bdev_flush_async(dev, cp_waiter_done, &w);
 	else
-		r = bc_rw_async(dev, op, iov, iovcnt, offset, bc_waiter_cb, &w);
-	if (r < 0) {
-		bc_waiter_destroy(&w);
+		r = bc_rw_async(dev, op, iov, iovcnt, offset, cp_waiter_done, &w);
+	if (r < 0)
 		return r; /* not queued; message already set */
-	}
-	r = bc_waiter_wait(&w);
-	bc_waiter_destroy(&w);
+	r = cp_waiter_wait(&w);
 	if (r < 0 && op == BC_OP_FLUSH)
 		return cp_error(r, "%s: fdatasync: %s", dev->name,
 				strerror(-r));

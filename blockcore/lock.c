@@ -56,32 +56,37 @@ bool bc_fd_lock_target(cp_bdev *dev, int *fd, uint64_t *base)
 	return dev->fd >= 0;
 }
 
-static int ofd_lock(int fd, uint64_t off, short type)
+/* fcntl(fd, cmd) on the byte at off with lock type *type; for
+ * F_OFD_GETLK *type becomes the type of a lock held there (F_UNLCK:
+ * none).  0 or -errno. */
+static int ofd_fcntl(int fd, int cmd, uint64_t off, short *type)
 {
 	struct flock fl = {
 		.l_whence = SEEK_SET,
 		.l_start = (off_t)off,
 		.l_len = 1,
-		.l_type = type,
+		.l_type = *type,
 	};
-	if (fcntl(fd, F_OFD_SETLK, &fl) < 0)
+	if (fcntl(fd, cmd, &fl) < 0)
 		return -errno;
+	*type = fl.l_type;
 	return 0;
+}
+
+static int ofd_lock(int fd, uint64_t off, short type)
+{
+	return ofd_fcntl(fd, F_OFD_SETLK, off, &type);
 }
 
 /* 0 if byte off could be write-locked by fd (nobody else holds a lock
  * there), -EBUSY if another open holds one, -errno on failure. */
 static int ofd_test(int fd, uint64_t off)
 {
-	struct flock fl = {
-		.l_whence = SEEK_SET,
-		.l_start = (off_t)off,
-		.l_len = 1,
-		.l_type = F_WRLCK,
-	};
-	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
-		return -errno;
-	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
+	short type = F_WRLCK;
+	int r = ofd_fcntl(fd, F_OFD_GETLK, off, &type);
+	if (r < 0)
+		return r;
+	return type == F_UNLCK ? 0 : -EBUSY;
 }
 
 /* Make the locked bytes of lk cover perm / unshared; with unlock, also drop

@@ -90,13 +90,8 @@ int bc_pool_init(struct bc_pool *pool, cp_bdev *dev, unsigned n,
 
 void bc_pool_push(struct bc_pool *pool, struct bc_req *req)
 {
-	req->next = NULL;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->tail)
-		pool->tail->next = req;
-	else
-		pool->head = req;
-	pool->tail = req;
+	CP_FIFO_PUSH(pool->head, pool->tail, req);
 	pthread_cond_signal(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
 }

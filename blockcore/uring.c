@@ -51,20 +51,19 @@ static int bc_uring_submit_locked(cp_bdev *dev, struct bc_req *req)
 	unsigned cnt = (unsigned)(req->iovcnt - req->iov_idx);
 	uint64_t off = req->offset + req->done;
 
+	bool wr = req->op == BC_OP_WRITE;
 	switch (req->op) {
 	case BC_OP_READ:
-		if (cnt == 1 && iov->iov_len <= UINT32_MAX)
-			io_uring_prep_read(sqe, dev->fd, iov->iov_base,
-					   (unsigned)iov->iov_len, off);
-		else
-			io_uring_prep_readv(sqe, dev->fd, iov, cnt, off);
-		break;
 	case BC_OP_WRITE:
+		/* as io_uring_prep_read/write for one buffer, else _readv/v */
 		if (cnt == 1 && iov->iov_len <= UINT32_MAX)
-			io_uring_prep_write(sqe, dev->fd, iov->iov_base,
-					    (unsigned)iov->iov_len, off);
+			io_uring_prep_rw(wr ? IORING_OP_WRITE : IORING_OP_READ,
+					 sqe, dev->fd, iov->iov_base,
+					 (unsigned)iov->iov_len, off);
 		else
-			io_uring_prep_writev(sqe, dev->fd, iov, cnt, off);
+			io_uring_prep_rw(wr ? IORING_OP_WRITEV
+					    : IORING_OP_READV,
+					 sqe, dev->fd, iov, cnt, off);
 		break;
 	case BC_OP_FLUSH:
 	default:

@@ -79,8 +79,9 @@ struct cli_parser;
 struct cli_opt;
 /* Parse arg (NULL for an option without a value) into o->dst.  0, or
  * -errno with the error printed. */
-typedef int (*cli_opt_fn)(struct cli_parser *p, const struct cli_opt *o,
-			  const char *arg);
+typedef int cli_opt_parse_fn(struct cli_parser *p, const struct cli_opt *o,
+			     const char *arg);
+typedef cli_opt_parse_fn *cli_opt_fn;
 /* An option: its names (name: long name without "--", or NULL;
  * short_name: the letter of the short option, or 0) and what it does:
  * set *flag; store the value in *val; append it to list (NULL-terminated,
@@ -181,9 +182,17 @@ struct cli_opt {
 /* qemu's --object and --image-opts: refused. */
 #define CLI_OPT_OBJECT CLI_O_REFUSE(0, "object", "object", NULL)
 #define CLI_OPT_IMAGE_OPTS CLI_O_REFUSE(0, "image-opts", NULL, NULL)
+/* -T cache (help h), -i aio, -U: the open options of the commands that
+ * read images, into *o (struct cp_open_opts). */
+#define CLI_OPTS_OPEN(o, h)                                                    \
+	CLI_OPT_SRC_T(&(o)->cache, h), CLI_OPT_AIO(&(o)->aio),                  \
+	    CLI_OPT_U(&(o)->force_share)
 /* The end of a qemu-img command's table: --object and --image-opts
  * refused, then CLI_OPT_END. */
 #define CLI_OPT_QEMU_END CLI_OPT_OBJECT, CLI_OPT_IMAGE_OPTS, CLI_OPT_END
+/* The end of the table of a qemu-img command that reads images:
+ * CLI_OPTS_OPEN(o, h), then CLI_OPT_QEMU_END. */
+#define CLI_OPTS_OPEN_END(o, h) CLI_OPTS_OPEN(o, h), CLI_OPT_QEMU_END
 
 struct cli_parser {
 	const char *cmd;             /* errors: "cowpool: <cmd>: ..." */
@@ -205,17 +214,25 @@ struct cli_parser {
  * after printing --help (exit 0); -1 with the error printed.  The
  * positionals are moved to argv[1..]: p->pos, p->npos. */
 int cli_parse(struct cli_parser *p, int argc, char **argv);
-/* For the qemu-img commands that take exactly nfiles (1 or 2) image file
- * names: cli_parse(), then "<cmd>: expecting one image file name" (two
- * ... names) if the count is wrong.  true: go on with p->pos; false: the
- * command returns *status (0 after --help, 1 after an error). */
-bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
-		     int *status);
+/* The start of the qemu-img commands that take exactly nfiles (1 or 2)
+ * image file names: cli_parse() of argv with table, then "<cmd>:
+ * expecting one image file name" (two ... names) if the count is wrong.
+ * files[0..nfiles) receive the names; files[0] is NULL when the command
+ * must return the status returned (0 after --help, 1 after an error). */
+int cli_parse_files(const char *cmd, const struct cli_opt *table, int argc,
+		    char **argv, int nfiles, const char **files);
+/* cli_parse_files() for one image file name, then cli_open() of it with
+ * opts: *img is the image (cp_image_filename(): the name as given), or
+ * NULL when the command must return the status returned. */
+int cli_parse_open(const char *cmd, const struct cli_opt *table, int argc,
+		   char **argv, const struct cp_open_opts *opts, cp_image **img);
 /* cli_parse() for the commands with -o (CLI_OPT_OPTIONS into *optlist):
- * true: go on; false (after --help or an error, *optlist freed): the
- * command returns *status (0 after --help, 1 after an error). */
+ * true: go on; false (*optlist freed): the command returns *status, 0
+ * after --help or after "-o help" (help(*fmt) has listed the -o options;
+ * help NULL: the command answers "-o help" itself), 1 after an error. */
 bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
-		       char **optlist, int *status);
+		       char **optlist, void (*help)(enum cp_fmt fmt),
+		       const enum cp_fmt *fmt, int *status);
 /* The option lines of --help: "  -f fmt          text". */
 void cli_opt_help(FILE *f, const struct cli_opt *opts);
 /* Print the help text of a command to stdout; returns 0. */
@@ -223,20 +240,8 @@ int cli_help(const char *cmd);
 /* The same with the option lines of opts before the notes. */
 int cli_help_opts(const char *cmd, const struct cli_opt *opts);
 /* The fns of the shared options. */
-int cli_opt_fmt(struct cli_parser *p, const struct cli_opt *o,
-		const char *arg);
-int cli_opt_cache(struct cli_parser *p, const struct cli_opt *o,
-		  const char *arg);
-int cli_opt_aio(struct cli_parser *p, const struct cli_opt *o,
-		const char *arg);
-int cli_opt_output(struct cli_parser *p, const struct cli_opt *o,
-		   const char *arg);
-int cli_opt_size(struct cli_parser *p, const struct cli_opt *o,
-		 const char *arg);
-int cli_opt_optlist(struct cli_parser *p, const struct cli_opt *o,
-		    const char *arg);
-int cli_opt_refuse(struct cli_parser *p, const struct cli_opt *o,
-		   const char *arg);
+cli_opt_parse_fn cli_opt_fmt, cli_opt_cache, cli_opt_aio, cli_opt_output,
+    cli_opt_size, cli_opt_optlist, cli_opt_refuse;
 
 /* --- json.c: QEMU-compatible JSON output ---------------------------------- *
  * qemu-img builds its JSON from a QDict and prints the members in hash
@@ -273,6 +278,8 @@ int cli_optlist_split(const char *s, char **buf, struct cli_kv **kv);
 int cli_parse_bool(const char *key, const char *val, bool *out);
 /* Append "-o" arguments: *acc = *acc + "," + s.  Returns 0 or -ENOMEM. */
 int cli_optlist_append(char **acc, const char *s);
+/* True if the -o list s asks for help ("help" or "?"). */
+bool cli_optlist_wants_help(const char *s);
 
 /* --- progress.c: -p for commit, rebase, convert, amend ------------------- *
  * Human: qemu-img's "    (12.34/100%)\r" line, ended by a newline.  JSON
@@ -309,12 +316,16 @@ struct cli_create_args {
 	struct cli_kv *kv;
 };
 void cli_create_args_init(struct cli_create_args *ca, enum cp_fmt fmt);
+/* cli_create_args_init(), then the -o list optstr (NULL: none; errors
+ * name file), then -b backing and -F backing_fmt (NULL: as -o says).  0,
+ * or -EINVAL with the error printed; free ca either way. */
+int cli_create_args_set(struct cli_create_args *ca, enum cp_fmt fmt,
+			const char *file, const char *optstr,
+			const char *backing, const char *backing_fmt);
 void cli_create_args_free(struct cli_create_args *ca);
 /* -o compat=VAL: 0.10/v2 -> 2, 1.1/v3 -> 3 into *version; else -EINVAL
  * with "<file>: invalid compat ..." printed. */
 int cli_parse_compat(const char *file, const char *val, int *version);
-/* True if the -o list asks for help ("help" or "?"). */
-bool cli_create_opts_want_help(const char *optstr);
 void cli_create_opts_help(enum cp_fmt fmt);
 /* Apply a -o list to ca (errors name the key and the image file). */
 int cli_create_opts_parse(struct cli_create_args *ca, const char *file,

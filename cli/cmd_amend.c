@@ -17,7 +17,8 @@ static const char *const amend_refused[] = {
     "encrypt",		"encryption",	 "backing_file",    "backing_fmt",
 };
 
-static void amend_help(void)
+/* -o help (qcow2's options, whatever -f says: only qcow2 is amended). */
+static void amend_help(enum cp_fmt fmt CP_UNUSED)
 {
 	printf("Amend options for 'qcow2':\n"
 	       "  compat=<str>           - Compatibility level (v2 [0.10] or "
@@ -98,13 +99,9 @@ int cli_cmd_amend(int argc, char **argv)
 	};
 	struct cli_parser p = {.cmd = "amend", .opts = table};
 	int st;
-	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, amend_help,
+			       &opts.format, &st))
 		return st;
-	if (optstr && cli_create_opts_want_help(optstr)) {
-		amend_help();
-		free(optstr);
-		return 0;
-	}
 	if (!optstr) {
 		cli_error("amend: must specify options (-o)");
 		goto out;

@@ -126,44 +126,40 @@ static double cpu_seconds(void)
 	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static int bench_opt_count(struct cli_parser *p, const struct cli_opt *o,
-			   const char *arg)
+/* arg as a size (cli_parse_size(), what names it) into *v, from min to
+ * max; else "<cmd>: invalid <name> '<arg>'<hint>". */
+static int bench_size_in(struct cli_parser *p, const char *arg, uint64_t *v,
+			 const char *what, const char *name, const char *hint,
+			 uint64_t min, uint64_t max)
 {
-	uint64_t *count = o->dst;
-	if (cli_parse_size("count", arg, count) < 0 || !*count) {
-		if (!*count)
-			cli_error("%s: invalid request count '%s'", p->cmd,
-				  arg);
+	if (cli_parse_size(what, arg, v) < 0)
+		return -EINVAL;
+	if (*v < min || *v > max) {
+		cli_error("%s: invalid %s '%s'%s", p->cmd, name, arg, hint);
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static int bench_opt_count(struct cli_parser *p, const struct cli_opt *o,
+			   const char *arg)
+{
+	return bench_size_in(p, arg, o->dst, "count", "request count", "", 1,
+			     UINT64_MAX);
 }
 
 static int bench_opt_depth(struct cli_parser *p, const struct cli_opt *o,
 			   const char *arg)
 {
-	uint64_t *depth = o->dst;
-	if (cli_parse_size("depth", arg, depth) < 0)
-		return -EINVAL;
-	if (*depth < 1 || *depth > 4096) {
-		cli_error("%s: invalid queue depth '%s' (1..4096)", p->cmd,
-			  arg);
-		return -EINVAL;
-	}
-	return 0;
+	return bench_size_in(p, arg, o->dst, "depth", "queue depth",
+			     " (1..4096)", 1, 4096);
 }
 
 static int bench_opt_bufsize(struct cli_parser *p, const struct cli_opt *o,
 			     const char *arg)
 {
-	uint64_t *bufsize = o->dst;
-	if (cli_parse_size("buffer size", arg, bufsize) < 0)
-		return -EINVAL;
-	if (!*bufsize || *bufsize > (64u << 20)) {
-		cli_error("%s: invalid buffer size '%s'", p->cmd, arg);
-		return -EINVAL;
-	}
-	return 0;
+	return bench_size_in(p, arg, o->dst, "buffer size", "buffer size", "",
+			     1, 64u << 20);
 }
 
 static int bench_opt_pattern(struct cli_parser *p, const struct cli_opt *o,

@@ -117,24 +117,17 @@ int cli_cmd_chain(int argc, char **argv)
 	bool json = false;
 
 	cp_open_opts_init(&opts);
+	opts.readonly = true;
 	const struct cli_opt table[] = {
 	    CLI_OPT_F(&opts.format, "format of the top image"),
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
-	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
-	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U(&opts.force_share),
+	    CLI_OPTS_OPEN(&opts, "cache mode"),
 	    CLI_OPT_END,
 	};
-	struct cli_parser p = {.cmd = "chain", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
-		return st;
-
-	const char *file = p.pos[0];
 	cp_image *top;
-	opts.readonly = true;
-	if (cli_open(file, &opts, &top) < 0)
-		return 1;
+	int st = cli_parse_open("chain", table, argc, argv, &opts, &top);
+	if (!top)
+		return st;
 
 	chain_layers layers = {0};
 	int ret = 1, depth = 0;

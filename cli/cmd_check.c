@@ -70,30 +70,24 @@ static void check_print_json(const struct cp_check_result *r, const char *file,
 	cli_json_add_str(o, "filename", file);
 	cli_json_add_str(o, "format", cp_fmt_name(fmt));
 	cli_json_add_int(o, "check-errors", (int64_t)r->check_errors);
-	if (r->image_end_offset)
-		cli_json_add_int(o, "image-end-offset",
-				 (int64_t)r->image_end_offset);
-	if (r->corruptions)
-		cli_json_add_int(o, "corruptions", (int64_t)r->corruptions);
-	if (r->leaks)
-		cli_json_add_int(o, "leaks", (int64_t)r->leaks);
-	if (r->corruptions_fixed)
-		cli_json_add_int(o, "corruptions-fixed",
-				 (int64_t)r->corruptions_fixed);
-	if (r->leaks_fixed)
-		cli_json_add_int(o, "leaks-fixed", (int64_t)r->leaks_fixed);
-	if (r->total_clusters)
-		cli_json_add_int(o, "total-clusters",
-				 (int64_t)r->total_clusters);
-	if (r->allocated_clusters)
-		cli_json_add_int(o, "allocated-clusters",
-				 (int64_t)r->allocated_clusters);
-	if (r->fragmented_clusters)
-		cli_json_add_int(o, "fragmented-clusters",
-				 (int64_t)r->fragmented_clusters);
-	if (r->compressed_clusters)
-		cli_json_add_int(o, "compressed-clusters",
-				 (int64_t)r->compressed_clusters);
+	const struct {
+		const char *key;
+		uint64_t val;
+	} opt[] = {
+	    {"image-end-offset", r->image_end_offset},
+	    {"corruptions", r->corruptions},
+	    {"leaks", r->leaks},
+	    {"corruptions-fixed", r->corruptions_fixed},
+	    {"leaks-fixed", r->leaks_fixed},
+	    {"total-clusters", r->total_clusters},
+	    {"allocated-clusters", r->allocated_clusters},
+	    {"fragmented-clusters", r->fragmented_clusters},
+	    {"compressed-clusters", r->compressed_clusters},
+	};
+	for (size_t i = 0; i < CP_ARRAY_SIZE(opt); i++) {
+		if (opt[i].val)
+			cli_json_add_int(o, opt[i].key, (int64_t)opt[i].val);
+	}
 	cli_json_print(stdout, o, 0);
 	putchar('\n');
 	cli_json_free(o);
@@ -120,32 +114,29 @@ int cli_cmd_check(int argc, char **argv)
 	struct cp_open_opts opts;
 	bool json = false, quiet = false;
 	unsigned repair = 0;
+	cp_image *img;
 
 	cp_open_opts_init(&opts);
+	/* like qemu-img, the backing chain is opened: a missing backing file
+	 * or a loop is an error */
+	opts.for_check = true;
 	const struct cli_opt table[] = {
 	    CLI_OPT_F(&opts.format,
 		      "image format (qcow2, raw; probed if omitted)"),
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_O_FN('r', "repair", "leaks|all", check_opt_repair, &repair,
 		     "repair leaked clusters only, or all errors"),
-	    CLI_OPT_SRC_T(&opts.cache, "cache mode (none, writeback, "
-				       "writethrough,\ndirectsync, unsafe)"),
-	    CLI_OPT_AIO(&opts.aio),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_QEMU_END,
+	    CLI_OPTS_OPEN_END(&opts,
+			      "cache mode (none, writeback, writethrough,\n"
+			      "directsync, unsafe)"),
 	};
-	struct cli_parser p = {.cmd = "check", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
+	const char *file;
+	int st = cli_parse_files("check", table, argc, argv, 1, &file);
+	if (!file)
 		return st;
 
-	const char *file = p.pos[0];
-	cp_image *img;
 	opts.readonly = !repair;
-	opts.for_check = true;
-	/* like qemu-img, the backing chain is opened: a missing backing file
-	 * or a loop is an error */
 	if (cli_open(file, &opts, &img) < 0)
 		return CHECK_EXIT_FAILED;
 

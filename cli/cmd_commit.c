@@ -62,12 +62,11 @@ int cli_cmd_commit(int argc, char **argv)
 			      "; no \"Image committed.\" line"),
 	    CLI_OPT_QEMU_END,
 	};
-	struct cli_parser p = {.cmd = "commit", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
+	const char *file;
+	int st = cli_parse_files("commit", table, argc, argv, 1, &file);
+	if (!file)
 		return st;
 
-	const char *file = p.pos[0];
 	cp_image *top;
 	/* The top is only written when it is emptied; the engine reopens
 	 * what it writes read-write. */

@@ -206,22 +206,19 @@ int cli_cmd_compare(int argc, char **argv)
 	    CLI_OPT_FMT('F', "fmt", &f2, "format of the second image"),
 	    CLI_O_FLAG('s', NULL, &strict,
 		       "strict: fail on different size or allocation"),
-	    CLI_OPT_SRC_T(&o1.cache, "cache mode for both images"),
-	    CLI_OPT_AIO(&o1.aio),
 	    CLI_O_NOP('p', NULL, "accepted (no progress output)"),
 	    CLI_OPT_QUIET(&quiet),
-	    CLI_OPT_U(&o1.force_share),
-	    CLI_OPT_QEMU_END,
+	    CLI_OPTS_OPEN_END(&o1, "cache mode for both images"),
 	};
-	struct cli_parser p = {.cmd = "compare", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 2, &st))
+	const char *files[2];
+	int st = cli_parse_files("compare", table, argc, argv, 2, files);
+	if (!files[0])
 		return st;
 
 	o2 = o1;
 	o2.format = f2;
-	struct compare_side a = {.file = p.pos[0]};
-	struct compare_side b = {.file = p.pos[1]};
+	struct compare_side a = {.file = files[0]};
+	struct compare_side b = {.file = files[1]};
 	int ret = COMPARE_ERR_OPEN;
 
 	if (cli_open(a.file, &o1, &a.img) < 0)

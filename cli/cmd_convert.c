@@ -110,15 +110,11 @@ int cli_cmd_convert(int argc, char **argv)
 	};
 	struct cli_parser p = {.cmd = "convert", .opts = table};
 	int st;
-	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, cli_create_opts_help,
+			       &out_fmt, &st))
 		return st;
 	to.aio = so.aio;
 
-	if (optstr && cli_create_opts_want_help(optstr)) {
-		cli_create_opts_help(out_fmt);
-		free(optstr);
-		return 0;
-	}
 	if (p.npos > 2) {
 		cli_error("convert: only one source image is supported");
 		goto out;
@@ -149,14 +145,10 @@ int cli_cmd_convert(int argc, char **argv)
 	uint64_t size = cp_image_size(src);
 
 	if (!no_create) {
-		cli_create_args_init(&ca, out_fmt);
 		ca_init = true;
-		if (optstr && cli_create_opts_parse(&ca, dst_file, optstr) < 0)
+		if (cli_create_args_set(&ca, out_fmt, dst_file, optstr, backing,
+					backing_fmt) < 0)
 			goto out;
-		if (backing)
-			ca.opts.backing_file = backing;
-		if (backing_fmt)
-			ca.opts.backing_format = backing_fmt;
 		if (ca.opts.backing_file && !backing)
 			backing = ca.opts.backing_file;
 		ca.opts.virtual_size = size;

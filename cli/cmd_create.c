@@ -53,29 +53,26 @@ void cli_create_args_init(struct cli_create_args *ca, enum cp_fmt fmt)
 	ca->opts.format = fmt;
 }
 
+int cli_create_args_set(struct cli_create_args *ca, enum cp_fmt fmt,
+			const char *file, const char *optstr,
+			const char *backing, const char *backing_fmt)
+{
+	cli_create_args_init(ca, fmt);
+	if (optstr && cli_create_opts_parse(ca, file, optstr) < 0)
+		return -EINVAL;
+	if (backing)
+		ca->opts.backing_file = backing;
+	if (backing_fmt)
+		ca->opts.backing_format = backing_fmt;
+	return 0;
+}
+
 void cli_create_args_free(struct cli_create_args *ca)
 {
 	free(ca->optbuf);
 	free(ca->kv);
 	ca->optbuf = NULL;
 	ca->kv = NULL;
-}
-
-bool cli_create_opts_want_help(const char *optstr)
-{
-	char *buf;
-	struct cli_kv *kv;
-	bool help = false;
-	int n = cli_optlist_split(optstr, &buf, &kv);
-	for (int i = 0; i < n; i++) {
-		if (!strcmp(kv[i].key, "help") || !strcmp(kv[i].key, "?"))
-			help = true;
-	}
-	if (n >= 0) {
-		free(buf);
-		free(kv);
-	}
-	return help;
 }
 
 void cli_create_opts_help(enum cp_fmt fmt)
@@ -313,12 +310,12 @@ int cli_cmd_create(int argc, char **argv)
 	};
 	struct cli_parser p = {.cmd = "create", .opts = table};
 	int st;
-	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, NULL, NULL, &st))
 		return st;
 
 	if (cli_parse_fmt(fmt, &f) < 0)
 		goto out_free;
-	if (optstr && cli_create_opts_want_help(optstr)) {
+	if (optstr && cli_optlist_wants_help(optstr)) {
 		cli_create_opts_help(f);
 		free(optstr);
 		return 0;
@@ -330,14 +327,9 @@ int cli_cmd_create(int argc, char **argv)
 	const char *path = p.pos[0];
 	int k = 1;
 
-	cli_create_args_init(&ca, f);
-	ca.unsafe = unsafe;
-	if (optstr && cli_create_opts_parse(&ca, path, optstr) < 0)
+	if (cli_create_args_set(&ca, f, path, optstr, backing, backing_fmt) < 0)
 		goto out;
-	if (backing)
-		ca.opts.backing_file = backing;
-	if (backing_fmt)
-		ca.opts.backing_format = backing_fmt;
+	ca.unsafe = unsafe;
 	if (k < p.npos) {
 		uint64_t size;
 		if (cli_parse_size("image size", p.pos[k++], &size) < 0)

@@ -144,21 +144,18 @@ int cli_cmd_info(int argc, char **argv)
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
 	    CLI_O_FLAG(0, "backing-chain", &chain,
 		       "show every layer of the backing chain"),
-	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
-	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_QEMU_END,
+	    CLI_OPTS_OPEN_END(&opts, "cache mode"),
 	};
-	struct cli_parser p = {.cmd = "info", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
+	const char *file;
+	int st = cli_parse_files("info", table, argc, argv, 1, &file);
+	if (!file)
 		return st;
 
 	info_layers layers = {0};
 	char path[4096];
 	int ret = 1;
 
-	snprintf(path, sizeof(path), "%s", p.pos[0]);
+	snprintf(path, sizeof(path), "%s", file);
 	for (;;) {
 		struct info_layer l;
 		/* Refuse loops, as qemu-img does. */

@@ -146,23 +146,6 @@ static int io_offlen(const struct cli_parser *p, uint64_t *off, uint64_t *len)
 /* --- synchronous wait for an asynchronous request --------------------------
  */
 
-struct io_wait {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int ret;
-};
-
-static void io_wait_cb(void *opaque, int ret)
-{
-	struct io_wait *w = opaque;
-	pthread_mutex_lock(&w->lock);
-	w->done = true;
-	w->ret = ret;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
 static int io_rw(struct io_ctx *io, bool write, bool async, void *buf,
 		 size_t len, uint64_t off)
 {
@@ -171,22 +154,18 @@ static int io_rw(struct io_ctx *io, bool write, bool async, void *buf,
 			     : cp_image_pread(io->img, buf, len, off);
 
 	struct iovec iov = {.iov_base = buf, .iov_len = len};
-	struct io_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER,
-			    .cond = PTHREAD_COND_INITIALIZER};
-	int r =
-	    write
-		? cp_image_pwritev_async(io->img, &iov, 1, off, io_wait_cb, &w)
-		: cp_image_preadv_async(io->img, &iov, 1, off, io_wait_cb, &w);
+	struct cp_waiter w = CP_WAITER_INIT(1);
+	int r = write ? cp_image_pwritev_async(io->img, &iov, 1, off,
+					       cp_waiter_done, &w)
+		      : cp_image_preadv_async(io->img, &iov, 1, off,
+					      cp_waiter_done, &w);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&w.lock);
-	while (!w.done)
-		pthread_cond_wait(&w.cond, &w.lock);
-	pthread_mutex_unlock(&w.lock);
-	if (w.ret < 0 && cp_last_errno() != w.ret)
-		cp_error(w.ret, "%s: %s failed: %s", io->file,
-			 write ? "write" : "read", strerror(-w.ret));
-	return w.ret;
+	r = cp_waiter_wait(&w);
+	if (r < 0 && cp_last_errno() != r)
+		cp_error(r, "%s: %s failed: %s", io->file,
+			 write ? "write" : "read", strerror(-r));
+	return r;
 }
 
 /* The end of a command over [off, off + len): r < 0 printed as the error

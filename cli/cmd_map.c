@@ -118,20 +118,13 @@ int cli_cmd_map(int argc, char **argv)
 		       "first byte to map"),
 	    CLI_O_SIZE_SEEN(0, "max-length", "len", "max length", &max_len,
 			    &have_max, "bytes to map"),
-	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
-	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U(&opts.force_share),
-	    CLI_OPT_QEMU_END,
+	    CLI_OPTS_OPEN_END(&opts, "cache mode"),
 	};
-	struct cli_parser p = {.cmd = "map", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
-		return st;
-
-	const char *file = p.pos[0];
 	cp_image *img;
-	if (cli_open(file, &opts, &img) < 0)
-		return 1;
+	int st = cli_parse_open("map", table, argc, argv, &opts, &img);
+	if (!img)
+		return st;
+	const char *file = cp_image_filename(img);
 
 	int layers = cli_chain_length(img);
 	uint64_t length = cp_image_size(img);

@@ -110,21 +110,14 @@ int cli_cmd_measure(int argc, char **argv)
 			    "measure a new empty image of N bytes"),
 	    CLI_OPT_F(&opts.format, "format of filename"),
 	    CLI_OPT_OUTPUT(&json, "ofmt", "human (default) or json"),
-	    CLI_OPT_SRC_T(&opts.cache, "cache mode"),
-	    CLI_OPT_AIO(&opts.aio),
-	    CLI_OPT_U(&opts.force_share),
 	    CLI_O_REFUSE('l', NULL, "snapshot", "-l (internal snapshots)"),
-	    CLI_OPT_QEMU_END,
+	    CLI_OPTS_OPEN_END(&opts, "cache mode"),
 	};
 	struct cli_parser p = {.cmd = "measure", .opts = table};
 	int st;
-	if (!cli_parse_optlist(&p, argc, argv, &optstr, &st))
+	if (!cli_parse_optlist(&p, argc, argv, &optstr, cli_create_opts_help,
+			       &out_fmt, &st))
 		return st;
-	if (optstr && cli_create_opts_want_help(optstr)) {
-		cli_create_opts_help(out_fmt);
-		free(optstr);
-		return 0;
-	}
 	if (p.npos > 1) {
 		cli_error("measure: at most one filename argument is allowed");
 		goto out;

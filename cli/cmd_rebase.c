@@ -40,11 +40,10 @@ int cli_cmd_rebase(int argc, char **argv)
 	    CLI_OPT_U(&opts.force_share),
 	    CLI_OPT_QEMU_END,
 	};
-	struct cli_parser p = {.cmd = "rebase", .opts = table};
-	int st;
-	if (!cli_parse_files(&p, argc, argv, 1, &st))
+	const char *file;
+	int st = cli_parse_files("rebase", table, argc, argv, 1, &file);
+	if (!file)
 		return st;
-	const char *file = p.pos[0];
 
 	if (!backing && !ro.unsafe)
 		return cli_error("rebase: must specify backing file (-b) or use "

@@ -132,40 +132,19 @@ void cli_json_print_str(FILE *f, const char *str)
 		size_t l;
 		int32_t cp = cp_utf8_decode(p, (size_t)(end - p), &l);
 		p += l;
-		switch (cp) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\b':
-			fputs("\\b", f);
-			break;
-		case '\f':
-			fputs("\\f", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\r':
-			fputs("\\r", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			if (cp < 0)
-				cp = 0xfffd;
-			if (cp > 0xffff)
-				fprintf(f, "\\u%04X\\u%04X",
-					0xd800 + ((cp - 0x10000) >> 10),
-					0xdc00 + ((cp - 0x10000) & 0x3ff));
-			else if (cp < 0x20 || cp >= 0x7f)
-				fprintf(f, "\\u%04X", cp);
-			else
-				fputc(cp, f);
-		}
+		char e = cp_json_escape_letter(cp);
+		if (cp < 0)
+			cp = 0xfffd;
+		if (e)
+			fprintf(f, "\\%c", e);
+		else if (cp > 0xffff)
+			fprintf(f, "\\u%04X\\u%04X",
+				0xd800 + ((cp - 0x10000) >> 10),
+				0xdc00 + ((cp - 0x10000) & 0x3ff));
+		else if (cp < 0x20 || cp >= 0x7f)
+			fprintf(f, "\\u%04X", cp);
+		else
+			fputc(cp, f);
 	}
 	fputc('"', f);
 }

@@ -194,27 +194,43 @@ int cli_parse(struct cli_parser *p, int argc, char **argv)
 	return 0;
 }
 
-bool cli_parse_files(struct cli_parser *p, int argc, char **argv, int nfiles,
-		     int *status)
+int cli_parse_files(const char *cmd, const struct cli_opt *table, int argc,
+		    char **argv, int nfiles, const char **files)
 {
-	int r = cli_parse(p, argc, argv);
-	if (r) {
-		*status = r == CLI_PARSE_HELP ? 0 : 1;
-		return false;
-	}
-	if (p->npos != nfiles) {
-		*status = cli_error("%s: expecting %s", p->cmd,
-				    nfiles == 1 ? "one image file name"
-						: "two image file names");
-		return false;
-	}
-	return true;
+	struct cli_parser p = {.cmd = cmd, .opts = table};
+	int r = cli_parse(&p, argc, argv);
+	files[0] = NULL;
+	if (r)
+		return r == CLI_PARSE_HELP ? 0 : 1;
+	if (p.npos != nfiles)
+		return cli_error("%s: expecting %s", cmd,
+				 nfiles == 1 ? "one image file name"
+					     : "two image file names");
+	for (int k = 0; k < nfiles; k++)
+		files[k] = p.pos[k];
+	return 0;
+}
+
+int cli_parse_open(const char *cmd, const struct cli_opt *table, int argc,
+		   char **argv, const struct cp_open_opts *opts, cp_image **img)
+{
+	const char *file;
+	int st = cli_parse_files(cmd, table, argc, argv, 1, &file);
+	*img = NULL;
+	if (!file)
+		return st;
+	return cli_open(file, opts, img) < 0 ? 1 : 0;
 }
 
 bool cli_parse_optlist(struct cli_parser *p, int argc, char **argv,
-		       char **optlist, int *status)
+		       char **optlist, void (*help)(enum cp_fmt fmt),
+		       const enum cp_fmt *fmt, int *status)
 {
 	int r = cli_parse(p, argc, argv);
+	if (!r && help && *optlist && cli_optlist_wants_help(*optlist)) {
+		help(*fmt);
+		r = CLI_PARSE_HELP;
+	}
 	if (r) {
 		free(*optlist);
 		*optlist = NULL;

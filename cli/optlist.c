@@ -91,3 +91,20 @@ int cli_parse_bool(const char *key, const char *val, bool *out)
 	}
 	return 0;
 }
+
+bool cli_optlist_wants_help(const char *optstr)
+{
+	char *buf;
+	struct cli_kv *kv;
+	bool help = false;
+	int n = cli_optlist_split(optstr, &buf, &kv);
+	for (int i = 0; i < n; i++) {
+		if (!strcmp(kv[i].key, "help") || !strcmp(kv[i].key, "?"))
+			help = true;
+	}
+	if (n >= 0) {
+		free(buf);
+		free(kv);
+	}
+	return help;
+}

@@ -173,14 +173,8 @@ static void print_scalar(const cp_json *v)
 	case CP_JSON_NULL:
 		fputs("-", stdout);
 		break;
-	default: {
-		struct cp_jsonw w;
-		cp_jsonw_init(&w);
-		cp_jsonw_value(&w, NULL, v);
-		if (w.buf)
-			fputs(w.buf, stdout);
-		cp_jsonw_free(&w);
-	}
+	default:
+		cp_json_print(stdout, v);
 	}
 }
 

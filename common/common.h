@@ -8,6 +8,7 @@
 #ifndef CP_COMMON_H
 #define CP_COMMON_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -24,6 +25,17 @@
 #define CP_ALIGN_DOWN(n, a) ((n) / (a) * (a))
 #define CP_IS_ALIGNED(n, a) (((n) % (a)) == 0)
 #define CP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* Append item to the singly linked FIFO head..tail (lvalues; NULL when
+ * empty) whose items link through ->next. */
+#define CP_FIFO_PUSH(head, tail, item)                                         \
+	do {                                                                   \
+		(item)->next = NULL;                                           \
+		if (tail)                                                      \
+			(tail)->next = (item);                                 \
+		else                                                           \
+			(head) = (item);                                       \
+		(tail) = (item);                                               \
+	} while (0)
 
 /* Errors (docs/hacking.md, Errors).  The calling thread keeps one last
  * error: the -errno a function failed with and the message it recorded for
@@ -124,5 +136,28 @@ int cp_parse_size(const char *s, uint64_t *out);
 /* sock.c: send all len bytes of buf on the stream socket fd (MSG_NOSIGNAL:
  * a closed peer is -EPIPE, not SIGPIPE; EINTR is retried).  0 or -errno. */
 int cp_send_all(int fd, const void *buf, size_t len);
+
+/* thread.c: start fn(arg) on a detached thread (stack_size bytes of
+ * stack; 0: the default).  0 or -errno (no message). */
+int cp_thread_start_detached(void *(*fn)(void *), void *arg,
+			     size_t stack_size);
+
+/* Waiting for asynchronous requests from another thread: a waiter made
+ * with CP_WAITER_INIT(n) expects n completions; cp_waiter_add() expects
+ * one more (before its request is submitted); cp_waiter_done() is the
+ * completion callback (opaque: the waiter; ret: 0 or -errno), also to
+ * call for a request that could not be submitted; cp_waiter_wait() returns
+ * once every expected completion came: 0, or the first error. */
+struct cp_waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned pending;
+	int err;
+};
+#define CP_WAITER_INIT(n)                                                      \
+	{PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, (n), 0}
+void cp_waiter_add(struct cp_waiter *w);
+void cp_waiter_done(void *opaque, int ret);
+int cp_waiter_wait(struct cp_waiter *w);
 
 #endif

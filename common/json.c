@@ -259,27 +259,12 @@ static int json_string(struct json_parser *p, char **out, size_t *outlen)
 		size_t esc = p->pos;
 		p->pos++;
 		char e = p->text[p->pos++];
+		int u = cp_json_unescape_letter(e);
+		if (u > 0) {
+			buf[o++] = (char)u;
+			continue;
+		}
 		switch (e) {
-		case '"':
-		case '\\':
-		case '/':
-			buf[o++] = e;
-			break;
-		case 'b':
-			buf[o++] = '\b';
-			break;
-		case 'f':
-			buf[o++] = '\f';
-			break;
-		case 'n':
-			buf[o++] = '\n';
-			break;
-		case 'r':
-			buf[o++] = '\r';
-			break;
-		case 't':
-			buf[o++] = '\t';
-			break;
 		case 'u': {
 			unsigned cp, lo;
 			r = json_hex4(p, &cp);
@@ -349,43 +334,43 @@ static bool json_digit(struct json_parser *p)
 	       p->text[p->pos] <= '9';
 }
 
+/* If the next character is one of set, skip it: true. */
+static bool json_skip(struct json_parser *p, const char *set)
+{
+	if (p->pos >= p->len || !p->text[p->pos] ||
+	    !strchr(set, p->text[p->pos]))
+		return false;
+	p->pos++;
+	return true;
+}
+
+/* One digit or more, else "expected a digit <where>". */
+static int json_digits(struct json_parser *p, const char *where)
+{
+	if (!json_digit(p))
+		return json_fail(p, p->pos, -EINVAL, "expected a digit %s",
+				 where);
+	while (json_digit(p))
+		p->pos++;
+	return 0;
+}
+
 static int json_number(struct json_parser *p, cp_json *v)
 {
 	size_t start = p->pos;
-	if (p->text[p->pos] == '-')
-		p->pos++;
-	if (!json_digit(p))
-		return json_fail(p, p->pos, -EINVAL,
-				 "expected a digit in number");
-	if (p->text[p->pos] == '0') {
-		p->pos++;
-		if (json_digit(p))
-			return json_fail(p, start, -EINVAL,
-					 "leading zero in number");
-	} else {
-		while (json_digit(p))
-			p->pos++;
+	json_skip(p, "-");
+	size_t digits = p->pos;
+	int r = json_digits(p, "in number");
+	if (r == 0 && p->text[digits] == '0' && p->pos - digits > 1)
+		r = json_fail(p, start, -EINVAL, "leading zero in number");
+	if (r == 0 && json_skip(p, "."))
+		r = json_digits(p, "after '.'");
+	if (r == 0 && json_skip(p, "eE")) {
+		json_skip(p, "+-");
+		r = json_digits(p, "in exponent");
 	}
-	if (p->pos < p->len && p->text[p->pos] == '.') {
-		p->pos++;
-		if (!json_digit(p))
-			return json_fail(p, p->pos, -EINVAL,
-					 "expected a digit after '.'");
-		while (json_digit(p))
-			p->pos++;
-	}
-	if (p->pos < p->len &&
-	    (p->text[p->pos] == 'e' || p->text[p->pos] == 'E')) {
-		p->pos++;
-		if (p->pos < p->len &&
-		    (p->text[p->pos] == '+' || p->text[p->pos] == '-'))
-			p->pos++;
-		if (!json_digit(p))
-			return json_fail(p, p->pos, -EINVAL,
-					 "expected a digit in exponent");
-		while (json_digit(p))
-			p->pos++;
-	}
+	if (r < 0)
+		return r;
 	v->s = strndup(p->text + start, p->pos - start);
 	if (!v->s)
 		return cp_error(-ENOMEM, "JSON: out of memory");
@@ -678,23 +663,37 @@ int cp_json_bool(const cp_json *v, bool *out)
 	return 0;
 }
 
-/* Integer text (the grammar is already checked): sign, digits. */
-static int json_int_text(const cp_json *v, bool *neg, const char **digits)
+/* The characters of the short escapes and their letters, in the same
+ * order; '/' is read, not written. */
+static const char json_esc_chars[] = "\"\\\b\f\n\r\t/";
+static const char json_esc_letters[] = "\"\\bfnrt/";
+
+char cp_json_escape_letter(int32_t c)
+{
+	const char *k = c > 0 && c < 0x80 ? strchr(json_esc_chars, c) : NULL;
+	return k && *k != '/' ? json_esc_letters[k - json_esc_chars] : 0;
+}
+
+int cp_json_unescape_letter(char e)
+{
+	const char *k = e ? strchr(json_esc_letters, e) : NULL;
+	return k ? json_esc_chars[k - json_esc_letters] : -1;
+}
+
+/* An integer (the grammar is already checked) into *out: as is
+ * (is_signed false: 0 to UINT64_MAX), or the two's complement bits of an
+ * int64_t (INT64_MIN to INT64_MAX).  -EINVAL if v is not an integer,
+ * -ERANGE if it does not fit; *out is only written on success. */
+static int json_int(const cp_json *v, bool is_signed, uint64_t *out)
 {
 	if (!v || v->type != CP_JSON_NUMBER)
 		return -EINVAL;
 	const char *s = v->s;
-	*neg = *s == '-';
-	if (*neg)
+	bool neg = *s == '-';
+	if (neg)
 		s++;
 	if (strpbrk(s, ".eE"))
 		return -EINVAL;
-	*digits = s;
-	return 0;
-}
-
-static int json_digits_u64(const char *s, uint64_t *out)
-{
 	uint64_t x = 0;
 	for (; *s; s++) {
 		unsigned d = (unsigned)(*s - '0');
@@ -702,48 +701,25 @@ static int json_digits_u64(const char *s, uint64_t *out)
 			return -ERANGE;
 		x = x * 10 + d;
 	}
-	*out = x;
+	uint64_t max = !is_signed ? UINT64_MAX : (uint64_t)INT64_MAX + neg;
+	if (neg && !is_signed ? x != 0 : x > max)
+		return -ERANGE;
+	*out = neg ? -x : x;
 	return 0;
 }
 
 int cp_json_u64(const cp_json *v, uint64_t *out)
 {
-	bool neg;
-	const char *d;
-	uint64_t x;
-	int r = json_int_text(v, &neg, &d);
-	if (r < 0)
-		return r;
-	r = json_digits_u64(d, &x);
-	if (r < 0)
-		return r;
-	if (neg && x)
-		return -ERANGE;
-	*out = x;
-	return 0;
+	return json_int(v, false, out);
 }
 
 int cp_json_i64(const cp_json *v, int64_t *out)
 {
-	bool neg;
-	const char *d;
-	uint64_t x;
-	int r = json_int_text(v, &neg, &d);
-	if (r < 0)
-		return r;
-	r = json_digits_u64(d, &x);
-	if (r < 0)
-		return r;
-	if (neg) {
-		if (x > (uint64_t)INT64_MAX + 1)
-			return -ERANGE;
-		*out = x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x;
-	} else {
-		if (x > INT64_MAX)
-			return -ERANGE;
-		*out = (int64_t)x;
-	}
-	return 0;
+	uint64_t bits;
+	int r = json_int(v, true, &bits);
+	if (r == 0)
+		*out = (int64_t)bits;
+	return r;
 }
 
 int cp_json_double(const cp_json *v, double *out)

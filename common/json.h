@@ -87,4 +87,12 @@ int cp_json_u64(const cp_json *v, uint64_t *out);
 int cp_json_i64(const cp_json *v, int64_t *out);
 int cp_json_double(const cp_json *v, double *out);
 
+/* JSON's escapes of a backslash and a letter (RFC 8259 section 7), for
+ * the readers and writers of JSON text: the letter that stands for
+ * character c ('"', '\\', 'b', 'f', 'n', 'r', 't'), or 0 if c has none
+ * ('/' is never escaped).  cp_json_unescape_letter(): the character that
+ * letter e stands for ('/' too), or -1. */
+char cp_json_escape_letter(int32_t c);
+int cp_json_unescape_letter(char e);
+
 #endif

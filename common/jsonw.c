@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "json.h"
 
 void cp_jsonw_init(struct cp_jsonw *w)
 {
@@ -72,32 +73,17 @@ static void jsonw_string(struct cp_jsonw *w, const char *str)
 	while (p < end) {
 		size_t l;
 		int32_t cp = cp_utf8_decode(p, (size_t)(end - p), &l);
-		char esc[8];
-		switch (cp) {
-		case '"':
-			jsonw_put(w, "\\\"", 2);
-			break;
-		case '\\':
-			jsonw_put(w, "\\\\", 2);
-			break;
-		case '\n':
-			jsonw_put(w, "\\n", 2);
-			break;
-		case '\r':
-			jsonw_put(w, "\\r", 2);
-			break;
-		case '\t':
-			jsonw_put(w, "\\t", 2);
-			break;
-		default:
-			if (cp < 0) {
-				jsonw_put(w, "\xef\xbf\xbd", 3); /* U+FFFD */
-			} else if (cp < 0x20 || cp == 0x7f) {
-				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp & 0xffffu);
-				jsonw_put(w, esc, 6);
-			} else {
-				jsonw_put(w, p, l);
-			}
+		char esc[8] = {'\\', cp_json_escape_letter(cp)};
+		if (esc[1]) {
+			jsonw_put(w, esc, 2);
+		} else if (cp < 0) {
+			jsonw_put(w, "\xef\xbf\xbd", 3); /* U+FFFD */
+		} else if (cp < 0x20 || cp == 0x7f) {
+			snprintf(esc, sizeof(esc), "\\u%04x",
+				 (unsigned)cp & 0xffffu);
+			jsonw_put(w, esc, 6);
+		} else {
+			jsonw_put(w, p, l);
 		}
 		p += l;
 	}
@@ -267,17 +253,23 @@ void cp_jsonw_value(struct cp_jsonw *w, const char *key, const cp_json *v)
 	}
 }
 
+int cp_json_print(FILE *f, const cp_json *v)
+{
+	struct cp_jsonw w;
+	cp_jsonw_init(&w);
+	cp_jsonw_value(&w, NULL, v);
+	if (w.buf)
+		fputs(w.buf, f);
+	cp_jsonw_free(&w);
+	return ferror(f) ? -EIO : 0;
+}
+
 static void json_pretty(FILE *f, const cp_json *v, int level)
 {
 	enum cp_json_type t = cp_json_type(v);
 	size_t n = cp_json_count(v);
 	if ((t != CP_JSON_ARRAY && t != CP_JSON_OBJECT) || !n) {
-		struct cp_jsonw w;
-		cp_jsonw_init(&w);
-		cp_jsonw_value(&w, NULL, v);
-		if (w.buf)
-			fputs(w.buf, f);
-		cp_jsonw_free(&w);
+		cp_json_print(f, v);
 		return;
 	}
 	fputc(t == CP_JSON_OBJECT ? '{' : '[', f);

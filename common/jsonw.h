@@ -73,6 +73,9 @@ void cp_jsonw_raw(struct cp_jsonw *w, const char *key, const char *text,
 /* Write a parsed value (json.h) again, numbers as they were written. */
 void cp_jsonw_value(struct cp_jsonw *w, const char *key, const cp_json *v);
 
+/* Print v to f as compact JSON text (no trailing newline).  Returns 0 or
+ * -EIO. */
+int cp_json_print(FILE *f, const cp_json *v);
 /* Print v to f, indented by 2 spaces per level (human-friendly JSON; one
  * value, no trailing newline).  Returns 0 or -EIO. */
 int cp_json_print_pretty(FILE *f, const cp_json *v);

@@ -307,8 +307,14 @@ stats_of(const struct cp_nbd_export_stats *st, int n, const char *name)
 	return NULL;
 }
 
-static int not_running(void)
+/* Take x->op for a change of the exports: 0, or -ESHUTDOWN (x->op not
+ * held) once they are being stopped. */
+static int op_lock(struct dmn_exports *x)
 {
+	pthread_mutex_lock(&x->op);
+	if (!x->stopped)
+		return 0;
+	pthread_mutex_unlock(&x->op);
 	return cp_error(-ESHUTDOWN, "cowpoold is shutting down: no export "
 			"can change");
 }
@@ -322,13 +328,8 @@ int dmn_export_add(struct dmn *d, const struct dmn_export_req *q,
 	cp_sd *sd;
 	int r;
 
-	if ((r = check_name(name)) < 0)
+	if ((r = check_name(name)) < 0 || (r = op_lock(x)) < 0)
 		return r;
-	pthread_mutex_lock(&x->op);
-	if (x->stopped) {
-		r = not_running();
-		goto out;
-	}
 	pthread_mutex_lock(&x->lock);
 	old = find_vol(x, q->dom, NULL, q->vol);
 	if (!old)
@@ -466,11 +467,8 @@ int dmn_export_remove(struct dmn *d, const char *dom, const char *img,
 	unsigned clients = 0;
 	int r;
 
-	pthread_mutex_lock(&x->op);
-	if (x->stopped) {
-		r = not_running();
-		goto out;
-	}
+	if ((r = op_lock(x)) < 0)
+		return r;
 	pthread_mutex_lock(&x->lock);
 	e = name ? find_name(x, name) : find_vol(x, dom, img, vol);
 	pthread_mutex_unlock(&x->lock);

@@ -167,20 +167,15 @@ int dmn_task_start(struct dmn *d, const char *task_uuid,
 	k->next = d->tasks.head;
 	d->tasks.head = k;
 	d->tasks.running++;
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	int r = pthread_create(&t, &attr, task_worker, x);
-	pthread_attr_destroy(&attr);
-	if (r) {
+	int r = cp_thread_start_detached(task_worker, x, 0);
+	if (r < 0) {
 		d->tasks.head = k->next;
 		d->tasks.running--;
 		pthread_mutex_unlock(&d->tasks.lock);
 		task_free(k);
 		free(x);
-		return cp_error(-r, "cannot start a worker thread: %s",
-				strerror(r));
+		return cp_error(r, "cannot start a worker thread: %s",
+				strerror(-r));
 	}
 	pthread_mutex_unlock(&d->tasks.lock);
 	return 0;

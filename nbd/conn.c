@@ -260,6 +260,23 @@ static void put_info_export(uint8_t *b, uint64_t size, uint16_t flags)
 	cp_put_be16(b + 10, flags);
 }
 
+/* The export name an option of len bytes at d starts with (a 32-bit
+ * length, then the name; at least rest more bytes follow) into name
+ * (NBD_MAX_NAME + 1 bytes) and *namelen.  NULL, or why the option is
+ * invalid. */
+static const char *opt_name(const uint8_t *d, uint32_t len, uint32_t rest,
+			    char *name, uint32_t *namelen)
+{
+	if (len < 4 + rest)
+		return "option too short";
+	*namelen = cp_be32(d);
+	if (*namelen > len - 4 - rest || *namelen > NBD_MAX_NAME)
+		return "bad export name length";
+	memcpy(name, d + 4, *namelen);
+	name[*namelen] = '\0';
+	return NULL;
+}
+
 /* NBD_OPT_INFO / NBD_OPT_GO.  Returns 1 when transmission starts. */
 static int opt_info_go(struct nbd_conn *c, uint32_t opt, uint32_t len)
 {
@@ -272,19 +289,13 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, uint32_t len)
 	uint8_t b[64];
 	int r;
 
-	if (len < 6)
-		return opt_error(c, opt, NBD_REP_ERR_INVALID,
-				 "option too short");
-	namelen = cp_be32(d);
-	if (namelen > len - 6 || namelen > NBD_MAX_NAME)
-		return opt_error(c, opt, NBD_REP_ERR_INVALID,
-				 "bad export name length");
+	const char *bad = opt_name(d, len, 2, name, &namelen);
+	if (bad)
+		return opt_error(c, opt, NBD_REP_ERR_INVALID, "%s", bad);
 	nreq = cp_be16(d + 4 + namelen);
 	if ((uint64_t)4 + namelen + 2 + 2ull * nreq != len)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "bad option length");
-	memcpy(name, d + 4, namelen);
-	name[namelen] = '\0';
 	if (memchr(name, '\0', namelen))
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "export name contains NUL");
@@ -433,15 +444,9 @@ static int opt_meta(struct nbd_conn *c, uint32_t opt, uint32_t len)
 	if (!c->structured && opt == NBD_OPT_SET_META_CONTEXT)
 		return opt_error(c, opt, NBD_REP_ERR_INVALID,
 				 "negotiate structured replies first");
-	if (len < 8)
-		return opt_error(c, opt, NBD_REP_ERR_INVALID,
-				 "option too short");
-	namelen = cp_be32(d);
-	if (namelen > len - 8 || namelen > NBD_MAX_NAME)
-		return opt_error(c, opt, NBD_REP_ERR_INVALID,
-				 "bad export name length");
-	memcpy(name, d + 4, namelen);
-	name[namelen] = '\0';
+	const char *bad = opt_name(d, len, 4, name, &namelen);
+	if (bad)
+		return opt_error(c, opt, NBD_REP_ERR_INVALID, "%s", bad);
 	nq = cp_be32(d + 4 + namelen);
 	/* Validate the whole query list before answering anything. */
 	pos = 8 + namelen;
@@ -894,13 +899,8 @@ static void slot_io_cpl(void *opaque, int ret)
 	struct nbd_conn *c = sl->conn;
 
 	sl->ret = ret;
-	sl->next = NULL;
 	pthread_mutex_lock(&c->lock);
-	if (c->done_tail)
-		c->done_tail->next = sl;
-	else
-		c->done_head = sl;
-	c->done_tail = sl;
+	CP_FIFO_PUSH(c->done_head, c->done_tail, sl);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 }

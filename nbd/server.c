@@ -384,8 +384,6 @@ static void *conn_thread(void *arg)
 static void server_spawn(cp_nbd_server *s, int fd)
 {
 	struct conn_start *st;
-	pthread_attr_t attr;
-	pthread_t t;
 
 	if (!server_conn_enter(s)) {
 		close(fd);
@@ -396,15 +394,10 @@ static void server_spawn(cp_nbd_server *s, int fd)
 		goto fail;
 	st->s = s;
 	st->fd = fd;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
-	if (pthread_create(&t, &attr, conn_thread, st) != 0) {
-		pthread_attr_destroy(&attr);
+	if (cp_thread_start_detached(conn_thread, st, NBD_THREAD_STACK) < 0) {
 		free(st);
 		goto fail;
 	}
-	pthread_attr_destroy(&attr);
 	return;
 fail:
 	close(fd);

@@ -264,30 +264,31 @@ void nbd_tls_session_end(struct nbd_tls_session *ts)
 	free(ts);
 }
 
-ssize_t nbd_tls_recv(struct nbd_tls_session *ts, void *buf, size_t len)
+/* nbd_tls_recv() into rbuf, or nbd_tls_send() of wbuf (rbuf NULL). */
+static ssize_t tls_record(struct nbd_tls_session *ts, void *rbuf,
+			  const void *wbuf, size_t len)
 {
 	for (;;) {
-		ssize_t r = gnutls_record_recv(ts->s, buf, len);
+		ssize_t r = rbuf ? gnutls_record_recv(ts->s, rbuf, len)
+				 : gnutls_record_send(ts->s, wbuf, len);
 		if (r >= 0)
 			return r;
 		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
 			continue;
-		if (r == GNUTLS_E_PREMATURE_TERMINATION)
+		if (rbuf && r == GNUTLS_E_PREMATURE_TERMINATION)
 			return 0;
-		return -EIO;
+		return rbuf ? -EIO : -EPIPE;
 	}
+}
+
+ssize_t nbd_tls_recv(struct nbd_tls_session *ts, void *buf, size_t len)
+{
+	return tls_record(ts, buf, NULL, len);
 }
 
 ssize_t nbd_tls_send(struct nbd_tls_session *ts, const void *buf, size_t len)
 {
-	for (;;) {
-		ssize_t r = gnutls_record_send(ts->s, buf, len);
-		if (r >= 0)
-			return r;
-		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
-			continue;
-		return -EPIPE;
-	}
+	return tls_record(ts, NULL, buf, len);
 }
 
 size_t nbd_tls_pending(struct nbd_tls_session *ts)
