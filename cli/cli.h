@@ -245,6 +245,9 @@ int cli_opt_refuse(struct cli_parser *p, const struct cli_opt *o,
  * print. */
 struct cli_json;
 struct cli_json *cli_json_new(void);
+/* A list: its members print in insertion order, their keys ignored (pass
+ * ""); add it to an object with cli_json_add_obj(). */
+struct cli_json *cli_json_new_array(void);
 void cli_json_free(struct cli_json *obj); /* frees children too; NULL ok */
 /* The adders copy key and string values; on ENOMEM they abort. */
 void cli_json_add_int(struct cli_json *obj, const char *key, int64_t v);

@@ -536,6 +536,8 @@ static int check_range(cp_image *img, uint64_t off, uint64_t len, bool write)
 	if (write && cp_image_readonly(img))
 		return cp_error(-EROFS, "%s: image is read-only%s", img->filename,
 				img->q && img->q->corrupt ? " (marked corrupt)" : "");
+	if (write && img->q)
+		qc_bitmaps_mark(img->q, off, len); /* every guest change */
 	return 0;
 }
 
@@ -1101,6 +1103,7 @@ int cp_image_store_compressed(cp_image *img, const void *data, size_t dlen,
 	int r = check_range(img, offset, 1, true);
 	if (r < 0)
 		return r;
+	qc_bitmaps_mark(img->q, offset, img->q->cluster_size);
 	return qc_store_compressed(img->q, data, dlen, offset);
 }
 
