@@ -331,6 +331,7 @@ int cli_cmd_map(int argc, char **argv);
 int cli_cmd_check(int argc, char **argv);
 int cli_cmd_compare(int argc, char **argv);
 int cli_cmd_resize(int argc, char **argv);
+int cli_cmd_bitmap(int argc, char **argv);
 int cli_cmd_convert(int argc, char **argv);
 int cli_cmd_io(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);
