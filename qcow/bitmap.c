@@ -110,9 +110,9 @@ static struct qc_ext *bm_ext(struct qcow *q)
 
 static int bm_bad(struct qcow *q, const char *fmt, const char *what)
 {
-	return cp_error(-EUCLEAN, "%s: bitmaps extension: %s%s%s; "
-			"'cowpool check' reports it", q->name, fmt,
-			what ? " " : "", what ? what : "");
+	return cp_error(-EUCLEAN, "%s: bitmaps extension: %s%s%s%s "
+			"(QEMU refuses such an image too)", q->name, fmt,
+			what ? " '" : "", what ? what : "", what ? "'" : "");
 }
 
 /* Words of the in-memory bitmap. */
@@ -407,7 +407,7 @@ static int bm_parse(struct qcow *q, bool load)
 		    (uint64_t)b->table_size * cs > BM_MAX_PHYS ||
 		    (!(b->flags & BM_FLAG_IN_USE) &&
 		     b->table_size < bm_table_size(q, q->size, b->gran_bits))) {
-			r = bm_bad(q, "invalid entry for bitmap", b->name);
+			r = bm_bad(q, "constraints not satisfied by bitmap", b->name);
 			break;
 		}
 		if (extra && !(b->flags & BM_FLAG_EXTRA_COMPAT)) {
@@ -444,9 +444,9 @@ static int bm_parse(struct qcow *q, bool load)
 	return 0;
 }
 
-int qc_bitmaps_load(struct qcow *q, bool readwrite)
+int qc_bitmaps_load(struct qcow *q)
 {
-	int r = bm_parse(q, readwrite);
+	int r = bm_parse(q, true);
 	if (r < 0) {
 		qc_bitmaps_free(q);
 		return r;

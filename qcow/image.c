@@ -1320,6 +1320,10 @@ int cp_image_amend(cp_image *img, const struct cp_amend_opts *o)
 		if (q->refcount_order != 4)
 			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: refcount_bits is %u, not 16",
 					img->filename, 1u << q->refcount_order);
+		/* (qemu-img downgrades and leaks the bitmaps' clusters) */
+		if (q->nb_bm)
+			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: the image has persistent bitmaps (remove them with 'cowpool bitmap --remove')",
+					img->filename);
 		/* zero clusters do not exist in version 2 */
 		uint64_t cs = q->cluster_size;
 		for (uint64_t off = 0; off < q->size;) {

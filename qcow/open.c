@@ -106,11 +106,11 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 	q->known_zero_from = cp_bdev_is_blockdev(q->dev)
 				     ? UINT64_MAX
 				     : CP_ALIGN_UP(fs, q->cluster_size);
-	if (!o->for_check) {
-		r = qc_bitmaps_load(q, !q->readonly);
-		if (r < 0)
-			goto fail;
-	}
+	/* as QEMU, every open (check's too) loads the bitmaps, and one
+	 * that breaks the spec's constraints fails it */
+	r = qc_bitmaps_load(q);
+	if (r < 0)
+		goto fail;
 	*out = q;
 	img->q = q;
 	if (!q->readonly) {

@@ -458,9 +458,9 @@ int qc_block_status(struct qcow *q, uint64_t off, uint64_t len,
 /* ------------------------------------------------------------------------
  * bitmap.c - persistent dirty bitmaps (life cycle at the top of bitmap.c)
  */
-/* Read the bitmap directory (every open; with readwrite the consistent
- * bitmaps' data too).  A directory QEMU would refuse fails the open. */
-int qc_bitmaps_load(struct qcow *q, bool readwrite);
+/* Read the bitmap directory and the consistent bitmaps' data (every
+ * open).  A directory or table QEMU would refuse fails the open. */
+int qc_bitmaps_load(struct qcow *q);
 /* Read-write open: set in_use on the loaded bitmaps on disk (flushed)
  * before any guest write, and start tracking the enabled ones. */
 int qc_bitmaps_start_locked(struct qcow *q);
