@@ -926,6 +926,34 @@ out_tmp:
 	return r;
 }
 
+int cp_image_bitmap_status(cp_image *img, const char *name, uint64_t offset,
+			   uint64_t len, uint64_t *pnum)
+{
+	CP_API_ENTER();
+	struct qcow *q = img->q;
+	struct qc_bitmap *b;
+	if (!q)
+		return cp_error(-ENOENT, "%s: dirty bitmap '%s' not found",
+				img->filename, name);
+	if (offset >= q->size || !len)
+		return cp_error(-EINVAL, "%s: offset %" PRIu64 " is beyond the end of the disk",
+				img->filename, offset);
+	pthread_mutex_lock(&q->lock);
+	int r = bm_usable(q, name, &b);
+	if (r >= 0) {
+		uint64_t end = CP_MIN(q->size, offset + CP_MIN(len, q->size));
+		uint64_t k = offset >> b->gran_bits;
+		bool v = bm_get_bit(b, k);
+		uint64_t e = (k + 1) << b->gran_bits;
+		while (e < end && bm_get_bit(b, e >> b->gran_bits) == v)
+			e += 1ull << b->gran_bits;
+		*pnum = CP_MIN(e, end) - offset;
+		r = v;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
 /* --- measure ----------------------------------------------------------- */
 
 uint64_t qc_bitmaps_measure(struct qcow *src, uint64_t size, uint32_t cs)

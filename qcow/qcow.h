@@ -368,6 +368,12 @@ int cp_image_bitmap_enable(cp_image *img, const char *name, bool enable);
 int cp_image_bitmap_merge(cp_image *img, const char *name, cp_image *src,
 			  const char *src_name);
 
+/* The run of bitmap name's bits at offset (at most len bytes): 1 dirty, 0
+ * clean, *pnum its length in bytes (whole granules but at the disk's
+ * end). */
+int cp_image_bitmap_status(cp_image *img, const char *name, uint64_t offset,
+			   uint64_t len, uint64_t *pnum);
+
 /* --- check and repair (qemu-img check semantics) --------------------------- */
 #define CP_CHECK_REPAIR_LEAKS 0x1u  /* -r leaks */
 #define CP_CHECK_REPAIR_ALL 0x3u    /* -r all */
