@@ -150,6 +150,24 @@ check0 top.qcow2 "top after commit"
 expect_eq "commit marks what it copies into the base" "3145728+65536 104857600+65536 " "$(dirty base.qcow2 bb)"
 expect_eq "top bitmap kept by commit" "3145728+65536 104857600+65536 " "$(dirty top.qcow2 tb)"
 
+# ---- convert --bitmaps ------------------------------------------------------------------
+"$COWPOOL" convert --bitmaps -O qcow2 img.qcow2 cv.qcow2 || fail "convert --bitmaps"
+check0 cv.qcow2 "convert --bitmaps target"
+expect_eq "converted bitmap list" "$(bml img.qcow2)" "$(bml cv.qcow2)"
+for b in b1 b2 off; do
+	expect_eq "converted bitmap $b" "$(dirty img.qcow2 $b)" "$(dirty cv.qcow2 $b)"
+done
+"$COWPOOL" convert --bitmaps -O raw img.qcow2 cv.raw >/dev/null 2>&1 && fail "convert --bitmaps to raw succeeded"
+[ -e cv.raw ] && fail "refused convert --bitmaps created its target"
+cp img.qcow2 iu2.qcow2
+(qemu-io -c 'sigraise 9' iu2.qcow2; true) >/dev/null 2>&1
+"$COWPOOL" convert --bitmaps -O qcow2 iu2.qcow2 cv2.qcow2 >/dev/null 2>&1 &&
+	fail "convert --bitmaps of an inconsistent bitmap succeeded"
+[ -e cv2.qcow2 ] && fail "refused convert --bitmaps created its target"
+"$COWPOOL" convert --bitmaps --skip-broken-bitmaps -O qcow2 iu2.qcow2 cv2.qcow2 2>/dev/null ||
+	fail "convert --skip-broken-bitmaps"
+expect_eq "inconsistent bitmaps skipped" "null" "$(bml cv2.qcow2)"
+
 # ---- measure ----------------------------------------------------------------------------
 for o in "" "-o cluster_size=4k" "-o cluster_size=2M"; do
 	# shellcheck disable=SC2086
