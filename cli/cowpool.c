@@ -57,7 +57,8 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "convert", cli_cmd_convert,
 	  "convert [-U] [-C] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] "
 	  "[-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
-	  "[-S sparse_size] [-m num] [-W] [-c] [--output=ofmt] filename "
+	  "[-S sparse_size] [-m num] [-W] [-c] [--bitmaps "
+	  "[--skip-broken-bitmaps]] [--output=ofmt] filename "
 	  "output_filename",
 	  "" },
 	{ "create", cli_cmd_create,
