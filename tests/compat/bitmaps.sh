@@ -180,6 +180,8 @@ done
 # ---- a damaged bitmap directory: qemu-img check's exit status ---------------------------
 qemu-img create -q -f qcow2 dmg.qcow2 64M
 qemu-img bitmap --add dmg.qcow2 d
+qemu-io -c 'write -q 0 64k' dmg.qcow2 # stored with a data cluster
+(qemu-io -c 'sigraise 9' dmg.qcow2; true) >/dev/null 2>&1 # "d" in use
 ext=$(rd_be dmg.qcow2 100 4) # header length: extensions follow
 dir=""
 off=$ext
@@ -192,18 +194,40 @@ while :; do
 done
 [ -n "$dir" ] && ok || fail "bitmaps extension not found"
 tab=$(rd_be dmg.qcow2 "$dir" 8)
-for damage in "table" "granularity"; do
+data=$(( $(rd_be dmg.qcow2 "$tab" 8) & 0x00fffffffffffe00 ))
+[ "$data" != 0 ] && ok || fail "no data cluster in the in-use bitmap"
+cb=$(qh_cluster_bits dmg.qcow2)
+# damage: the class (open refused, check failed, corruption, leak) and the
+# exit status must be qemu-img's, before and after check -r all
+for damage in table granularity entry-reserved refcount-table refcount-data; do
 	cp dmg.qcow2 d2.qcow2
 	case $damage in
 	table) wr_be d2.qcow2 "$dir" 8 $((tab + 512)) ;;
 	granularity) wr_be d2.qcow2 $((dir + 17)) 1 40 ;;
+	entry-reserved) wr_be d2.qcow2 "$tab" 8 $((data | 0x100)) ;;
+	refcount-table) wr_be d2.qcow2 "$(refcount_pos d2.qcow2 $((tab >> cb)))" 2 0 ;;
+	refcount-data) wr_be d2.qcow2 "$(refcount_pos d2.qcow2 $((data >> cb)))" 2 5 ;;
 	esac
+	cp d2.qcow2 d3.qcow2
 	qemu-img check d2.qcow2 >/dev/null 2>&1
 	a=$?
-	"$COWPOOL" check d2.qcow2 >/dev/null 2>&1
+	"$COWPOOL" check d3.qcow2 >/dev/null 2>&1
 	b=$?
 	expect_eq "check exit status, damaged $damage" "$a" "$b"
-	"$COWPOOL" io -c 'write 0 4k' d2.qcow2 >/dev/null 2>&1 && fail "wrote an image with a damaged $damage"
+	qemu-img check -r all d2.qcow2 >/dev/null 2>&1
+	a=$?
+	"$COWPOOL" check -r all d3.qcow2 >/dev/null 2>&1
+	b=$?
+	expect_eq "check -r all exit status, damaged $damage" "$a" "$b"
+	qemu-img check d2.qcow2 >/dev/null 2>&1
+	a=$?
+	qemu-img check d3.qcow2 >/dev/null 2>&1
+	b=$?
+	expect_eq "qemu-img check after check -r all, damaged $damage" "$a" "$b"
+	if [ "$damage" = table ] || [ "$damage" = granularity ]; then
+		"$COWPOOL" io -c 'write 0 4k' d3.qcow2 >/dev/null 2>&1 &&
+			fail "wrote an image with a damaged $damage"
+	fi
 done
 
 cp_finish
