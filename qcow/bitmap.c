@@ -828,22 +828,32 @@ out:
 	return r;
 }
 
+/* The usable bitmap name of a read-write image, q->lock held on success. */
+static int bm_lock_usable(cp_image *img, const char *name, struct qcow **qp,
+			  struct qc_bitmap **bp)
+{
+	int r = bm_need_rw(img, qp);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&(*qp)->lock);
+	r = bm_usable(*qp, name, bp);
+	if (r < 0)
+		pthread_mutex_unlock(&(*qp)->lock);
+	return r;
+}
+
 int cp_image_bitmap_clear(cp_image *img, const char *name)
 {
 	CP_API_ENTER();
 	struct qcow *q;
 	struct qc_bitmap *b;
-	int r = bm_need_rw(img, &q);
+	int r = bm_lock_usable(img, name, &q, &b);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&q->lock);
-	r = bm_usable(q, name, &b);
-	if (r >= 0) {
-		memset(b->bits, 0, bm_words(b) * 8);
-		b->modified = true;
-	}
+	memset(b->bits, 0, bm_words(b) * 8);
+	b->modified = true;
 	pthread_mutex_unlock(&q->lock);
-	return r;
+	return 0;
 }
 
 int cp_image_bitmap_enable(cp_image *img, const char *name, bool enable)
@@ -851,16 +861,11 @@ int cp_image_bitmap_enable(cp_image *img, const char *name, bool enable)
 	CP_API_ENTER();
 	struct qcow *q;
 	struct qc_bitmap *b;
-	int r = bm_need_rw(img, &q);
+	int r = bm_lock_usable(img, name, &q, &b);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&q->lock);
-	r = bm_usable(q, name, &b);
-	if (r >= 0) {
-		b->flags = enable ? (b->flags | BM_FLAG_AUTO)
-				  : (b->flags & ~BM_FLAG_AUTO);
-		r = bm_retrack(q);
-	}
+	b->flags = enable ? (b->flags | BM_FLAG_AUTO) : (b->flags & ~BM_FLAG_AUTO);
+	r = bm_retrack(q);
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }
