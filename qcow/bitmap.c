@@ -482,8 +482,11 @@ static int bm_free_stored_locked(struct qcow *q, uint64_t toff, uint32_t tsize)
 		return -ENOMEM;
 	int r = cp_bdev_pread(q->dev, t, tbytes, toff);
 	for (uint32_t i = 0; r >= 0 && i < tsize; i++) {
-		uint64_t off = cp_be64(t + (uint64_t)i * 8) & BM_TE_OFFSET_MASK;
-		if (off && off % cs == 0)
+		uint64_t e = cp_be64(t + (uint64_t)i * 8);
+		uint64_t off = e & BM_TE_OFFSET_MASK;
+		/* an in-use bitmap's table was never validated: skip what
+		 * QEMU's check_table_entry() would refuse */
+		if (off && off % cs == 0 && !(e & BM_TE_RESERVED))
 			r = qc_free_later_locked(q, off, cs);
 	}
 	cp_bdev_free_buf(t);
