@@ -685,7 +685,7 @@ static int bm_need_rw(cp_image *img, struct qcow **qp)
 	if (img->q->version < 3)
 		return cp_error(-ENOTSUP, "%s: cannot store dirty bitmaps in qcow2 v2 files",
 				img->filename);
-	if (cp_image_readonly(img))
+	if (img->readonly || img->q->readonly)
 		return cp_error(-EROFS, "%s: image is read-only", img->filename);
 	*qp = img->q;
 	return 0;
