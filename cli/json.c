@@ -192,7 +192,8 @@ void cli_json_print(FILE *f, const struct cli_json *obj, int level)
 		return;
 	}
 	struct cli_json_member *sorted = json_xmalloc((n ? n : 1) * sizeof(*sorted));
-	memcpy(sorted, obj->m.ptr, n * sizeof(*sorted));
+	if (n)
+		memcpy(sorted, obj->m.ptr, n * sizeof(*sorted));
 	if (!obj->array)
 		qsort(sorted, n, sizeof(*sorted), json_member_cmp);
 
