@@ -10,13 +10,15 @@
  * clusters store bits least significant first in each byte.
  *
  * Life cycle, as QEMU's block/qcow2-bitmap.c:
- *  - every open reads the directory (qc_bitmaps_load); a directory QEMU
- *    would refuse makes the open fail (never silently dropped);
- *  - a read-write open loads every bitmap without the in_use flag into
- *    memory, then sets in_use on them in the directory (written in place
- *    and flushed) before any guest write: from then on the copy on disk
- *    is stale and QEMU would call it inconsistent.  Bitmaps already in
- *    use at open are inconsistent: kept byte for byte, never used;
+ *  - every open (check's too) reads the directory and loads every bitmap
+ *    without the in_use flag into memory (qc_bitmaps_load); a directory
+ *    or table QEMU would refuse makes the open fail (never silently
+ *    dropped).  Bitmaps already in use at open are inconsistent: kept
+ *    byte for byte, never used;
+ *  - a read-write open then sets in_use on the loaded ones in the
+ *    directory (written in place and flushed) before any guest write:
+ *    from then on the copy on disk is stale and QEMU would call it
+ *    inconsistent (qc_bitmaps_start_locked);
  *  - every guest write, zero write and discard sets the bits of its range
  *    in the enabled (auto) bitmaps (qc_bitmaps_mark: lock free, no
  *    allocation);
@@ -570,6 +572,14 @@ static int bm_header_switch_locked(struct qcow *q, uint64_t doff, uint64_t dsize
 			break;
 		}
 		x = bm_ext(q);
+	}
+	if (x && x->len != BM_EXT_LEN) { /* a stale extension of odd size */
+		uint8_t *d = calloc(1, BM_EXT_LEN);
+		if (!d)
+			return -ENOMEM;
+		free(x->data);
+		x->data = d;
+		x->len = BM_EXT_LEN;
 	}
 	uint64_t oldac = q->autoclear;
 	if (q->nb_bm) {

@@ -1,9 +1,10 @@
 /* qcow/open.c - opening and closing qcow2 images: the metadata device,
- * the header, the caches, the file geometry; at a read-write open the
- * autoclear bits but bitmaps' are dropped, the bitmaps are marked in use
- * (bitmap.c) and a dirty (lazy refcounts) image is
- * repaired; at close the bitmaps are stored, then the flush sequence, the lazy refcounts, the dirty
- * bit and the space grown ahead are settled.
+ * the header, the caches, the file geometry, the persistent bitmaps
+ * (bitmap.c); at a read-write open the autoclear bits other than the
+ * bitmaps' are dropped, a dirty (lazy refcounts) image is repaired and the
+ * bitmaps are marked in use; at close the bitmaps are stored, then the
+ * flush sequence, the lazy refcounts, the dirty bit and the space grown
+ * ahead are settled.
  */
 #include "qcow_int.h"
 
