@@ -59,6 +59,9 @@
 #define BM_TE_RESERVED 0xff000000000001feull
 #define BM_TE_ALL_ONES 1ull
 #define QC_AUTOCLEAR_BITMAPS 1ull
+/* in-memory bitmaps of one image, at most (a hostile image could ask for
+ * 65535 x 64 MiB) */
+#define BM_MAX_MEM (1ull << 30)
 
 static uint64_t bm_nbits(uint64_t size, unsigned gb)
 {
@@ -328,6 +331,28 @@ struct qc_bitmap *qc_bitmap_find(struct qcow *q, const char *name)
 	return NULL;
 }
 
+static int bm_name_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct qc_bitmap *const *)a)->name,
+		      (*(struct qc_bitmap *const *)b)->name);
+}
+
+/* Two bitmaps of one name fail QEMU's open too (sorted: n log n). */
+static int bm_check_names(struct qcow *q)
+{
+	struct qc_bitmap **v = malloc((q->nb_bm + 1) * sizeof(*v));
+	int r = 0;
+	if (!v)
+		return -ENOMEM;
+	memcpy(v, q->bm, q->nb_bm * sizeof(*v));
+	qsort(v, q->nb_bm, sizeof(*v), bm_name_cmp);
+	for (uint32_t i = 1; i < q->nb_bm && r >= 0; i++)
+		if (!strcmp(v[i - 1]->name, v[i]->name))
+			r = bm_bad(q, "duplicate bitmap", v[i]->name);
+	free(v);
+	return r;
+}
+
 /* Parse the directory (every open).  With load, the consistent bitmaps'
  * data is read too (read-write opens). */
 static int bm_parse(struct qcow *q, bool load)
@@ -418,13 +443,6 @@ static int bm_parse(struct qcow *q, bool load)
 				     b->name);
 			break;
 		}
-		for (uint32_t k = 0; k + 1 < q->nb_bm; k++)
-			if (!strcmp(q->bm[k]->name, name)) {
-				r = bm_bad(q, "duplicate bitmap", name);
-				break;
-			}
-		if (r < 0)
-			break;
 		b->inconsistent = (b->flags & BM_FLAG_IN_USE) != 0;
 		p += el;
 	}
@@ -432,13 +450,20 @@ static int bm_parse(struct qcow *q, bool load)
 	if (r >= 0 && p != dsize)
 		r = bm_bad(q, "bitmap directory size does not match its entries",
 			   NULL);
+	if (r >= 0)
+		r = bm_check_names(q);
 	if (r < 0)
 		return r;
 	q->bm_dir_off = doff;
 	q->bm_dir_size = dsize;
+	uint64_t mem = 0;
 	for (uint32_t i = 0; load && i < q->nb_bm; i++) {
 		if (q->bm[i]->inconsistent)
 			continue;
+		mem += CP_DIV_ROUND_UP(bm_nbits(q->size, q->bm[i]->gran_bits), 8);
+		if (mem > BM_MAX_MEM)
+			return cp_error(-ENOTSUP, "%s: the image's bitmaps need more than %llu MiB of memory",
+					q->name, BM_MAX_MEM >> 20);
 		r = bm_read_data(q, q->bm[i]);
 		if (r < 0)
 			return r;
