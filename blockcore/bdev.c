@@ -1197,7 +1197,7 @@ int cp_bdev_open(const char *path, const struct cp_bdev_opts *uopts,
 		return cp_error(-EINVAL, "%s: read-only open cannot create",
 				path);
 
-	r = bc_dev_alloc(path, opts.queue_depth, &dev);
+	r = bc_dev_alloc(opts.name ? opts.name : path, opts.queue_depth, &dev);
 	if (r < 0)
 		return r;
 	dev->cache = opts.cache;

@@ -94,6 +94,9 @@ struct cp_bdev_opts {
 	 * context limit), fall back io_uring -> native -> threads instead of
 	 * failing.  Default true. */
 	bool fallback;
+	/* Name in messages and cp_bdev_name(); NULL = path.  For a path
+	 * such as /proc/self/fd/N that says nothing to the reader. */
+	const char *name;
 };
 void cp_bdev_opts_init(struct cp_bdev_opts *opts);
 
@@ -103,7 +106,7 @@ int cp_bdev_open(const char *path, const struct cp_bdev_opts *opts,
 /* Wait for all in-flight requests, then close and free.  NULL is a no-op. */
 void cp_bdev_close(cp_bdev *dev);
 
-/* Path given at open ("ram:<n>" for RAM devices). */
+/* Path given at open, or the opts' name ("ram:<n>" for RAM devices). */
 const char *cp_bdev_name(const cp_bdev *dev);
 /* Current size in bytes (files: st_size, grows with writes past the end;
  * block devices: BLKGETSIZE64). */

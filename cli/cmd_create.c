@@ -289,7 +289,7 @@ int cli_create_image(const char *path, struct cli_create_args *ca, bool quiet)
 
 int cli_cmd_create(int argc, char **argv)
 {
-	const char *fmt = "qcow2", *backing = NULL, *backing_fmt = NULL;
+	const char *fmt = "raw", *backing = NULL, *backing_fmt = NULL;
 	char *optstr = NULL;
 	bool quiet = false, unsafe = false;
 	int ret = 1;
@@ -298,7 +298,7 @@ int cli_cmd_create(int argc, char **argv)
 
 	/* -f is checked after the loop, as qemu-img does. */
 	const struct cli_opt table[] = {
-	    CLI_O_VAL('f', NULL, "fmt", &fmt, "qcow2 (default) or raw"),
+	    CLI_O_VAL('f', NULL, "fmt", &fmt, "raw (default, as qemu-img) or qcow2"),
 	    CLI_O_VAL('b', NULL, "backing", &backing,
 		      "backing file (needs -F)"),
 	    CLI_O_VAL('F', NULL, "backing_fmt", &backing_fmt,

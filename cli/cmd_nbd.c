@@ -449,10 +449,12 @@ static int nbd_serve(struct nbd_args *a, int ready_fd)
 			break;
 	}
 	cp_nbd_server_destroy(srv);
-	if (a->pid_file)
-		unlink(a->pid_file);
 	if (cp_image_close(img) < 0)
 		status = 1;
+	/* Last: a script that waits for the pid file to go can open the
+	 * image at once (its locks are gone). */
+	if (a->pid_file)
+		unlink(a->pid_file);
 	close(sfd);
 	return status;
 fail:

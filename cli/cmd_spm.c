@@ -22,9 +22,28 @@ static void print_spm_status(const cp_json *res)
 		printf("%s: no SPM (lease version %" PRIu64 ")\n", role, lver);
 }
 
+/* `spm start --wait` without a value: as long as the lease timeline
+ * allows (the daemon caps the wait at takeover_max). */
+#define SPM_WAIT_MAX "3600"
+
+static int spm_start(const struct cli_subcmd *sub, int argc, char **argv)
+{
+	static char wait_max[] = "--wait=" SPM_WAIT_MAX;
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "--wait"))
+			argv[i] = wait_max;
+	return cli_api_run(V, sub, argc, argv);
+}
+
 static const struct cli_subcmd spm_subs[] = {
-    {.name = "start", .method = "spm.start", .print = print_spm_status,
-     .help = "Acquire the SPM lease (recovers unfinished tasks first).\n"},
+    {.name = "start", .method = "spm.start", .fn = spm_start,
+     .usage = "start [--wait[=SECONDS]] [--output=json]",
+     .print = print_spm_status,
+     .help = "Acquire the SPM lease (recovers unfinished tasks first).\n"
+	     "--wait: while another host holds the lease or a dead holder's\n"
+	     "lease has not expired, keep trying for SECONDS (default: as\n"
+	     "long as the lease timeline allows, takeover_max of the\n"
+	     "master's io_timeout); the daemon logs the expected expiry.\n"},
     {.name = "stop", .method = "spm.stop", .print = print_spm_status,
      .help = "Release the SPM role; refused while tasks run unless "
 	     "--force.\n"},

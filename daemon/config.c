@@ -30,9 +30,10 @@ static const char dmn_usage[] =
     "usage: cowpoold [options]\n"
     "  -c, --config PATH        configuration file (key = value lines)\n"
     "  --host-id N              this host's id, 1..2000 (required)\n"
-    "  --socket PATH            API socket (default\n"
-    "                           $COWPOOL_RUN_DIR/cowpoold.sock or\n"
-    "                           /run/cowpool/cowpoold.sock)\n"
+    "  --run-dir DIR            the host id's lock file (default\n"
+    "                           $COWPOOL_RUN_DIR, else /run/cowpool)\n"
+    "  --socket PATH            API socket (default cowpoold.sock in the\n"
+    "                           run directory)\n"
     "  --nbd-socket PATH        NBD exports' socket (default nbd.sock in\n"
     "                           the API socket's directory)\n"
     "  --file-root DIR          directory holding file domains (repeatable)\n"
@@ -107,6 +108,8 @@ static void cfg_list_clear(char **list)
 	}
 }
 
+static int cfg_id(const char *name, bool group, uint32_t *id);
+
 /* A uid/gid list entry: a name or a number, several per value separated by
  * commas or blanks. */
 static int cfg_id_list(const char *key, const char *value, uint32_t *list,
@@ -118,21 +121,10 @@ static int cfg_id_list(const char *key, const char *value, uint32_t *list,
 	char *save = NULL;
 	for (char *t = strtok_r(buf, ", \t", &save); t;
 	     t = strtok_r(NULL, ", \t", &save)) {
-		uint64_t u;
 		uint32_t id;
-		if (cfg_parse_uint(t, 0, UINT32_MAX - 1, &u) == 0) {
-			id = (uint32_t)u;
-		} else if (uid) {
-			struct passwd *pw = getpwnam(t);
-			if (!pw) {
-				fprintf(stderr, "cowpoold: %s: %s: no user "
-					"'%s'\n", where, key, t);
-				return -EINVAL;
-			}
-			id = pw->pw_uid;
-		} else if (dmn_config_gid(t, &id) < 0) {
-			fprintf(stderr, "cowpoold: %s: %s: no group '%s'\n",
-				where, key, t);
+		if (cfg_id(t, !uid, &id) < 0) {
+			fprintf(stderr, "cowpoold: %s: %s: no %s '%s'\n", where,
+				key, uid ? "user" : "group", t);
 			return -EINVAL;
 		}
 		if (*n == DMN_MAX_LIST) {
@@ -145,18 +137,25 @@ static int cfg_id_list(const char *key, const char *value, uint32_t *list,
 	return 0;
 }
 
-int dmn_config_gid(const char *name, uint32_t *gid)
+/* A user or group: a number or a name.  0, or -ENOENT. */
+static int cfg_id(const char *name, bool group, uint32_t *id)
 {
 	uint64_t u;
 	if (cfg_parse_uint(name, 0, UINT32_MAX - 1, &u) == 0) {
-		*gid = (uint32_t)u;
+		*id = (uint32_t)u;
 		return 0;
 	}
-	struct group *gr = getgrnam(name);
-	if (!gr)
+	struct passwd *pw = group ? NULL : getpwnam(name);
+	struct group *gr = group ? getgrnam(name) : NULL;
+	if (!pw && !gr)
 		return -ENOENT;
-	*gid = gr->gr_gid;
+	*id = gr ? gr->gr_gid : pw->pw_uid;
 	return 0;
+}
+
+int dmn_config_gid(const char *name, uint32_t *gid)
+{
+	return cfg_id(name, true, gid);
 }
 
 /* Numeric keys: name, range, unit (for the message), where it goes. */
@@ -239,14 +238,15 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 		}
 		free(cfg->socket_group);
 		cfg->socket_group = cfg_strdup(value);
-	} else if (!strcmp(key, "log_file")) {
+	} else if (!strcmp(key, "log_file") || !strcmp(key, "run_dir")) {
+		char **dst = key[0] == 'l' ? &cfg->log_file : &cfg->run_dir;
 		if (value[0] != '/') {
-			fprintf(stderr, "cowpoold: %s: log_file: '%s' is not "
-				"an absolute path\n", where, value);
+			fprintf(stderr, "cowpoold: %s: %s: '%s' is not an "
+				"absolute path\n", where, key, value);
 			return -EINVAL;
 		}
-		free(cfg->log_file);
-		cfg->log_file = cfg_strdup(value);
+		free(*dst);
+		*dst = cfg_strdup(value);
 	} else if (!strcmp(key, "allowed_uids")) {
 		return cfg_id_list(key, value, cfg->lim.allowed_uids,
 				   &cfg->lim.n_uids, where);
@@ -313,19 +313,13 @@ static int cfg_set(struct dmn_config *cfg, const char *key, const char *value,
 		/* a user / group name or a number: owner and group of the
 		 * files of file domains (spm: cp_pool_opts.disk_uid/gid) */
 		bool grp = key[5] == 'g';
-		uint64_t u;
-		struct passwd *pw = NULL;
-		struct group *gr = NULL;
-		if (cfg_parse_uint(value, 1, UINT32_MAX - 1, &u) < 0) {
-			if (grp ? !(gr = getgrnam(value)) : !(pw = getpwnam(value))) {
-				fprintf(stderr, "cowpoold: %s: %s: unknown %s "
-					"'%s'\n", where, key,
-					grp ? "group" : "user", value);
-				return -EINVAL;
-			}
-			u = grp ? gr->gr_gid : pw->pw_uid;
+		uint32_t id;
+		if (!*value || cfg_id(value, grp, &id) < 0) {
+			fprintf(stderr, "cowpoold: %s: %s: unknown %s '%s'\n",
+				where, key, grp ? "group" : "user", value);
+			return -EINVAL;
 		}
-		*(grp ? &cfg->disk_gid : &cfg->disk_uid) = (uint32_t)u;
+		*(grp ? &cfg->disk_gid : &cfg->disk_uid) = id;
 	} else if (!strcmp(key, "log_level")) {
 		int l = dmn_log_parse_level(value);
 		if (l < 0)
@@ -451,6 +445,7 @@ static void cfg_defaults(struct dmn_config *cfg)
 void dmn_config_free(struct dmn_config *cfg)
 {
 	free(cfg->socket);
+	free(cfg->run_dir);
 	free(cfg->socket_group);
 	free(cfg->log_file);
 	free(cfg->config_path);
@@ -497,6 +492,7 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 	    {"disk-owner", required_argument, NULL, OPT_KEY},
 	    {"disk-group", required_argument, NULL, OPT_KEY},
 	    {"nbd-socket", required_argument, NULL, OPT_NBD_SOCKET},
+	    {"run-dir", required_argument, NULL, OPT_KEY},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -548,8 +544,9 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 		case OPT_SANLOCK: key = "sanlock"; break;
 		case OPT_LOG_FILE: key = "log_file"; break;
 		case OPT_KEY: {
-			static char keys[16][32]; /* one per OPT_KEY option */
-			char *k = keys[longidx % 16];
+			/* one per option */
+			static char keys[CP_ARRAY_SIZE(longopts)][32];
+			char *k = keys[longidx];
 			snprintf(k, sizeof(keys[0]), "%s",
 				 longopts[longidx].name);
 			for (char *p = k; *p; p++)
@@ -616,11 +613,14 @@ int dmn_config_load(struct dmn_config *cfg, int argc, char **argv)
 			"host_id in the config file)\n");
 		return -EINVAL;
 	}
-	if (!cfg->socket) {
+	if (!cfg->run_dir) {
 		const char *run = getenv("COWPOOL_RUN_DIR");
+		cfg->run_dir = cfg_strdup(run && *run == '/' ? run
+							    : "/run/cowpool");
+	}
+	if (!cfg->socket) {
 		char buf[4096];
-		snprintf(buf, sizeof(buf), "%s/cowpoold.sock",
-			 run && *run ? run : "/run/cowpool");
+		snprintf(buf, sizeof(buf), "%s/cowpoold.sock", cfg->run_dir);
 		cfg->socket = cfg_strdup(buf);
 	}
 	if (!cfg->nbd_socket) {
@@ -686,8 +686,9 @@ void dmn_config_reload(struct dmn *d)
 	size_t k = 0;
 	if (n.host_id != d->cfg.host_id)
 		restart[k++] = "host_id";
-	if (str_differs(n.socket, d->cfg.socket))
-		restart[k++] = "socket";
+	if (str_differs(n.socket, d->cfg.socket) ||
+	    str_differs(n.run_dir, d->cfg.run_dir))
+		restart[k++] = "socket/run_dir";
 	if (str_differs(n.socket_group, d->cfg.socket_group))
 		restart[k++] = "socket_group";
 	if (str_differs(n.log_file, d->cfg.log_file))

@@ -83,6 +83,7 @@ struct dmn_limits {
 struct dmn_config {
 	uint64_t host_id;              /* 1..2000, required */
 	char *socket;                  /* unix socket path */
+	char *run_dir;                 /* the host id's lock file */
 	char *socket_group;            /* group of the socket, NULL = root's */
 	char *log_file;                /* NULL = stderr */
 	char *nbd_socket;              /* NBD exports' unix socket */
@@ -299,6 +300,29 @@ int dmn_method_call(struct dmn_call *c);
 
 /* ---- monitor.c: the join and monitor threads ------------------------------ */
 
+/* A lockspace of the pool's domains, copied (they outlive the pool). */
+struct dmn_ls {
+	char name[DMN_UUID_BUF];
+	char path[4096];
+	uint64_t offset;
+};
+/* The lockspaces of the pool's domains (none with sanlock off); *out is
+ * freed by the caller. */
+size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out);
+/* The lockspace's options for cp_lockspace_*() (pointing into ls). */
+void dmn_ls_opts(const struct dmn_ls *ls, struct cp_lockspace_opts *o);
+/* At start-up, before anything joins: a lockspace of the pool already
+ * joined with this host id is taken over only when the previous holder
+ * of the host id's lock file (d->ls_prev) recorded it (a cowpoold of the
+ * same run_dir, killed); else another process of this host uses it:
+ * logged, -EEXIST (the daemon stops without touching it).  Then the
+ * record (pid, lockspaces) is written to the lock file; the monitor keeps
+ * it up to date. */
+int dmn_lockspaces_claim(struct dmn *d);
+/* Write the record again when the pool's domains changed (the monitor;
+ * domain.create). */
+void dmn_lockspaces_record(struct dmn *d);
+
 void *dmn_join_thread(void *d);    /* cp_pool_join() once */
 void *dmn_monitor_thread(void *d); /* until d->stopping or wake_fd */
 /* Tell the monitor to look for the lease fd again (after spm.start,
@@ -377,7 +401,8 @@ struct dmn {
 	pthread_mutex_t lim_lock;
 	int argc;                      /* the command line, for a reload */
 	char **argv;
-	int lock_fd;                   /* the host id's lock file (flock) */
+	int lock_fd;                   /* the host id's lock file (OFD lock) */
+	char *ls_prev;                 /* its text before we took it */
 	cp_pool *pool;
 	atomic_bool stopping;
 

@@ -1,8 +1,10 @@
 /* daemon/main.c - cowpoold: start-up, signals and shutdown.
  *
- * Start-up: configuration (config.c), the host id's lock file (a second
- * daemon with the same host id stops there, before it touches anything),
- * the socket bound, cp_pool_open(), the NBD server (exports.c), then the
+ * Start-up: configuration (config.c), the host id's lock file in run_dir
+ * (a second daemon with the same host id stops there, before it touches
+ * anything), the socket bound, cp_pool_open(), the pool's lockspaces
+ * claimed (monitor.c: one joined by another process stops the start),
+ * the NBD server (exports.c), then the
  * threads: join (cp_pool_join once; the API answers meanwhile), monitor,
  * accept.  Then "ready\n" goes to --ready-fd and READY=1 to systemd
  * (sd_notify).
@@ -24,13 +26,11 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <libgen.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -135,85 +135,63 @@ static int dmn_open_pool(struct dmn *d)
 	return 0;
 }
 
-/* One daemon per host id: an flock()ed file beside the socket, held
- * until the process ends (kill -9 included).  A second daemon stops here,
- * before it binds, opens the pool or joins anything. */
-static int dmn_lock_host(struct dmn *d)
+/* mkdir -p dir (0755). */
+static void dmn_mkdirs(const char *dir)
 {
-	char dir[4096], path[4200];
-	snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
-	snprintf(path, sizeof(path), "%s/cowpoold-host%" PRIu64 ".lock",
-		 dirname(dir), d->cfg.host_id);
-	/* the directory is the socket's (dmn_server_listen makes it too) */
-	snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
-	char *dn = dirname(dir);
-	for (char *p = dn + 1; *p; p++) {
+	char buf[4096];
+	snprintf(buf, sizeof(buf), "%s", dir);
+	for (char *p = buf + 1; *p; p++) {
 		if (*p != '/')
 			continue;
 		*p = 0;
-		mkdir(dn, 0755);
+		mkdir(buf, 0755);
 		*p = '/';
 	}
-	mkdir(dn, 0755);
+	mkdir(buf, 0755);
+}
+
+/* One daemon per host id: an OFD lock on run_dir/host-<id>.lock, held
+ * until the process ends (kill -9 included).  A second daemon stops here,
+ * before it binds, opens the pool or joins anything.  The file holds the
+ * holder's pid, then the lockspaces it joins (monitor.c): what it held
+ * before is kept in d->ls_prev for dmn_lockspaces_claim(). */
+static int dmn_lock_host(struct dmn *d)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/host-%" PRIu64 ".lock",
+		 d->cfg.run_dir, d->cfg.host_id);
+	dmn_mkdirs(d->cfg.run_dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		dmn_err("cannot open the lock file %s: %s", path,
 			strerror(errno));
 		return -1;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	char prev[8192];
+	if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
 		int e = errno;
-		char pid[32] = "";
-		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = 0;
-		pid[strcspn(pid, "\n")] = 0;
-		if (e == EWOULDBLOCK)
+		ssize_t n = pread(fd, prev, 31, 0);
+		prev[n > 0 ? n : 0] = 0;
+		prev[strcspn(prev, "\n")] = 0;
+		if (e == EAGAIN || e == EACCES)
 			dmn_err("another cowpoold (pid %s) runs with host id "
 				"%" PRIu64 " (lock file %s): refusing to start",
-				pid[0] ? pid : "?", d->cfg.host_id, path);
+				prev[0] ? prev : "?", d->cfg.host_id, path);
 		else
 			dmn_err("cannot lock %s: %s", path, strerror(e));
 		close(fd);
 		return -1;
 	}
+	ssize_t n = pread(fd, prev, sizeof(prev) - 1, 0);
+	prev[n > 0 ? n : 0] = 0;
+	d->ls_prev = strdup(prev);
+	d->lock_fd = fd;
 	char pid[32];
 	int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
 		dmn_warn("cannot write %s: %s", path, strerror(errno));
-	d->lock_fd = fd;
 	return 0;
-}
-
-/* The lockspaces of the pool's domains, copied (they outlive the pool). */
-struct dmn_ls {
-	char name[DMN_UUID_BUF];
-	char path[4096];
-	uint64_t offset;
-};
-
-static size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out)
-{
-	struct cp_domain_status *st;
-	size_t n, k = 0;
-	*out = NULL;
-	if (!d->cfg.sanlock || cp_pool_domains(d->pool, &st, &n) < 0)
-		return 0;
-	struct dmn_ls *ls = calloc(n ? n : 1, sizeof(*ls));
-	for (size_t i = 0; ls && i < n; i++) {
-		cp_sd *sd;
-		struct cp_lockspace_opts o;
-		if (cp_pool_domain(d->pool, st[i].md.dom_uuid, &sd) < 0 ||
-		    cp_sd_lockspace(sd, &o) < 0)
-			continue;
-		snprintf(ls[k].name, sizeof(ls[k].name), "%s", o.name);
-		snprintf(ls[k].path, sizeof(ls[k].path), "%s", o.path);
-		ls[k].offset = o.offset;
-		k++;
-	}
-	free(st);
-	cp_clear_error();
-	*out = ls;
-	return k;
 }
 
 /* After cp_pool_close(): nothing of this host may stay joined (a joined
@@ -227,10 +205,7 @@ static void dmn_leave_lockspaces(struct dmn *d, const struct dmn_ls *ls,
 {
 	for (size_t i = 0; i < n; i++) {
 		struct cp_lockspace_opts o;
-		cp_lockspace_opts_init(&o);
-		o.name = ls[i].name;
-		o.path = ls[i].path;
-		o.offset = ls[i].offset;
+		dmn_ls_opts(&ls[i], &o);
 		int r = 0;
 		for (int k = 0; k < DMN_LEAVE_TRIES; k++) {
 			int st = cp_lockspace_status(&o, d->cfg.host_id);
@@ -331,6 +306,13 @@ int main(int argc, char **argv)
 		unlink(d->cfg.socket);
 		return 1;
 	}
+	if (dmn_lockspaces_claim(d) < 0) {
+		/* nothing joined: cp_pool_close() leaves nothing */
+		cp_pool_close(d->pool);
+		close(d->listen_fd);
+		unlink(d->cfg.socket);
+		return 1;
+	}
 	sr = dmn_exports_start(d);
 	if (sr < 0) {
 		dmn_err("%s", cp_error_msg(sr));
@@ -394,5 +376,6 @@ int main(int argc, char **argv)
 	dmn_tasks_destroy(&d->tasks);
 	dmn_info("stopped");
 	dmn_config_free(&d->cfg);
+	free(d->ls_prev);
 	return 0;
 }

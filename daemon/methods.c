@@ -18,11 +18,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cowpoold.h"
+#include "timeouts.h" /* spm.start --wait: the lease timeline */
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -186,6 +189,7 @@ static int m_domain_create(struct dmn_call *c)
 	r = cp_pool_domain_create(c->d->pool, &o, &md);
 	if (r < 0)
 		return r;
+	dmn_lockspaces_record(c->d); /* joined: ours after a kill too */
 	dmn_info("domain %s (%s) created: %s %s", md.dom_uuid, md.name,
 		 dmn_domain_type_name(md.type), type == 1 ? devices[0] : path);
 	dmn_json_domain_md(c->res, NULL, &md);
@@ -293,6 +297,56 @@ static void log_recovery(struct dmn_call *c, const struct cp_task *before,
 	dmn_info("recovery: %zu unfinished task(s) found at spm start", k);
 }
 
+/* spm.start's wait: while the SDM lease is held (EBUSY) or its dead
+ * holder's lease has not expired (EAGAIN), try again every 250 ms, for
+ * at most wait seconds and at most takeover_max of the master's
+ * io_timeout (spm/timeouts.h: a dead holder's lease is free by then).
+ * Each new refusal is logged; the first one with the expected expiry. */
+static int spm_start_wait(struct dmn_call *c, uint64_t wait)
+{
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int r = cp_spm_start(c->d->pool);
+	if (r >= 0 || !wait || (r != -EAGAIN && r != -EBUSY))
+		return r;
+	char when[32], msg[512];
+	snprintf(msg, sizeof(msg), "%s", cp_error_msg(r)); /* before any
+							    * other call */
+	cp_sd *m;
+	unsigned io = CP_IO_TIMEOUT_DEFAULT;
+	if (cp_pool_master(c->d->pool, &m) == 0)
+		io = cp_sd_md(m)->io_timeout;
+	uint64_t bound = cp_takeover_max_seconds(io);
+	uint64_t limit = wait < bound ? wait : bound;
+	time_t by = time(NULL) + (time_t)bound;
+	struct tm tm;
+	gmtime_r(&by, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	dmn_info("spm start: %s; waiting up to %" PRIu64 " s (a dead "
+		 "holder's lease is free by %s at the latest: takeover_max "
+		 "%" PRIu64 " s, io_timeout %u)", msg, limit, when, bound, io);
+	for (int last = r;;) {
+		struct pollfd pfd = {.fd = c->d->wake_fd[0], .events = POLLIN};
+		if (poll(&pfd, 1, 250) > 0 || atomic_load(&c->d->stopping))
+			return cp_error(-ESHUTDOWN, "spm start: cowpoold is "
+					"shutting down");
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		uint64_t waited = (uint64_t)(now.tv_sec - t0.tv_sec);
+		if (waited >= limit)
+			return cp_error(r, "spm start: not the SPM after "
+					"waiting %" PRIu64 " s (a dead holder's "
+					"lease is free by %s at the latest): %s",
+					waited, when, msg);
+		r = cp_spm_start(c->d->pool);
+		if (r >= 0 || (r != -EAGAIN && r != -EBUSY))
+			return r;
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
+		if (r != last)
+			dmn_info("spm start: %s; still waiting", msg);
+		last = r;
+	}
+}
+
 static int m_spm_start(struct dmn_call *c)
 {
 	struct cp_task *before = NULL;
@@ -303,7 +357,7 @@ static int m_spm_start(struct dmn_call *c)
 		nbefore = 0;
 	}
 	cp_clear_error();
-	int r = cp_spm_start(c->d->pool);
+	int r = spm_start_wait(c, dmn_arg_u64(c, "wait"));
 	if (r < 0) {
 		dmn_warn("spm start failed: %s", cp_error_msg(r));
 		free(before);

@@ -1,8 +1,10 @@
 /* daemon/monitor.c - the join thread (cp_pool_join() once at start-up)
  * and the monitor thread (cp_pool_monitor() every monitor_interval
- * seconds, and lease loss seen at once on the sanlock client fd).
+ * seconds, and lease loss seen at once on the sanlock client fd); the
+ * lockspaces this daemon owns (the record in its host id's lock file).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,121 @@
 #include <unistd.h>
 
 #include "cowpoold.h"
+
+/* ---- the lockspaces this daemon owns --------------------------------------- */
+
+size_t dmn_lockspaces(struct dmn *d, struct dmn_ls **out)
+{
+	struct cp_domain_status *st;
+	size_t n, k = 0;
+	*out = NULL;
+	if (!d->cfg.sanlock || cp_pool_domains(d->pool, &st, &n) < 0)
+		return 0;
+	struct dmn_ls *ls = calloc(n ? n : 1, sizeof(*ls));
+	for (size_t i = 0; ls && i < n; i++) {
+		cp_sd *sd;
+		struct cp_lockspace_opts o;
+		if (cp_pool_domain(d->pool, st[i].md.dom_uuid, &sd) < 0 ||
+		    cp_sd_lockspace(sd, &o) < 0)
+			continue;
+		snprintf(ls[k].name, sizeof(ls[k].name), "%s", o.name);
+		snprintf(ls[k].path, sizeof(ls[k].path), "%s", o.path);
+		ls[k].offset = o.offset;
+		k++;
+	}
+	free(st);
+	cp_clear_error();
+	*out = ls;
+	return k;
+}
+
+void dmn_ls_opts(const struct dmn_ls *ls, struct cp_lockspace_opts *o)
+{
+	cp_lockspace_opts_init(o);
+	o->name = ls->name;
+	o->path = ls->path;
+	o->offset = ls->offset;
+}
+
+/* The lock file's text: our pid, then one lockspace name a line. */
+static void ls_record(struct dmn *d, const struct dmn_ls *ls, size_t n)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char last[8192];
+	char buf[8192];
+	size_t len = (size_t)snprintf(buf, sizeof(buf), "%ld\n",
+				      (long)getpid());
+	for (size_t i = 0; i < n && len < sizeof(buf); i++)
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s\n",
+					ls[i].name);
+	if (len >= sizeof(buf) || d->lock_fd < 0)
+		return;
+	pthread_mutex_lock(&lock);
+	/* the new text over the old one, then cut: a reader sees a pid */
+	if (strcmp(buf, last) &&
+	    (pwrite(d->lock_fd, buf, len, 0) != (ssize_t)len ||
+	     ftruncate(d->lock_fd, (off_t)len) < 0))
+		dmn_warn("cannot write the host id's lock file: %s",
+			 strerror(errno));
+	else
+		memcpy(last, buf, len + 1);
+	pthread_mutex_unlock(&lock);
+}
+
+void dmn_lockspaces_record(struct dmn *d)
+{
+	struct dmn_ls *ls;
+	size_t n = dmn_lockspaces(d, &ls);
+	ls_record(d, ls, n);
+	free(ls);
+}
+
+/* Is name a line (after the first, the pid) of the previous holder's
+ * record? */
+static bool ls_recorded(const char *rec, const char *name)
+{
+	size_t len = strlen(name);
+	const char *p = rec ? strchr(rec, '\n') : NULL;
+	while (p) {
+		p++;
+		if (!strncmp(p, name, len) && (p[len] == '\n' || !p[len]))
+			return true;
+		p = strchr(p, '\n');
+	}
+	return false;
+}
+
+int dmn_lockspaces_claim(struct dmn *d)
+{
+	struct dmn_ls *ls;
+	size_t n = dmn_lockspaces(d, &ls);
+	int r = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct cp_lockspace_opts o;
+		dmn_ls_opts(&ls[i], &o);
+		int st = cp_lockspace_status(&o, d->cfg.host_id);
+		cp_clear_error();
+		if (st < 0 || st == CP_LOCKSPACE_NOT_JOINED)
+			continue;
+		if (ls_recorded(d->ls_prev, ls[i].name)) {
+			dmn_info("lockspace %s: joined with host id %" PRIu64
+				 " by the previous cowpoold of %s: this "
+				 "daemon takes it over", ls[i].name,
+				 d->cfg.host_id, d->cfg.run_dir);
+			continue;
+		}
+		dmn_err("lockspace %s is already joined with host id %" PRIu64
+			" by another process of this host (another cowpoold "
+			"with this host id and another run_dir?): refusing "
+			"to start; it is left as it is", ls[i].name,
+			d->cfg.host_id);
+		r = -EEXIST;
+	}
+	if (r == 0)
+		ls_record(d, ls, n);
+	free(ls);
+	return r;
+}
 
 /* ---- join thread ---------------------------------------------------------- */
 
@@ -69,6 +186,7 @@ static void monitor_once(struct dmn *d, struct mon_state *m)
 			 "again)");
 		m->pool_warned = false;
 	}
+	dmn_lockspaces_record(d); /* domains found by the monitor */
 	struct cp_domain_status *st;
 	size_t n;
 	if (cp_pool_domains(d->pool, &st, &n) < 0)

@@ -919,12 +919,14 @@ static void account(struct nbd_export *e, int ret, uint64_t rd, uint64_t wr)
 }
 
 /* True when a successful structured read goes out as one OFFSET_DATA
- * chunk (DF, or no whole all-zero grain to send as a hole). */
+ * chunk: DF, data the engine mapped as allocated (as QEMU, holes follow
+ * the image's allocation, not the bytes), or no whole all-zero grain to
+ * send as a hole. */
 static bool read_one_chunk(const struct nbd_slot *sl, const uint8_t *data)
 {
 	uint64_t pos = 0;
 
-	if (sl->flags & NBD_CMD_FLAG_DF)
+	if ((sl->flags & NBD_CMD_FLAG_DF) || sl->data)
 		return true;
 	pos = (HOLE_GRAIN - sl->offset % HOLE_GRAIN) % HOLE_GRAIN;
 	for (; pos + HOLE_GRAIN <= sl->len; pos += HOLE_GRAIN)
@@ -1359,8 +1361,8 @@ static int conn_request(struct nbd_conn *c)
 			slot_io_cpl(sl, 0);
 			return 0;
 		}
-		r = cp_image_preadv_async(e->img, &sl->iov, 1, off,
-					  slot_io_cpl, sl);
+		r = cp_image_preadv_async_data(e->img, &sl->iov, 1, off,
+					       slot_io_cpl, sl, &sl->data);
 		if (r < 0)
 			slot_io_cpl(sl, r);
 		return 0;

@@ -228,6 +228,7 @@ struct nbd_slot {
 	uint64_t offset;
 	uint32_t len;
 	int ret;                     /* -errno from the engine */
+	bool data;                   /* READ: the engine says all data */
 	void *buf;                   /* NBD_KEEP_BUF or smaller, kept */
 	size_t buf_size;
 	void *big;                   /* larger requests: this request only */

@@ -772,7 +772,8 @@ static void fast_cpl(void *opaque, int ret)
 }
 
 static int submit_async(cp_image *img, bool write, const struct iovec *iov,
-			int iovcnt, uint64_t offset, cp_io_cb cb, void *opaque)
+			int iovcnt, uint64_t offset, cp_io_cb cb, void *opaque,
+			bool *data)
 {
 	uint64_t len = cp_iov_size(iov, iovcnt);
 	int r = check_range(img, offset, len, write);
@@ -821,6 +822,8 @@ static int submit_async(cp_image *img, bool write, const struct iovec *iov,
 		c->nogp = false;
 		c->cb = cb;
 		c->opaque = opaque;
+		if (data)
+			*data = true; /* before the request can complete */
 		outstanding_add(a, 1);
 		r = write ? cp_bdev_pwritev_async(img->dev, iov, iovcnt, host, fast_cpl, c)
 			  : cp_bdev_preadv_async(img->dev, iov, iovcnt, host, fast_cpl, c);
@@ -848,14 +851,23 @@ int cp_image_preadv_async(cp_image *img, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, cp_io_cb cb, void *opaque)
 {
 	CP_API_ENTER();
-	return submit_async(img, false, iov, iovcnt, offset, cb, opaque);
+	return submit_async(img, false, iov, iovcnt, offset, cb, opaque, NULL);
+}
+
+int cp_image_preadv_async_data(cp_image *img, const struct iovec *iov,
+			       int iovcnt, uint64_t offset, cp_io_cb cb,
+			       void *opaque, bool *data)
+{
+	CP_API_ENTER();
+	*data = false;
+	return submit_async(img, false, iov, iovcnt, offset, cb, opaque, data);
 }
 
 int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
 			   uint64_t offset, cp_io_cb cb, void *opaque)
 {
 	CP_API_ENTER();
-	return submit_async(img, true, iov, iovcnt, offset, cb, opaque);
+	return submit_async(img, true, iov, iovcnt, offset, cb, opaque, NULL);
 }
 
 /* --- allocation map ---------------------------------------------------------------- */

@@ -120,6 +120,15 @@ int cp_image_preadv_async(cp_image *img, const struct iovec *iov, int iovcnt,
 			  uint64_t offset, cp_io_cb cb, void *opaque);
 int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
 			   uint64_t offset, cp_io_cb cb, void *opaque);
+/* As cp_image_preadv_async, and *data says, before the request can
+ * complete, whether the whole range is known to be data allocated in the
+ * top qcow2 layer (true: no part of it reads as a hole or zero cluster;
+ * false: unknown, it may).  An NBD server uses it to send such reads as
+ * one data chunk without scanning them for zeroes, as QEMU decides holes
+ * by block status. */
+int cp_image_preadv_async_data(cp_image *img, const struct iovec *iov,
+			       int iovcnt, uint64_t offset, cp_io_cb cb,
+			       void *opaque, bool *data);
 
 /* Make [offset, offset+len) read as zeroes.  qcow2 v3: zero flag (with
  * CP_ZERO_MAY_UNMAP the clusters are also freed); v2: clusters are

@@ -1196,6 +1196,12 @@ static int blk_tasks_open(cp_sd *sd, cp_bdev **out)
 	return blk_open_lv(&sd->lvm, sd->uuid, BLK_LV_TASKS, true, out);
 }
 
+static int blk_mailbox_open(cp_sd *sd, bool outbox, cp_bdev **out)
+{
+	return blk_open_lv(&sd->lvm, sd->uuid,
+			   outbox ? BLK_LV_OUTBOX : BLK_LV_INBOX, true, out);
+}
+
 const struct sd_backend cp_sd_block_backend = {
 	.create = blk_create,
 	.open = blk_open,
@@ -1220,4 +1226,5 @@ const struct sd_backend cp_sd_block_backend = {
 	.vol_lease = blk_vol_lease,
 	.vol_path = blk_vol_path,
 	.tasks_open = blk_tasks_open,
+	.mailbox_open = blk_mailbox_open,
 };

@@ -94,6 +94,7 @@ static int fsd_bdev_open_fd(int fd, const char *what, bool rw, cp_bdev **out)
 	cp_bdev_opts_init(&bo);
 	bo.cache = CP_CACHE_NONE;
 	bo.readonly = !rw;
+	bo.name = what; /* errors name the volume, not /proc/self/fd/N */
 	r = cp_bdev_open(proc, &bo, out);
 	if (r < 0)
 		return cp_error_prefix(r, "%s", what);
@@ -626,17 +627,30 @@ static int fsd_vol_path(cp_sd *sd, const char *img, const char *vol,
 	return fsd_checked_path(sd, img, vol, "", out, len);
 }
 
-static int fsd_tasks_open(cp_sd *sd, cp_bdev **out)
+/* dom_md/<name> as a read-write O_DIRECT device. */
+static int fsd_dommd_open(cp_sd *sd, const char *name, cp_bdev **out)
 {
 	char path[PATH_MAX];
-	int fd = sd_openat(sd->dom_fd, sd->dir, "dom_md/tasks", O_PATH, 0), r;
+	int fd, r;
 
+	snprintf(path, sizeof(path), "dom_md/%s", name);
+	fd = sd_openat(sd->dom_fd, sd->dir, path, O_PATH, 0);
 	if (fd < 0)
 		return fd;
-	snprintf(path, sizeof(path), "%s/dom_md/tasks", sd->dir);
+	snprintf(path, sizeof(path), "%s/dom_md/%s", sd->dir, name);
 	r = fsd_bdev_open_fd(fd, path, true, out);
 	close(fd);
 	return r;
+}
+
+static int fsd_tasks_open(cp_sd *sd, cp_bdev **out)
+{
+	return fsd_dommd_open(sd, "tasks", out);
+}
+
+static int fsd_mailbox_open(cp_sd *sd, bool outbox, cp_bdev **out)
+{
+	return fsd_dommd_open(sd, outbox ? "outbox" : "inbox", out);
 }
 
 const struct sd_backend cp_sd_file_backend = {
@@ -663,4 +677,5 @@ const struct sd_backend cp_sd_file_backend = {
 	.vol_lease = fsd_vol_lease,
 	.vol_path = fsd_vol_path,
 	.tasks_open = fsd_tasks_open,
+	.mailbox_open = fsd_mailbox_open,
 };

@@ -281,6 +281,12 @@ CP_EXPORT int cp_sd_lockspace(cp_sd *sd, struct cp_lockspace_opts *ls)
 	return 0;
 }
 
+CP_EXPORT int cp_sd_mailbox_open(cp_sd *sd, bool outbox, cp_bdev **out)
+{
+	CP_API_ENTER();
+	return sd->ops->mailbox_open(sd, outbox, out);
+}
+
 static _Thread_local char sd_lease_path[PATH_MAX];
 
 CP_EXPORT int cp_sd_lease(cp_sd *sd, const char *img_uuid,

@@ -114,6 +114,8 @@ struct sd_backend {
 			size_t outlen);
 	/* The tasks area (1 MiB at least) as a device, O_DIRECT. */
 	int (*tasks_open)(cp_sd *sd, cp_bdev **out);
+	/* The mailbox's inbox or outbox as a device, O_DIRECT. */
+	int (*mailbox_open)(cp_sd *sd, bool outbox, cp_bdev **out);
 };
 
 extern const struct sd_backend cp_sd_file_backend;

@@ -634,6 +634,12 @@ int cp_sd_lockspace(cp_sd *sd, struct cp_lockspace_opts *ls);
 int cp_sd_lease(cp_sd *sd, const char *img_uuid, const char *vol_uuid,
 		struct cp_lease_opts *lease);
 
+/* The storage mailbox's inbox (outbox false) or outbox of the domain
+ * (mailbox/mailbox.h; used on the master domain) as a read-write O_DIRECT
+ * device, closed by the caller: FILE dom_md/inbox|outbox (1 MiB: host ids
+ * 1..255), BLOCK the inbox|outbox LV (8 MiB). */
+int cp_sd_mailbox_open(cp_sd *sd, bool outbox, cp_bdev **out);
+
 /* Lists: arrays of UUIDs, sorted; free() them. */
 int cp_sd_list_images(cp_sd *sd, struct cp_uuid_str **out, size_t *n);
 int cp_sd_list_volumes(cp_sd *sd, const char *img_uuid,

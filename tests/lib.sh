@@ -7,7 +7,9 @@
 #   CP_GEN    the cp_gen data/op generator (set by meson)
 #   COWPOOL_ASAN  optional: an ASan/UBSan build of cowpool (integration)
 #
-# A test calls cp_init (temp dir + cleanup trap), reports each failed
+# A test calls cp_init (temp dir + cleanup trap; exports COWPOOL_RUN_DIR
+# there, so a cowpoold it starts locks its host id in the test's own
+# run_dir), reports each failed
 # assertion with fail "..." and ends with cp_finish (exit 1 when anything
 # failed).  Exit status 77 means a prerequisite is missing (skip).
 
@@ -21,6 +23,8 @@ cp_init()
 	: "${COWPOOL:?COWPOOL must point to the cowpool binary}"
 	[ -x "$COWPOOL" ] || { echo "COWPOOL=$COWPOOL is not executable" >&2; exit 1; }
 	TMP=$(mktemp -d /var/tmp/cowpool-test.XXXXXXXX) || exit 1
+	# cowpoold's run_dir (host id lock files): the test's own
+	export COWPOOL_RUN_DIR=$TMP/run
 	trap 'rm -rf -- "$TMP"' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM

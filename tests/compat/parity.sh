@@ -152,6 +152,7 @@ fi
 
 # ---- refused creates leave nothing behind -----------------------------------------
 if want create; then
+	echo keep >exist
 	n=0
 	while read -r args; do
 		n=$((n + 1))
@@ -169,8 +170,16 @@ if want create; then
 	-f qcow2 -o bogus=1 1M
 	-f qcow2 -o compat=0.10,lazy_refcounts=on 1M
 	-f qcow2 -b missing.qcow2 -F qcow2 1M
+	-o cluster_size=4k 1M
+	-b exist -F raw
 	EOF
-	echo keep >exist
+	# without -f both make raw (qemu-img's default): same line, same file
+	rm -f dq.img dc.img
+	a=$(qemu-img create dq.img 1M | sed 's/dq.img/X/')
+	b=$("$COWPOOL" create dc.img 1M | sed 's/dc.img/X/')
+	expect_eq "create without -f: output" "$a" "$b"
+	expect_eq "create without -f: format" "$(qemu-img info --output=json dq.img |
+		grep '"format"')" "$(qemu-img info --output=json dc.img | grep '"format"')"
 	"$COWPOOL" create -q -f qcow2 exist 100000000000000000 2>/dev/null &&
 		fail "create of an unrepresentable size accepted"
 	expect_eq "existing file left alone by a refused create" keep "$(cat exist)"

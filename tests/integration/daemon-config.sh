@@ -4,7 +4,9 @@
 # file:line or the flag), exit status 2, before it creates its socket:
 # file_root missing, relative or not a directory; lvm_device missing;
 # duplicate keys; numbers outside their documented range; log_file
-# relative; socket_group unknown.
+# relative; socket_group, disk_owner, disk_group unknown; run_dir
+# relative.  A good file with every key starts, its host id's lock file
+# in its run_dir.
 #
 # Environment: COWPOOL, COWPOOLD (meson).
 here=$(dirname "$0")
@@ -68,6 +70,12 @@ refused "socket_group unknown" "socket_group: no group 'cowpool-no-such-group'" 
 	"socket_group = cowpool-no-such-group"
 refused "allowed_uids unknown" "allowed_uids: no user 'cowpool-no-such-user'" \
 	"allowed_uids = 0, cowpool-no-such-user"
+refused "disk_owner unknown" "c.conf:4: disk_owner: unknown user 'cowpool-no-such-user'" \
+	"disk_owner = cowpool-no-such-user"
+refused "disk_group unknown" "c.conf:4: disk_group: unknown group 'cowpool-no-such-group'" \
+	"disk_group = cowpool-no-such-group"
+refused "run_dir relative" "c.conf:4: run_dir: 'run' is not an absolute path" \
+	"run_dir = run"
 
 # flags are checked the same way, naming the flag
 run_capture fl timeout 30 "$COWPOOLD" --host-id 1 --sanlock no --socket "$SOCK" --io-timeout 300
@@ -78,10 +86,11 @@ expect_eq "--file-root relative: exit" 2 "$RC"
 expect_match "--file-root relative: message" "--file-root: file_root: 'relative/dir' is not an absolute path" fl2.err
 
 # a good file with every new key starts
-printf 'host_id = 1\nsanlock = no\nsocket = %s\nfile_root = %s\nio_timeout = 20\nmax_connections = 5\nidle_timeout = 0\nrequest_timeout = 5\nmax_request = 64k\nmax_answer = 1M\nallowed_uids = 0, 65534\nallowed_gids = 0\nsocket_group = 0\nlog_file = %s\n' \
-	"$SOCK" "$TMP/root" "$TMP/d.log" >good.conf
+printf 'host_id = 1\nsanlock = no\nsocket = %s\nfile_root = %s\nio_timeout = 20\nmax_connections = 5\nidle_timeout = 0\nrequest_timeout = 5\nmax_request = 64k\nmax_answer = 1M\nallowed_uids = 0, 65534\nallowed_gids = 0\nsocket_group = 0\nlog_file = %s\ndisk_owner = root\ndisk_group = 0\nrun_dir = %s\n' \
+	"$SOCK" "$TMP/root" "$TMP/d.log" "$TMP/rd" >good.conf
 if dl_start "$TMP/stderr.log" -c good.conf; then ok; else
 	fail "a good configuration refused: $(cat "$TMP/stderr.log" "$TMP/d.log")"; fi
+expect_eq "the host id's lock file in run_dir holds the pid" "$DPID" "$(head -n 1 "$TMP/rd/host-1.lock")"
 dl_stop TERM
 expect_eq "clean stop" 0 "$DSTATUS"
 cp_finish

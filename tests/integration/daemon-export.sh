@@ -53,7 +53,7 @@ start()
 	rm -f "$fifo"
 	mkfifo "$fifo"
 	SANLOCK_RUN_DIR=$(sl_rundir "$n") "$COWPOOLD" --host-id "$n" \
-		--socket "$(sock "$n")" --file-root "$ROOT" --monitor-interval 1 \
+		--run-dir "$SL_DIR/run$n" --socket "$(sock "$n")" --file-root "$ROOT" --monitor-interval 1 \
 		--ready-fd 3 3>"$fifo" </dev/null >>"$SL_DIR/cowpoold-$n.log" 2>&1 &
 	DPID[$n]=$!
 	sl_track "${DPID[$n]}"
@@ -162,7 +162,7 @@ must 1 domain create --type file --path "$ROOT" --name exp --master --io-timeout
 	abort "domain create"
 D=$(jq_ .uuid)
 # a second daemon on host 1's NBD socket is refused (its API socket is free)
-"$COWPOOLD" --host-id 3 --sanlock no --socket "$SL_DIR/other.sock" \
+"$COWPOOLD" --host-id 3 --sanlock no --run-dir "$SL_DIR/run3" --socket "$SL_DIR/other.sock" \
 	--nbd-socket "$(nbdsock 1)" >other.out 2>&1 </dev/null
 expect_eq "a daemon on a live NBD socket: exit" 1 "$?"
 if grep -q "another server is listening on the NBD socket $(nbdsock 1)" other.out; then ok; else

@@ -2,7 +2,10 @@
 # tests/integration/daemon-lib.sh - start and watch cowpoold in the
 # daemon-*.sh tests (bash library, sourced after ../lib.sh and cp_init).
 #
-# Environment: COWPOOL, COWPOOLD (meson).
+# Environment: COWPOOL, COWPOOLD (meson); MH_HELPER (meson) for jq_.
+# Exports COWPOOL_RUN_DIR=$TMP/run: every daemon of the test keeps its host
+# id's lock file there (run_dir), not in the machine's /run/cowpool, so
+# tests running side by side with the same host id do not collide.
 #
 # API
 #   dl_start LOG ARGS...   start cowpoold ARGS... in the background, its
@@ -18,11 +21,19 @@
 #   log_has FILE REGEX     grep -Eq
 #   rss_kb PID, nfds PID   VmRSS in kB, open file descriptors
 #   cpl ARGS...            cowpool --socket $SOCK ARGS...
+#   cpj ARGS...            the same with --output=json: stdout in OUT,
+#                          stderr in cpj.err, exit status in RC
+#   jq_ EXPR [TEXT]        mh_helper json EXPR on TEXT (default $OUT)
+#   spm_start [SECONDS]    cpj spm start --wait=SECONDS (60): the daemon
+#                          retries while the lease of a killed daemon is
+#                          being released; 0 when this host is the SPM
+#   abort MSG              fail MSG, the log's ($LOG) tail, cp_finish
 #   expect_match WHAT REGEX FILE
 
 : "${COWPOOLD:?COWPOOLD must point to the cowpoold binary}"
 DPID=
 DL_PIDS=()
+export COWPOOL_RUN_DIR=$TMP/run
 
 dl_start()
 {
@@ -74,6 +85,10 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 nfds() { ls "/proc/$1/fd" | wc -l; }
 
 cpl() { "$COWPOOL" --socket "$SOCK" "$@"; }
+cpj() { OUT=$("$COWPOOL" --socket "$SOCK" "$@" --output=json 2>cpj.err); RC=$?; }
+jq_() { printf '%s' "${2-$OUT}" | "$MH_HELPER" json "$1"; }
+spm_start() { cpj spm start --wait="${1:-60}"; [ "$RC" = 0 ]; }
+abort() { fail "$*"; tail -n 20 "$LOG" >&2; cp_finish; }
 
 expect_match()
 {

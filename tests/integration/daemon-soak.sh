@@ -37,19 +37,6 @@ LOG=$TMP/cowpoold.log
 D_ARGS=(--host-id 1 --socket "$SOCK" --file-root "$TMP/root" --monitor-interval 1
 	--log-file "$LOG")
 
-abort() { fail "$*"; tail -n 20 "$LOG" >&2; cp_finish; }
-cpj() { OUT=$("$COWPOOL" --socket "$SOCK" "$@" --output=json 2>cpj.err); RC=$?; }
-jq_() { printf '%s' "${2-$OUT}" | "$MH_HELPER" json "$1"; }
-spm_start()
-{
-	local i
-	for i in $(seq 400); do
-		cpj spm start
-		[ "$RC" = 0 ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 # client ID: until the daemon goes away.  Appends "IMG VOL" to
 # created.ID once a create/snapshot finished, "IMG" to deleting.ID before

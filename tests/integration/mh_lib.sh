@@ -5,8 +5,8 @@
 #     . "$here/mh_lib.sh"
 #
 # Host N (1..) is its own sanlock daemon (harness.sh: SANLOCK_RUN_DIR
-# $SL_DIR/hostN, host name hostN) and its own cowpoold (host id N, socket
-# $SL_DIR/cpN.sock, NBD exports on $SL_DIR/nbdN.sock (mh_nbd_sock N), log $SL_DIR/cowpoold-N.log), started with --ready-fd:
+# $SL_DIR/hostN, host name hostN) and its own cowpoold (host id N, run_dir
+# $SL_DIR/runN for its host id lock file, socket $SL_DIR/cpN.sock, NBD exports on $SL_DIR/nbdN.sock (mh_nbd_sock N), log $SL_DIR/cowpoold-N.log), started with --ready-fd:
 # the start returns when the daemon has written "ready" (its socket
 # accepts connections), never after a fixed sleep.  Every host sees the
 # same storage: the file domain root $MH_FROOT and the loop device $MH_LOOP
@@ -121,7 +121,8 @@ mh_start()
 			echo "$BASHPID" >"$SL_DIR/pid$n"
 			export SANLOCK_RUN_DIR="$(sl_rundir "$n")"
 			for kv in "$@"; do export "$kv"; done
-			exec "$COWPOOLD" --host-id "$n" --socket "$(mh_sock "$n")" \
+			exec "$COWPOOLD" --host-id "$n" --run-dir "$SL_DIR/run$n" \
+				--socket "$(mh_sock "$n")" \
 				--nbd-socket "$(mh_nbd_sock "$n")" \
 				--file-root "$MH_FROOT" --lvm-device "$MH_LOOP" \
 				--lvm-system-dir "$LVM_SYSTEM_DIR" --monitor-interval 1 \

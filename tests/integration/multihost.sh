@@ -49,7 +49,8 @@
 #
 # Polling: the only loops that wait are bounded polls for states that an
 # external timeout governs (sanlock's lockspace join, lease release and
-# expiry) - each documents its bound.  No sleep is used to order events.
+# expiry) - each documents its bound; `spm start` waits for a lease
+# inside the daemon (--wait).  No sleep is used to order events.
 #
 # Environment (meson): COWPOOL, COWPOOLD, MH_HELPER, LEASE_TOOL,
 # MEMLOCK_SHIM.  MH_SEED picks the crash points (default 1; printed),
@@ -159,36 +160,37 @@ wait_joined()
 	echo "host $n joined after $(elapsed "$t0" "$(now)") s"
 }
 
-# spm_start_poll N LIMIT: spm start on host N until it succeeds or LIMIT
-# seconds passed (for a lease another host's daemon is releasing, or that
-# must expire).  Sets GOT (the lease version or empty), T (seconds) and
-# SEQ (the classes of refusals seen, in order).
-spm_start_poll()
+# spm_start_wait N LIMIT T0: `spm start --wait=LIMIT` on host N: the
+# daemon retries while a lease another host's daemon is releasing, or
+# that must expire, is in the way.  Sets GOT (the lease version or
+# empty), T (seconds since T0) and SEQ (the refusals the daemon logged
+# while it waited, classified, in order).
+spm_start_wait()
 {
-	local n=$1 limit=$2 t0=$3 cls last=
+	local n=$1 limit=$2 t0=$3 log="$SL_DIR/cowpoold-$n.log" from line cls
 	GOT= SEQ=
-	while :; do
-		cpj "$n" spm start
-		T=$(elapsed "$t0" "$(now)")
-		if [ "$RC" -eq 0 ]; then
-			GOT=$(jq_ .lver)
-			SEQ+="  t=${T}s: SPM (lease version $GOT)"$'\n'
-			return 0
-		fi
-		case $ERR in
+	from=$(wc -l <"$log")
+	cpj "$n" spm start --wait="$limit"
+	T=$(elapsed "$t0" "$(now)")
+	while IFS= read -r line; do
+		line=${line#*INFO: spm start: }
+		case $line in
 		*"stopped renewing"*) cls=EAGAIN ;;
 		*"Resource temporarily unavailable"*) cls=EAGAIN
-			EAGAIN_BARE=$ERR ;;
+			EAGAIN_BARE=$line ;;
 		*"is held by host"*) cls=EBUSY ;;
 		*) cls=other ;;
 		esac
-		if [ "$cls" != "$last" ]; then
-			SEQ+="  t=${T}s: $cls: $ERR"$'\n'
-			last=$cls
-		fi
-		in_range "$T" 0 "$limit" || return 1
-		sleep 0.25
-	done
+		SEQ+="  $cls: $line"$'\n'
+	done < <(tail -n +"$((from + 1))" "$log" |
+		grep -E "INFO: spm start: .*(waiting up to|still waiting)")
+	if [ "$RC" -eq 0 ]; then
+		GOT=$(jq_ .lver)
+		SEQ+="  t=${T}s: SPM (lease version $GOT)"$'\n'
+		return 0
+	fi
+	SEQ+="  t=${T}s: $ERR"$'\n'
+	return 1
 }
 
 # ---- 1. hosts and domains ------------------------------------------------------
@@ -319,7 +321,7 @@ section_takeover()
 	mh_kill 1
 	expect_eq "killed cowpoold exit status" 137 "$MH_STATUS"
 	# bound: release_takeover_max (the daemon writes the release at once)
-	spm_start_poll 2 $((TO_release_takeover_max + 5)) "$t0"
+	spm_start_wait 2 $((TO_release_takeover_max + 5)) "$t0"
 	echo "host 2's spm start after host 1's cowpoold was killed:"
 	printf '%s' "$SEQ"
 	echo "MEASURE SPM cowpoold killed -> host 2 is SPM: $T s (timeouts.h: release_takeover_max" \
@@ -355,8 +357,8 @@ section_takeover()
 		st=$(spm_of 2)
 		case $st in SPM*) fail "host 2 still reports SPM after its sanlock daemon died: $st" ;; *) ok ;; esac
 		mh_kill 2
-		# bound: takeover_max (+5 s of slack for the poll itself)
-		spm_start_poll 3 $((TO_takeover_max + 5)) "$t0"
+		# bound: takeover_max (+5 s of slack)
+		spm_start_wait 3 $((TO_takeover_max + 5)) "$t0"
 		echo "host 3's spm start after host 2 died:"
 		printf '%s' "$SEQ"
 		echo "MEASURE host death -> host 3 is SPM: $T s (timeouts.h: host_dead $TO_host_dead s," \
@@ -580,13 +582,13 @@ op_args()
 	esac
 }
 
-# recovery_spm_start N: spm start on host N, polled while the lease of a
+# recovery_spm_start N: spm start on host N, waiting while the lease of a
 # killed SPM is being released
 recovery_spm_start()
 {
-	spm_start_poll "$1" $((TO_release_takeover_max + 5)) "$(now)"
+	spm_start_wait "$1" $((TO_release_takeover_max + 5)) "$(now)"
 	if [ -n "$GOT" ]; then ok; else
-		abort "recovery spm start on host $1 (polled ${T} s): $ERR"
+		abort "recovery spm start on host $1 (waited ${T} s): $ERR"
 	fi
 }
 

@@ -4,7 +4,8 @@
 # malformed options, bad magic, unknown commands and flags, out-of-range
 # and oversized requests, writes to a read-only export, clients that
 # disconnect mid-request or stall in the handshake, 500 concurrent
-# connections, and the -e client limit.  After each the server must still
+# connections, the -e client limit, and read replies whose holes follow
+# the image's allocation (not zero bytes).  After each the server must still
 # serve and hold no more descriptors than it did before.
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/nbd_lib.sh"
@@ -14,7 +15,8 @@ nbd_init
 RAW="python3 $NBD_RAW"
 
 qemu-img create -q -f qcow2 disk.qcow2 64M
-qemu-io -c "write -P 0xaa 0 4M" disk.qcow2 >/dev/null || fail "qemu-io"
+qemu-io -c "write -P 0xaa 0 4M" -c "write -P 0 4M 64k" disk.qcow2 \
+	>/dev/null || fail "qemu-io"
 
 # raw_case SERVER CASE EXPORT [ARGS]: run a case, then check the server
 # still answers and its descriptor count is back to the baseline.
@@ -41,6 +43,7 @@ for c in options badmagic requests midrequest stall; do
 	raw_case rw "$c" vol
 done
 raw_case rw many vol 500
+raw_case rw chunks vol $((4 << 20)) $((8 << 20))
 $RAW info "$TMP/rw.sock" vol >info.out || fail "INFO"
 grep -qx "description=test volume" info.out && ok || fail "description"
 nbd_stop rw

@@ -108,6 +108,18 @@ class Conn:
                                    off, ln) + payload)
         return self.cookie
 
+    def chunks(self):
+        """Read one whole structured reply; return its chunk types."""
+        types = []
+        while True:
+            magic, flags, typ, cookie, ln = struct.unpack(">IHHQI",
+                                                          self.recv(20))
+            check(magic == STRUCT, "bad chunk magic")
+            self.recv(ln)
+            types.append(typ)
+            if flags & 1:
+                return types
+
     def answer(self, want_data=0):
         """Read one whole reply; return (error, data)."""
         magic = struct.unpack(">I", self.recv(4))[0]
@@ -235,6 +247,24 @@ def case_requests(path, name, readonly):
     check(c.closed_by_server(), "oversized write did not disconnect")
 
 
+def case_chunks(path, name, zero_off, hole_off):
+    # Holes in structured reads follow the image's allocation, as QEMU's:
+    # allocated clusters that hold zeroes are data, unallocated ones holes.
+    c = Conn(path)
+    c.greet()
+    c.go(name)
+    c.request(CMD_READ, zero_off, 65536)
+    t = c.chunks()
+    check(t == [1], "allocated zero cluster read as chunks %s" % t)
+    c.request(CMD_READ, hole_off, 65536)
+    t = c.chunks()
+    check(t and all(x == 2 for x in t),
+          "unallocated cluster read as chunks %s" % t)
+    c.request(CMD_READ, hole_off, 65536, flags=4)  # DF
+    check(c.chunks() == [1], "DF read not one data chunk")
+    c.request(CMD_DISC)
+
+
 def case_midrequest(path, name):
     # disconnect in the middle of a write payload, of a request header,
     # and with reads in flight whose replies nobody reads
@@ -316,6 +346,8 @@ def main():
             case_requests(path, name, False)
         elif case == "requests-ro":
             case_requests(path, name, True)
+        elif case == "chunks":
+            case_chunks(path, name, int(sys.argv[4]), int(sys.argv[5]))
         elif case == "midrequest":
             case_midrequest(path, name)
         elif case == "many":

@@ -7,6 +7,7 @@
  * Everything is deterministic: fixed seeds, no sleeps.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -727,6 +728,22 @@ static void test_readonly_and_modes(void **state)
 	assert_non_null(strstr(cp_last_error(), path));
 	assert_int_equal(cp_bdev_pread(dev, buf, 100, 0), 0);
 	assert_int_equal(cp_bdev_flush(dev), 0);
+	cp_bdev_close(dev);
+
+	/* opened through /proc/self/fd/N under a name: errors use the name */
+	char proc[64];
+	fd = open(path, O_PATH | O_CLOEXEC);
+	assert_true(fd >= 0);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	cp_bdev_opts_init(&opts);
+	opts.readonly = true;
+	opts.name = "domain/images/vol";
+	assert_int_equal(cp_bdev_open(proc, &opts, &dev), 0);
+	close(fd);
+	assert_string_equal(cp_bdev_name(dev), "domain/images/vol");
+	assert_int_equal(cp_bdev_pwrite(dev, buf, 100, 0), -EROFS);
+	assert_non_null(strstr(cp_last_error(), "domain/images/vol"));
+	assert_null(strstr(cp_last_error(), "/proc/self"));
 	cp_bdev_close(dev);
 	unlink(path);
 }
