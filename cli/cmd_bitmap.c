@@ -222,9 +222,6 @@ int cli_cmd_bitmap(int argc, char **argv)
 				 "--enable, --disable, or --merge");
 	if (gran_seen && !c.add)
 		return cli_error("granularity only supported with --add");
-	if (source && !c.n)
-		return cli_error("Merge bitmap source file only supported with "
-				 "--merge");
 	bool merge = false;
 	for (unsigned k = 0; k < c.n; k++)
 		merge |= c.act[k].verb == BM_MERGE;
