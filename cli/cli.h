@@ -250,6 +250,9 @@ cli_opt_parse_fn cli_opt_fmt, cli_opt_cache, cli_opt_aio, cli_opt_output,
  * print. */
 struct cli_json;
 struct cli_json *cli_json_new(void);
+/* A list: its members print in insertion order, their keys ignored (pass
+ * ""); add it to an object with cli_json_add_obj(). */
+struct cli_json *cli_json_new_array(void);
 void cli_json_free(struct cli_json *obj); /* frees children too; NULL ok */
 /* The adders copy key and string values; on ENOMEM they abort. */
 void cli_json_add_int(struct cli_json *obj, const char *key, int64_t v);
@@ -339,6 +342,7 @@ int cli_cmd_map(int argc, char **argv);
 int cli_cmd_check(int argc, char **argv);
 int cli_cmd_compare(int argc, char **argv);
 int cli_cmd_resize(int argc, char **argv);
+int cli_cmd_bitmap(int argc, char **argv);
 int cli_cmd_convert(int argc, char **argv);
 int cli_cmd_io(int argc, char **argv);
 int cli_cmd_commit(int argc, char **argv);

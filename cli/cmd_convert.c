@@ -46,6 +46,54 @@ static int convert_opt_parallel(struct cli_parser *p, const struct cli_opt *o,
 	return 0;
 }
 
+/* --bitmaps: an inconsistent source bitmap fails the command before
+ * anything is written, unless skipped (with qemu-img's warning). */
+static int convert_check_bitmaps(cp_image *src, bool skip)
+{
+	int n = cp_image_bitmap_count(src);
+	for (int i = 0; i < n; i++) {
+		struct cp_bitmap_info bi;
+		if (cp_image_bitmap_get(src, (unsigned)i, &bi) < 0 || !bi.in_use)
+			continue;
+		if (!skip) {
+			cli_error("Cannot copy inconsistent bitmap '%s'; try "
+				  "--skip-broken-bitmaps, or use 'cowpool bitmap "
+				  "--remove' to delete it", bi.name);
+			return -EINVAL;
+		}
+		fprintf(stderr, "cowpool: warning: Skipping inconsistent "
+			"bitmap '%s'\n", bi.name);
+	}
+	return 0;
+}
+
+/* Each consistent source bitmap becomes a target bitmap of the same name,
+ * granularity and state holding the same bits (stored at close). */
+static int convert_copy_bitmaps(cp_image *src, cp_image *dst)
+{
+	int n = cp_image_bitmap_count(src);
+	for (int i = 0; i < n; i++) {
+		struct cp_bitmap_info bi;
+		struct cp_bitmap_add_opts ao;
+		int r = cp_image_bitmap_get(src, (unsigned)i, &bi);
+		if (r >= 0 && bi.in_use)
+			continue;
+		cp_bitmap_add_opts_init(&ao);
+		ao.granularity = bi.granularity;
+		ao.disabled = !bi.enabled;
+		if (r >= 0)
+			r = cp_image_bitmap_add(dst, bi.name, &ao);
+		if (r >= 0)
+			r = cp_image_bitmap_merge(dst, bi.name, src, bi.name);
+		if (r < 0) {
+			cli_error("Failed to create bitmap %s: %s", bi.name,
+				  cp_error_msg(r));
+			return r;
+		}
+	}
+	return 0;
+}
+
 int cli_cmd_convert(int argc, char **argv)
 {
 	struct cp_open_opts so, to;
@@ -58,6 +106,7 @@ int cli_cmd_convert(int argc, char **argv)
 	bool quiet = false, no_create = false, target_is_zero = false;
 	bool progress = false, json = false;
 	int ret = 1;
+	bool bitmaps = false, skip_broken = false;
 	struct cli_create_args ca;
 	bool ca_init = false;
 	cp_image *src = NULL, *dst = NULL;
@@ -104,7 +153,10 @@ int cli_cmd_convert(int argc, char **argv)
 	    CLI_OPT_OBJECT,
 	    CLI_OPT_IMAGE_OPTS,
 	    CLI_O_REFUSE(0, "target-image-opts", NULL, NULL),
-	    CLI_O_REFUSE(0, "bitmaps", NULL, NULL),
+	    CLI_O_FLAG(0, "bitmaps", &bitmaps,
+		       "copy the source's persistent bitmaps (qcow2 target)"),
+	    CLI_O_FLAG(0, "skip-broken-bitmaps", &skip_broken,
+		       "with --bitmaps: skip inconsistent bitmaps"),
 	    CLI_O_REFUSE(0, "salvage", NULL, NULL),
 	    CLI_OPT_END,
 	};
@@ -140,9 +192,21 @@ int cli_cmd_convert(int argc, char **argv)
 		goto out;
 	}
 
+	if (skip_broken && !bitmaps) {
+		cli_error("convert: --skip-broken-bitmaps requires --bitmaps");
+		goto out;
+	}
+	if (bitmaps && !no_create && out_fmt != CP_FMT_QCOW2) {
+		cli_error("Format driver '%s' does not support bitmaps",
+			  cp_fmt_name(out_fmt));
+		goto out;
+	}
+
 	if (cli_open(src_file, &so, &src) < 0)
 		goto out;
 	uint64_t size = cp_image_size(src);
+	if (bitmaps && convert_check_bitmaps(src, skip_broken) < 0)
+		goto out;
 
 	if (!no_create) {
 		ca_init = true;
@@ -153,6 +217,11 @@ int cli_cmd_convert(int argc, char **argv)
 			backing = ca.opts.backing_file;
 		ca.opts.virtual_size = size;
 		ca.size_set = true;
+		if (bitmaps && ca.opts.qcow_version < 3) {
+			cli_error("Format driver 'qcow2' does not support "
+				  "bitmaps (compat=0.10)");
+			goto out;
+		}
 		ca.opts.cache = to.cache;
 		ca.opts.aio = to.aio;
 		/* qemu-img convert does not print "Formatting ...". */
@@ -195,6 +264,8 @@ int cli_cmd_convert(int argc, char **argv)
 				r);
 		goto out;
 	}
+	if (bitmaps && convert_copy_bitmaps(src, dst) < 0)
+		goto out;
 	ret = 0;
 out:
 	if (dst && cli_close(dst) < 0)

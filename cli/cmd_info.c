@@ -14,6 +14,8 @@ struct info_layer {
 	char filename[4096];
 	char real[PATH_MAX]; /* for loop detection */
 	struct cp_image_info info;
+	struct cp_bitmap_info *bm; /* persistent bitmaps (malloc'd) */
+	int nb_bm;
 };
 
 CP_VECTOR(info_layers, struct info_layer);
@@ -51,6 +53,23 @@ static struct cli_json *info_to_json(const struct info_layer *l)
 			cli_json_add_bool(data, "lazy-refcounts",
 					  i->lazy_refcounts);
 		cli_json_add_int(data, "refcount-bits", i->refcount_bits);
+		if (l->nb_bm) {
+			struct cli_json *list = cli_json_new_array();
+			for (int k = 0; k < l->nb_bm; k++) {
+				struct cli_json *b = cli_json_new();
+				struct cli_json *fl = cli_json_new_array();
+				if (l->bm[k].in_use)
+					cli_json_add_str(fl, "", "in-use");
+				if (l->bm[k].enabled)
+					cli_json_add_str(fl, "", "auto");
+				cli_json_add_obj(b, "flags", fl);
+				cli_json_add_str(b, "name", l->bm[k].name);
+				cli_json_add_int(b, "granularity",
+						 l->bm[k].granularity);
+				cli_json_add_obj(list, "", b);
+			}
+			cli_json_add_obj(data, "bitmaps", list);
+		}
 		if (i->qcow_version >= 3) {
 			cli_json_add_bool(data, "corrupt", i->corrupt);
 			cli_json_add_bool(data, "extended-l2", i->extended_l2);
@@ -101,6 +120,20 @@ static void info_print_human(const struct info_layer *l)
 	if (i->qcow_version >= 3)
 		printf("    lazy refcounts: %s\n",
 		       i->lazy_refcounts ? "true" : "false");
+	if (l->nb_bm)
+		printf("    bitmaps:\n");
+	for (int k = 0; k < l->nb_bm; k++) {
+		int n = 0;
+		printf("        [%d]:\n"
+		       "            flags:\n", k);
+		if (l->bm[k].in_use)
+			printf("                [%d]: in-use\n", n++);
+		if (l->bm[k].enabled)
+			printf("                [%d]: auto\n", n++);
+		printf("            name: %s\n"
+		       "            granularity: %" PRIu32 "\n",
+		       l->bm[k].name, l->bm[k].granularity);
+	}
 	printf("    refcount bits: %u\n", i->refcount_bits);
 	if (i->qcow_version >= 3)
 		printf("    corrupt: %s\n"
@@ -126,6 +159,13 @@ static int info_collect(const char *path, enum cp_fmt fmt,
 	snprintf(l->filename, sizeof(l->filename), "%s",
 		 strncmp(path, "json:", 5) ? path : cp_image_filename(img));
 	int r = cp_image_get_info(img, &l->info);
+	int n = r < 0 ? 0 : cp_image_bitmap_count(img);
+	if (n > 0 && !(l->bm = calloc((size_t)n, sizeof(*l->bm))))
+		r = -ENOMEM;
+	for (int k = 0; r >= 0 && k < n; k++)
+		r = cp_image_bitmap_get(img, (unsigned)k, &l->bm[k]);
+	if (r >= 0)
+		l->nb_bm = n;
 	if (r < 0)
 		cli_error_image(path, r);
 	cp_image_close(img);
@@ -222,6 +262,8 @@ int cli_cmd_info(int argc, char **argv)
 	}
 	ret = 0;
 out:
+	for (size_t k = 0; k < layers.len; k++)
+		free(layers.ptr[k].bm);
 	free(layers.ptr);
 	return ret;
 }

@@ -30,6 +30,12 @@ static const struct cli_cmd cli_cmds[] = {
 	  "[-n] [--no-drain] [-o offset] [--pattern=byte] [-q] [-s size] "
 	  "[-S step] [-t cache] [-U] [-w] [--random] [--output=ofmt] filename",
 	  "" },
+	{ "bitmap", cli_cmd_bitmap,
+	  "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | "
+	  "--disable)... [-b source_file [-F source_fmt]] [-g granularity] "
+	  "[--object objectdef] [--image-opts | -f fmt] filename bitmap",
+	  "The actions run in order on one read-write open; the list is checked\n"
+	  "first, so a command that fails changes nothing.\n" },
 	{ "chain", cli_cmd_chain,
 	  "chain [-f fmt] [--output=ofmt] [-U] filename",
 	  "Lists every layer of the backing chain, top first, with the bytes\n"
@@ -51,7 +57,8 @@ static const struct cli_cmd cli_cmds[] = {
 	{ "convert", cli_cmd_convert,
 	  "convert [-U] [-C] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] "
 	  "[-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
-	  "[-S sparse_size] [-m num] [-W] [-c] [--output=ofmt] filename "
+	  "[-S sparse_size] [-m num] [-W] [-c] [--bitmaps "
+	  "[--skip-broken-bitmaps]] [--output=ofmt] filename "
 	  "output_filename",
 	  "" },
 	{ "create", cli_cmd_create,

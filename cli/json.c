@@ -29,6 +29,7 @@ CP_VECTOR(cli_json_members, struct cli_json_member);
 
 struct cli_json {
 	cli_json_members m;
+	bool array; /* a list: members in insertion order, keys unused */
 };
 
 #define QDICT_BUCKET_MAX 512
@@ -63,6 +64,13 @@ static char *json_xstrdup(const char *s)
 struct cli_json *cli_json_new(void)
 {
 	return json_xmalloc(sizeof(struct cli_json));
+}
+
+struct cli_json *cli_json_new_array(void)
+{
+	struct cli_json *a = cli_json_new();
+	a->array = true;
+	return a;
 }
 
 void cli_json_free(struct cli_json *obj)
@@ -158,21 +166,27 @@ static void json_indent(FILE *f, int level)
 void cli_json_print(FILE *f, const struct cli_json *obj, int level)
 {
 	size_t n = obj->m.len;
-	if (!n) {
+	if (!n && !obj->array) {
 		fputs("{}", f);
 		return;
 	}
-	struct cli_json_member *sorted = json_xmalloc(n * sizeof(*sorted));
-	memcpy(sorted, obj->m.ptr, n * sizeof(*sorted));
-	qsort(sorted, n, sizeof(*sorted), json_member_cmp);
+	struct cli_json_member *sorted = json_xmalloc((n ? n : 1) * sizeof(*sorted));
+	if (n)
+		memcpy(sorted, obj->m.ptr, n * sizeof(*sorted));
+	if (!obj->array)
+		qsort(sorted, n, sizeof(*sorted), json_member_cmp);
 
-	fputc('{', f);
+	fputc(obj->array ? '[' : '{', f);
+	if (!n) /* qemu prints an empty list on two lines */
+		fputc('\n', f);
 	for (size_t i = 0; i < n; i++) {
 		const struct cli_json_member *m = &sorted[i];
 		fputs(i ? ",\n" : "\n", f);
 		json_indent(f, level + 1);
-		cli_json_print_str(f, m->key);
-		fputs(": ", f);
+		if (!obj->array) {
+			cli_json_print_str(f, m->key);
+			fputs(": ", f);
+		}
 		switch (m->type) {
 		case CLI_JSON_INT:
 			fprintf(f, "%lld", (long long)m->i);
@@ -188,8 +202,9 @@ void cli_json_print(FILE *f, const struct cli_json *obj, int level)
 			break;
 		}
 	}
-	fputc('\n', f);
+	if (n)
+		fputc('\n', f);
 	json_indent(f, level);
-	fputc('}', f);
+	fputc(obj->array ? ']' : '}', f);
 	free(sorted);
 }

@@ -44,6 +44,7 @@
 #define CK_MAX_BITMAP_TABLE (1ull << 27)    /* entries, BME_MAX_TABLE_SIZE */
 #define CK_REFT_RESERVED 0x1ffull
 #define CK_BME_OFFSET_MASK 0x00fffffffffffe00ull
+#define CK_BME_RESERVED 0xff000000000001feull
 #define CK_AUTOCLEAR_BITMAPS 1ull
 #define CK_RC_CACHE_BYTES (4u << 20)
 #define CK_ALLOC 0xffffffffull           /* extl2: subcluster alloc bits */
@@ -496,10 +497,14 @@ static int ck_bitmaps(struct ck *c)
 				break;
 			}
 			for (uint64_t j = 0; j < n && r >= 0; j += 8) {
-				uint64_t o = cp_be64(c->buf + j) &
-					     CK_BME_OFFSET_MASK;
-				if (o && o % c->cs)
-					ck_bitmap_bad(c, "bitmap data cluster", o);
+				uint64_t te = cp_be64(c->buf + j);
+				uint64_t o = te & CK_BME_OFFSET_MASK;
+				/* as QEMU's bitmap_table_load(): a bad
+				 * entry (only an in-use bitmap's gets
+				 * past the open) fails the whole check */
+				if ((te & CK_BME_RESERVED) || o % c->cs)
+					r = cp_error(-EINVAL, "%s: bitmap table at 0x%" PRIx64 " has an invalid entry 0x%" PRIx64,
+						     q->name, toff, te);
 				else if (o)
 					r = ck_inc(c, o, c->cs);
 			}

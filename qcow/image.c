@@ -528,6 +528,8 @@ static int check_range(cp_image *img, uint64_t off, uint64_t len, bool write)
 	if (write && cp_image_readonly(img))
 		return cp_error(-EROFS, "%s: image is read-only%s", img->filename,
 				img->q && img->q->corrupt ? " (marked corrupt)" : "");
+	if (write && img->q)
+		qc_bitmaps_mark(img->q, off, len); /* every guest change */
 	return 0;
 }
 
@@ -1165,6 +1167,7 @@ int cp_image_store_compressed(cp_image *img, const void *data, size_t dlen,
 	int r = check_range(img, offset, 1, true);
 	if (r < 0)
 		return r;
+	qc_bitmaps_mark(img->q, offset, img->q->cluster_size);
 	return qc_store_compressed(img->q, data, dlen, offset);
 }
 
@@ -1380,6 +1383,10 @@ int cp_image_amend(cp_image *img, const struct cp_amend_opts *o)
 		if (q->refcount_order != 4)
 			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: refcount_bits is %u, not 16",
 					img->filename, 1u << q->refcount_order);
+		/* (qemu-img downgrades and leaks the bitmaps' clusters) */
+		if (q->nb_bm)
+			return cp_error(-ENOTSUP, "%s: cannot downgrade to compat=0.10: the image has persistent bitmaps (remove them with 'cowpool bitmap --remove')",
+					img->filename);
 		/* zero clusters do not exist in version 2 */
 		uint64_t cs = q->cluster_size;
 		for (uint64_t off = 0; off < q->size;) {

@@ -811,7 +811,7 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 	return r;
 }
 
-int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre)
+static int resize_image(struct qcow *q, uint64_t new_size, enum cp_prealloc pre)
 {
 	uint64_t cs = q->cluster_size;
 	if (q->readonly)
@@ -1112,5 +1112,22 @@ unlock:
 	if (slice)
 		qc_cache_put(&q->l2c, slice);
 	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+/* The disk, then its persistent bitmaps, which follow the new size (an
+ * inconsistent one cannot: refused first, as QEMU refuses). */
+int qc_resize(struct qcow *q, uint64_t new_size, enum cp_prealloc pre)
+{
+	pthread_mutex_lock(&q->lock);
+	int r = qc_bitmaps_resize_check_locked(q);
+	pthread_mutex_unlock(&q->lock);
+	if (r >= 0)
+		r = resize_image(q, new_size, pre);
+	if (r >= 0 && q->nb_bm) {
+		pthread_mutex_lock(&q->lock);
+		r = qc_bitmaps_resize_locked(q, q->size);
+		pthread_mutex_unlock(&q->lock);
+	}
 	return r;
 }

@@ -1,8 +1,10 @@
 /* qcow/open.c - opening and closing qcow2 images: the metadata device,
- * the header, the caches, the file geometry; at a read-write open the
- * autoclear bits are dropped and a dirty (lazy refcounts) image is
- * repaired; at close the flush sequence, the lazy refcounts, the dirty
- * bit and the space grown ahead are settled.
+ * the header, the caches, the file geometry, the persistent bitmaps
+ * (bitmap.c); at a read-write open the autoclear bits other than the
+ * bitmaps' are dropped, a dirty (lazy refcounts) image is repaired and the
+ * bitmaps are marked in use; at close the bitmaps are stored, then the
+ * flush sequence, the lazy refcounts, the dirty bit and the space grown
+ * ahead are settled.
  */
 #include "qcow_int.h"
 
@@ -21,6 +23,7 @@ static void qc_free(struct qcow *q)
 		free(q->exts.ptr[i].data);
 	qc_ext_vec_reset(&q->exts);
 	qc_free_vec_reset(&q->pending_free);
+	qc_bitmaps_free(q);
 	free(q->backing_file);
 	free(q->backing_format);
 	pthread_mutex_destroy(&q->lock);
@@ -113,13 +116,21 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 	q->known_zero_from = cp_bdev_is_blockdev(q->dev)
 				     ? UINT64_MAX
 				     : CP_ALIGN_UP(fs, q->cluster_size);
+	/* as QEMU, every open (check's too) loads the bitmaps, and one
+	 * that breaks the spec's constraints fails it */
+	r = qc_bitmaps_load(q);
+	if (r < 0)
+		goto fail;
 	*out = q;
 	img->q = q;
 	if (!q->readonly) {
 		pthread_mutex_lock(&q->lock);
-		if (q->autoclear && !o->for_check) {
-			/* we do not maintain what these bits vouch for */
-			q->autoclear = 0;
+		/* bit 0 (bitmaps) stays when they were loaded: bitmap.c keeps
+		 * them consistent */
+		uint64_t keep = q->nb_bm ? 1ull : 0;
+		if ((q->autoclear & ~keep) && !o->for_check) {
+			/* we do not maintain what the other bits vouch for */
+			q->autoclear &= keep;
 			r = qc_header_update_locked(q);
 			if (r >= 0)
 				r = cp_bdev_flush(q->dev);
@@ -137,6 +148,13 @@ int qc_open(cp_image *img, struct qcow **out, const struct cp_open_opts *o)
 				goto fail;
 		}
 		q->dirty_set = (q->incompat & QC_INCOMPAT_DIRTY) != 0;
+		if (!o->for_check) {
+			pthread_mutex_lock(&q->lock);
+			r = qc_bitmaps_start_locked(q);
+			pthread_mutex_unlock(&q->lock);
+			if (r < 0)
+				goto fail;
+		}
 	}
 	return 0;
 fail:
@@ -153,7 +171,10 @@ int qc_close(struct qcow *q)
 		return 0;
 	if (!q->readonly) {
 		pthread_mutex_lock(&q->lock);
-		r = qc_flush_locked(q);
+		r = qc_bitmaps_store_locked(q);
+		int r2 = qc_flush_locked(q);
+		if (r >= 0)
+			r = r2;
 		if (r >= 0 && q->lazy) {
 			r = qc_cache_writeback(q, &q->rbc);
 			if (r >= 0)

@@ -591,6 +591,8 @@ static int convert_chunk(struct runner *rn, uint8_t *buf, uint8_t *buf2,
 				pc[npc++] = (struct qc_cpiece){ buf2 + p, (size_t)clen[i], off + p };
 		}
 		/* the compressed clusters of the chunk: one packed write */
+		for (unsigned k = 0; r >= 0 && k < npc; k++)
+			qc_bitmaps_mark(c->dst->q, pc[k].off, c->dst->q->cluster_size);
 		if (r >= 0 && npc)
 			r = qc_store_compressed_batch(c->dst->q, pc, npc);
 		free(pc);
@@ -743,6 +745,10 @@ int cp_image_measure(cp_image *src, const struct cp_measure_opts *opts,
 			}
 		}
 		res->has_bitmaps = o.qcow_version >= 3 && src->q && src->q->version >= 3;
+		/* as qemu-img: every persistent bitmap fully allocated, its
+		 * table and its directory entry */
+		if (res->has_bitmaps)
+			res->bitmaps = qc_bitmaps_measure(src->q, size, (uint32_t)cs);
 	}
 	if (o.prealloc == CP_PREALLOC_FULL || o.prealloc == CP_PREALLOC_FALLOC)
 		required = CP_ALIGN_UP(size, cs);

@@ -355,6 +355,49 @@ struct cp_measure_result {
 int cp_image_measure(cp_image *src, const struct cp_measure_opts *o,
 		     struct cp_measure_result *res);
 
+/* --- persistent dirty bitmaps (qcow2 v3; qemu-img bitmap semantics) -------
+ * A read-write open loads the image's bitmaps, marks them in use on disk
+ * and sets the bits of every range written, zeroed or discarded in the
+ * enabled ones; close stores them (crash safe).  Bitmaps found in use at
+ * open (their writer stopped without storing them) are "inconsistent":
+ * listed, kept, removable, but not usable.  The changing calls need the
+ * image open read-write with no request in flight; changes are written
+ * at close (cp_image_close) or a reopen read-only. */
+struct cp_bitmap_info {
+	char name[1024];
+	uint32_t granularity; /* bytes per bit */
+	bool in_use;          /* inconsistent */
+	bool enabled;         /* "auto": tracks writes */
+};
+/* Number of bitmaps (0 for raw images and images without). */
+int cp_image_bitmap_count(cp_image *img);
+/* Bitmap i, in directory order. */
+int cp_image_bitmap_get(cp_image *img, unsigned i, struct cp_bitmap_info *bi);
+struct cp_bitmap_add_opts {
+	size_t size;          /* sizeof(struct cp_bitmap_add_opts), set by _init */
+	uint32_t granularity; /* 0 = cluster size clamped to 4 KiB..64 KiB */
+	bool disabled;        /* created disabled (does not track writes) */
+};
+void cp_bitmap_add_opts_init(struct cp_bitmap_add_opts *o);
+/* -EEXIST when the name exists, -ENOTSUP on raw and compat 0.10 images. */
+int cp_image_bitmap_add(cp_image *img, const char *name,
+			const struct cp_bitmap_add_opts *o);
+/* -ENOENT when there is no such bitmap.  Inconsistent ones may be
+ * removed; the others below fail with -EBUSY on them. */
+int cp_image_bitmap_remove(cp_image *img, const char *name);
+int cp_image_bitmap_clear(cp_image *img, const char *name);
+int cp_image_bitmap_enable(cp_image *img, const char *name, bool enable);
+/* name |= src_name of src (NULL: img itself; src may be open read-only).
+ * Both must cover the same virtual size; granularities may differ. */
+int cp_image_bitmap_merge(cp_image *img, const char *name, cp_image *src,
+			  const char *src_name);
+
+/* The run of bitmap name's bits at offset (at most len bytes): 1 dirty, 0
+ * clean, *pnum its length in bytes (whole granules but at the disk's
+ * end). */
+int cp_image_bitmap_status(cp_image *img, const char *name, uint64_t offset,
+			   uint64_t len, uint64_t *pnum);
+
 /* --- check and repair (qemu-img check semantics) --------------------------- */
 #define CP_CHECK_REPAIR_LEAKS 0x1u  /* -r leaks */
 #define CP_CHECK_REPAIR_ALL 0x3u    /* -r all */

@@ -152,6 +152,23 @@ struct qc_free {
 };
 CP_VECTOR(qc_free_vec, struct qc_free);
 
+/* A persistent dirty bitmap (bitmap.c). */
+struct qc_bitmap {
+	char *name;
+	uint32_t flags;       /* directory flags (auto, extra_data_compatible;
+			       * in_use as found at open) */
+	unsigned gran_bits;
+	uint64_t table_off;   /* 0: not stored yet */
+	uint32_t table_size;
+	uint8_t *extra;       /* extra data (compatible), kept as found */
+	uint32_t extra_size;
+	bool inconsistent;    /* in_use at open: kept as found, never used */
+	bool modified;        /* bits changed since load: store anew */
+	uint64_t *bits;       /* read-write opens: the bitmap (bit k of word
+			       * k/64); NULL when not loaded */
+	uint64_t nbits;
+};
+
 struct qcow {
 	cp_image *img; /* owning image */
 	/* Metadata I/O (always under q->lock) goes to dev; guest data to
@@ -242,6 +259,18 @@ struct qcow {
 			 * check as corruption instead of refusing the open */
 	uint64_t comp_off; /* next free byte for compressed data (0: none) */
 	int meta_prealloc; /* image.c: -1 unknown, 0/1 (qemu's heuristic) */
+
+	/* persistent dirty bitmaps (bitmap.c) */
+	struct qc_bitmap **bm;
+	uint32_t nb_bm;
+	uint64_t bm_dir_off, bm_dir_size; /* directory on disk (0: none) */
+	bool bm_active;          /* in_use written at open: store at close */
+	bool bm_layout;          /* bitmaps added/removed: new directory */
+	struct qc_bitmap **bm_track; /* enabled bitmaps writes mark */
+	atomic_uint bm_ntrack;
+	struct qc_free *bm_freed;    /* tables of removed bitmaps (off, size
+				      * in entries) to free at store */
+	uint32_t nb_freed;
 
 	/* grace period: data requests in flight per epoch parity */
 	atomic_uint epoch;
@@ -481,6 +510,32 @@ int qc_preallocate(struct qcow *q, uint64_t from, uint64_t to,
 		   enum cp_prealloc pre);
 int qc_block_status(struct qcow *q, uint64_t off, uint64_t len,
 		    struct qc_map *m);
+
+/* ------------------------------------------------------------------------
+ * bitmap.c - persistent dirty bitmaps (life cycle at the top of bitmap.c)
+ */
+/* Read the bitmap directory and the consistent bitmaps' data (every
+ * open).  A directory or table QEMU would refuse fails the open. */
+int qc_bitmaps_load(struct qcow *q);
+/* Read-write open: set in_use on the loaded bitmaps on disk (flushed)
+ * before any guest write, and start tracking the enabled ones. */
+int qc_bitmaps_start_locked(struct qcow *q);
+/* Mark guest bytes [off, off + len) dirty in every enabled bitmap.  Lock
+ * free, no allocation; called before every guest write, zero write and
+ * discard. */
+void qc_bitmaps_mark(struct qcow *q, uint64_t off, uint64_t len);
+/* Close / reopen read-only: store the bitmaps and clear in_use (crash
+ * safe; old clusters go to the pending-free list). */
+int qc_bitmaps_store_locked(struct qcow *q);
+void qc_bitmaps_free(struct qcow *q);
+struct qc_bitmap *qc_bitmap_find(struct qcow *q, const char *name);
+/* Resize: refused while an inconsistent bitmap exists (as QEMU); then the
+ * in-memory bitmaps follow the new size. */
+int qc_bitmaps_resize_check_locked(struct qcow *q);
+int qc_bitmaps_resize_locked(struct qcow *q, uint64_t new_size);
+/* qemu-img measure's "bitmaps size" for src's bitmaps in a new image of
+ * the given size and cluster size. */
+uint64_t qc_bitmaps_measure(struct qcow *src, uint64_t size, uint32_t cs);
 
 /* ------------------------------------------------------------------------
  * codec.c - compression codecs (zlib deflate, zstd)

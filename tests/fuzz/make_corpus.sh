@@ -111,6 +111,16 @@ qemu-io -f qcow2 -c 'write -P 0x23 0 2k' -c 'write -P 0x24 9k 1k' -c abort \
 	lazy.qcow2 >/dev/null 2>&1 || true
 emit lazy.qcow2 lazy-dirty.qcow2
 
+# persistent dirty bitmaps (qcow/bitmap.c): two stored bitmaps, one with a
+# data cluster and one disabled; the same left in use by a killed writer
+qi create -q -f qcow2 -o cluster_size=512 bm.qcow2 64k
+qi bitmap --add -g 512 bm.qcow2 b1
+qi bitmap --add --disable bm.qcow2 b2
+qio -c 'write -P 0x31 1k 2k' bm.qcow2
+emit bm.qcow2 bitmaps.qcow2
+qemu-io -f qcow2 -c 'write -P 0x32 8k 1k' -c abort bm.qcow2 >/dev/null 2>&1 || true
+emit bm.qcow2 bitmaps-in-use.qcow2
+
 # backing file name + backing format extension (the fuzzer's backing hook
 # serves a raw pattern for any name; a name containing "missing" fails)
 qi create -q -f raw base.raw 96k
