@@ -252,6 +252,7 @@ static const struct cli_subcmd dom_subs[] = {
     {.name = "list", .method = "domain.list", .print = print_domain_list},
     {.name = "info", .method = "domain.info"},
     {.name = "extend", .method = "domain.extend"},
+    {.name = "remove", .method = "domain.remove"},
     {.name = "inspect", .fn = dom_inspect,
      .usage = "inspect (--path ROOT | --lvm-device DEV [--lvm-device DEV...] "
 	      "[--lvm-system-dir DIR]) DOMAIN [--output=json]",

@@ -361,7 +361,7 @@ int dmn_export_remove(struct dmn *d, const char *dom, const char *img,
 int dmn_export_list(struct dmn *d, struct cp_jsonw *w);
 /* -EBUSY, naming the export and starting with what, when an export of
  * this host uses volume vol of dom/img (vol NULL: any volume of the
- * image; rw_only: writable exports only).  0 otherwise. */
+ * image; img NULL: any volume of the domain; rw_only: writable exports only).  0 otherwise. */
 int dmn_export_busy(struct dmn *d, const char *dom, const char *img,
 		    const char *vol, bool rw_only, const char *what);
 /* The sanlock connection is gone: every writable export ends (its lease

@@ -529,7 +529,7 @@ int dmn_export_busy(struct dmn *d, const char *dom, const char *img,
 		return 0;
 	pthread_mutex_lock(&x->lock);
 	for (struct dmn_export *e = x->head; e; e = e->next) {
-		if (strcmp(e->dom, dom) || strcmp(e->img, img) ||
+		if (strcmp(e->dom, dom) || (img && strcmp(e->img, img)) ||
 		    (vol && strcmp(e->vol, vol)) || (rw_only && !e->rw))
 			continue;
 		r = cp_error(-EBUSY, "%s: volume %s/%s/%s is exported %s as "

@@ -256,6 +256,22 @@ static int m_domain_extend(struct dmn_call *c) /* SPM checked */
 	return 0;
 }
 
+static int m_domain_remove(struct dmn_call *c) /* SPM checked */
+{
+	const char *dom = dmn_arg_uuid(c, "domain");
+	int r = dmn_export_busy(c->d, dom, NULL, NULL, false, "domain.remove");
+	if (r == 0)
+		r = cp_pool_domain_remove(c->d->pool, dom);
+	if (r < 0)
+		return r;
+	dmn_lockspaces_record(c->d);
+	dmn_info("domain %s removed (storage wiped)", dom);
+	cp_jsonw_obj_begin(c->res, NULL);
+	cp_jsonw_str(c->res, "removed", dom);
+	cp_jsonw_obj_end(c->res);
+	return 0;
+}
+
 static int m_spm_status(struct dmn_call *c)
 {
 	struct cp_spm_status s;

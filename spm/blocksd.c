@@ -414,6 +414,14 @@ static int blk_create_layout(const struct cp_lvm_opts *lvm, const char *vg,
 	return 0;
 }
 
+/* vgremove -f: the VG with its LVs (all inactive: activation is off). */
+static int blk_destroy(const struct cp_sd_loc *loc, const char *uuid)
+{
+	int r = cp_lvm_vg_remove(loc->lvm, uuid);
+
+	return r == -ENOENT ? 0 : r;
+}
+
 static int blk_create(const struct cp_sd_create_opts *o,
 		      struct cp_domain_md *out)
 {
@@ -479,13 +487,18 @@ static int blk_create(const struct cp_sd_create_opts *o,
 		const char *add[] = {tag, NULL};
 		r = cp_lvm_vg_change_tags(o->loc.lvm, d.dom_uuid, add, NULL);
 	}
-	if (r < 0)
-		return cp_error_prefix(
-		    r,
-		    "block domain %s: create failed; VG %s is left without "
-		    "its record (an unfinished create: remove it with "
-		    "vgremove)",
-		    d.dom_uuid, d.dom_uuid);
+	if (r < 0) {
+		/* the VG is ours (vgcreate succeeded): remove it again */
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
+		if (blk_destroy(&o->loc, d.dom_uuid) < 0)
+			return cp_error(r, "block domain %s: create failed: %s "
+					"(and removing VG %s failed: %s)",
+					d.dom_uuid, msg, d.dom_uuid,
+					cp_last_error());
+		return cp_error(r, "block domain %s: create failed (VG "
+				"removed again): %s", d.dom_uuid, msg);
+	}
 	if (out)
 		*out = d;
 	return 0;
@@ -1198,6 +1211,7 @@ static int blk_mailbox_open(cp_sd *sd, bool outbox, cp_bdev **out)
 
 const struct sd_backend cp_sd_block_backend = {
 	.create = blk_create,
+	.destroy = blk_destroy,
 	.open = blk_open,
 	.close = blk_close,
 	.read_md = blk_read_md,

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,8 +102,75 @@ static int fsd_bdev_open_fd(int fd, const char *what, bool rw, cp_bdev **out)
 	return 0;
 }
 
+static int fsd_rm_one(const char *path, const struct stat *st, int flag,
+		      struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if ((flag == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
+/* Remove <root>/<uuid> and everything beneath it (no link followed: a
+ * link is removed, not what it points to). */
+static int fsd_destroy(const struct cp_sd_loc *loc, const char *uuid)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	if (!loc->root || !cp_uuid_valid(uuid))
+		return cp_error(-EINVAL, "file domain: no root or bad UUID");
+	if (snprintf(dir, sizeof(dir), "%s/%s", loc->root, uuid) >=
+	    (int)sizeof(dir))
+		return cp_error(-ENAMETOOLONG, "%s: path too long", loc->root);
+	if (lstat(dir, &st) < 0 && errno == ENOENT)
+		return 0;
+	if (nftw(dir, fsd_rm_one, 16, FTW_DEPTH | FTW_PHYS) < 0 &&
+	    errno != ENOENT)
+		return cp_error(-errno, "file domain %s: removing %s: %s", uuid,
+				dir, strerror(errno));
+	int fd = open(loc->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+static int fsd_create_steps(const struct cp_sd_create_opts *o,
+			    struct cp_domain_md *out);
+
+/* Create, or leave nothing behind: everything under <root>/<uuid> is
+ * removed again when any step fails (a directory that was there before
+ * is refused, never removed). */
 static int fsd_create(const struct cp_sd_create_opts *o,
 		      struct cp_domain_md *out)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	int r;
+
+	if (!o->dom_uuid || !cp_uuid_valid(o->dom_uuid))
+		return fsd_create_steps(o, out); /* refused there */
+	snprintf(dir, sizeof(dir), "%s/%s", o->loc.root, o->dom_uuid);
+	if (lstat(dir, &st) == 0)
+		return cp_error(-EEXIST, "file domain %s: %s exists",
+				o->dom_uuid, dir);
+	r = fsd_create_steps(o, out);
+	if (r < 0) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", cp_error_msg(r));
+		if (fsd_destroy(&o->loc, o->dom_uuid) < 0)
+			return cp_error(r, "%s (and removing %s failed: %s)",
+					msg, dir, cp_last_error());
+		cp_error(r, "%s (%s removed again)", msg, dir);
+	}
+	return r;
+}
+
+static int fsd_create_steps(const struct cp_sd_create_opts *o,
+			    struct cp_domain_md *out)
 {
 	struct cp_domain_create_opts dc;
 	struct cp_domain_md d;
@@ -619,6 +687,7 @@ static int fsd_mailbox_open(cp_sd *sd, bool outbox, cp_bdev **out)
 
 const struct sd_backend cp_sd_file_backend = {
 	.create = fsd_create,
+	.destroy = fsd_destroy,
 	.open = fsd_open,
 	.close = fsd_close,
 	.read_md = fsd_read_md,

@@ -832,6 +832,20 @@ int cp_lvm_vg_extend(const struct cp_lvm_opts *uo, const char *vg,
 	return lvm_run_simple(&o, args, vg, what);
 }
 
+int cp_lvm_vg_remove(const struct cp_lvm_opts *uo, const char *vg)
+{
+	CP_API_ENTER();
+	struct cp_lvm_opts o;
+	int r = lvm_begin(uo, &o, vg, NULL);
+	if (r < 0)
+		return r;
+	/* -f: its LVs too (never active: activation is off here) */
+	const char *args[] = {"vgremove", "-f", "--", vg, NULL};
+	char what[256];
+	snprintf(what, sizeof(what), "vgremove %s", vg);
+	return lvm_run_simple(&o, args, vg, what);
+}
+
 /* vgchange (lv NULL) or lvchange of the tags of vg or vg/lv: del removed
  * and add added in one metadata commit. */
 static int lvm_change_tags(const struct cp_lvm_opts *uo, const char *vg,

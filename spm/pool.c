@@ -58,8 +58,13 @@ struct cp_pool {
 
 	pthread_mutex_t lock;
 	pthread_mutex_t spm_lock;
+	pthread_mutex_t scan_lock;     /* a monitor pass or rescan, against
+					* a domain being removed under it */
 	struct pool_dom *doms;
 	size_t ndoms;
+	cp_sd **gone;                  /* removed domains: closed with the
+					* pool (callers may still hold them) */
+	size_t ngone;
 
 	cp_lease_client *client;
 	bool spm;
@@ -235,9 +240,8 @@ static int pool_scan_block(cp_pool *p)
 	return 0;
 }
 
-CP_EXPORT int cp_pool_rescan(cp_pool *p)
+static int pool_rescan_locked(cp_pool *p)
 {
-	CP_API_ENTER();
 	int r = 0;
 
 	for (char **root = p->file_roots; root && *root; root++) {
@@ -250,6 +254,15 @@ CP_EXPORT int cp_pool_rescan(cp_pool *p)
 		if (k < 0 && r == 0)
 			r = k;
 	}
+	return r;
+}
+
+CP_EXPORT int cp_pool_rescan(cp_pool *p)
+{
+	CP_API_ENTER();
+	pthread_mutex_lock(&p->scan_lock);
+	int r = pool_rescan_locked(p);
+	pthread_mutex_unlock(&p->scan_lock);
 	return r;
 }
 
@@ -272,6 +285,7 @@ CP_EXPORT int cp_pool_open(const struct cp_pool_opts *uo, cp_pool **out)
 		return cp_error(-ENOMEM, "out of memory");
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->spm_lock, NULL);
+	pthread_mutex_init(&p->scan_lock, NULL);
 	p->host_id = o.host_id;
 	p->use_sanlock = o.use_sanlock;
 	if (uo->size >= offsetof(struct cp_pool_opts, disk_gid) +
@@ -317,12 +331,16 @@ CP_EXPORT void cp_pool_close(cp_pool *p)
 		cp_sd_close(p->doms[i].sd);
 	}
 	free(p->doms);
+	for (size_t i = 0; i < p->ngone; i++)
+		cp_sd_close(p->gone[i]);
+	free(p->gone);
 	free(p->leases);
 	cp_lvm_names_free(p->file_roots);
 	cp_lvm_names_free(p->lvm_devices);
 	free(p->lvm_system_dir);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->spm_lock);
+	pthread_mutex_destroy(&p->scan_lock);
 	free(p);
 }
 
@@ -379,8 +397,10 @@ CP_EXPORT int cp_pool_join(cp_pool *p)
 	pthread_mutex_unlock(&p->lock);
 	for (size_t i = 0; i < n; i++) {
 		pthread_mutex_lock(&p->lock);
-		cp_sd *sd = p->doms[i].sd;
+		cp_sd *sd = i < p->ndoms ? p->doms[i].sd : NULL;
 		pthread_mutex_unlock(&p->lock);
+		if (!sd)
+			break;
 		r = pool_join_sd(p, sd);
 		if (r < 0 && first == 0)
 			first = r;
@@ -437,6 +457,10 @@ CP_EXPORT int cp_pool_master(cp_pool *p, cp_sd **out)
 /* A file domain is made only directly in one of the pool's file roots,
  * named by its absolute canonical path: nothing relative (sanlock would get
  * relative paths), no "..", no link, nowhere else. */
+static int pool_create_undo(cp_pool *p, const struct cp_sd_loc *loc,
+			    const char *uuid, int err);
+static void pool_drop_spm_locked(cp_pool *p);
+
 static int pool_check_file_root(cp_pool *p, const char *root)
 {
 	char real[PATH_MAX];
@@ -501,27 +525,199 @@ CP_EXPORT int cp_pool_domain_create(cp_pool *p,
 		o.loc.disk_uid = p->disk_uid;
 		o.loc.disk_gid = p->disk_gid;
 	}
-	r = cp_sd_create(&o, &md);
+	r = cp_sd_create(&o, &md); /* leaves nothing behind on failure */
 	if (r < 0)
 		return r;
 	loc = o.loc;
 	r = cp_sd_open(&loc, md.dom_uuid, &sd);
 	if (r < 0)
-		return r;
+		return pool_create_undo(p, &loc, md.dom_uuid, r);
 	pthread_mutex_lock(&p->lock);
 	if (!p->pool_uuid[0])
 		strcpy(p->pool_uuid, md.pool_uuid);
 	r = pool_add_locked(p, sd);
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
-		return r;
-	if (out)
-		*out = md;
+		return pool_create_undo(p, &loc, md.dom_uuid, r);
 	/* the new domain is used at once (leases of its volumes): join */
 	if (cp_pool_domain(p, md.dom_uuid, &sd) == 0 &&
 	    (r = pool_join_sd(p, sd)) < 0)
-		return cp_error_prefix(r, "domain %s created, but joining its "
-				       "lockspace failed", md.dom_uuid);
+		return pool_create_undo(
+		    p, &loc, md.dom_uuid,
+		    cp_error_prefix(r, "joining the lockspace of the new "
+				    "domain %s failed", md.dom_uuid));
+	if (out)
+		*out = md;
+	return 0;
+}
+
+/* Leave sd's lockspace (not joined: fine). */
+static int pool_leave_sd(cp_pool *p, cp_sd *sd)
+{
+	struct cp_lockspace_opts ls;
+	int r;
+
+	if (!p->use_sanlock)
+		return 0;
+	cp_sd_lockspace(sd, &ls);
+	r = cp_lockspace_status(&ls, p->host_id);
+	if (r == CP_LOCKSPACE_NOT_JOINED)
+		return 0;
+	r = cp_lockspace_leave(&ls, p->host_id);
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Wipe a domain's storage and take it out of the pool (a scan finds
+ * nothing to take back once the storage is gone).  The cp_sd stays open
+ * until the pool closes: other threads may hold it. */
+static int pool_wipe(cp_pool *p, const struct cp_sd_loc *loc,
+		     const char *uuid)
+{
+	char id[CP_UUID_STR_LEN + 1];
+	int r;
+
+	snprintf(id, sizeof(id), "%s", uuid);
+	pthread_mutex_lock(&p->scan_lock);
+	r = sd_destroy(loc, id);
+	if (r == 0) {
+		pthread_mutex_lock(&p->lock);
+		struct pool_dom *d = pool_find_locked(p, id);
+		cp_sd **g = d ? realloc(p->gone, (p->ngone + 1) * sizeof(*g))
+			      : NULL;
+		if (g) {
+			p->gone = g;
+			p->gone[p->ngone++] = d->sd;
+			*d = p->doms[--p->ndoms];
+		}
+		if (d && !g) {
+			r = cp_error(-ENOMEM, "out of memory");
+		} else if (p->ndoms == 0 && !p->pool_fixed) {
+			p->pool_uuid[0] = '\0'; /* the pool went with it */
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->scan_lock);
+	return r;
+}
+
+/* A create failed after the storage was made: leave, wipe, forget; err
+ * (its message kept) is returned. */
+static int pool_create_undo(cp_pool *p, const struct cp_sd_loc *loc,
+			    const char *uuid, int err)
+{
+	char msg[1024];
+	cp_sd *sd;
+	int u = 0;
+
+	snprintf(msg, sizeof(msg), "%s", cp_error_msg(err));
+	if (cp_pool_domain(p, uuid, &sd) == 0)
+		u = pool_leave_sd(p, sd);
+	if (u == 0)
+		u = pool_wipe(p, loc, uuid);
+	if (u < 0)
+		return cp_error(err, "domain create: %s (removing domain %s "
+				"again failed: %s)", msg, uuid, cp_last_error());
+	return cp_error(err, "domain create: %s (domain %s removed again: "
+			"nothing is left of it)", msg, uuid);
+}
+
+/* A task of the journal that has not finished and touches dom. */
+static int pool_domain_task(cp_pool *p, const char *dom)
+{
+	struct cp_task *v;
+	size_t n;
+	int r;
+
+	pthread_mutex_lock(&p->lock);
+	bool open = p->tj_open;
+	pthread_mutex_unlock(&p->lock);
+	if (!open)
+		return 0;
+	if ((r = tj_list(&p->tj, &v, &n, NULL)) < 0)
+		return r;
+	r = 0;
+	for (size_t i = 0; i < n && r == 0; i++)
+		if (pool_task_unfinished(&v[i]) &&
+		    (!strcasecmp(v[i].dom_uuid, dom) ||
+		     !strcasecmp(v[i].dst_dom_uuid, dom)))
+			r = cp_error(-EBUSY, "domain %s: task %s (%s) is %s: "
+				     "wait for it to finish", dom,
+				     v[i].task_uuid,
+				     cp_task_type_name(v[i].type),
+				     cp_task_state_name(v[i].state));
+	free(v);
+	return r;
+}
+
+/* Why dom cannot be removed now (0: it can); caller holds spm_lock. */
+static int pool_remove_check(cp_pool *p, cp_sd *sd)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&p->lock);
+	size_t others = p->ndoms - 1;
+	for (size_t i = 0; i < p->nleases && r == 0; i++)
+		if (!strcasecmp(p->leases[i].dom, sd->uuid))
+			r = cp_error(-EBUSY, "domain %s: volume %s/%s is prepared "
+				     "for writing on host %" PRIu64
+				     " (tear it down first)", sd->uuid,
+				     p->leases[i].img, p->leases[i].vol,
+				     p->host_id);
+	if (r == 0 && sd->md.master && others)
+		r = cp_error(-EBUSY, "domain %s is the master domain of pool %s, "
+			     "which has %zu other domain%s: remove %s first",
+			     sd->uuid, sd->md.pool_uuid, others,
+			     others == 1 ? "" : "s", others == 1 ? "it" : "them");
+	pthread_mutex_unlock(&p->lock);
+	if (r == 0)
+		r = pool_domain_task(p, sd->uuid);
+	return r;
+}
+
+CP_EXPORT int cp_pool_domain_remove(cp_pool *p, const char *dom_uuid)
+{
+	CP_API_ENTER();
+	struct cp_sd_loc loc;
+	cp_sd *sd;
+	int r;
+
+	if ((r = pool_need_sanlock(p)) < 0 ||
+	    (r = cp_pool_domain(p, dom_uuid, &sd)) < 0)
+		return r;
+	/* refused before waiting for the structural lock a task holds */
+	if ((r = pool_domain_task(p, sd->uuid)) < 0)
+		return r;
+	if ((r = pool_begin_structural(p)) < 0)
+		return cp_error_prefix(r, "domain remove %s", sd->uuid);
+	if ((r = pool_remove_check(p, sd)) < 0) {
+		pool_end_structural(p);
+		return r;
+	}
+	bool master = cp_sd_md(sd)->master;
+	if (master) {
+		/* the last domain of the pool: the SPM role ends with it */
+		struct cp_lease_opts l;
+		pthread_mutex_lock(&p->lock);
+		pool_drop_spm_locked(p);
+		pthread_mutex_unlock(&p->lock);
+		if ((r = cp_sd_lease(sd, NULL, NULL, &l)) == 0)
+			r = cp_lease_release(p->client, &l);
+		if (r == -ENOENT || r == -ESTALE)
+			r = 0;
+	}
+	pool_end_structural(p);
+	if (r == 0)
+		r = pool_leave_sd(p, sd);
+	if (r < 0)
+		return cp_error_prefix(r, "domain remove %s", sd->uuid);
+	cp_sd_loc_init(&loc);
+	loc.type = sd->type;
+	loc.root = sd->root;
+	loc.lvm = &sd->lvm;
+	loc.disk_uid = sd->disk_uid;
+	loc.disk_gid = sd->disk_gid;
+	if ((r = pool_wipe(p, &loc, sd->uuid)) < 0)
+		return cp_error_prefix(r, "domain remove %s", dom_uuid);
 	return 0;
 }
 
@@ -530,8 +726,10 @@ CP_EXPORT int cp_pool_monitor(cp_pool *p)
 	CP_API_ENTER();
 	size_t n;
 
-	/* domains another host created since the last look */
-	cp_pool_rescan(p);
+	/* domains another host created since the last look; a domain is
+	 * not removed under a pass (scan_lock) */
+	pthread_mutex_lock(&p->scan_lock);
+	pool_rescan_locked(p);
 	pthread_mutex_lock(&p->lock);
 	n = p->ndoms;
 	pthread_mutex_unlock(&p->lock);
@@ -577,6 +775,7 @@ CP_EXPORT int cp_pool_monitor(cp_pool *p)
 		p->doms[i].st = st;
 		pthread_mutex_unlock(&p->lock);
 	}
+	pthread_mutex_unlock(&p->scan_lock);
 	return 0;
 }
 

@@ -103,6 +103,18 @@ CP_EXPORT int cp_sd_create(const struct cp_sd_create_opts *opts,
 	return sd_backend_of(o.loc.type)->create(&o, out);
 }
 
+int sd_destroy(const struct cp_sd_loc *loc, const char *uuid)
+{
+	int r = sd_check_loc(loc);
+
+	if (r < 0)
+		return r;
+	if (!uuid || !cp_uuid_valid(uuid))
+		return cp_error(-EINVAL, "domain UUID '%s' is not valid",
+				uuid ? uuid : "");
+	return sd_backend_of(loc->type)->destroy(loc, uuid);
+}
+
 static char *sd_strdup(const char *s)
 {
 	return s ? strdup(s) : NULL;

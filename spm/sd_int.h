@@ -73,6 +73,11 @@ struct sd_backend {
 	 * formatted lockspace/SDM lease); open: fill sd (md, sanlock
 	 * locations, priv). */
 	int (*create)(const struct cp_sd_create_opts *o, struct cp_domain_md *out);
+	/* Wipe a domain's storage: the directory <root>/<uuid> with all it
+	 * holds, or the VG with its LVs.  Gone already: 0.  A create that
+	 * fails calls it for what it made; cp_pool_domain_remove for a
+	 * domain formatted away. */
+	int (*destroy)(const struct cp_sd_loc *loc, const char *uuid);
 	int (*open)(cp_sd *sd);
 	void (*close)(cp_sd *sd);
 	int (*read_md)(cp_sd *sd, struct cp_domain_md *out);
@@ -126,6 +131,8 @@ extern const struct sd_backend cp_sd_file_backend;
 extern const struct sd_backend cp_sd_block_backend;
 
 /* Shared helpers (sd.c). */
+/* Wipe a domain's storage through its backend's destroy. */
+int sd_destroy(const struct cp_sd_loc *loc, const char *uuid);
 /* Format a lease at path:offset for vol (name = vol UUID) in sd's
  * lockspace. */
 int sd_format_vol_lease(cp_sd *sd, const char *vol, const char *path,

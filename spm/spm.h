@@ -104,6 +104,9 @@ int cp_lvm_vg_create(const struct cp_lvm_opts *opts, const char *vg,
 /* vgextend: add a device to a VG. */
 int cp_lvm_vg_extend(const struct cp_lvm_opts *opts, const char *vg,
 		     const char *device);
+/* vgremove -f: the VG and all its LVs (-ENOENT if there is none).  The
+ * PVs stay labelled, free for another vgcreate. */
+int cp_lvm_vg_remove(const struct cp_lvm_opts *opts, const char *vg);
 /* vgchange --deltag ... --addtag ...: one metadata commit, so replacing a
  * tag (del old + add new) is atomic.  Adding a tag present or deleting a
  * tag absent is not an error. */
@@ -797,9 +800,20 @@ int cp_pool_lease_fd(cp_pool *p);
 
 /* Create a domain on one of this host's connections, open it and join
  * its lockspace.  Any host may create a domain (nobody else uses it yet).  The pool UUID
- * defaults to the pool's; a master domain starts a new pool. */
+ * defaults to the pool's; a master domain starts a new pool.  On any
+ * failure everything it made is removed again (the directory, the VG, the
+ * pool's entry and lockspace): the same call can be retried. */
 int cp_pool_domain_create(cp_pool *p, const struct cp_sd_create_opts *o,
 			  struct cp_domain_md *out);
+/* Detach, deactivate and format a domain (oVirt's lifecycle in one
+ * call): SPM only; its lockspace left, its storage wiped (the directory
+ * <root>/<uuid>, or the VG with its LVs), gone from the pool.  -EBUSY
+ * while a volume of it is prepared for writing on this host, while an
+ * unfinished task touches it, or while it is the master of a pool that
+ * has other domains.  The master alone can be removed: the SPM role and
+ * the pool end with it.  Other hosts must not use the domain any more
+ * (the caller's business, as in oVirt). */
+int cp_pool_domain_remove(cp_pool *p, const char *dom_uuid);
 /* A domain of the pool by UUID (borrowed; -ENOENT message names it). */
 int cp_pool_domain(cp_pool *p, const char *dom_uuid, cp_sd **out);
 /* The master domain (-ENOENT when none is connected). */
