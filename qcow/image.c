@@ -864,62 +864,64 @@ int cp_image_pwritev_async(cp_image *img, const struct iovec *iov, int iovcnt,
 
 /* --- high-water mark ---------------------------------------------------------------- */
 
-/* Compute the mark once (a scan of the last refcount blocks); allocations
- * keep it from then on.  Caller holds q->lock. */
-static int high_water_locked(struct qcow *q)
+/* Lock img's qcow2 layer with its mark known: computed once (a scan of the
+ * last refcount blocks), kept by allocations from then on.  On success the
+ * caller holds (*qp)->lock; a raw image has no mark. */
+static int high_water_lock(cp_image *img, struct qcow **qp)
 {
+	struct qcow *q = img->q;
 	uint64_t end;
 	int r;
 
-	if (q->hw_known)
-		return 0;
-	if ((r = qc_highest_used_locked(q, &end)) < 0)
-		return r;
-	q->hw = end;
-	q->hw_known = true;
+	if (!q)
+		return cp_error(-ENOTSUP, "%s: a raw image has no high-water "
+				"mark", img->filename);
+	pthread_mutex_lock(&q->lock);
+	if (!q->hw_known) {
+		if ((r = qc_highest_used_locked(q, &end)) < 0) {
+			pthread_mutex_unlock(&q->lock);
+			return r;
+		}
+		q->hw = end;
+		q->hw_known = true;
+	}
+	*qp = q;
 	return 0;
 }
 
 int cp_image_high_water(cp_image *img, uint64_t *end)
 {
 	CP_API_ENTER();
-	struct qcow *q = img->q;
-	int r;
+	struct qcow *q;
+	int r = high_water_lock(img, &q);
 
-	if (!q)
-		return cp_error(-ENOTSUP, "%s: a raw image has no high-water "
-				"mark", img->filename);
-	pthread_mutex_lock(&q->lock);
-	r = high_water_locked(q);
+	if (r < 0)
+		return r;
 	*end = q->hw;
 	pthread_mutex_unlock(&q->lock);
-	return r;
+	return 0;
 }
 
 int cp_image_set_write_threshold(cp_image *img, uint64_t threshold,
 				 cp_image_threshold_cb cb, void *opaque)
 {
 	CP_API_ENTER();
-	struct qcow *q = img->q;
-	uint64_t hw;
-	int r;
+	struct qcow *q;
+	int r = high_water_lock(img, &q);
 
-	if (!q)
-		return cp_error(-ENOTSUP, "%s: a raw image has no high-water "
-				"mark", img->filename);
-	pthread_mutex_lock(&q->lock);
-	r = high_water_locked(q);
-	hw = q->hw;
+	if (r < 0)
+		return r;
+	uint64_t hw = q->hw;
 	q->hw_cb = NULL;
-	if (r == 0 && cb && hw <= threshold) {
+	if (cb && hw <= threshold) {
 		q->hw_threshold = threshold;
 		q->hw_opaque = opaque;
 		q->hw_cb = cb;
 	}
 	pthread_mutex_unlock(&q->lock);
-	if (r == 0 && cb && hw > threshold)
+	if (cb && hw > threshold)
 		cb(opaque, hw); /* already above: at once */
-	return r;
+	return 0;
 }
 
 /* --- allocation map ---------------------------------------------------------------- */
