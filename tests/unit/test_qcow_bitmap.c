@@ -66,7 +66,8 @@ static void add(cp_image *img, const char *name, uint32_t gran, bool off)
 		fail_msg("add %s: %s", name, cp_last_error());
 }
 
-static cp_bdev *session1(uint64_t keep)
+/* A new SIZE image of CLUSTER clusters on a RAM device (keep_seed keep). */
+static cp_bdev *new_image(uint64_t keep)
 {
 	struct cp_ram_opts ro;
 	cp_ram_opts_init(&ro);
@@ -78,6 +79,12 @@ static cp_bdev *session1(uint64_t keep)
 	co.virtual_size = SIZE;
 	co.cluster_size = CLUSTER;
 	assert_int_equal(cp_image_create_dev(dev, "bm.qcow2", &co, NULL, NULL), 0);
+	return dev;
+}
+
+static cp_bdev *session1(uint64_t keep)
+{
+	cp_bdev *dev = new_image(keep);
 	cp_image *img;
 	open_img(dev, false, false, &img);
 	add(img, "a", 0, false);
@@ -282,15 +289,7 @@ static void *writer_main(void *arg)
 static void test_concurrent_marks(void **state)
 {
 	(void)state;
-	struct cp_ram_opts ro;
-	cp_ram_opts_init(&ro);
-	cp_bdev *dev;
-	assert_int_equal(cp_bdev_open_ram(&ro, &dev), 0);
-	struct cp_create_opts co;
-	cp_create_opts_init(&co);
-	co.virtual_size = SIZE;
-	co.cluster_size = CLUSTER;
-	assert_int_equal(cp_image_create_dev(dev, "bm.qcow2", &co, NULL, NULL), 0);
+	cp_bdev *dev = new_image(0);
 	cp_image *img;
 	open_img(dev, false, false, &img);
 	add(img, "fine", 512, false);
